@@ -1,0 +1,117 @@
+"""The one render interface: Gaussians + camera -> image, depth, alpha, per-Gaussian radii."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clipgs.data.frame import Camera
+from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from clipgs.render.projection import project_gaussians
+from clipgs.render.torch_backend import composite
+
+BACKENDS = ("auto", "torch", "gsplat")
+
+
+@dataclass
+class RenderOutput:
+    """What one camera sees.
+
+    image: (H, W, C) composited features (RGB and semantic channels alike), plus background.
+    depth: (H, W) accumulated depth sum_i w_i z_i in metres (not normalised; see ``expected_depth``).
+    alpha: (H, W) accumulated opacity in [0, 1].
+    radii: (N, 2) int32 screen half-extent per Gaussian in pixels; (0, 0) = not rendered.
+    means2d: (N, 2) projected centres in pixels (OpenCV convention: integer = pixel centre).
+    backend: name of the backend that produced it.
+    """
+
+    image: Tensor
+    depth: Tensor
+    alpha: Tensor
+    radii: Tensor
+    means2d: Tensor
+    backend: str
+
+    @property
+    def visible(self) -> Tensor:
+        """(N,) bool: Gaussians that touched the image."""
+        return (self.radii > 0).any(dim=-1)
+
+    def expected_depth(self, min_alpha: float = 1e-6) -> Tensor:
+        """(H, W) depth / alpha in metres; 0 where alpha < ``min_alpha``."""
+        return torch.where(self.alpha >= min_alpha, self.depth / self.alpha.clamp(min=min_alpha), 0.0)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Pick the backend: 'auto' means gsplat for CUDA tensors when it is importable, else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+    if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
+        raise RuntimeError(
+            "render backend 'gsplat' needs a CUDA GPU, gsplat installed and the Gaussians on the GPU; "
+            "use backend='torch' (or 'auto') on CPU"
+        )
+    return backend
+
+
+def camera_tensors(camera: Camera, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(viewmat (4, 4), K (3, 3)) tensors; K shifted by +0.5 px to gsplat's pixel-centre convention."""
+    K = np.array(camera.K, dtype=np.float64, copy=True)
+    K[0, 2] += 0.5
+    K[1, 2] += 0.5
+    viewmat = torch.as_tensor(camera.camera_from_world, dtype=dtype, device=device)
+    return viewmat, torch.as_tensor(K, dtype=dtype, device=device)
+
+
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    log_scales: Tensor,
+    opacity_logits: Tensor,
+    features: Tensor,
+    camera: Camera,
+    *,
+    background: Tensor | None = None,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+    backend: str = "auto",
+) -> RenderOutput:
+    """Render N Gaussians into one camera.
+
+    means: (N, 3) world metres. quats: (N, 4) (w, x, y, z), normalised here.
+    log_scales: (N, 3) log standard deviations (metres). opacity_logits: (N,) pre-sigmoid opacities.
+    features: (N, C) any channel count; RGB and semantic attributes render in one pass.
+    camera: intrinsics, size and world_from_camera pose (OpenCV optical frame).
+    background: optional (C,) added where alpha < 1: image + (1 - alpha) * background.
+    backend: 'auto' (gsplat on CUDA, else torch), 'torch' or 'gsplat'.
+    """
+    n = means.shape[0]
+    for name, t, shape in (
+        ("means", means, (n, 3)), ("quats", quats, (n, 4)), ("log_scales", log_scales, (n, 3)),
+        ("opacity_logits", opacity_logits, (n,)),
+    ):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if features.dim() != 2 or features.shape[0] != n:
+        raise ValueError(f"features must have shape ({n}, C), got {tuple(features.shape)}")
+    chosen = resolve_backend(backend, means.device)
+    viewmat, K = camera_tensors(camera, means.dtype, means.device)
+    W, H = camera.width, camera.height
+    opacities = torch.sigmoid(opacity_logits)
+    if chosen == "gsplat":
+        quats_n = quats / quats.norm(dim=-1, keepdim=True)
+        image, depth, alpha, radii, means2d = rasterize_gsplat(
+            means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
+        )
+    else:
+        proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
+        image, depth, alpha = composite(proj, features, W, H)
+        radii, means2d = proj.radii, proj.means2d
+    if background is not None:
+        image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
+    return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen)

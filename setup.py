@@ -1,0 +1,44 @@
+"""Install clipgs (ROS-free core) and clipgs_ros (ROS 2 glue).
+
+One setup.py serves both ``pip install -e .`` and ``colcon build`` (ament_python).
+It imports nothing beyond setuptools so colcon can read it without the runtime deps.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'clipgs_ros'
+
+setup(
+    name=PACKAGE,
+    version='0.1.0',
+    description='CLIP-informed Gaussian splatting for robots: online open-vocabulary 3D semantic maps.',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=['clipgs', 'clipgs.*', 'clipgs_ros', 'clipgs_ros.*']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.rviz')),
+    ],
+    install_requires=[
+        'numpy>=1.24',
+        'torch>=2.1',
+        'plyfile>=1.0',
+        'pillow>=9.0',
+        'pyyaml>=6.0',
+        'tqdm>=4.60',
+    ],
+    extras_require={
+        # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.
+        'cuda': ['gsplat==1.5.3'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3'],
+    },
+    zip_safe=True,
+    entry_points={
+        'console_scripts': [
+            'clipgs = clipgs.cli:main',
+        ],
+    },
+)
