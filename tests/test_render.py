@@ -15,6 +15,7 @@ from tests.reference_rasterizer import reference_rasterize
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
