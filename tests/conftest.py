@@ -36,3 +36,12 @@ def scene_factory():
 @pytest.fixture
 def camera_factory():
     return make_camera
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic room (24 frames, 80x60) shared by the data tests."""
+    from clipgs.data.synthetic import generate_scene
+
+    return generate_scene(tmp_path_factory.mktemp("synth") / "room", n_frames=24, width=80, height=60,
+                          progress=False)
