@@ -1,0 +1,136 @@
+"""Render benchmark: prints a table of forward and forward+backward time and peak memory per backend.
+
+Scene: Gaussians seeded from the synthetic room's RGB-D frames (surface-like density, as in a real map),
+randomly subsampled to N, with 3 colour + 16 semantic channels; rendered from a held-out view.
+Each configuration runs in a fresh process so its peak memory is its own.
+
+    .venv/bin/python benchmarks/render.py [--sizes 20000 50000 200000] [--res 160x120 320x240]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCENE_DIR = Path(tempfile.gettempdir()) / "clipgs_bench_room"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def build_map(n: int, width: int, height: int, sem_dim: int, device: str):
+    import numpy as np
+    import torch
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.data.synthetic import generate_scene
+    from clipgs.mapping import GaussianMap
+
+    if not (SCENE_DIR / "scene.json").is_file():
+        generate_scene(SCENE_DIR, n_frames=40, width=320, height=240, progress=False)
+    ds = open_dataset(SCENE_DIR, size=(width, height))
+    train, test = ds.split
+    gmap = GaussianMap.empty()
+    per_frame = width * height
+    frames = train[:: max(1, len(train) // max(1, -(-n // per_frame) + 1))]
+    for i in frames:
+        gmap = gmap.append(GaussianMap.from_frame(ds[i]))
+        if len(gmap) >= n:
+            break
+    keep = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(gmap), min(n, len(gmap)), replace=False)))
+    gmap = gmap.select(keep)
+    gmap.semantics = torch.randn(len(gmap), sem_dim, generator=torch.Generator().manual_seed(0))
+    return gmap.to(device), ds[test[len(test) // 2]].camera
+
+
+def run_one(cfg: dict, queue) -> None:
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    gmap, camera = build_map(cfg["n"], cfg["width"], cfg["height"], cfg["sem"], cfg["device"])
+    sync = torch.cuda.synchronize if cfg["device"] == "cuda" else (lambda: None)
+
+    def forward():
+        with torch.no_grad():
+            out = gmap.render(camera, backend=cfg["backend"])
+        sync()
+        return out
+
+    params = {k: v.clone().requires_grad_(True) for k, v in gmap.tensors().items()}
+    from clipgs.mapping import GaussianMap
+
+    def forward_backward():
+        out = GaussianMap(**params).render(camera, backend=cfg["backend"])
+        (out.image.square().mean() + out.depth.mean()).backward()
+        sync()
+
+    forward()  # warm-up
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    for _ in range(cfg["repeats"]):
+        out = forward()
+    fwd = (time.perf_counter() - t0) / cfg["repeats"] * 1e3
+    forward_backward()
+    t0 = time.perf_counter()
+    for _ in range(cfg["repeats"]):
+        forward_backward()
+    fb = (time.perf_counter() - t0) / cfg["repeats"] * 1e3
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cfg["device"] == "cuda" else None
+    queue.put({**cfg, "n": len(gmap), "fwd_ms": fwd, "fb_ms": fb, "peak_mb": peak, "gpu_peak_mb": gpu_peak,
+               "backend_used": out.backend, "coverage": float(out.alpha.mean())})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 200_000])
+    parser.add_argument("--res", nargs="+", default=["160x120", "320x240"])
+    parser.add_argument("--sem", type=int, default=16, help="semantic channels rendered with RGB")
+    parser.add_argument("--backends", nargs="+", default=None, help="default: torch, plus gsplat with CUDA")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
+    args = parser.parse_args()
+
+    import torch
+
+    backends = args.backends or (["torch", "gsplat"] if torch.cuda.is_available() else ["torch"])
+    rows = []
+    ctx = mp.get_context("spawn")
+    print(f"torch {torch.__version__}, {args.threads} threads, channels 3+{args.sem}", flush=True)
+    header = (f"| {'backend':8} | {'N':>7} | {'resolution':>10} | {'channels':>8} | {'fwd ms':>8} | "
+              f"{'fwd+bwd ms':>10} | {'peak MB':>8} |")
+    print(header + "\n|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
+    for backend in backends:
+        for res in args.res:
+            w, h = (int(v) for v in res.split("x"))
+            for n in args.sizes:
+                cfg = {"backend": backend, "n": n, "width": w, "height": h, "sem": args.sem, "threads": args.threads,
+                       "repeats": args.repeats, "device": "cuda" if backend == "gsplat" else "cpu"}
+                queue = ctx.Queue()
+                proc = ctx.Process(target=run_one, args=(cfg, queue))
+                proc.start()
+                proc.join()
+                if proc.exitcode != 0:
+                    print(f"| {backend:8} | {n:>7} | {res:>10} | {3 + args.sem:>8} | failed (exit {proc.exitcode}) |")
+                    continue
+                r = queue.get()
+                rows.append(r)
+                peak = r["gpu_peak_mb"] if r["gpu_peak_mb"] is not None else r["peak_mb"]
+                print(f"| {backend:8} | {r['n']:>7} | {res:>10} | {3 + args.sem:>8} | {r['fwd_ms']:>8.1f} | "
+                      f"{r['fb_ms']:>10.1f} | {peak:>8.0f} |", flush=True)
+    print("peak MB: resident memory added by the runs (CPU) or peak CUDA allocation (GPU)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
