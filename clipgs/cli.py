@@ -25,6 +25,64 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mapper_config(path: Path | None):
+    from clipgs.mapping.config import MapperConfig
+
+    return MapperConfig.from_yaml(path) if path else MapperConfig()
+
+
+def _map(args: argparse.Namespace) -> int:
+    from clipgs.data.dataset import open_dataset
+    from clipgs.mapping import save_ply
+    from clipgs.mapping.offline import map_dataset
+
+    config = _mapper_config(args.config)
+    ds = open_dataset(args.data)
+    print(ds.summary())
+    mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine)
+    path = save_ply(mapper.snapshot(), args.out)
+    print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
+          f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
+          f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
+          f"peak RSS {summary['peak_rss_mb']:.0f} MB")
+    if summary["rejected"]:
+        print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
+    print(f"map written to {path}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.eval.evaluate import evaluate
+    from clipgs.mapping import load_ply
+
+    gmap = load_ply(args.map)
+    ds = open_dataset(args.data)
+    result = evaluate(gmap, ds, backend=args.backend)
+    print(f"held-out views: {result['views']} at {result['resolution']}, {result['gaussians']} Gaussians")
+    print(f"PSNR {result['psnr_db']:.2f} dB | depth L1 {result['depth_l1_m']:.4f} m | "
+          f"render {result['render_ms']:.1f} ms ({result['render_fps']:.1f} FPS, {result['backend']} backend)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from clipgs.data.dataset import open_dataset
+    from clipgs.eval.evaluate import write_view_images
+    from clipgs.mapping import load_ply
+
+    gmap = load_ply(args.map)
+    ds = open_dataset(args.data)
+    paths = write_view_images(gmap, ds[args.view], args.out, backend=args.backend)
+    print("wrote", ", ".join(str(p) for p in paths))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from clipgs.demo import run_demo
 
@@ -50,6 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.set_defaults(func=_info)
 
+    p = sub.add_parser("map", help="map a dataset's training frames in stream order into a Gaussian map (PLY)")
+    p.add_argument("data", type=Path, help="dataset folder (synthetic, Replica, ScanNet, TUM)")
+    p.add_argument("--out", type=Path, required=True, help="output map, e.g. map.ply")
+    p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
+    p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
+    p.set_defaults(func=_map)
+
+    p = sub.add_parser("eval", help="score a map on the held-out views (every 10th frame): PSNR, depth L1, FPS")
+    p.add_argument("map", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--json", type=Path, default=None, help="also write the results (with per-view scores)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("render", help="render a map at a dataset view and write PNGs")
+    p.add_argument("map", type=Path)
+    p.add_argument("data", type=Path)
+    p.add_argument("--view", type=int, required=True, help="frame index in the dataset")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    p.set_defaults(func=_render)
+
     p = sub.add_parser("demo", help="synthetic scene -> Gaussian map -> rendered held-out view")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.set_defaults(func=_demo)
@@ -60,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:  # bad input: one clear line, no traceback
+    except (FileNotFoundError, ValueError, IndexError) as exc:  # bad input: one clear line, no traceback
         print(f"clipgs {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

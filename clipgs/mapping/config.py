@@ -1,0 +1,93 @@
+"""MapperConfig: every mapping setting in one flat dataclass; the ROS params file uses the same keys."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+ROS_NODE_NAME = "clipgs_mapping"
+
+
+@dataclass
+class MapperConfig:
+    # Keyframe gating: a frame becomes a keyframe if it moved or turned enough, or sees too little of the last one.
+    kf_translation_m: float = 0.15
+    kf_rotation_deg: float = 12.0
+    kf_min_overlap: float = 0.85  # fraction of the last keyframe's points visible and consistent in the new frame
+    # Growth (SplaTAM-style): add Gaussians where the map is transparent or behind the observed surface.
+    grow_alpha: float = 0.5
+    grow_depth_margin: float = 0.05  # relative: observed depth < rendered * (1 - margin) means new geometry in front
+    grow_pixel_stride: int = 1
+    initial_opacity: float = 0.5
+    init_pixel_stride: int = 1  # the first frame
+    # Optimisation over a keyframe window.
+    iters_per_keyframe: int = 15
+    window_size: int = 6
+    random_keyframes: int = 2
+    lr_means: float = 5e-4
+    lr_quats: float = 1e-3
+    lr_log_scales: float = 5e-3
+    lr_opacity_logits: float = 5e-2
+    lr_sh0: float = 5e-3
+    lr_semantics: float = 5e-3
+    w_color: float = 1.0
+    w_ssim: float = 0.2
+    w_depth: float = 0.5
+    # Pruning and limits.
+    prune_opacity: float = 0.02
+    prune_max_scale_m: float = 0.25
+    max_gaussians: int = 300_000
+    # Frame checks.
+    min_valid_depth_fraction: float = 0.05
+    # Misc.
+    sem_dim: int = 0
+    backend: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ["iters_per_keyframe", "window_size", "grow_pixel_stride", "init_pixel_stride", "max_gaussians"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"MapperConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("kf_min_overlap", "grow_alpha", "initial_opacity", "min_valid_depth_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"MapperConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.initial_opacity < 1.0:
+            raise ValueError(f"MapperConfig.initial_opacity must be in (0, 1), got {self.initial_opacity}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MapperConfig:
+        """Build from a flat dict; unknown keys are an error (a typo must not be silently ignored)."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown mapper setting(s) {unknown}; known: {sorted(known)}")
+        typed = {}
+        for k, v in values.items():
+            kind = type(getattr(cls(), k))
+            typed[k] = kind(v) if kind in (int, float, str) and not isinstance(v, bool) else v
+        return cls(**typed)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> MapperConfig:
+        """Read flat keys, or the ROS 2 params layout ``clipgs_mapping: {ros__parameters: {...}}``.
+
+        In the ROS layout, keys not belonging to the mapper (topics, frames) are left to the node.
+        """
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        if ROS_NODE_NAME in data:
+            params = data[ROS_NODE_NAME].get("ros__parameters", {})
+            names = {f.name for f in fields(cls)}
+            return cls.from_dict({k: v for k, v in params.items() if k in names})
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path

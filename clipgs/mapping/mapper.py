@@ -1,0 +1,197 @@
+"""IncrementalMapper: posed RGB-D frames in, an optimised Gaussian map out (no ROS, no threads)."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from clipgs.data.frame import Frame
+from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.frame_check import rejection_reason
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.mapping.growth import growth_mask
+from clipgs.mapping.keyframes import KeyframeGate
+from clipgs.mapping.losses import mapping_loss
+from clipgs.mapping.optimizer import GaussianAdam
+
+
+@dataclass
+class MapperStats:
+    """Counters a user (or the ROS node) can log. Times in seconds."""
+
+    frames_received: int = 0
+    keyframes: int = 0
+    skipped_non_keyframes: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    iterations: int = 0
+    gaussians: int = 0
+    added: int = 0
+    pruned: int = 0
+    last_loss: float = float("nan")
+    last_parts: dict = field(default_factory=dict)
+    optimise_seconds: float = 0.0
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        return self.optimise_seconds / self.iterations if self.iterations else float("nan")
+
+
+@dataclass
+class Keyframe:
+    """A keyframe's data as tensors ready for the loss (rgb (H, W, 3) in [0, 1], depth (H, W) metres)."""
+
+    frame: Frame
+    rgb: torch.Tensor
+    depth: torch.Tensor
+
+
+class IncrementalMapper:
+    """Grows and optimises a Gaussian map from a stream of posed RGB-D frames.
+
+    ``add_frame`` returns what happened to the frame: 'keyframe', 'skipped' (not a keyframe) or
+    'rejected:<reason>'. Bad frames never raise; they are counted in ``stats.rejected``.
+    Thread-safe: ``snapshot()`` may be called from another thread while ``add_frame`` runs.
+    """
+
+    def __init__(self, config: MapperConfig | None = None, device: str | torch.device = "cpu") -> None:
+        self.config = config or MapperConfig()
+        self.device = torch.device(device)
+        self.stats = MapperStats()
+        self.keyframes: list[Keyframe] = []
+        self.gate = KeyframeGate(self.config.kf_translation_m, self.config.kf_rotation_deg,
+                                 self.config.kf_min_overlap, seed=self.config.seed)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.optimizer: GaussianAdam | None = None
+        self._size: tuple[int, int] | None = None
+        self._last_timestamp: float | None = None
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- public API
+    def add_frame(self, frame: Frame) -> str:
+        c = self.config
+        self.stats.frames_received += 1
+        try:
+            reason = rejection_reason(frame, self._size, self._last_timestamp, c.min_valid_depth_fraction)
+            if reason is None:
+                frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
+        except Exception as exc:  # a malformed frame must never take the mapper down
+            reason = f"invalid_frame ({type(exc).__name__})"
+        if reason is not None:
+            self.stats.rejected[reason] += 1
+            return f"rejected:{reason}"
+        self._size, self._last_timestamp = (frame.width, frame.height), frame.timestamp
+        if not self.gate.is_keyframe(frame):
+            self.stats.skipped_non_keyframes += 1
+            return "skipped"
+        self.gate.accept(frame)
+        self._add_keyframe(frame)
+        self.optimise(c.iters_per_keyframe)
+        self.prune()
+        return "keyframe"
+
+    def snapshot(self) -> GaussianMap:
+        """A detached copy of the current map, consistent even while mapping continues in another thread."""
+        with self._lock:
+            if self.optimizer is None:
+                return GaussianMap.empty(self.config.sem_dim, device=self.device)
+            return self.optimizer.map.detach()
+
+    @property
+    def gaussian_count(self) -> int:
+        return 0 if self.optimizer is None else len(self.optimizer.map)
+
+    # ----------------------------------------------------------------- steps
+    def _add_keyframe(self, frame: Frame) -> None:
+        c = self.config
+        kf = Keyframe(
+            frame=frame,
+            rgb=torch.tensor(frame.rgb, device=self.device).float() / 255.0,
+            depth=torch.tensor(frame.depth, device=self.device),
+        )
+        with self._lock:
+            if self.optimizer is None:
+                new = GaussianMap.from_frame(frame, sem_dim=c.sem_dim, pixel_stride=c.init_pixel_stride,
+                                             initial_opacity=c.initial_opacity, device=self.device)
+                self.optimizer = GaussianAdam(new, self._learning_rates())
+            else:
+                with torch.no_grad():
+                    render = self.optimizer.map.render(frame.camera, semantic=False, backend=c.backend)
+                mask = growth_mask(render, frame, c.grow_alpha, c.grow_depth_margin)
+                new = GaussianMap.from_frame(frame, sem_dim=c.sem_dim, pixel_stride=c.grow_pixel_stride, mask=mask,
+                                             initial_opacity=c.initial_opacity, device=self.device)
+                if len(new):
+                    self.optimizer.extend(new)
+            self.stats.added += len(new)
+            self.keyframes.append(kf)
+            self.stats.keyframes += 1
+            self.stats.gaussians = len(self.optimizer.map)
+
+    def _window(self) -> list[Keyframe]:
+        """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""
+        c = self.config
+        recent = self.keyframes[-c.window_size:]
+        older = self.keyframes[: -c.window_size] if len(self.keyframes) > c.window_size else []
+        if older and c.random_keyframes:
+            picks = self.rng.choice(len(older), min(c.random_keyframes, len(older)), replace=False)
+            recent = recent + [older[i] for i in picks]
+        return recent
+
+    def optimise(self, iterations: int) -> None:
+        """Run ``iterations`` steps on the window: the newest keyframe first, then random window members."""
+        window = self._window()
+        t0 = time.perf_counter()
+        for i in range(iterations):
+            self._step(self.keyframes[-1] if i == 0 else window[self.rng.integers(len(window))])
+        self.stats.optimise_seconds += time.perf_counter() - t0
+
+    def refine(self, iterations: int) -> None:
+        """Extra optimisation over all keyframes, then pruning (offline mapping's final pass)."""
+        if not self.keyframes:
+            return
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            self._step(self.keyframes[self.rng.integers(len(self.keyframes))])
+        self.stats.optimise_seconds += time.perf_counter() - t0
+        self.prune()
+
+    def _step(self, kf: Keyframe) -> None:
+        c = self.config
+        with self._lock:
+            opt = self.optimizer
+            opt.zero_grad()
+            out = opt.map.render(kf.frame.camera, semantic=False, backend=c.backend)
+            loss, parts = mapping_loss(out.image, out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim, c.w_depth)
+            loss.backward()
+            opt.step()
+        self.stats.iterations += 1
+        self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
+
+    def prune(self) -> None:
+        """Remove near-transparent and oversized Gaussians, then enforce the hard cap."""
+        c = self.config
+        with self._lock:
+            opt = self.optimizer
+            if opt is None:
+                return
+            gmap = opt.map
+            with torch.no_grad():
+                too_big = gmap.log_scales.max(dim=1).values.exp() > c.prune_max_scale_m
+                remove = (gmap.opacities < c.prune_opacity) | too_big
+            before = len(gmap)
+            if bool(remove.any()):
+                opt.keep(~remove)
+            _, kept = opt.map.cap(c.max_gaussians)
+            if len(kept) < len(opt.map):
+                opt.keep(kept)
+            self.stats.pruned += before - len(opt.map)
+            self.stats.gaussians = len(opt.map)
+
+    def _learning_rates(self) -> dict[str, float]:
+        c = self.config
+        return {"means": c.lr_means, "quats": c.lr_quats, "log_scales": c.lr_log_scales,
+                "opacity_logits": c.lr_opacity_logits, "sh0": c.lr_sh0, "semantics": c.lr_semantics}

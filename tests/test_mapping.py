@@ -1,0 +1,242 @@
+"""Online mapping: growth, gating, the drop-when-busy worker, pruning, optimiser state, config, bad input."""
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from clipgs.data.dataset import open_dataset
+from clipgs.eval.metrics import psnr
+from clipgs.mapping import GaussianMap
+from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.keyframes import KeyframeGate
+from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.optimizer import GaussianAdam
+from clipgs.mapping.worker import MapperWorker
+
+FAST = dict(iters_per_keyframe=10, w_ssim=0.0)
+
+
+def test_first_keyframe_is_rendered_back(synth_dir):
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(MapperConfig(**FAST))
+    frame = ds[0]
+    assert mapper.add_frame(frame) == "keyframe"
+    out = mapper.snapshot().render(frame.camera, semantic=False)
+    assert psnr(out.image.clamp(0, 1).numpy(), frame.rgb / 255.0) > 20.0
+    assert mapper.stats.iterations == 10 and mapper.stats.added == 80 * 60
+
+
+def test_growth_adds_only_where_the_map_is_missing(synth_dir):
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0))
+    mapper.add_frame(ds[0])
+    first = mapper.gaussian_count
+    mapper.add_frame(ds[1])  # 15 degrees further: mostly seen already, a new strip at the border
+    added = mapper.stats.added - 80 * 60
+    assert mapper.stats.keyframes == 2 and 0 < added < 0.6 * 80 * 60
+    assert mapper.gaussian_count <= first + added
+
+
+def test_keyframe_gate_by_motion_and_overlap(synth_dir):
+    ds = open_dataset(synth_dir)
+    f = ds[0]
+    gate = KeyframeGate(translation_m=0.2, rotation_deg=10.0, min_overlap=0.8)
+    assert gate.is_keyframe(f)
+    gate.accept(f)
+    assert not gate.is_keyframe(f)  # same view again
+    moved = dataclasses.replace(f, world_from_camera=f.world_from_camera.copy())
+    moved.world_from_camera[:3, 3] += [0.25, 0, 0]
+    assert gate.is_keyframe(moved)
+    small = dataclasses.replace(f, world_from_camera=f.world_from_camera.copy())
+    small.world_from_camera[:3, 3] += [0.05, 0, 0]
+    assert not gate.is_keyframe(small)
+    turned = ds[1]  # 15 degrees round the orbit
+    assert gate.is_keyframe(turned)
+    # Overlap alone: a high motion threshold, but the view content changed (depth mostly different).
+    gate2 = KeyframeGate(translation_m=10.0, rotation_deg=180.0, min_overlap=0.8)
+    gate2.accept(f)
+    changed = dataclasses.replace(f, depth=f.depth * 0.5)
+    assert gate2.is_keyframe(changed) and not gate2.is_keyframe(f)
+
+
+class BlockingMapper:
+    """Stands in for IncrementalMapper: add_frame blocks until released, so 'busy' is under test control."""
+
+    def __init__(self):
+        self.started, self.release, self.seen = threading.Event(), threading.Event(), []
+
+    def add_frame(self, frame):
+        self.seen.append(frame)
+        self.started.set()
+        assert self.release.wait(10)
+        return "keyframe"
+
+    def snapshot(self):
+        return GaussianMap.empty()
+
+
+def test_worker_drops_frames_that_arrive_while_busy():
+    mapper = BlockingMapper()
+    worker = MapperWorker(mapper)
+    assert worker.submit("a")
+    assert mapper.started.wait(10)  # 'a' is being mapped
+    assert worker.submit("b")  # waits in the slot of one
+    assert not worker.submit("c")  # displaces 'b'
+    assert not worker.submit("d")  # displaces 'c'
+    assert worker.busy and worker.dropped == 2
+    mapper.release.set()
+    assert worker.wait_idle(10)
+    assert mapper.seen == ["a", "d"] and worker.processed == 2 and worker.outcomes["keyframe"] == 2
+    worker.stop(10)
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.submit("e")
+
+
+def test_worker_keeps_running_after_a_mapper_error():
+    class Flaky:
+        def __init__(self):
+            self.calls = 0
+
+        def add_frame(self, frame):
+            self.calls += 1
+            if frame == "bad":
+                raise RuntimeError("boom")
+            return "skipped"
+
+    worker = MapperWorker(Flaky())
+    worker.submit("bad")
+    worker.wait_idle(10)
+    worker.submit("good")
+    worker.wait_idle(10)
+    assert worker.outcomes == {"error": 1, "skipped": 1} and isinstance(worker.error, RuntimeError)
+    worker.stop(10)
+
+
+def test_worker_with_real_mapper_and_concurrent_snapshots(synth_dir):
+    ds = open_dataset(synth_dir)
+    worker = MapperWorker(IncrementalMapper(MapperConfig(iters_per_keyframe=3, w_ssim=0.0)))
+    sizes = []
+    for i in range(6):
+        worker.submit(ds[i])
+        sizes.append(len(worker.snapshot()))  # never blocks for a whole keyframe, never inconsistent
+    worker.wait_idle(120)
+    worker.stop(10)
+    assert worker.processed + worker.dropped == 6 and worker.processed >= 1
+    snap = worker.snapshot()
+    assert len(snap) == worker.mapper.gaussian_count > 0
+    for t in snap.tensors().values():
+        assert not t.requires_grad
+
+
+def test_pruning_and_cap_follow_optimiser_state(synth_dir):
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, max_gaussians=1000))
+    mapper.add_frame(ds[0])
+    assert mapper.gaussian_count == 1000  # cap enforced at once
+    opt = mapper.optimizer
+    with torch.no_grad():
+        opt.params["opacity_logits"][:100] = -10.0  # transparent
+        opt.params["log_scales"][100:110] = np.log(1.0)  # 1 m: oversized
+    marker = opt.exp_avg["means"][200].clone()
+    mapper.prune()
+    assert mapper.gaussian_count == 890 and mapper.stats.pruned >= 110
+    for k, p in opt.params.items():
+        assert opt.exp_avg[k].shape == p.shape == opt.exp_avg_sq[k].shape and p.requires_grad, k
+    assert opt.steps.shape == (890,)
+    assert torch.equal(opt.exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
+
+
+def test_adam_matches_torch_adam_and_new_rows_start_fresh():
+    g = torch.Generator().manual_seed(0)
+    gmap = GaussianMap(torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g),
+                       torch.randn(5, generator=g), torch.randn(5, 3, generator=g), torch.zeros(5, 0))
+    opt = GaussianAdam(gmap, {"means": 0.1}, eps=1e-8)
+    ref = gmap.means.clone().requires_grad_(True)
+    torch_opt = torch.optim.Adam([ref], lr=0.1, eps=1e-8)
+    target = torch.randn(5, 3, generator=g)
+    for _ in range(5):
+        opt.zero_grad()
+        ((opt.params["means"] - target) ** 2).sum().backward()
+        opt.step()
+        torch_opt.zero_grad()
+        ((ref - target) ** 2).sum().backward()
+        torch_opt.step()
+    torch.testing.assert_close(opt.params["means"].detach(), ref.detach())
+    opt.extend(gmap.select(torch.tensor([0])))
+    assert opt.steps.tolist() == [5, 5, 5, 5, 5, 0]
+    before = opt.params["means"][5].detach().clone()
+    opt.zero_grad()
+    ((opt.params["means"] - target[0]) ** 2).sum().backward()
+    opt.step()
+    # First step of a fresh row moves by lr (Adam's bias-corrected unit step), whatever the global step count.
+    torch.testing.assert_close((opt.params["means"][5].detach() - before).abs(), torch.full((3,), 0.1), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_config_yaml_round_trip_and_ros_layout(tmp_path):
+    cfg = MapperConfig(iters_per_keyframe=7, kf_rotation_deg=5.5, backend="torch")
+    assert MapperConfig.from_yaml(cfg.to_yaml(tmp_path / "m.yaml")) == cfg
+    ros = {"clipgs_mapping": {"ros__parameters": {"iters_per_keyframe": 9, "max_gaussians": 5000,
+                                                   "color_topic": "/camera/color/image_raw"}}}
+    (tmp_path / "ros.yaml").write_text(yaml.safe_dump(ros))
+    loaded = MapperConfig.from_yaml(tmp_path / "ros.yaml")
+    assert loaded.iters_per_keyframe == 9 and loaded.max_gaussians == 5000
+    (tmp_path / "typo.yaml").write_text("iters_per_keyfrme: 3\n")
+    with pytest.raises(ValueError, match="unknown mapper setting"):
+        MapperConfig.from_yaml(tmp_path / "typo.yaml")
+    with pytest.raises(ValueError, match="window_size must be >= 1"):
+        MapperConfig(window_size=0)
+
+
+def test_bad_frames_are_rejected_counted_and_never_crash(synth_dir):
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0))
+    good = ds[0]
+    assert mapper.add_frame(good) == "keyframe"
+
+    def variant(**changes):
+        f = dataclasses.replace(good)
+        for k, v in changes.items():
+            object.__setattr__(f, k, v)  # bypass validation, as a buggy producer would
+        return f
+
+    no_depth = variant(depth=np.zeros_like(good.depth))
+    nan_pose = variant(world_from_camera=np.full((4, 4), np.nan))
+    skewed = good.world_from_camera.copy()
+    skewed[:3, :3] *= 1.5
+    non_rigid = variant(world_from_camera=skewed)
+    small = dataclasses.replace(good, rgb=good.rgb[:30, :40], depth=good.depth[:30, :40], labels=None)
+    backwards = variant(timestamp=good.timestamp - 1.0)
+    broken = variant(rgb=None)
+    outcomes = [mapper.add_frame(f) for f in (no_depth, nan_pose, non_rigid, small, backwards, broken)]
+    assert outcomes[:5] == ["rejected:no_valid_depth", "rejected:non_finite_pose", "rejected:non_rigid_pose",
+                            "rejected:wrong_size", "rejected:timestamp_backwards"]
+    assert outcomes[5].startswith("rejected:invalid_frame")
+    assert sum(mapper.stats.rejected.values()) == 6 and mapper.stats.frames_received == 7
+    # NaN / inf / negative depth inside an otherwise good frame: those pixels are just invalid.
+    later = ds[3]
+    dirty = later.depth.copy()
+    dirty[:10] = np.nan
+    dirty[10:20] = -1.0
+    dirty[20:25] = np.inf
+    noisy = variant(depth=dirty, world_from_camera=later.world_from_camera, rgb=later.rgb, timestamp=later.timestamp)
+    assert mapper.add_frame(noisy) == "keyframe"
+    for t in mapper.snapshot().tensors().values():
+        assert torch.isfinite(t).all()
+
+
+def test_mapping_a_small_scene_reaches_useful_quality(synth_dir):
+    from clipgs.eval.evaluate import evaluate
+    from clipgs.mapping.offline import map_dataset
+
+    ds = open_dataset(synth_dir)
+    mapper, summary = map_dataset(ds, MapperConfig(iters_per_keyframe=10), progress=False)
+    assert summary["keyframes"] == summary["frames"] == 22  # 15 degrees per frame: every frame is a keyframe
+    result = evaluate(mapper.snapshot(), ds, progress=False)
+    assert result["views"] == 2
+    assert result["psnr_db"] > 20.0 and result["depth_l1_m"] < 0.15
