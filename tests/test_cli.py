@@ -7,7 +7,7 @@ import numpy as np
 
 from clipgs.cli import main
 from clipgs.data.images import read_image
-from clipgs.demo import run_demo
+from clipgs.demo import ensure_scene, run_demo
 from clipgs.mapping import load_ply
 
 
@@ -28,19 +28,39 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     assert "unknown synthetic scene 'castle'" in capsys.readouterr().err
 
 
-def test_demo_writes_images_map_and_metrics(tmp_path):
-    settings = {"scene": "room", "seed": 0, "n_frames": 30, "width": 64, "height": 48}
-    metrics = run_demo(tmp_path, keyframe_every=9, scene_settings=settings)
-    for name in ("render_rgb.png", "render_depth.png", "comparison.png", "metrics.json", "map.ply"):
-        assert (tmp_path / name).is_file(), name
-    assert read_image(tmp_path / "render_rgb.png").shape == (48, 64, 3)
-    assert len(load_ply(tmp_path / "map.ply")) == metrics["gaussians"] == 3 * 64 * 48
-    # Seeded from 3 of 27 training views only: a coarse map, but clearly the same scene.
-    assert metrics["psnr_db"] > 14.0 and metrics["depth_l1_m"] < 0.5
-    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
-    rgb = read_image(tmp_path / "render_rgb.png")
-    assert np.std(rgb) > 10  # a picture, not a flat image
-    # A second run reuses the generated scene.
+def test_demo_maps_and_writes_images_map_and_metrics(tmp_path):
+    from clipgs.mapping.config import MapperConfig
+
+    settings = {"scene": "room", "seed": 0, "n_frames": 20, "width": 64, "height": 48}
+    metrics = run_demo(tmp_path, config=MapperConfig(iters_per_keyframe=5, w_ssim=0.0), scene_settings=settings)
+    view_dir = tmp_path / "view_15"  # the middle held-out view of frames 5, 15
+    for path in (view_dir / "rgb.png", view_dir / "depth.png", view_dir / "comparison.png",
+                 tmp_path / "metrics.json", tmp_path / "map.ply"):
+        assert path.is_file(), path
+    assert read_image(view_dir / "rgb.png").shape == (48, 64, 3)
+    assert len(load_ply(tmp_path / "map.ply")) == metrics["mapping"]["gaussians"]
+    assert metrics["held_out"]["views"] == 2 and metrics["held_out"]["psnr_db"] > 18.0
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["held_out"] == metrics["held_out"] and len(saved["per_view"]) == 2
+    assert np.std(read_image(view_dir / "rgb.png")) > 10  # a picture, not a flat image
     stamp = (tmp_path / "scene" / "rgb" / "rgb_0.png").stat().st_mtime_ns
-    run_demo(tmp_path, keyframe_every=9, scene_settings=settings)
+    ensure_scene(tmp_path / "scene", **settings)  # an identical scene is reused, not regenerated
     assert (tmp_path / "scene" / "rgb" / "rgb_0.png").stat().st_mtime_ns == stamp
+
+
+def test_map_eval_render_commands(tmp_path, synth_dir, capsys):
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("iters_per_keyframe: 3\nw_ssim: 0.0\n")
+    assert main(["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--config", str(cfg),
+                 "--max-frames", "6"]) == 0
+    assert "mapped 6 frames" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "m.ply"), str(synth_dir), "--json", str(tmp_path / "e.json")]) == 0
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["views"] == 2 and np.isfinite(result["psnr_db"]) and result["render_fps"] > 0
+    assert main(["render", str(tmp_path / "m.ply"), str(synth_dir), "--view", "3", "--out", str(tmp_path / "r")]) == 0
+    assert read_image(tmp_path / "r" / "comparison.png").shape == (120, 160, 3)
+    capsys.readouterr()
+    (tmp_path / "broken.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\n")
+    assert main(["eval", str(tmp_path / "broken.ply"), str(synth_dir)]) == 2
+    assert "broken.ply" in capsys.readouterr().err
+    assert main(["render", str(tmp_path / "m.ply"), str(synth_dir), "--view", "99", "--out", str(tmp_path)]) == 2
