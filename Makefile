@@ -11,10 +11,11 @@ DEMO_OUT ?= demo_out
 install: $(STAMP)
 
 # torch/torchvision pinned by constraints.txt on every pip call: a loose torch pulls GBs of CUDA wheels.
-$(STAMP): setup.py constraints.txt
+$(STAMP): setup.py constraints.txt clipgs/render/csrc/rasterize_cpu.cpp
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[test]'
+	$(PY) -c "from clipgs.render import cpu_kernel; cpu_kernel.load(); print('CPU rasterizer:', cpu_kernel.library_path())"
 	touch $(STAMP)
 
 demo: install

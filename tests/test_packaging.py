@@ -46,3 +46,4 @@ def test_colcon_build_installs_the_package(tmp_path):
     assert (install / "share" / "clipgs_ros" / "package.xml").is_file()
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "clipgs_ros").is_file()
     assert list(install.glob("lib/python3*/site-packages/clipgs/render/api.py"))
+    assert list(install.glob("lib/python3*/site-packages/clipgs/render/csrc/rasterize_cpu.cpp"))

@@ -144,7 +144,7 @@ def test_background_fills_transparent_pixels(scene_factory, camera_factory):
 
 
 def test_backend_selection_and_input_errors(scene_factory, camera_factory):
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("torch", torch.device("cpu")) == "torch"
     with pytest.raises(ValueError, match="unknown render backend"):
         resolve_backend("vulkan", torch.device("cpu"))
     if not torch.cuda.is_available():

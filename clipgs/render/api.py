@@ -8,11 +8,13 @@ import torch
 from torch import Tensor
 
 from clipgs.data.frame import Camera
+from clipgs.render import cpu_kernel
+from clipgs.render.cpu_backend import composite_cpu, project_cpu
 from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
 from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
 
-BACKENDS = ("auto", "torch", "gsplat")
+BACKENDS = ("auto", "cpu", "torch", "gsplat")
 
 
 @dataclass
@@ -45,11 +47,20 @@ class RenderOutput:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Pick the backend: 'auto' means gsplat for CUDA tensors when it is importable, else torch."""
+    """Pick the backend.
+
+    'auto': gsplat for CUDA tensors (when importable); on the CPU the compiled kernel ('cpu'), or the
+    plain PyTorch reference ('torch') where it cannot be built. 'torch' runs on any device.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; expected one of {BACKENDS}")
     if backend == "auto":
-        return "gsplat" if device.type == "cuda" and gsplat_available() else "torch"
+        if device.type == "cuda":
+            return "gsplat" if gsplat_available() else "torch"
+        return "cpu" if device.type == "cpu" and cpu_kernel.available() else "torch"
+    if backend == "cpu" and (device.type != "cpu" or not cpu_kernel.available()):
+        raise RuntimeError("render backend 'cpu' needs CPU tensors and a C++ compiler to build its kernel "
+                           "(see clipgs.render.cpu_kernel); use backend='torch' instead")
     if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
         raise RuntimeError(
             "render backend 'gsplat' needs a CUDA GPU, gsplat installed and the Gaussians on the GPU; "
@@ -88,7 +99,7 @@ def rasterize(
     features: (N, C) any channel count; RGB and semantic attributes render in one pass.
     camera: intrinsics, size and world_from_camera pose (OpenCV optical frame).
     background: optional (C,) added where alpha < 1: image + (1 - alpha) * background.
-    backend: 'auto' (gsplat on CUDA, else torch), 'torch' or 'gsplat'.
+    backend: 'auto' (gsplat on CUDA, the compiled kernel on CPU), 'cpu', 'torch' (reference) or 'gsplat'.
     """
     n = means.shape[0]
     for name, t, shape in (
@@ -109,8 +120,12 @@ def rasterize(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
     else:
-        proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
-        image, depth, alpha = composite(proj, features, W, H)
+        needs_grad = torch.is_grad_enabled() and any(
+            t.requires_grad for t in (means, quats, log_scales, opacity_logits, features)
+        )
+        project = project_cpu if chosen == "cpu" and not needs_grad else project_gaussians
+        proj = project(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
+        image, depth, alpha = (composite_cpu if chosen == "cpu" else composite)(proj, features, W, H)
         radii, means2d = proj.radii, proj.means2d
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)

@@ -1,0 +1,306 @@
+// Exact tile-based Gaussian compositing for the CPU: forward and hand-written backward.
+//
+// Same image as gsplat's classic rasterizer and clipgs' PyTorch backend: per pixel, Gaussians in depth
+// order; alpha = min(0.999, o * exp(-sigma)); skipped when sigma < 0 or alpha < 1/255; the pixel stops
+// (exclusive) when transmittance would fall to 1e-4. Each Gaussian is only evaluated on the pixels of
+// its opacity-aware bounding box (outside it alpha < 1/255 by construction), so work scales with
+// footprint, not tile size. Tiles run in parallel on std::threads (no OpenMP: torch ships its own).
+//
+// Backward writes gradients per (tile, Gaussian) intersection; the caller sums them per Gaussian, so
+// threads never race. Plain C ABI, called through ctypes with raw pointers to contiguous tensors.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace {
+
+template <typename T>
+struct Scene {
+  const T* means2d;            // [N, 2] pixel coordinates, pixel centres at +0.5
+  const T* conics;             // [N, 3] (a, b, c) of the inverse 2D covariance
+  const T* opacities;          // [N]
+  const T* feats;              // [N, C]
+  const int32_t* radii;        // [N, 2]
+  const int64_t* ids;          // [M] Gaussian ids, sorted by tile then depth
+  const int64_t* tile_start;   // [tiles]
+  const int64_t* tile_count;   // [tiles]
+  int64_t C, width, height, tiles_x, tiles_y, tile;
+};
+
+template <typename T>
+inline T alpha_threshold() { return T(1.0 / 255.0); }
+template <typename T>
+inline T max_alpha() { return T(0.999); }
+template <typename T>
+inline T trans_eps() { return T(1e-4); }
+
+template <typename T>
+inline T fast_exp(T x) { return std::exp(x); }
+
+struct Box { int64_t x0, x1, y0, y1; };  // inclusive pixel ranges, already clipped
+
+// Pixels whose centres lie inside the Gaussian's box, clipped to the tile and the image.
+template <typename T>
+inline Box pixel_box(const Scene<T>& s, int64_t g, int64_t tx0, int64_t ty0) {
+  const T mx = s.means2d[2 * g], my = s.means2d[2 * g + 1];
+  const T rx = T(s.radii[2 * g]), ry = T(s.radii[2 * g + 1]);
+  Box b;
+  b.x0 = std::max<int64_t>(tx0, (int64_t)std::ceil(mx - rx - T(0.5)));
+  b.x1 = std::min<int64_t>(std::min(tx0 + s.tile, s.width) - 1, (int64_t)std::floor(mx + rx - T(0.5)));
+  b.y0 = std::max<int64_t>(ty0, (int64_t)std::ceil(my - ry - T(0.5)));
+  b.y1 = std::min<int64_t>(std::min(ty0 + s.tile, s.height) - 1, (int64_t)std::floor(my + ry - T(0.5)));
+  return b;
+}
+
+template <typename F>
+void parallel_tiles(int64_t n_tiles, int threads, F&& work) {
+  std::atomic<int64_t> next{0};
+  auto run = [&]() {
+    for (int64_t t = next++; t < n_tiles; t = next++) work(t);
+  };
+  threads = std::max(1, std::min<int>(threads, (int)n_tiles));
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back(run);
+  run();
+  for (auto& th : pool) th.join();
+}
+
+
+// EWA projection (forward only; training uses the differentiable PyTorch projection, same math).
+// viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
+template <typename T>
+void project(int64_t n, const T* means, const T* quats, const T* log_scales, const T* opacities, const T* viewmat,
+             const T* K, int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, T* means2d, T* conics,
+             T* depths, int32_t* radii, int threads) {
+  const int64_t chunk = 4096;
+  parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
+    for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
+      const T* m = means + 3 * i;
+      T mc[3];
+      for (int r = 0; r < 3; ++r)
+        mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
+      depths[i] = mc[2];
+      radii[2 * i] = radii[2 * i + 1] = 0;
+      means2d[2 * i] = means2d[2 * i + 1] = 0;
+      conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
+      const bool in_depth = mc[2] > near_plane && mc[2] < far_plane;
+      const T tz = in_depth ? mc[2] : T(1);
+      const T* q = quats + 4 * i;
+      const T qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+      const T w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, z = q[3] / qn;
+      const T R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
+      T M[9];  // world covariance = M M^T, M = R diag(s)
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * std::exp(log_scales[3 * i + k]);
+      T Mc[9];  // camera-frame factor: Rv M
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k)
+          Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
+      const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+      const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
+      const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
+      const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
+      const T txc = tz * std::min(std::max(mc[0] / tz, -lim_x_neg), lim_x_pos);
+      const T tyc = tz * std::min(std::max(mc[1] / tz, -lim_y_neg), lim_y_pos);
+      const T J[6] = {fx / tz, 0, -fx * txc / (tz * tz), 0, fy / tz, -fy * tyc / (tz * tz)};
+      T JM[6];  // J Mc: the 2D covariance is (J Mc)(J Mc)^T
+      for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
+      const T a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + eps2d;
+      const T b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
+      const T cc = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + eps2d;
+      const T det = a * cc - b * b;
+      const T o = opacities[i];
+      if (!in_depth || !(det > 0) || o < alpha_threshold<T>()) continue;
+      const T mx = fx * mc[0] / tz + cx, my = fy * mc[1] / tz + cy;
+      const T extent = std::min(std::sqrt(T(2) * std::log(o / alpha_threshold<T>())), T(3.33));
+      const T rx = std::ceil(extent * std::sqrt(a)), ry = std::ceil(extent * std::sqrt(cc));
+      if (!(rx > 0 || ry > 0)) continue;
+      if (mx + rx <= 0 || mx - rx >= T(width) || my + ry <= 0 || my - ry >= T(height)) continue;
+      means2d[2 * i] = mx;
+      means2d[2 * i + 1] = my;
+      conics[3 * i] = cc / det;
+      conics[3 * i + 1] = -b / det;
+      conics[3 * i + 2] = a / det;
+      radii[2 * i] = (int32_t)rx;
+      radii[2 * i + 1] = (int32_t)ry;
+    }
+  });
+}
+
+template <typename T>
+void forward(const Scene<T>& s, T* out, T* out_alpha, T* final_T, int32_t* last, int threads) {
+  const int64_t n_tiles = s.tiles_x * s.tiles_y, C = s.C, P = s.tile * s.tile;
+  parallel_tiles(n_tiles, threads, [&](int64_t t) {
+    const int64_t tx0 = (t % s.tiles_x) * s.tile, ty0 = (t / s.tiles_x) * s.tile;
+    const int64_t w = std::min(s.tile, s.width - tx0), h = std::min(s.tile, s.height - ty0);
+    std::vector<T> trans(P, T(1)), acc(P * C, T(0));
+    std::vector<int32_t> lastk(P, -1);
+    std::vector<uint8_t> done(P, 0);
+    int64_t n_done = 0;
+    const int64_t start = s.tile_start[t], count = s.tile_count[t];
+    for (int64_t k = 0; k < count && n_done < w * h; ++k) {
+      const int64_t g = s.ids[start + k];
+      const Box b = pixel_box(s, g, tx0, ty0);
+      const T mx = s.means2d[2 * g], my = s.means2d[2 * g + 1];
+      const T ca = s.conics[3 * g], cb = s.conics[3 * g + 1], cc = s.conics[3 * g + 2];
+      const T o = s.opacities[g];
+      const T* f = s.feats + g * C;
+      for (int64_t py = b.y0; py <= b.y1; ++py) {
+        const T dy = my - (T(py) + T(0.5));
+        for (int64_t px = b.x0; px <= b.x1; ++px) {
+          const int64_t p = (py - ty0) * s.tile + (px - tx0);
+          if (done[p]) continue;
+          const T dx = mx - (T(px) + T(0.5));
+          const T sigma = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+          const T alpha = std::min(max_alpha<T>(), o * fast_exp(-sigma));
+          if (sigma < T(0) || alpha < alpha_threshold<T>()) continue;
+          const T next = trans[p] * (T(1) - alpha);
+          if (next <= trans_eps<T>()) { done[p] = 1; ++n_done; continue; }
+          const T wgt = alpha * trans[p];
+          T* a = acc.data() + p * C;
+          for (int64_t ch = 0; ch < C; ++ch) a[ch] += wgt * f[ch];
+          trans[p] = next;
+          lastk[p] = (int32_t)k;
+        }
+      }
+    }
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t p = y * s.tile + x, pix = (ty0 + y) * s.width + (tx0 + x);
+        std::copy(acc.data() + p * C, acc.data() + (p + 1) * C, out + pix * C);
+        out_alpha[pix] = T(1) - trans[p];
+        final_T[pix] = trans[p];
+        last[pix] = lastk[p];
+      }
+  });
+}
+
+template <typename T>
+void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T* g_out, const T* g_alpha,
+              T* g_means2d, T* g_conics, T* g_opac, T* g_feats, int threads) {
+  const int64_t n_tiles = s.tiles_x * s.tiles_y, C = s.C, P = s.tile * s.tile;
+  parallel_tiles(n_tiles, threads, [&](int64_t t) {
+    const int64_t tx0 = (t % s.tiles_x) * s.tile, ty0 = (t / s.tiles_x) * s.tile;
+    const int64_t w = std::min(s.tile, s.width - tx0), h = std::min(s.tile, s.height - ty0);
+    std::vector<T> trans(P, T(1)), suffix(P * C, T(0)), suffix_alpha(P, T(0));
+    std::vector<int32_t> lastk(P, -1);
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t p = y * s.tile + x, pix = (ty0 + y) * s.width + (tx0 + x);
+        trans[p] = final_T[pix];
+        lastk[p] = last[pix];
+      }
+    const int64_t start = s.tile_start[t], count = s.tile_count[t];
+    std::vector<T> gf(C);
+    for (int64_t k = count - 1; k >= 0; --k) {
+      const int64_t e = start + k, g = s.ids[e];
+      const Box b = pixel_box(s, g, tx0, ty0);
+      const T mx = s.means2d[2 * g], my = s.means2d[2 * g + 1];
+      const T ca = s.conics[3 * g], cb = s.conics[3 * g + 1], cc = s.conics[3 * g + 2];
+      const T o = s.opacities[g];
+      const T* f = s.feats + g * C;
+      T gmx = 0, gmy = 0, ga = 0, gb = 0, gc = 0, go = 0;
+      std::fill(gf.begin(), gf.end(), T(0));
+      for (int64_t py = b.y0; py <= b.y1; ++py) {
+        const T dy = my - (T(py) + T(0.5));
+        for (int64_t px = b.x0; px <= b.x1; ++px) {
+          const int64_t p = (py - ty0) * s.tile + (px - tx0);
+          if (k > lastk[p]) continue;
+          const T dx = mx - (T(px) + T(0.5));
+          const T sigma = T(0.5) * (ca * dx * dx + cc * dy * dy) + cb * dx * dy;
+          const T vis = fast_exp(-sigma);
+          const T raw = o * vis;
+          const T alpha = std::min(max_alpha<T>(), raw);
+          if (sigma < T(0) || alpha < alpha_threshold<T>()) continue;
+          const int64_t pix = (py) * s.width + px;
+          const T* go_pix = g_out + pix * C;
+          const T ga_pix = g_alpha[pix];
+          const T one_minus = T(1) - alpha;
+          const T T_before = trans[p] / one_minus;
+          const T wgt = alpha * T_before;
+          T* suf = suffix.data() + p * C;
+          T f_dot = 0, suf_dot = 0;
+          for (int64_t ch = 0; ch < C; ++ch) {
+            gf[ch] += wgt * go_pix[ch];
+            f_dot += f[ch] * go_pix[ch];
+            suf_dot += suf[ch] * go_pix[ch];
+            suf[ch] += wgt * f[ch];
+          }
+          const T dL_dalpha = T_before * (f_dot + ga_pix) - (suf_dot + suffix_alpha[p] * ga_pix) / one_minus;
+          suffix_alpha[p] += wgt;
+          trans[p] = T_before;
+          if (raw <= max_alpha<T>()) {  // the clamp passes no gradient
+            go += vis * dL_dalpha;
+            const T dL_dsigma = -alpha * dL_dalpha;
+            ga += T(0.5) * dx * dx * dL_dsigma;
+            gc += T(0.5) * dy * dy * dL_dsigma;
+            gb += dx * dy * dL_dsigma;
+            gmx += (ca * dx + cb * dy) * dL_dsigma;
+            gmy += (cc * dy + cb * dx) * dL_dsigma;
+          }
+        }
+      }
+      g_means2d[2 * e] = gmx;
+      g_means2d[2 * e + 1] = gmy;
+      g_conics[3 * e] = ga;
+      g_conics[3 * e + 1] = gb;
+      g_conics[3 * e + 2] = gc;
+      g_opac[e] = go;
+      std::copy(gf.begin(), gf.end(), g_feats + e * C);
+    }
+  });
+}
+
+template <typename T>
+Scene<T> make_scene(const void* means2d, const void* conics, const void* opacities, const void* feats,
+                    const int32_t* radii, const int64_t* ids, const int64_t* tile_start, const int64_t* tile_count,
+                    int64_t C, int64_t width, int64_t height, int64_t tiles_x, int64_t tiles_y, int64_t tile) {
+  return Scene<T>{(const T*)means2d, (const T*)conics, (const T*)opacities, (const T*)feats, radii, ids,
+                  tile_start, tile_count, C, width, height, tiles_x, tiles_y, tile};
+}
+
+}  // namespace
+
+#define SCENE_ARGS                                                                                        \
+  const void *means2d, const void *conics, const void *opacities, const void *feats, const int32_t *radii, \
+      const int64_t *ids, const int64_t *tile_start, const int64_t *tile_count, int64_t C, int64_t width,    \
+      int64_t height, int64_t tiles_x, int64_t tiles_y, int64_t tile
+#define SCENE_PASS means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, C, width, height, \
+                   tiles_x, tiles_y, tile
+
+extern "C" {
+
+int clipgs_abi_version() { return 2; }
+
+#define DEFINE(SUFFIX, T)                                                                                  \
+  void clipgs_forward_##SUFFIX(SCENE_ARGS, T* out, T* out_alpha, T* final_T, int32_t* last, int threads) {  \
+    forward(make_scene<T>(SCENE_PASS), out, out_alpha, final_T, last, threads);                            \
+  }                                                                                                        \
+  void clipgs_backward_##SUFFIX(SCENE_ARGS, const T* final_T, const int32_t* last, const T* g_out,         \
+                                const T* g_alpha, T* g_means2d, T* g_conics, T* g_opac, T* g_feats,        \
+                                int threads) {                                                             \
+    backward(make_scene<T>(SCENE_PASS), final_T, last, g_out, g_alpha, g_means2d, g_conics, g_opac, g_feats, \
+             threads);                                                                                     \
+  }
+
+#define DEFINE_PROJECT(SUFFIX, T)                                                                        \
+  void clipgs_project_##SUFFIX(int64_t n, const T* means, const T* quats, const T* log_scales,              \
+                               const T* opacities, const T* viewmat, const T* K, int64_t width,             \
+                               int64_t height, double near_plane, double far_plane, double eps2d,           \
+                               T* means2d, T* conics, T* depths, int32_t* radii, int threads) {             \
+    project(n, means, quats, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane),  \
+            T(eps2d), means2d, conics, depths, radii, threads);                                             \
+  }
+
+DEFINE_PROJECT(f32, float)
+DEFINE_PROJECT(f64, double)
+DEFINE(f32, float)
+DEFINE(f64, double)
+}
