@@ -1,10 +1,13 @@
-"""Render benchmark: prints a table of forward and forward+backward time and peak memory per backend.
+"""Render benchmark: forward and forward+backward time, peak memory and speed-up per backend, as a table.
 
-Scene: Gaussians seeded from the synthetic room's RGB-D frames (surface-like density, as in a real map),
-randomly subsampled to N, with 3 colour + 16 semantic channels; rendered from a held-out view.
-Each configuration runs in a fresh process so its peak memory is its own.
+Scenes (3 colour + 16 semantic channels, rendered from a held-out view):
+- surface: Gaussians seeded from the synthetic room's RGB-D frames (the density of a real map), subsampled to N;
+- dense: N random Gaussians filling a volume in front of the camera (many overlaps per pixel: the worst case).
+Each configuration runs in a fresh process so its peak memory is its own. The speed-up columns compare
+each backend with the PyTorch reference backend on the same configuration.
 
-    .venv/bin/python benchmarks/render.py [--sizes 20000 50000 200000] [--res 160x120 320x240]
+    .venv/bin/python benchmarks/render.py [--sizes 20000 50000 200000] [--res 160x120 320x240 640x480]
+                                          [--scene surface|dense] [--backends cpu torch]
 """
 from __future__ import annotations
 
@@ -25,6 +28,23 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def build_dense_map(n: int, width: int, height: int, sem_dim: int, device: str):
+    """N random Gaussians in a 3 x 3 x 3 m volume 2-5 m in front of the camera."""
+    import numpy as np
+    import torch
+
+    from clipgs.data.frame import Camera
+    from clipgs.geometry import intrinsics_from_hfov
+    from clipgs.mapping import GaussianMap
+
+    g = torch.Generator().manual_seed(0)
+    means = (torch.rand(n, 3, generator=g) - 0.5) * 3.0 + torch.tensor([0.0, 0.0, 3.5])
+    log_scales = torch.empty(n, 3).uniform_(-4.5, -3.0, generator=g)
+    gmap = GaussianMap(means, torch.randn(n, 4, generator=g), log_scales, torch.randn(n, generator=g),
+                       torch.randn(n, 3, generator=g), torch.randn(n, sem_dim, generator=g))
+    return gmap.to(device), Camera(intrinsics_from_hfov(width, height, 60.0), width, height, np.eye(4))
+
+
 def build_map(n: int, width: int, height: int, sem_dim: int, device: str):
     import numpy as np
     import torch
@@ -34,7 +54,7 @@ def build_map(n: int, width: int, height: int, sem_dim: int, device: str):
     from clipgs.mapping import GaussianMap
 
     if not (SCENE_DIR / "scene.json").is_file():
-        generate_scene(SCENE_DIR, n_frames=40, width=320, height=240, progress=False)
+        generate_scene(SCENE_DIR, n_frames=16, width=640, height=480, progress=False)
     ds = open_dataset(SCENE_DIR, size=(width, height))
     train, test = ds.split
     gmap = GaussianMap.empty()
@@ -54,7 +74,8 @@ def run_one(cfg: dict, queue) -> None:
     import torch
 
     torch.set_num_threads(cfg["threads"])
-    gmap, camera = build_map(cfg["n"], cfg["width"], cfg["height"], cfg["sem"], cfg["device"])
+    builder = build_dense_map if cfg["scene"] == "dense" else build_map
+    gmap, camera = builder(cfg["n"], cfg["width"], cfg["height"], cfg["sem"], cfg["device"])
     sync = torch.cuda.synchronize if cfg["device"] == "cuda" else (lambda: None)
 
     def forward():
@@ -91,9 +112,10 @@ def run_one(cfg: dict, queue) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 200_000])
-    parser.add_argument("--res", nargs="+", default=["160x120", "320x240"])
+    parser.add_argument("--res", nargs="+", default=["160x120", "320x240", "640x480"])
+    parser.add_argument("--scene", choices=["surface", "dense"], default="surface")
     parser.add_argument("--sem", type=int, default=16, help="semantic channels rendered with RGB")
-    parser.add_argument("--backends", nargs="+", default=None, help="default: torch, plus gsplat with CUDA")
+    parser.add_argument("--backends", nargs="+", default=None, help="default: cpu, torch, plus gsplat with CUDA")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -101,31 +123,36 @@ def main() -> int:
 
     import torch
 
-    backends = args.backends or (["torch", "gsplat"] if torch.cuda.is_available() else ["torch"])
+    backends = args.backends or (["cpu", "torch", "gsplat"] if torch.cuda.is_available() else ["cpu", "torch"])
     rows = []
     ctx = mp.get_context("spawn")
-    print(f"torch {torch.__version__}, {args.threads} threads, channels 3+{args.sem}", flush=True)
-    header = (f"| {'backend':8} | {'N':>7} | {'resolution':>10} | {'channels':>8} | {'fwd ms':>8} | "
-              f"{'fwd+bwd ms':>10} | {'peak MB':>8} |")
+    print(f"torch {torch.__version__}, {args.threads} threads, channels 3+{args.sem}, scene '{args.scene}'", flush=True)
+    header = (f"| {'backend':7} | {'N':>7} | {'resolution':>10} | {'channels':>8} | {'fwd ms':>8} | "
+              f"{'fwd+bwd ms':>10} | {'peak MB':>8} | {'fwd x':>6} | {'fwd+bwd x':>9} |")
     print(header + "\n|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
-    for backend in backends:
-        for res in args.res:
-            w, h = (int(v) for v in res.split("x"))
-            for n in args.sizes:
+    for res in args.res:
+        w, h = (int(v) for v in res.split("x"))
+        for n in args.sizes:
+            results = {}
+            for backend in sorted(backends, key=lambda b: b != "torch"):  # the reference first, for the ratios
                 cfg = {"backend": backend, "n": n, "width": w, "height": h, "sem": args.sem, "threads": args.threads,
-                       "repeats": args.repeats, "device": "cuda" if backend == "gsplat" else "cpu"}
+                       "repeats": args.repeats, "device": "cuda" if backend == "gsplat" else "cpu",
+                       "scene": args.scene}
                 queue = ctx.Queue()
                 proc = ctx.Process(target=run_one, args=(cfg, queue))
                 proc.start()
                 proc.join()
                 if proc.exitcode != 0:
-                    print(f"| {backend:8} | {n:>7} | {res:>10} | {3 + args.sem:>8} | failed (exit {proc.exitcode}) |")
+                    print(f"| {backend:7} | {n:>7} | {res:>10} | {3 + args.sem:>8} | failed (exit {proc.exitcode}) |")
                     continue
-                r = queue.get()
+                r = results[backend] = queue.get()
                 rows.append(r)
+                ref = results.get("torch")
+                fx = f"{ref['fwd_ms'] / r['fwd_ms']:.1f}" if ref else "-"
+                bx = f"{ref['fb_ms'] / r['fb_ms']:.1f}" if ref else "-"
                 peak = r["gpu_peak_mb"] if r["gpu_peak_mb"] is not None else r["peak_mb"]
-                print(f"| {backend:8} | {r['n']:>7} | {res:>10} | {3 + args.sem:>8} | {r['fwd_ms']:>8.1f} | "
-                      f"{r['fb_ms']:>10.1f} | {peak:>8.0f} |", flush=True)
+                print(f"| {backend:7} | {r['n']:>7} | {res:>10} | {3 + args.sem:>8} | {r['fwd_ms']:>8.1f} | "
+                      f"{r['fb_ms']:>10.1f} | {peak:>8.0f} | {fx:>6} | {bx:>9} |", flush=True)
     print("peak MB: resident memory added by the runs (CPU) or peak CUDA allocation (GPU)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

@@ -120,10 +120,7 @@ def rasterize(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
     else:
-        needs_grad = torch.is_grad_enabled() and any(
-            t.requires_grad for t in (means, quats, log_scales, opacity_logits, features)
-        )
-        project = project_cpu if chosen == "cpu" and not needs_grad else project_gaussians
+        project = project_cpu if chosen == "cpu" else project_gaussians
         proj = project(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
         image, depth, alpha = (composite_cpu if chosen == "cpu" else composite)(proj, features, W, H)
         radii, means2d = proj.radii, proj.means2d

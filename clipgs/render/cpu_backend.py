@@ -8,7 +8,7 @@ from torch import Tensor
 
 from clipgs.render.cpu_kernel import load
 from clipgs.render.projection import Projected
-from clipgs.render.torch_backend import TILE, bin_tiles
+from clipgs.render.torch_backend import TILE
 
 
 def _ptr(t: Tensor) -> ctypes.c_void_p:
@@ -61,19 +61,69 @@ class _Composite(torch.autograd.Function):
         return (*grads, None, None, None, None, None, None, None, None)
 
 
+def _suffix(dtype: torch.dtype) -> str:
+    return "f64" if dtype == torch.float64 else "f32"
+
+
+class _Project(torch.autograd.Function):
+    """EWA projection with a hand-written backward to means, quats and log-scales."""
+
+    @staticmethod
+    def forward(ctx, means, quats, log_scales, opacities, viewmat, K, width, height, near, far, eps2d):
+        lib, suffix, n = load(), _suffix(means.dtype), means.shape[0]
+        means2d, conics = torch.empty(n, 2, dtype=means.dtype), torch.empty(n, 3, dtype=means.dtype)
+        depths, radii = torch.empty(n, dtype=means.dtype), torch.empty(n, 2, dtype=torch.int32)
+        getattr(lib, f"clipgs_project_{suffix}")(n, *map(_ptr, (means, quats, log_scales, opacities, viewmat, K)),
+                                                 width, height, near, far, eps2d, _ptr(means2d), _ptr(conics),
+                                                 _ptr(depths), _ptr(radii), torch.get_num_threads())
+        ctx.save_for_backward(means, quats, log_scales, viewmat, K, radii)
+        ctx.dims = (width, height, eps2d)
+        ctx.mark_non_differentiable(radii)
+        return means2d, conics, depths, radii
+
+    @staticmethod
+    def backward(ctx, g_means2d, g_conics, g_depths, _g_radii):
+        means, quats, log_scales, viewmat, K, radii = ctx.saved_tensors
+        width, height, eps2d = ctx.dims
+        n, dt = means.shape[0], means.dtype
+        grads_in = [(g if g is not None else torch.zeros(shape, dtype=dt)).contiguous()
+                    for g, shape in ((g_means2d, (n, 2)), (g_conics, (n, 3)), (g_depths, (n,)))]
+        g_means, g_quats, g_scales = (torch.empty(n, k, dtype=dt) for k in (3, 4, 3))
+        getattr(load(), f"clipgs_project_backward_{_suffix(dt)}")(
+            n, *map(_ptr, (means, quats, log_scales, viewmat, K)), width, height, eps2d, _ptr(radii),
+            *map(_ptr, grads_in), _ptr(g_means), _ptr(g_quats), _ptr(g_scales), torch.get_num_threads())
+        return g_means, g_quats, g_scales, None, None, None, None, None, None, None, None
+
+
 def project_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
                 width: int, height: int, near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> Projected:
-    """Compiled, gradient-free twin of :func:`clipgs.render.projection.project_gaussians` (same arguments)."""
-    lib = load()
+    """Compiled twin of :func:`clipgs.render.projection.project_gaussians` (same arguments), differentiable.
+
+    Gradients flow to means, quats and log_scales through a hand-written backward; ``opacities`` is passed
+    through as given (its gradient comes from compositing).
+    """
     dtype = means.dtype if means.dtype in (torch.float32, torch.float64) else torch.float32
-    suffix = "f64" if dtype == torch.float64 else "f32"
-    n = means.shape[0]
-    args = [t.detach().to(dtype).contiguous() for t in (means, quats, log_scales, opacities, viewmat, K)]
-    means2d, conics = torch.empty(n, 2, dtype=dtype), torch.empty(n, 3, dtype=dtype)
-    depths, radii = torch.empty(n, dtype=dtype), torch.empty(n, 2, dtype=torch.int32)
-    getattr(lib, f"clipgs_project_{suffix}")(n, *map(_ptr, args), width, height, near, far, eps2d, _ptr(means2d),
-                                             _ptr(conics), _ptr(depths), _ptr(radii), torch.get_num_threads())
-    return Projected(means2d=means2d, conics=conics, depths=depths, opacities=args[3], radii=radii)
+    args = [t.to(dtype).contiguous() for t in (means, quats, log_scales)]
+    fixed = [t.detach().to(dtype).contiguous() for t in (opacities, viewmat, K)]
+    means2d, conics, depths, radii = _Project.apply(*args, *fixed, width, height, near, far, eps2d)
+    return Projected(means2d=means2d, conics=conics, depths=depths, opacities=opacities.to(dtype), radii=radii)
+
+
+def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
+    """Compiled twin of :func:`clipgs.render.torch_backend.bin_tiles` (same outputs, same order)."""
+    lib, suffix = load(), _suffix(proj.means2d.dtype)
+    tiles_x, tiles_y = (width + tile - 1) // tile, (height + tile - 1) // tile
+    n = proj.means2d.shape[0]
+    means2d, depths = proj.means2d.detach().contiguous(), proj.depths.detach().contiguous()
+    radii = proj.radii.contiguous()
+    count = torch.empty(tiles_x * tiles_y, dtype=torch.int64)
+    fn = getattr(lib, f"clipgs_bin_tiles_{suffix}")
+    fn(n, _ptr(means2d), _ptr(radii), _ptr(depths), tiles_x, tiles_y, tile, _ptr(count), None, None, 1)
+    start = torch.cumsum(count, 0) - count
+    ids = torch.empty(int(count.sum()), dtype=torch.int64)
+    fn(n, _ptr(means2d), _ptr(radii), _ptr(depths), tiles_x, tiles_y, tile, _ptr(count), _ptr(start), _ptr(ids),
+       torch.get_num_threads())
+    return ids, start, count, tiles_x, tiles_y
 
 
 def composite_cpu(proj: Projected, features: Tensor, width: int, height: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -86,7 +136,7 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int) ->
     dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
     C = features.shape[1]
     feats = torch.cat([features, proj.depths[:, None]], dim=-1).to(dtype).contiguous()
-    ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles(proj, width, height, TILE)
+    ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles_cpu(proj, width, height, TILE)
     out, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),

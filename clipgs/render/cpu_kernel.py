@@ -19,7 +19,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("csrc") / "rasterize_cpu.cpp"
 FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 
 class KernelUnavailableError(RuntimeError):
@@ -80,6 +80,11 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_project_{suffix}").argtypes = [i64, *([p] * 6), i64, i64, *([ctypes.c_double] * 3),
                                                              *([p] * 4), i32]
         getattr(lib, f"clipgs_project_{suffix}").restype = None
+        getattr(lib, f"clipgs_project_backward_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, ctypes.c_double,
+                                                                      *([p] * 7), i32]
+        getattr(lib, f"clipgs_project_backward_{suffix}").restype = None
+        getattr(lib, f"clipgs_bin_tiles_{suffix}").argtypes = [i64, p, p, p, i64, i64, i64, p, p, p, i32]
+        getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None
         getattr(lib, f"clipgs_forward_{suffix}").restype = None
         getattr(lib, f"clipgs_backward_{suffix}").restype = None
     return lib

@@ -134,6 +134,138 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
   });
 }
 
+// Backward of `project` for Gaussians it kept (radii > 0): gradients of means2d, conics, depths ->
+// means, quats, log_scales. The same chain as the PyTorch projection under autograd (clamp included).
+template <typename T>
+void project_backward(int64_t n, const T* means, const T* quats, const T* log_scales, const T* viewmat, const T* K,
+                      int64_t width, int64_t height, T eps2d, const int32_t* radii, const T* g_means2d,
+                      const T* g_conics, const T* g_depths, T* g_means, T* g_quats, T* g_log_scales, int threads) {
+  const int64_t chunk = 4096;
+  parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t ci) {
+    for (int64_t i = ci * chunk; i < std::min(n, (ci + 1) * chunk); ++i) {
+      for (int k = 0; k < 3; ++k) g_means[3 * i + k] = g_log_scales[3 * i + k] = 0;
+      for (int k = 0; k < 4; ++k) g_quats[4 * i + k] = 0;
+      if (radii[2 * i] <= 0 && radii[2 * i + 1] <= 0) continue;
+      const T* m = means + 3 * i;
+      T mc[3];
+      for (int r = 0; r < 3; ++r)
+        mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
+      const T tz = mc[2];
+      const T* q = quats + 4 * i;
+      const T qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+      const T w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, z = q[3] / qn;
+      const T R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
+      T sc[3], M[9], Mc[9];
+      for (int k = 0; k < 3; ++k) sc[k] = std::exp(log_scales[3 * i + k]);
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * sc[k];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k)
+          Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
+      const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+      const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
+      const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
+      const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
+      const T ux = mc[0] / tz, uy = mc[1] / tz;
+      const bool free_x = ux >= -lim_x_neg && ux <= lim_x_pos, free_y = uy >= -lim_y_neg && uy <= lim_y_pos;
+      const T cux = std::min(std::max(ux, -lim_x_neg), lim_x_pos), cuy = std::min(std::max(uy, -lim_y_neg), lim_y_pos);
+      const T txc = tz * cux, tyc = tz * cuy, tz2 = tz * tz;
+      const T J[6] = {fx / tz, 0, -fx * txc / tz2, 0, fy / tz, -fy * tyc / tz2};
+      T JM[6];
+      for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
+      const T a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + eps2d;
+      const T b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
+      const T c = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + eps2d;
+      const T det = a * c - b * b, det2 = det * det;
+      // conics (c, -b, a) / det -> a, b, c
+      const T gA = g_conics[3 * i], gB = g_conics[3 * i + 1], gC = g_conics[3 * i + 2];
+      const T ga = gA * (-c * c / det2) + gB * (b * c / det2) + gC * (T(1) / det - a * c / det2);
+      const T gb = gA * (T(2) * b * c / det2) + gB * (-(det + T(2) * b * b) / det2) + gC * (T(2) * a * b / det2);
+      const T gc = gA * (T(1) / det - a * c / det2) + gB * (a * b / det2) + gC * (-a * a / det2);
+      T gJM[6];
+      for (int k = 0; k < 3; ++k) {
+        gJM[k] = T(2) * ga * JM[k] + gb * JM[3 + k];
+        gJM[3 + k] = T(2) * gc * JM[3 + k] + gb * JM[k];
+      }
+      T gJ[6], gMc[9];
+      for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+          gJ[3 * r + k] = gJM[3 * r] * Mc[3 * k] + gJM[3 * r + 1] * Mc[3 * k + 1] + gJM[3 * r + 2] * Mc[3 * k + 2];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) gMc[3 * r + k] = J[r] * gJM[k] + J[3 + r] * gJM[3 + k];
+      T gmc[3] = {0, 0, g_depths[i]};
+      gmc[2] += gJ[0] * (-fx / tz2) + gJ[2] * (T(2) * fx * txc / (tz2 * tz)) + gJ[4] * (-fy / tz2) +
+                gJ[5] * (T(2) * fy * tyc / (tz2 * tz));
+      const T g_txc = gJ[2] * (-fx / tz2), g_tyc = gJ[5] * (-fy / tz2);
+      if (free_x) gmc[0] += g_txc; else gmc[2] += g_txc * cux;
+      if (free_y) gmc[1] += g_tyc; else gmc[2] += g_tyc * cuy;
+      const T gmx = g_means2d[2 * i], gmy = g_means2d[2 * i + 1];
+      gmc[0] += gmx * fx / tz;
+      gmc[1] += gmy * fy / tz;
+      gmc[2] += -gmx * fx * mc[0] / tz2 - gmy * fy * mc[1] / tz2;
+      for (int k = 0; k < 3; ++k)  // mc = Rv m + t
+        g_means[3 * i + k] = viewmat[k] * gmc[0] + viewmat[4 + k] * gmc[1] + viewmat[8 + k] * gmc[2];
+      T gM[9];  // Mc = Rv M
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k)
+          gM[3 * r + k] = viewmat[r] * gMc[k] + viewmat[4 + r] * gMc[3 + k] + viewmat[8 + r] * gMc[6 + k];
+      T gR[9];
+      for (int k = 0; k < 3; ++k) {
+        T gs = 0;
+        for (int r = 0; r < 3; ++r) {
+          gR[3 * r + k] = gM[3 * r + k] * sc[k];
+          gs += gM[3 * r + k] * R[3 * r + k];
+        }
+        g_log_scales[3 * i + k] = gs * sc[k];
+      }
+      const T gw = T(2) * (-z * gR[1] + y * gR[2] + z * gR[3] - x * gR[5] - y * gR[6] + x * gR[7]);
+      const T gx = T(2) * (y * gR[1] + z * gR[2] + y * gR[3] - T(2) * x * gR[4] - w * gR[5] + z * gR[6] + w * gR[7] -
+                           T(2) * x * gR[8]);
+      const T gy = T(2) * (-T(2) * y * gR[0] + x * gR[1] + w * gR[2] + x * gR[3] + z * gR[5] - w * gR[6] +
+                           z * gR[7] - T(2) * y * gR[8]);
+      const T gz = T(2) * (-T(2) * z * gR[0] - w * gR[1] + x * gR[2] + w * gR[3] - T(2) * z * gR[4] + y * gR[5] +
+                           x * gR[6] + y * gR[7]);
+      const T dot = w * gw + x * gx + y * gy + z * gz;  // through the normalisation q / |q|
+      g_quats[4 * i] = (gw - w * dot) / qn;
+      g_quats[4 * i + 1] = (gx - x * dot) / qn;
+      g_quats[4 * i + 2] = (gy - y * dot) / qn;
+      g_quats[4 * i + 3] = (gz - z * dot) / qn;
+    }
+  });
+}
+
+// Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile).
+template <typename T>
+void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x, int64_t tiles_y,
+               int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids, int threads) {
+  const bool fill = ids != nullptr;
+  std::vector<int64_t> cursor;
+  if (fill) cursor.assign(tile_start, tile_start + tiles_x * tiles_y);
+  else std::fill(tile_count, tile_count + tiles_x * tiles_y, 0);
+  for (int64_t g = 0; g < n; ++g) {
+    if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
+    const T mx = means2d[2 * g], my = means2d[2 * g + 1], rx = T(radii[2 * g]), ry = T(radii[2 * g + 1]);
+    const int64_t x0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor((mx - rx) / T(tile)), 0), tiles_x);
+    const int64_t x1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil((mx + rx) / T(tile)), 0), tiles_x);
+    const int64_t y0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor((my - ry) / T(tile)), 0), tiles_y);
+    const int64_t y1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil((my + ry) / T(tile)), 0), tiles_y);
+    for (int64_t ty = y0; ty < y1; ++ty)
+      for (int64_t tx = x0; tx < x1; ++tx) {
+        if (fill) ids[cursor[ty * tiles_x + tx]++] = g;
+        else ++tile_count[ty * tiles_x + tx];
+      }
+  }
+  if (!fill) return;
+  parallel_tiles(tiles_x * tiles_y, threads, [&](int64_t t) {
+    int64_t* first = ids + tile_start[t];
+    std::stable_sort(first, ids + cursor[t], [&](int64_t a, int64_t b) { return depths[a] < depths[b]; });
+  });
+}
+
 template <typename T>
 void forward(const Scene<T>& s, T* out, T* out_alpha, T* final_T, int32_t* last, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = s.C, P = s.tile * s.tile;
@@ -277,7 +409,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 2; }
+int clipgs_abi_version() { return 3; }
 
 #define DEFINE(SUFFIX, T)                                                                                  \
   void clipgs_forward_##SUFFIX(SCENE_ARGS, T* out, T* out_alpha, T* final_T, int32_t* last, int threads) {  \
@@ -297,6 +429,19 @@ int clipgs_abi_version() { return 2; }
                                T* means2d, T* conics, T* depths, int32_t* radii, int threads) {             \
     project(n, means, quats, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane),  \
             T(eps2d), means2d, conics, depths, radii, threads);                                             \
+  }                                                                                                         \
+  void clipgs_project_backward_##SUFFIX(int64_t n, const T* means, const T* quats, const T* log_scales,       \
+                                        const T* viewmat, const T* K, int64_t width, int64_t height,         \
+                                        double eps2d, const int32_t* radii, const T* g_means2d,             \
+                                        const T* g_conics, const T* g_depths, T* g_means, T* g_quats,       \
+                                        T* g_log_scales, int threads) {                                     \
+    project_backward(n, means, quats, log_scales, viewmat, K, width, height, T(eps2d), radii, g_means2d,     \
+                     g_conics, g_depths, g_means, g_quats, g_log_scales, threads);                          \
+  }                                                                                                         \
+  void clipgs_bin_tiles_##SUFFIX(int64_t n, const T* means2d, const int32_t* radii, const T* depths,          \
+                                 int64_t tiles_x, int64_t tiles_y, int64_t tile, int64_t* tile_count,       \
+                                 const int64_t* tile_start, int64_t* ids, int threads) {                    \
+    bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids, threads);     \
   }
 
 DEFINE_PROJECT(f32, float)
