@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -69,6 +70,64 @@ void parallel_tiles(int64_t n_tiles, int threads, F&& work) {
 }
 
 
+// Every intermediate of the EWA projection of one Gaussian; shared by the projection and its backward.
+template <typename T>
+struct Ewa {
+  T mc[3];                  // mean in the camera frame
+  T tz;                     // depth used for division (1 when outside [near, far], as in the PyTorch projection)
+  bool in_depth;
+  T qn, w, x, y, z;         // quaternion norm and normalised components
+  T R[9], sc[3], Mc[9];     // rotation, scales, camera-frame covariance factor Rv R diag(s)
+  T cux, cuy;               // x/z, y/z clamped to 1.3x the field of view
+  bool free_x, free_y;      // the clamp did not bite (its gradient passes)
+  T J[6], JM[6];            // Jacobian and J Mc: the 2D covariance is (J Mc)(J Mc)^T
+  T a, b, c;                // 2D covariance (+ eps2d on the diagonal)
+};
+
+template <typename T>
+inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat, const T* K, int64_t width,
+                  int64_t height, T near_plane, T far_plane, T eps2d) {
+  Ewa<T> e;
+  for (int r = 0; r < 3; ++r)
+    e.mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
+  e.in_depth = e.mc[2] > near_plane && e.mc[2] < far_plane;
+  e.tz = e.in_depth ? e.mc[2] : T(1);
+  e.qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+  const T w = q[0] / e.qn, x = q[1] / e.qn, y = q[2] / e.qn, z = q[3] / e.qn;
+  e.w = w, e.x = x, e.y = y, e.z = z;
+  const T R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+                  2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                  2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
+  std::copy(R, R + 9, e.R);
+  T M[9];  // world covariance = M M^T, M = R diag(s)
+  for (int k = 0; k < 3; ++k) e.sc[k] = std::exp(log_scales[k]);
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * e.sc[k];
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k)
+      e.Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
+  const T fx = K[0], fy = K[4], cx = K[2], cy = K[5], tz = e.tz;
+  const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
+  const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
+  const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
+  const T ux = e.mc[0] / tz, uy = e.mc[1] / tz;
+  e.free_x = ux >= -lim_x_neg && ux <= lim_x_pos;
+  e.free_y = uy >= -lim_y_neg && uy <= lim_y_pos;
+  e.cux = std::min(std::max(ux, -lim_x_neg), lim_x_pos);
+  e.cuy = std::min(std::max(uy, -lim_y_neg), lim_y_pos);
+  const T txc = tz * e.cux, tyc = tz * e.cuy;
+  const T J[6] = {fx / tz, 0, -fx * txc / (tz * tz), 0, fy / tz, -fy * tyc / (tz * tz)};
+  std::copy(J, J + 6, e.J);
+  for (int r = 0; r < 2; ++r)
+    for (int k = 0; k < 3; ++k)
+      e.JM[3 * r + k] = J[3 * r] * e.Mc[k] + J[3 * r + 1] * e.Mc[3 + k] + J[3 * r + 2] * e.Mc[6 + k];
+  const T* JM = e.JM;
+  e.a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + eps2d;
+  e.b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
+  e.c = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + eps2d;
+  return e;
+}
+
 // EWA projection (forward only; training uses the differentiable PyTorch projection, same math).
 // viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
 template <typename T>
@@ -78,47 +137,17 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
   const int64_t chunk = 4096;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
-      const T* m = means + 3 * i;
-      T mc[3];
-      for (int r = 0; r < 3; ++r)
-        mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
-      depths[i] = mc[2];
+      const Ewa<T> e = ewa(means + 3 * i, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane,
+                           far_plane, eps2d);
+      depths[i] = e.mc[2];
       radii[2 * i] = radii[2 * i + 1] = 0;
       means2d[2 * i] = means2d[2 * i + 1] = 0;
       conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
-      const bool in_depth = mc[2] > near_plane && mc[2] < far_plane;
-      const T tz = in_depth ? mc[2] : T(1);
-      const T* q = quats + 4 * i;
-      const T qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-      const T w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, z = q[3] / qn;
-      const T R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
-      T M[9];  // world covariance = M M^T, M = R diag(s)
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * std::exp(log_scales[3 * i + k]);
-      T Mc[9];  // camera-frame factor: Rv M
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k)
-          Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
-      const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
-      const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
-      const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
-      const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
-      const T txc = tz * std::min(std::max(mc[0] / tz, -lim_x_neg), lim_x_pos);
-      const T tyc = tz * std::min(std::max(mc[1] / tz, -lim_y_neg), lim_y_pos);
-      const T J[6] = {fx / tz, 0, -fx * txc / (tz * tz), 0, fy / tz, -fy * tyc / (tz * tz)};
-      T JM[6];  // J Mc: the 2D covariance is (J Mc)(J Mc)^T
-      for (int r = 0; r < 2; ++r)
-        for (int k = 0; k < 3; ++k)
-          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
-      const T a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + eps2d;
-      const T b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
-      const T cc = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + eps2d;
+      const T a = e.a, b = e.b, cc = e.c, tz = e.tz, fx = K[0], fy = K[4], cx = K[2], cy = K[5];
       const T det = a * cc - b * b;
       const T o = opacities[i];
-      if (!in_depth || !(det > 0) || o < alpha_threshold<T>()) continue;
-      const T mx = fx * mc[0] / tz + cx, my = fy * mc[1] / tz + cy;
+      if (!e.in_depth || !(det > 0) || o < alpha_threshold<T>()) continue;
+      const T mx = fx * e.mc[0] / tz + cx, my = fy * e.mc[1] / tz + cy;
       const T extent = std::min(std::sqrt(T(2) * std::log(o / alpha_threshold<T>())), T(3.33));
       const T rx = std::ceil(extent * std::sqrt(a)), ry = std::ceil(extent * std::sqrt(cc));
       if (!(rx > 0 || ry > 0)) continue;
@@ -146,40 +175,13 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
       for (int k = 0; k < 3; ++k) g_means[3 * i + k] = g_log_scales[3 * i + k] = 0;
       for (int k = 0; k < 4; ++k) g_quats[4 * i + k] = 0;
       if (radii[2 * i] <= 0 && radii[2 * i + 1] <= 0) continue;
-      const T* m = means + 3 * i;
-      T mc[3];
-      for (int r = 0; r < 3; ++r)
-        mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
-      const T tz = mc[2];
-      const T* q = quats + 4 * i;
-      const T qn = std::sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-      const T w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, z = q[3] / qn;
-      const T R[9] = {1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                      2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                      2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)};
-      T sc[3], M[9], Mc[9];
-      for (int k = 0; k < 3; ++k) sc[k] = std::exp(log_scales[3 * i + k]);
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * sc[k];
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k)
-          Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
-      const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
-      const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
-      const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
-      const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
-      const T ux = mc[0] / tz, uy = mc[1] / tz;
-      const bool free_x = ux >= -lim_x_neg && ux <= lim_x_pos, free_y = uy >= -lim_y_neg && uy <= lim_y_pos;
-      const T cux = std::min(std::max(ux, -lim_x_neg), lim_x_pos), cuy = std::min(std::max(uy, -lim_y_neg), lim_y_pos);
-      const T txc = tz * cux, tyc = tz * cuy, tz2 = tz * tz;
-      const T J[6] = {fx / tz, 0, -fx * txc / tz2, 0, fy / tz, -fy * tyc / tz2};
-      T JM[6];
-      for (int r = 0; r < 2; ++r)
-        for (int k = 0; k < 3; ++k)
-          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
-      const T a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + eps2d;
-      const T b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
-      const T c = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + eps2d;
+      const Ewa<T> e = ewa(means + 3 * i, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, T(0),
+                           std::numeric_limits<T>::infinity(), eps2d);  // kept Gaussians: in depth
+      const T *mc = e.mc, *R = e.R, *sc = e.sc, *Mc = e.Mc, *J = e.J, *JM = e.JM;
+      const T tz = e.tz, tz2 = tz * tz, txc = tz * e.cux, tyc = tz * e.cuy, cux = e.cux, cuy = e.cuy;
+      const T w = e.w, x = e.x, y = e.y, z = e.z, qn = e.qn, a = e.a, b = e.b, c = e.c;
+      const bool free_x = e.free_x, free_y = e.free_y;
+      const T fx = K[0], fy = K[4];
       const T det = a * c - b * b, det2 = det * det;
       // conics (c, -b, a) / det -> a, b, c
       const T gA = g_conics[3 * i], gB = g_conics[3 * i + 1], gC = g_conics[3 * i + 2];
