@@ -32,6 +32,7 @@ setup(
         'pillow>=9.0',
         'pyyaml>=6.0',
         'tqdm>=4.60',
+        'rosbags>=0.10',  # ROS 2 bag replay and message types without ROS (pure Python)
     ],
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.
