@@ -33,13 +33,24 @@ def _mapper_config(path: Path | None):
 
 def _map(args: argparse.Namespace) -> int:
     from clipgs.data.dataset import open_dataset
+    from clipgs.data.ros_stream import StreamSettings
+    from clipgs.data.rosbag_io import BagReplay, is_bag
     from clipgs.mapping import save_ply
-    from clipgs.mapping.offline import map_dataset
+    from clipgs.mapping.offline import map_dataset, map_frames
 
     config = _mapper_config(args.config)
-    ds = open_dataset(args.data)
-    print(ds.summary())
-    mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine)
+    if is_bag(args.data):
+        replay = BagReplay(args.data, StreamSettings.from_yaml(args.topics) if args.topics else StreamSettings())
+        print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
+              f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
+        mapper, summary = map_frames(replay.frames(), config, max_frames=args.max_frames, refine_iters=args.refine)
+        problems = {k: v for k, v in replay.errors.items() if v}
+        if problems:
+            print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
+    else:
+        ds = open_dataset(args.data)
+        print(ds.summary())
+        mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine)
     path = save_ply(mapper.snapshot(), args.out)
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
@@ -48,6 +59,20 @@ def _map(args: argparse.Namespace) -> int:
     if summary["rejected"]:
         print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
     print(f"map written to {path}")
+    return 0
+
+
+def _export_bag(args: argparse.Namespace) -> int:
+    from clipgs.data.dataset import open_dataset
+    from clipgs.data.ros_stream import StreamSettings
+    from clipgs.data.rosbag_io import export_bag
+
+    ds = open_dataset(args.data)
+    indices = ds.train_indices if args.train_only else None
+    settings = StreamSettings.from_yaml(args.topics) if args.topics else StreamSettings()
+    out = export_bag(ds, args.out, indices=indices, settings=settings, fps=args.fps)
+    print(f"wrote {len(indices) if indices else len(ds)} frames to the MCAP bag {out} "
+          f"({settings.color_topic}, {settings.depth_topic}, {settings.camera_info_topic}, /tf, /tf_static)")
     return 0
 
 
@@ -108,13 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("map", help="map a dataset's training frames in stream order into a Gaussian map (PLY)")
-    p.add_argument("data", type=Path, help="dataset folder (synthetic, Replica, ScanNet, TUM)")
+    p = sub.add_parser("map", help="map a dataset's training frames (or a ROS bag) in stream order into a PLY map")
+    p.add_argument("data", type=Path, help="dataset folder (synthetic, Replica, ScanNet, TUM) or ROS bag")
+    p.add_argument("--topics", type=Path, default=None,
+                   help="bag topics/frames YAML (e.g. config/mapping.yaml, the node's params file)")
     p.add_argument("--out", type=Path, required=True, help="output map, e.g. map.ply")
     p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
     p.set_defaults(func=_map)
+
+    p = sub.add_parser("export-bag", help="write a dataset as an MCAP ROS 2 bag (images, camera_info, /tf)")
+    p.add_argument("data", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="bag folder to create")
+    p.add_argument("--topics", type=Path, default=None, help="topic names YAML (default: RealSense-style names)")
+    p.add_argument("--fps", type=float, default=5.0)
+    p.add_argument("--train-only", action="store_true", help="leave out the held-out views")
+    p.set_defaults(func=_export_bag)
 
     p = sub.add_parser("eval", help="score a map on the held-out views (every 10th frame): PSNR, depth L1, FPS")
     p.add_argument("map", type=Path)

@@ -1,12 +1,15 @@
 """Offline mapping of a dataset in stream order (what ``clipgs map`` and the demo run)."""
 from __future__ import annotations
 
+import itertools
 import resource
 import time
+from collections.abc import Iterable
 
 from tqdm import tqdm
 
 from clipgs.data.dataset import SequenceDataset
+from clipgs.data.frame import Frame
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 
@@ -15,11 +18,19 @@ def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int 
                 refine_iters: int = 0, progress: bool = True) -> tuple[IncrementalMapper, dict]:
     """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary."""
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
+    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress)
+
+
+def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None = None, refine_iters: int = 0,
+               progress: bool = True, max_frames: int | None = None) -> tuple[IncrementalMapper, dict]:
+    """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary."""
     mapper = IncrementalMapper(config)
     t0 = time.perf_counter()
-    bar = tqdm(indices, desc="map", unit="frame", disable=not progress)
-    for i in bar:
-        mapper.add_frame(dataset[i])
+    count = 0
+    bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)
+    for frame in bar:
+        mapper.add_frame(frame)
+        count += 1
         s = mapper.stats
         bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
     if refine_iters:
@@ -27,14 +38,14 @@ def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int 
     seconds = time.perf_counter() - t0
     s = mapper.stats
     summary = {
-        "frames": len(indices),
+        "frames": count,
         "keyframes": s.keyframes,
         "skipped_non_keyframes": s.skipped_non_keyframes,
         "rejected": dict(s.rejected),
         "gaussians": s.gaussians,
         "iterations": s.iterations,
         "seconds": seconds,
-        "frames_per_s": len(indices) / seconds,
+        "frames_per_s": count / seconds,
         "keyframes_per_s": s.keyframes / seconds,
         "seconds_per_iteration": s.seconds_per_iteration,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

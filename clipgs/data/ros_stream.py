@@ -1,0 +1,204 @@
+"""Turning a ROS-style stream (colour, depth, camera_info, tf or a pose topic) into Frames, without ROS.
+
+The ROS node uses message_filters for synchronisation and tf2 for poses; bag replay uses the classes
+here. Both end in :class:`FrameAssembler`, so a frame from a bag and a frame from a live topic are built
+by the same code.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from clipgs.data.frame import Frame
+from clipgs.data.ros_messages import (
+    MessageError,
+    depth_from_image,
+    intrinsics_from_camera_info,
+    rgb_from_image,
+    stamp_to_seconds,
+)
+from clipgs.geometry import invert_rigid, pose_from_translation_quat, rotmat_to_quat
+
+
+@dataclass
+class StreamSettings:
+    """Topics and frames; the same keys as the node's ROS parameters (config/mapping.yaml)."""
+
+    color_topic: str = "/camera/color/image_raw"
+    depth_topic: str = "/camera/aligned_depth_to_color/image_raw"
+    camera_info_topic: str = "/camera/color/camera_info"
+    pose_topic: str = ""  # empty: poses from tf; else a geometry_msgs/PoseStamped or nav_msgs/Odometry topic
+    map_frame: str = "map"
+    camera_frame: str = ""  # empty: the colour image's header.frame_id (the optical frame)
+    sync_slop_s: float = 0.05
+    depth_scale: float = 1000.0  # 16UC1 units per metre
+    tf_tolerance_s: float = 0.1
+
+    @classmethod
+    def from_yaml(cls, path) -> StreamSettings:
+        """Read the stream keys from a flat YAML or the ROS params layout; other keys are ignored."""
+        from clipgs.mapping.config import ROS_NODE_NAME
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if ROS_NODE_NAME in data:
+            data = data[ROS_NODE_NAME].get("ros__parameters", {})
+        names = {f.name: f.type for f in fields(cls)}
+        defaults = cls()
+        return cls(**{k: type(getattr(defaults, k))(v) for k, v in data.items() if k in names})
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions (w, x, y, z)."""
+    dot = float(np.dot(q0, q1))
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + u * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = np.arccos(dot)
+    return (np.sin((1 - u) * theta) * q0 + np.sin(u * theta) * q1) / np.sin(theta)
+
+
+class TransformBuffer:
+    """A small tf2-like buffer: parent->child transforms over time, looked up through the frame tree.
+
+    Dynamic transforms are interpolated (linear translation, slerp rotation) between the samples that
+    bracket the stamp; extrapolation beyond ``tolerance`` seconds is an error. History older than
+    ``max_age`` seconds behind the newest sample is dropped, so memory stays flat on long streams.
+    """
+
+    def __init__(self, tolerance: float = 0.1, max_age: float | None = 60.0) -> None:
+        self.tolerance, self.max_age = tolerance, max_age
+        self.parent: dict[str, str] = {}
+        self.static: dict[str, np.ndarray] = {}  # child -> parent_from_child
+        self.series: dict[str, tuple[list[float], list[np.ndarray]]] = {}  # child -> (stamps, transforms)
+
+    def add(self, parent: str, child: str, stamp: float, parent_from_child: np.ndarray, static: bool = False) -> None:
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        if parent == child:
+            raise ValueError(f"transform from '{child}' to itself")
+        self.parent[child] = parent
+        if static:
+            self.static[child] = np.asarray(parent_from_child, dtype=np.float64)
+            return
+        stamps, values = self.series.setdefault(child, ([], []))
+        i = bisect.bisect_right(stamps, stamp)
+        stamps.insert(i, stamp)
+        values.insert(i, np.asarray(parent_from_child, dtype=np.float64))
+        if self.max_age is not None:
+            cut = bisect.bisect_left(stamps, stamps[-1] - self.max_age)
+            del stamps[:cut], values[:cut]
+
+    def _edge(self, child: str, stamp: float) -> np.ndarray:
+        if child in self.static:
+            return self.static[child]
+        stamps, values = self.series[child]
+        i = bisect.bisect_left(stamps, stamp)
+        if i < len(stamps) and stamps[i] == stamp:
+            return values[i]
+        if i == 0 or i == len(stamps):
+            j = 0 if i == 0 else len(stamps) - 1
+            if abs(stamps[j] - stamp) > self.tolerance:
+                raise LookupError(f"no transform {self.parent[child]} -> {child} near t={stamp:.3f} "
+                                  f"(have {stamps[0]:.3f} .. {stamps[-1]:.3f})")
+            return values[j]
+        t0, t1 = stamps[i - 1], stamps[i]
+        u = (stamp - t0) / (t1 - t0)
+        a, b = values[i - 1], values[i]
+        q = _slerp(rotmat_to_quat(a[:3, :3]), rotmat_to_quat(b[:3, :3]), u)
+        return pose_from_translation_quat((1 - u) * a[:3, 3] + u * b[:3, 3], q)
+
+    def _root_path(self, frame: str) -> list[str]:
+        path = [frame]
+        while path[-1] in self.parent:
+            path.append(self.parent[path[-1]])
+            if len(path) > 64:
+                raise LookupError(f"transform tree has a loop at '{frame}'")
+        return path
+
+    def lookup(self, target: str, source: str, stamp: float) -> np.ndarray:
+        """target_from_source (4, 4) at ``stamp`` seconds."""
+        target, source = target.lstrip("/"), source.lstrip("/")
+        up_s, up_t = self._root_path(source), self._root_path(target)
+        common = next((f for f in up_s if f in set(up_t)), None)
+        if common is None:
+            raise LookupError(f"frames '{target}' and '{source}' are not connected (known: {sorted(self.parent)})")
+        T_common_source = np.eye(4)
+        for child in up_s[: up_s.index(common)]:
+            T_common_source = self._edge(child, stamp) @ T_common_source
+        T_common_target = np.eye(4)
+        for child in up_t[: up_t.index(common)]:
+            T_common_target = self._edge(child, stamp) @ T_common_target
+        return invert_rigid(T_common_target) @ T_common_source
+
+
+class ApproxTimePairer:
+    """Pairs colour and depth messages whose stamps differ by at most ``slop`` seconds (bounded queues)."""
+
+    def __init__(self, slop: float = 0.05, queue_size: int = 10) -> None:
+        self.slop, self.queue_size = slop, queue_size
+        self.queues: dict[str, list[tuple[float, Any]]] = {"color": [], "depth": []}
+        self.dropped = 0
+
+    def push(self, kind: str, stamp: float, msg: Any) -> tuple[float, Any, Any] | None:
+        """Add a message; returns (stamp of the colour image, colour msg, depth msg) when a pair completes."""
+        other = "depth" if kind == "color" else "color"
+        candidates = self.queues[other]
+        best = min(candidates, key=lambda item: abs(item[0] - stamp), default=None)
+        if best is not None and abs(best[0] - stamp) <= self.slop:
+            # The pair leaves the queue; anything older than it can no longer pair with anything newer.
+            for k, limit in ((kind, stamp), (other, best[0])):
+                kept = [item for item in self.queues[k] if item[0] > limit]
+                self.dropped += len(self.queues[k]) - len(kept) - (k == other)
+                self.queues[k] = kept
+            color, depth = ((stamp, msg), best) if kind == "color" else (best, (stamp, msg))
+            return color[0], color[1], depth[1]
+        queue = self.queues[kind]
+        queue.append((stamp, msg))
+        if len(queue) > self.queue_size:
+            queue.pop(0)
+            self.dropped += 1
+        return None
+
+
+class FrameAssembler:
+    """Colour + depth messages + the latest camera_info + a pose -> Frame (clear errors otherwise)."""
+
+    def __init__(self, depth_scale: float = 1000.0) -> None:
+        self.depth_scale = depth_scale
+        self.K: np.ndarray | None = None
+        self.info_size: tuple[int, int] | None = None
+        self.count = 0
+
+    def set_camera_info(self, msg: Any) -> None:
+        self.K, w, h = intrinsics_from_camera_info(msg)
+        self.info_size = (w, h)
+
+    def assemble(self, color_msg: Any, depth_msg: Any, world_from_camera: np.ndarray) -> Frame:
+        if self.K is None:
+            raise MessageError("no camera_info received yet: intrinsics unknown (check the camera_info topic)")
+        rgb = rgb_from_image(color_msg)
+        depth = depth_from_image(depth_msg, self.depth_scale)
+        if depth.shape != rgb.shape[:2]:
+            raise MessageError(f"depth {depth.shape[1]}x{depth.shape[0]} differs from colour "
+                               f"{rgb.shape[1]}x{rgb.shape[0]}: subscribe to depth aligned to the colour camera")
+        if (rgb.shape[1], rgb.shape[0]) != self.info_size:
+            raise MessageError(f"camera_info is for {self.info_size[0]}x{self.info_size[1]} but the colour image is "
+                               f"{rgb.shape[1]}x{rgb.shape[0]}")
+        frame = Frame(rgb, depth, self.K, world_from_camera, timestamp=stamp_to_seconds(color_msg.header.stamp),
+                      index=self.count)
+        self.count += 1
+        return frame
+
+
+def body_from_optical() -> np.ndarray:
+    """(4, 4) camera body frame (x forward, z up) from optical frame (z forward, x right, y down), REP 103."""
+    T = np.eye(4)
+    T[:3, :3] = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    return T
+
