@@ -37,12 +37,13 @@ setup(
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.
         'cuda': ['gsplat==1.5.3'],
-        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3', 'mypy>=1.14', 'rclpy-intellisense>=1.2'],
     },
     zip_safe=True,
     entry_points={
         'console_scripts': [
             'clipgs = clipgs.cli:main',
+            'mapping_node = clipgs_ros.mapping_node:main',
         ],
     },
 )

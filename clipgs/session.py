@@ -44,6 +44,7 @@ PARAMETER_DESCRIPTIONS = {
     "depth_topic": "sensor_msgs/Image depth topic aligned to colour (16UC1 mm or 32FC1 m)",
     "camera_info_topic": "sensor_msgs/CameraInfo of the colour camera (K; images assumed rectified)",
     "pose_topic": "empty: poses from tf; else a geometry_msgs/PoseStamped or nav_msgs/Odometry topic",
+    "pose_topic_type": "message type of pose_topic: PoseStamped or Odometry",
     "map_frame": "fixed frame of the map and of all outputs",
     "camera_frame": "camera optical frame for tf lookups; empty: the colour image's header.frame_id",
     "sync_slop_s": "max stamp difference (s) between colour and depth to pair them",

@@ -44,6 +44,9 @@ def test_colcon_build_installs_the_package(tmp_path):
     install = tmp_path / "install" / "clipgs_ros"
     assert (install / "lib" / "clipgs_ros" / "clipgs").is_file()  # where ros2 run looks for executables
     assert (install / "share" / "clipgs_ros" / "package.xml").is_file()
+    assert (install / "lib" / "clipgs_ros" / "mapping_node").is_file()  # ros2 launch finds the node here
+    for f in ("launch/mapping.launch.py", "config/mapping.yaml", "config/clipgs.rviz"):
+        assert (install / "share" / "clipgs_ros" / f).is_file(), f
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / "clipgs_ros").is_file()
     assert list(install.glob("lib/python3*/site-packages/clipgs/render/api.py"))
     assert list(install.glob("lib/python3*/site-packages/clipgs/render/csrc/rasterize_cpu.cpp"))

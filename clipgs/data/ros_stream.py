@@ -33,6 +33,7 @@ class StreamSettings:
     depth_topic: str = "/camera/aligned_depth_to_color/image_raw"
     camera_info_topic: str = "/camera/color/camera_info"
     pose_topic: str = ""  # empty: poses from tf; else a geometry_msgs/PoseStamped or nav_msgs/Odometry topic
+    pose_topic_type: str = "PoseStamped"  # or "Odometry"
     map_frame: str = "map"
     camera_frame: str = ""  # empty: the colour image's header.frame_id (the optical frame)
     sync_slop_s: float = 0.05
