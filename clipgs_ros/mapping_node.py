@@ -50,7 +50,8 @@ class MappingNode(Node):
         super().__init__('clipgs_mapping')
         for name, default in all_parameters().items():
             self.declare_parameter(
-                name, default, ParameterDescriptor(description=PARAMETER_DESCRIPTIONS[name]))
+                name, default, ParameterDescriptor(
+                    description=PARAMETER_DESCRIPTIONS[name], dynamic_typing=True))
         values = {name: self.get_parameter(name).value for name in all_parameters()}
         mapper, stream, node = split_parameters(values)
         self.stream, self.settings = stream, node

@@ -120,3 +120,16 @@ def test_bag_with_wrong_topics_is_a_clear_error(synth_dir, tmp_path, capsys):
     args = ["map", str(tmp_path / "bag"), "--out", str(tmp_path / "m.ply"), "--topics", str(tmp_path / "t.yaml")]
     assert main(args) == 2
     assert "topics ['/nope/image'] not in the bag" in capsys.readouterr().err
+
+
+def test_bag_replay_from_a_pose_topic(synth_dir, tmp_path):
+    ds = open_dataset(synth_dir)
+    settings = StreamSettings(pose_topic="/camera/pose")
+    bag = export_bag(ds, tmp_path / "bag", indices=[0, 1, 2], settings=settings)
+    replay = BagReplay(bag, settings)
+    frames = list(replay.frames())
+    assert len(frames) == 3
+    for frame, i in zip(frames, [0, 1, 2]):
+        np.testing.assert_allclose(frame.world_from_camera, ds[i].world_from_camera, atol=1e-6)
+    with pytest.raises(ValueError, match="no pose source"):
+        list(BagReplay(bag, StreamSettings(pose_topic="/odom")).frames())

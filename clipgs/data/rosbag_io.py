@@ -44,7 +44,8 @@ def _typestore():
 def export_bag(dataset: SequenceDataset, out: str | Path, indices: list[int] | None = None,
                settings: StreamSettings | None = None, fps: float = 5.0, body_frame: str = "camera_link",
                optical_frame: str = "camera_color_optical_frame") -> Path:
-    """Write frames as an MCAP ROS 2 bag: colour (rgb8), aligned depth (16UC1 mm), camera_info, /tf, /tf_static.
+    """Write frames as an MCAP ROS 2 bag: colour (rgb8), aligned depth (16UC1 mm), camera_info, /tf, /tf_static
+    and, if ``settings.pose_topic`` is set, the optical-frame poses as geometry_msgs/PoseStamped too.
 
     tf: ``map_frame`` -> ``body_frame`` per frame (dynamic) and ``body_frame`` -> ``optical_frame`` (static,
     REP 103 optical rotation), so replay exercises a real chain lookup. Stamps are ``i / fps`` seconds.
@@ -79,6 +80,8 @@ def export_bag(dataset: SequenceDataset, out: str | Path, indices: list[int] | N
                  "tf_static": "tf2_msgs/msg/TFMessage"}
         topics = {"color": settings.color_topic, "depth": settings.depth_topic, "info": settings.camera_info_topic,
                   "tf": "/tf", "tf_static": "/tf_static"}
+        if settings.pose_topic:  # poses on a PoseStamped topic instead of /tf
+            types["pose"], topics["pose"] = "geometry_msgs/msg/PoseStamped", settings.pose_topic
         conns = {k: writer.add_connection(topics[k], types[k], typestore=ts) for k in types}
         static = tf(body_frame, optical_frame, 0.0, body_from_optical())
         write(writer, conns["tf_static"], 0.0, T["tf2_msgs/msg/TFMessage"](transforms=[static]), types["tf_static"])
@@ -89,6 +92,14 @@ def export_bag(dataset: SequenceDataset, out: str | Path, indices: list[int] | N
             world_from_body = f.world_from_camera @ optical_from_body
             write(writer, conns["tf"], t, T["tf2_msgs/msg/TFMessage"](
                 transforms=[tf(settings.map_frame, body_frame, t, world_from_body)]), types["tf"])
+            if settings.pose_topic:
+                M = f.world_from_camera
+                w, x, y, z = rotmat_to_quat(M[:3, :3])
+                pose = T["geometry_msgs/msg/Pose"](
+                    position=T["geometry_msgs/msg/Point"](x=M[0, 3], y=M[1, 3], z=M[2, 3]),
+                    orientation=T["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w))
+                write(writer, conns["pose"], t, T["geometry_msgs/msg/PoseStamped"](
+                    header=header(t, settings.map_frame), pose=pose), types["pose"])
             P = np.zeros((3, 4))
             P[:, :3] = f.K
             info = T["sensor_msgs/msg/CameraInfo"](
