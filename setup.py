@@ -33,6 +33,8 @@ setup(
         'pyyaml>=6.0',
         'tqdm>=4.60',
         'rosbags>=0.10',  # ROS 2 bag replay and message types without ROS (pure Python)
+        'open_clip_torch>=2.24',  # text (and image) encoders; weights only from local paths
+        'torchvision',  # pinned by constraints.txt; CPU fallbacks in clipgs.semantics.torch_compat
     ],
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.

@@ -210,7 +210,7 @@ def test_bad_frames_are_rejected_counted_and_never_crash(synth_dir):
     skewed = good.world_from_camera.copy()
     skewed[:3, :3] *= 1.5
     non_rigid = variant(world_from_camera=skewed)
-    small = dataclasses.replace(good, rgb=good.rgb[:30, :40], depth=good.depth[:30, :40], labels=None)
+    small = dataclasses.replace(good, rgb=good.rgb[:30, :40], depth=good.depth[:30, :40], labels=None, instances=None)
     backwards = variant(timestamp=good.timestamp - 1.0)
     broken = variant(rgb=None)
     outcomes = [mapper.add_frame(f) for f in (no_depth, nan_pose, non_rigid, small, backwards, broken)]

@@ -69,6 +69,7 @@ class Frame:
     timestamp: seconds.
     labels: optional (H, W) int32 semantic class ids, 0 = unlabelled.
     index: position in the source sequence.
+    instances: optional (H, W) int32 object instance ids, 0 = none (ground truth, for simulated teachers).
     """
 
     rgb: np.ndarray
@@ -78,6 +79,7 @@ class Frame:
     timestamp: float = 0.0
     labels: np.ndarray | None = None
     index: int = 0
+    instances: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rgb = np.asarray(self.rgb)
@@ -92,6 +94,11 @@ class Frame:
             if labels.shape != rgb.shape[:2]:
                 raise FrameError(f"labels shape {labels.shape} does not match rgb {rgb.shape[:2]}")
             self.labels = labels.astype(np.int32)
+        if self.instances is not None:
+            instances = np.asarray(self.instances)
+            if instances.shape != rgb.shape[:2]:
+                raise FrameError(f"instances shape {instances.shape} does not match rgb {rgb.shape[:2]}")
+            self.instances = instances.astype(np.int32)
         self.rgb, self.depth = rgb, depth
         # Camera validates K and the pose.
         cam = Camera(self.K, rgb.shape[1], rgb.shape[0], self.world_from_camera)

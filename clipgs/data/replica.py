@@ -3,6 +3,7 @@
     root/rgb/rgb_{i}.png                       colour, 8-bit
     root/depth/depth_{i}.png                   uint16, metres * depth_scale (1000 by default)
     root/semantic_class/semantic_class_{i}.png class ids (optional)
+    root/semantic_instance/semantic_instance_{i}.png  instance ids (optional)
     root/traj_w_c.txt                          one row of 16 numbers per frame: world_from_camera, row-major
     root/classes.txt                           class names, line i = id i, 0 = void (optional)
     root/intrinsics.txt                        3x3 K (optional; otherwise a 90 degree horizontal FoV)
@@ -48,6 +49,7 @@ class ReplicaDataset(SequenceDataset):
         self.depth_scale = float(depth_scale)
         self.classes = read_classes(self.root / "classes.txt")
         self.has_labels = (self.root / "semantic_class").is_dir()
+        self.has_instances = (self.root / "semantic_instance").is_dir()
         self.test_every, self.test_offset = test_every, test_offset
 
     def __len__(self) -> int:
@@ -63,5 +65,9 @@ class ReplicaDataset(SequenceDataset):
         labels = None
         if self.has_labels:
             labels = resize(read_image(self.root / "semantic_class" / f"semantic_class_{i}.png"), w, h, nearest=True)
+        instances = None
+        if self.has_instances:
+            path = self.root / "semantic_instance" / f"semantic_instance_{i}.png"
+            instances = resize(read_image(path).astype(np.int32), w, h, nearest=True)
         return Frame(resize(rgb, w, h, nearest=False), depth, self.K, self.poses[i], timestamp=float(i),
-                     labels=labels, index=i)
+                     labels=labels, index=i, instances=instances)

@@ -40,8 +40,15 @@ class MapperConfig:
     max_gaussians: int = 300_000
     # Frame checks.
     min_valid_depth_fraction: float = 0.05
-    # Misc.
+    # Semantics (SAC): used when sem_dim > 0 and the mapper has a semantic source.
     sem_dim: int = 0
+    w_sem: float = 0.5  # cosine to the mask embedding
+    w_sem_contrast: float = 0.1  # contrast against the frame's other embeddings
+    w_sem_var: float = 0.1  # one object, one semantic: spread of decoded features inside a mask
+    sem_tau: float = 0.1
+    sem_pixels: int = 4096  # mask pixels sampled per step for the semantic losses
+    lr_decoder: float = 1e-3
+    # Misc.
     backend: str = "auto"
     seed: int = 0
 

@@ -5,6 +5,7 @@ import dataclasses
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,8 @@ from clipgs.mapping.growth import growth_mask
 from clipgs.mapping.keyframes import KeyframeGate
 from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.optimizer import GaussianAdam
+from clipgs.semantics.sac import SemanticDecoder, sac_losses, sample_mask_pixels
+from clipgs.semantics.sources import MaskEmbeddings
 
 
 @dataclass
@@ -43,11 +46,15 @@ class MapperStats:
 
 @dataclass
 class Keyframe:
-    """A keyframe's data as tensors ready for the loss (rgb (H, W, 3) in [0, 1], depth (H, W) metres)."""
+    """A keyframe's data as tensors ready for the loss (rgb (H, W, 3) in [0, 1], depth (H, W) metres).
+
+    semantics: the 2D source's masks and embeddings for this view (when mapping semantics).
+    """
 
     frame: Frame
     rgb: torch.Tensor
     depth: torch.Tensor
+    semantics: MaskEmbeddings | None = None
 
 
 class IncrementalMapper:
@@ -58,8 +65,13 @@ class IncrementalMapper:
     Thread-safe: ``snapshot()`` may be called from another thread while ``add_frame`` runs.
     """
 
-    def __init__(self, config: MapperConfig | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(self, config: MapperConfig | None = None, device: str | torch.device = "cpu",
+                 semantic_source: Callable[[Frame], MaskEmbeddings] | None = None) -> None:
         self.config = config or MapperConfig()
+        self.semantic_source = semantic_source if self.config.sem_dim > 0 else None
+        self.decoder: SemanticDecoder | None = None
+        self.decoder_optimizer: torch.optim.Optimizer | None = None
+        self._sem_generator = torch.Generator().manual_seed(self.config.seed)
         self.device = torch.device(device)
         self.stats = MapperStats()
         self.keyframes: list[Keyframe] = []
@@ -112,7 +124,11 @@ class IncrementalMapper:
             frame=frame,
             rgb=torch.tensor(frame.rgb, device=self.device).float() / 255.0,
             depth=torch.tensor(frame.depth, device=self.device),
+            semantics=self.semantic_source(frame) if self.semantic_source else None,
         )
+        if kf.semantics is not None and self.decoder is None:
+            self.decoder = SemanticDecoder(c.sem_dim, kf.semantics.embeddings.shape[1]).to(self.device)
+            self.decoder_optimizer = torch.optim.Adam(self.decoder.parameters(), lr=c.lr_decoder)
         with self._lock:
             if self.optimizer is None:
                 new = GaussianMap.from_frame(frame, sem_dim=c.sem_dim, pixel_stride=c.init_pixel_stride,
@@ -161,15 +177,33 @@ class IncrementalMapper:
 
     def _step(self, kf: Keyframe) -> None:
         c = self.config
+        semantic = kf.semantics is not None and self.decoder is not None
         with self._lock:
             opt = self.optimizer
             opt.zero_grad()
-            out = opt.map.render(kf.frame.camera, semantic=False, backend=c.backend)
-            loss, parts = mapping_loss(out.image, out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim, c.w_depth)
+            out = opt.map.render(kf.frame.camera, semantic=semantic, backend=c.backend)
+            loss, parts = mapping_loss(out.image[..., :3], out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim,
+                                       c.w_depth)
+            if semantic:
+                self.decoder_optimizer.zero_grad()
+                loss = loss + self._semantic_loss(out.image[..., 3:], kf.semantics, parts)
             loss.backward()
             opt.step()
+            if semantic:
+                self.decoder_optimizer.step()
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
+
+    def _semantic_loss(self, attributes: torch.Tensor, sem: MaskEmbeddings, parts: dict) -> torch.Tensor:
+        """SAC losses on sampled mask pixels; attributes (H, W, d) rendered in the same pass as RGB."""
+        c = self.config
+        idx = sample_mask_pixels(sem.mask_ids, c.sem_pixels, self._sem_generator)
+        if len(idx) == 0:
+            return attributes.sum() * 0.0
+        decoded = self.decoder(attributes.reshape(-1, attributes.shape[-1])[idx])
+        terms = sac_losses(decoded, sem.mask_ids.reshape(-1)[idx], sem.embeddings.to(decoded), c.sem_tau)
+        parts.update({f"sem_{k}": float(v.detach()) for k, v in terms.items()})
+        return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
 
     def prune(self) -> None:
         """Remove near-transparent and oversized Gaussians, then enforce the hard cap."""

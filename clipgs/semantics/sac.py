@@ -1,0 +1,49 @@
+"""SAC (Semantic Attribute Compactness): low-dimensional attributes per Gaussian, lifted to CLIP space.
+
+Each Gaussian carries a d-dimensional attribute rendered in the same pass as RGB; a small shared MLP
+decodes a rendered pixel's attribute into the teacher's D-dimensional embedding space (unit norm).
+Losses, all on pixels that belong to a teacher mask:
+- cosine: 1 - cos(decoded, the mask's embedding);
+- contrastive: softmax over the embeddings present in the frame (temperature ``tau``), cross-entropy to
+  the pixel's own mask embedding, so decoded features separate objects, not only align;
+- one object, one semantic: the spread of decoded features inside each mask around its mean.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class SemanticDecoder(nn.Module):
+    """(..., d) rendered attributes -> (..., D) unit embeddings."""
+
+    def __init__(self, sem_dim: int, embed_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.sem_dim, self.embed_dim = sem_dim, embed_dim
+        self.net = nn.Sequential(nn.Linear(sem_dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
+
+    def forward(self, attributes: Tensor) -> Tensor:
+        return F.normalize(self.net(attributes), dim=-1)
+
+
+def sample_mask_pixels(mask_ids: Tensor, max_pixels: int, generator: torch.Generator) -> Tensor:
+    """Flat indices of up to ``max_pixels`` random pixels that belong to a mask (id >= 0)."""
+    idx = torch.nonzero(mask_ids.reshape(-1) >= 0).squeeze(1)
+    if len(idx) > max_pixels:
+        idx = idx[torch.randperm(len(idx), generator=generator)[:max_pixels]]
+    return idx
+
+
+def sac_losses(decoded: Tensor, ids: Tensor, embeddings: Tensor, tau: float = 0.1) -> dict[str, Tensor]:
+    """decoded: (P, D) unit; ids: (P,) mask ids; embeddings: (M, D) unit, one per mask id."""
+    target = embeddings[ids]
+    cosine = (1 - (decoded * target).sum(-1)).mean()
+    # Contrast against the distinct embeddings of this frame (masks of one class share an embedding).
+    unique, inverse = torch.unique(embeddings, dim=0, return_inverse=True)
+    contrast = F.cross_entropy(decoded @ unique.T / tau, inverse[ids])
+    means = torch.zeros(len(embeddings), decoded.shape[1], dtype=decoded.dtype).index_add_(0, ids, decoded)
+    counts = torch.bincount(ids, minlength=len(embeddings)).clamp(min=1).to(decoded.dtype)
+    means = means / counts[:, None]
+    variance = ((decoded - means[ids]) ** 2).sum(-1).mean()
+    return {"cosine": cosine, "contrast": contrast, "variance": variance}

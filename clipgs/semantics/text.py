@@ -1,0 +1,67 @@
+"""Text embeddings from an open_clip model's text tower with a prompt-template ensemble.
+
+Weights only ever come from a local file (``weights``); without one the model is randomly initialised,
+which is what tests and the simulated teacher use (their class embeddings only need to be distinct and
+fixed). ``clipgs-tiny`` is a 3.4 M-parameter config shipped with clipgs for fast tests and demos.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipgs.semantics.torch_compat import import_torchvision
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "a {} in a room.", "a close-up photo of a {}.",
+             "a photo of a small {}.", "a photo of a large {}.", "there is a {} in the scene.", "a {}.")
+
+
+def load_open_clip(model: str, weights: str | Path | None = None, seed: int = 0):
+    """(model, preprocess, tokenizer) of an open_clip architecture; weights from a local path or random."""
+    import_torchvision()
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model!r}; e.g. ViT-B-16, ViT-B-32, clipgs-tiny")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise FileNotFoundError(
+            f"CLIP weights not found: {weights}. clipgs never downloads weights: fetch the open_clip checkpoint "
+            f"for {model} on a machine with internet and set its local path in the config.")
+    torch.manual_seed(seed)  # random initialisation is reproducible
+    net, _, preprocess = open_clip.create_model_and_transforms(
+        model, pretrained=str(Path(weights).expanduser()) if weights else None)
+    net.eval()
+    return net, preprocess, open_clip.get_tokenizer(model)
+
+
+class TextEncoder:
+    """encode(["chair", ...]) -> (n, D) unit vectors: mean of the template embeddings, renormalised."""
+
+    def __init__(self, model: str = "clipgs-tiny", weights: str | Path | None = None,
+                 templates: tuple[str, ...] = TEMPLATES, seed: int = 0) -> None:
+        self.model_name, self.weights, self.templates = model, weights, templates
+        self.net, _, self.tokenizer = load_open_clip(model, weights, seed)
+        self._cache: dict[str, Tensor] = {}
+
+    @property
+    def identity(self) -> dict:
+        """What a saved map records so a later query uses the same text space."""
+        return {"model": self.model_name, "weights": str(self.weights) if self.weights else None,
+                "templates": list(self.templates)}
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> Tensor:
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"text to encode must be a non-empty string, got {text!r}")
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            prompts = [tpl.format(t.strip()) for t in missing for tpl in self.templates]
+            emb = F.normalize(self.net.encode_text(self.tokenizer(prompts)).float(), dim=-1)
+            emb = F.normalize(emb.reshape(len(missing), len(self.templates), -1).mean(1), dim=-1)
+            self._cache.update(zip(missing, emb))
+        return torch.stack([self._cache[t] for t in texts])
