@@ -89,6 +89,10 @@ PARAMETER_DESCRIPTIONS = {
     "sem_tau": "temperature of the contrastive loss",
     "sem_pixels": "mask pixels sampled per step for the semantic losses",
     "lr_decoder": "Adam learning rate of the semantic decoder",
+    "dcs_every": "3D coherent self-training: relabel keyframes every this many keyframes (0: off)",
+    "dcs_confidence": "3DCS: min softmax confidence of a pixel to vote and to keep a pseudo-label",
+    "dcs_tau": "3DCS: temperature of the labelling softmax that confidences are measured with",
+    "w_dcs": "3DCS: weight of the cross-entropy on pseudo-labels",
     "backend": "render backend: auto, cpu, torch or gsplat",
     "seed": "random seed (keyframe sampling)",
 }

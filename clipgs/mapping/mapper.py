@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from clipgs.data.frame import Frame
 from clipgs.mapping.config import MapperConfig
@@ -20,6 +21,7 @@ from clipgs.mapping.keyframes import KeyframeGate
 from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.optimizer import GaussianAdam
 from clipgs.semantics.sac import SemanticDecoder, sac_losses, sample_mask_pixels
+from clipgs.semantics.self_training import vote_in_masks
 from clipgs.semantics.sources import MaskEmbeddings
 
 
@@ -38,6 +40,7 @@ class MapperStats:
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
     optimise_seconds: float = 0.0
+    pseudo_label_rounds: int = 0
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -55,6 +58,7 @@ class Keyframe:
     rgb: torch.Tensor
     depth: torch.Tensor
     semantics: MaskEmbeddings | None = None
+    pseudo_labels: torch.Tensor | None = None  # (H, W) long vocabulary index, -1 = none (3DCS)
 
 
 class IncrementalMapper:
@@ -66,8 +70,12 @@ class IncrementalMapper:
     """
 
     def __init__(self, config: MapperConfig | None = None, device: str | torch.device = "cpu",
-                 semantic_source: Callable[[Frame], MaskEmbeddings] | None = None) -> None:
+                 semantic_source: Callable[[Frame], MaskEmbeddings] | None = None,
+                 vocabulary: torch.Tensor | None = None) -> None:
+        """semantic_source: frame -> masks + embeddings (SAC supervision); vocabulary: (C, D) unit text
+        embeddings of the label set 3DCS votes over (row 0 may be a void class: it is never chosen)."""
         self.config = config or MapperConfig()
+        self.vocabulary = vocabulary
         self.semantic_source = semantic_source if self.config.sem_dim > 0 else None
         self.decoder: SemanticDecoder | None = None
         self.decoder_optimizer: torch.optim.Optimizer | None = None
@@ -104,7 +112,27 @@ class IncrementalMapper:
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
         self.prune()
+        if self.self_training_enabled and self.stats.keyframes % c.dcs_every == 0:
+            self.refresh_pseudo_labels()
         return "keyframe"
+
+    @property
+    def self_training_enabled(self) -> bool:
+        return self.config.dcs_every > 0 and self.vocabulary is not None and self.decoder is not None
+
+    @torch.no_grad()
+    def refresh_pseudo_labels(self) -> None:
+        """3DCS: render each keyframe's semantics, label by the vocabulary, vote inside its 2D masks."""
+        c = self.config
+        vocab = self.vocabulary.to(self.device)
+        for kf in self.keyframes:
+            if kf.semantics is None:
+                continue
+            with self._lock:
+                out = self.optimizer.map.render(kf.frame.camera, semantic=True, backend=c.backend)
+            kf.pseudo_labels = vote_in_masks(self.decoder(out.image[..., 3:]) @ vocab.T / c.dcs_tau,
+                                             kf.semantics.mask_ids, c.dcs_confidence)
+        self.stats.pseudo_label_rounds += 1
 
     def snapshot(self) -> GaussianMap:
         """A detached copy of the current map, consistent even while mapping continues in another thread."""
@@ -186,7 +214,7 @@ class IncrementalMapper:
                                        c.w_depth)
             if semantic:
                 self.decoder_optimizer.zero_grad()
-                loss = loss + self._semantic_loss(out.image[..., 3:], kf.semantics, parts)
+                loss = loss + self._semantic_loss(out.image[..., 3:], kf.semantics, parts, kf.pseudo_labels)
             loss.backward()
             opt.step()
             if semantic:
@@ -194,16 +222,25 @@ class IncrementalMapper:
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 
-    def _semantic_loss(self, attributes: torch.Tensor, sem: MaskEmbeddings, parts: dict) -> torch.Tensor:
-        """SAC losses on sampled mask pixels; attributes (H, W, d) rendered in the same pass as RGB."""
+    def _semantic_loss(self, attributes: torch.Tensor, sem: MaskEmbeddings, parts: dict,
+                       pseudo: torch.Tensor | None = None) -> torch.Tensor:
+        """SAC (+ 3DCS) losses on sampled mask pixels; attributes (H, W, d) rendered with RGB in one pass."""
         c = self.config
         idx = sample_mask_pixels(sem.mask_ids, c.sem_pixels, self._sem_generator)
         if len(idx) == 0:
             return attributes.sum() * 0.0
         decoded = self.decoder(attributes.reshape(-1, attributes.shape[-1])[idx])
         terms = sac_losses(decoded, sem.mask_ids.reshape(-1)[idx], sem.embeddings.to(decoded), c.sem_tau)
+        loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        if pseudo is not None and self.vocabulary is not None:
+            target = pseudo.reshape(-1)[idx]
+            keep = target >= 0
+            if bool(keep.any()):
+                logits = decoded[keep] @ self.vocabulary.to(decoded).T / c.sem_tau
+                terms["dcs"] = F.cross_entropy(logits, target[keep])
+                loss = loss + c.w_dcs * terms["dcs"]
         parts.update({f"sem_{k}": float(v.detach()) for k, v in terms.items()})
-        return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        return loss
 
     def prune(self) -> None:
         """Remove near-transparent and oversized Gaussians, then enforce the hard cap."""

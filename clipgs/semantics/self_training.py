@@ -1,0 +1,35 @@
+"""3DCS pseudo-labels: the map's own semantics, made consistent inside each 2D mask."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_class: int | None = 0) -> Tensor:
+    """(H, W, C) logits + (H, W) mask ids -> (H, W) pseudo-labels, -1 = none.
+
+    Every mask takes the majority label of its confident pixels (softmax >= ``confidence``); pixels
+    below the confidence get no label, as do masks without a confident pixel and pixels outside masks.
+    ``ignore_class`` (the void row of a vocabulary) is never predicted.
+    """
+    if ignore_class is not None:
+        logits = logits.clone()
+        logits[..., ignore_class] = float("-inf")
+    prob = torch.softmax(logits, dim=-1)
+    conf, label = prob.max(dim=-1)
+    out = torch.full(mask_ids.shape, -1, dtype=torch.long, device=logits.device)
+    confident = (conf >= confidence) & (mask_ids >= 0)
+    if not bool(confident.any()):
+        return out
+    n_masks, n_classes = int(mask_ids.max()) + 1, logits.shape[-1]
+    votes = torch.zeros(n_masks * n_classes, dtype=torch.long, device=logits.device)
+    votes.index_add_(0, (mask_ids[confident] * n_classes + label[confident]).reshape(-1),
+                     torch.ones(int(confident.sum()), dtype=torch.long, device=logits.device))
+    votes = votes.reshape(n_masks, n_classes)
+    winner = votes.argmax(dim=1)
+    has_vote = votes.sum(dim=1) > 0
+    inside = mask_ids >= 0
+    mask_label = torch.where(has_vote, winner, torch.full_like(winner, -1))
+    out[inside] = mask_label[mask_ids[inside]]
+    out[~(conf >= confidence)] = -1
+    return out
