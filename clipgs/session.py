@@ -89,6 +89,7 @@ PARAMETER_DESCRIPTIONS = {
     "sem_tau": "temperature of the contrastive loss",
     "sem_pixels": "mask pixels sampled per step for the semantic losses",
     "lr_decoder": "Adam learning rate of the semantic decoder",
+    "dcs_start": "3DCS: keyframes mapped before the first relabelling round (warm-up)",
     "dcs_every": "3D coherent self-training: relabel keyframes every this many keyframes (0: off)",
     "dcs_confidence": "3DCS: min softmax confidence of a pixel to vote and to keep a pseudo-label",
     "dcs_tau": "3DCS: temperature of the labelling softmax that confidences are measured with",

@@ -49,6 +49,7 @@ class MapperConfig:
     sem_pixels: int = 4096  # mask pixels sampled per step for the semantic losses
     lr_decoder: float = 1e-3
     # 3DCS (3D coherent self-training): needs a vocabulary; 0 switches it off.
+    dcs_start: int = 20  # keyframes mapped before the first round: early pseudo-labels would lock in errors
     dcs_every: int = 10  # relabel every this many keyframes
     dcs_confidence: float = 0.5  # pixels below this softmax confidence do not vote and get no pseudo-label
     dcs_tau: float = 0.01  # temperature of the labelling softmax (CLIP's logit scale is 100)

@@ -112,7 +112,8 @@ class IncrementalMapper:
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
         self.prune()
-        if self.self_training_enabled and self.stats.keyframes % c.dcs_every == 0:
+        n = self.stats.keyframes
+        if self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0:
             self.refresh_pseudo_labels()
         return "keyframe"
 
