@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from clipgs.data.images import write_image
+
 
 def _synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
@@ -50,7 +52,32 @@ def _map(args: argparse.Namespace) -> int:
     else:
         ds = open_dataset(args.data)
         print(ds.summary())
-        mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine)
+        options, semantic = {}, None
+        if args.semantics == "simulated":
+            import dataclasses
+
+            from clipgs.semantics.pipeline import simulated_setup
+            from clipgs.semantics.sources import TeacherCorruption
+
+            corruption = TeacherCorruption(wrong_fraction=args.wrong_fraction)
+            teacher, text, vocab = simulated_setup(ds, args.text_model, corruption)
+            if config.sem_dim == 0:
+                config = dataclasses.replace(config, sem_dim=16)
+            options = {"semantic_source": teacher, "vocabulary": vocab}
+            semantic = (text, vocab, corruption)
+            print(f"semantics: simulated teacher ({corruption.describe()}), text model {args.text_model}, "
+                  f"d={config.sem_dim}, 3DCS {'on' if config.dcs_every else 'off'}")
+        mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine, **options)
+        save_ply(mapper.snapshot(), args.out)
+        if semantic is not None:
+            from dataclasses import asdict
+
+            from clipgs.semantics.model import SemanticModel, save_semantics
+
+            text, vocab, corruption = semantic
+            model = SemanticModel(mapper.decoder, text.identity, list(ds.classes), vocab,
+                                  {"teacher": asdict(corruption), "dcs_every": config.dcs_every})
+            print(f"semantic model written to {save_semantics(model, args.out)}")
     path = save_ply(mapper.snapshot(), args.out)
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
@@ -86,6 +113,8 @@ def _eval(args: argparse.Namespace) -> int:
     gmap = load_ply(args.map)
     ds = open_dataset(args.data)
     result = evaluate(gmap, ds, backend=args.backend)
+    if args.semantic:
+        result["semantic"] = _semantic_eval(gmap, args.map, ds, args.json)
     print(f"held-out views: {result['views']} at {result['resolution']}, {result['gaussians']} Gaussians")
     print(f"PSNR {result['psnr_db']:.2f} dB | depth L1 {result['depth_l1_m']:.4f} m | "
           f"render {result['render_ms']:.1f} ms ({result['render_fps']:.1f} FPS, {result['backend']} backend)")
@@ -93,6 +122,72 @@ def _eval(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
+    from clipgs.mapping.ply import MapFileError
+    from clipgs.semantics.model import load_semantics
+    from clipgs.semantics.pipeline import evaluate_semantics
+    from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
+
+    model = load_semantics(map_path)
+    if model is None:
+        raise MapFileError(f"{map_path}: no semantic model beside it; map with --semantics to get one")
+    teacher = None
+    if "teacher" in model.notes and ds[0].instances is not None:
+        teacher = SimulatedTeacher(model.vocabulary_embeddings, TeacherCorruption(**model.notes["teacher"]))
+    panels = (json_path.parent if json_path else map_path.parent) / "semantic_panels"
+    sem = evaluate_semantics(gmap, model, ds, teacher, panels_dir=panels)
+    line = f"semantic (held-out, {sem['views']} views): map mIoU {100 * sem['map_miou']:.1f}, pixel acc " \
+           f"{100 * sem['map_pixel_acc']:.1f}"
+    if teacher is not None:
+        line += (f" | 2D teacher mIoU {100 * sem['teacher_miou']:.1f}, pixel acc {100 * sem['teacher_pixel_acc']:.1f}"
+                 f" ({teacher.corruption.describe()})")
+    print(line + f" | semantic render {sem['semantic_render_fps']:.1f} FPS")
+    print(f"panels (ground truth | teacher | map): {panels}")
+    return sem
+
+
+def _query(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.data.images import colorize_depth, to_uint8
+    from clipgs.mapping import load_ply
+    from clipgs.mapping.ply import MapFileError
+    from clipgs.semantics.model import load_semantics
+    from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map
+    from clipgs.semantics.text import TextEncoder
+
+    if not args.label.strip():
+        raise ValueError("empty query: give an object name such as 'chair'")
+    gmap, model = load_ply(args.map), load_semantics(args.map)
+    if model is None:
+        raise MapFileError(f"{args.map}: no semantic model beside it; map with --semantics to get one")
+    ident = model.text_encoder
+    text = TextEncoder(ident["model"], ident["weights"], tuple(ident["templates"]))
+    label = args.label.strip()
+    negative_names = ([c for c in model.vocabulary[1:] if c != label] if args.negatives == "vocabulary"
+                      else list(CANONICAL_NEGATIVES))
+    camera = None
+    if args.data is not None:
+        camera = open_dataset(args.data)[args.view].camera
+    answer = query_map(gmap, model.decoder, text.encode([label])[0], text.encode(negative_names), camera)
+    if camera is not None:
+        write_image(args.out / "mask.png", (answer.mask * 255).astype(np.uint8))
+        write_image(args.out / "relevancy.png", colorize_depth(answer.relevancy + 1e-6, 1.0))
+        rgb = to_uint8(gmap.render(camera, semantic=False).image.detach().clamp(0, 1).numpy())
+        overlay = np.where(answer.mask[..., None], (0.5 * rgb + 0.5 * np.array([255, 40, 40])).astype(np.uint8), rgb)
+        write_image(args.out / "overlay.png", overlay)
+        print(f"'{label}': {int(answer.mask.sum())} pixels, score {answer.score:.2f}; wrote {args.out}/mask.png, "
+              f"relevancy.png, overlay.png")
+    if answer.centroid is None:
+        print(f"'{label}': no Gaussians above the relevancy threshold")
+    else:
+        fmt = lambda v: "(" + ", ".join(f"{x:.2f}" for x in v) + ")"  # noqa: E731
+        print(f"3D: {int(answer.selected.sum())} Gaussians, centroid {fmt(answer.centroid)} m, "
+              f"box {fmt(answer.box_min)} .. {fmt(answer.box_max)} m")
     return 0
 
 
@@ -141,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
+    p.add_argument("--semantics", choices=["none", "simulated"], default="none",
+                   help="semantic supervision: 'simulated' teacher from a synthetic scene's ground truth")
+    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip text model (random init: no weights here)")
+    p.add_argument("--wrong-fraction", type=float, default=0.3, help="simulated teacher: masks with a wrong class")
     p.set_defaults(func=_map)
 
     p = sub.add_parser("export-bag", help="write a dataset as an MCAP ROS 2 bag (images, camera_info, /tf)")
@@ -155,8 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the results (with per-view scores)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch", "gsplat"])
+    p.add_argument("--semantic", action="store_true", help="also mIoU / pixel accuracy of the map and the teacher")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("query", help="text query on a semantic map: mask in a view and the object's 3D box")
+    p.add_argument("map", type=Path)
+    p.add_argument("label", help="e.g. chair")
+    p.add_argument("--data", type=Path, default=None, help="dataset whose view to render the mask in")
+    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("query_out"))
+    p.add_argument("--negatives", choices=["canonical", "vocabulary"], default="vocabulary",
+                   help="relevancy against 'object, things, stuff, texture' or the map's other class names")
+    p.set_defaults(func=_query)
 
     p = sub.add_parser("render", help="render a map at a dataset view and write PNGs")
     p.add_argument("map", type=Path)

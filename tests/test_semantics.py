@@ -146,3 +146,66 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
     # benchmarks/semantics.py); self-training must still lift the map well above both.
     teacher_miou = np.nanmean(teacher_scores)
     assert scores["sac+3dcs"] > teacher_miou + 0.05 and scores["sac+3dcs"] > scores["sac"] + 0.05, scores
+
+
+def test_relevancy_and_3d_query_on_a_toy_map():
+    from clipgs.mapping import GaussianMap
+    from clipgs.semantics.query import query_map, relevancy
+
+    g = torch.Generator().manual_seed(0)
+    chair, table, other = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    x = torch.stack([chair, table])
+    rel = relevancy(x, chair, torch.stack([table, other]))
+    assert rel[0] > 0.99 and rel[1] < 0.01
+    # A toy map: two clusters of Gaussians whose attributes decode (identity decoder) to chair / table.
+    n = 200
+    means = torch.cat([torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([1.0, 0, 0]),
+                       torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([-1.0, 0, 0])])
+    sem = torch.cat([chair.expand(n, 16), table.expand(n, 16)])
+    gmap = GaussianMap(means, torch.tensor([[1.0, 0, 0, 0]]).expand(2 * n, 4), torch.full((2 * n, 3), -3.0),
+                       torch.full((2 * n,), 3.0), torch.zeros(2 * n, 3), sem)
+    identity = SemanticDecoder(16, 16)
+    with torch.no_grad():
+        identity.net[0].weight.copy_(torch.eye(128, 16))
+        identity.net[0].bias.zero_()
+        identity.net[2].weight.copy_(torch.eye(16, 128))
+        identity.net[2].bias.zero_()
+    chair_pos = torch.relu(chair)  # the ReLU decoder keeps only positive parts; query with what it outputs
+    answer = query_map(gmap, identity, torch.nn.functional.normalize(chair_pos, dim=0),
+                       torch.nn.functional.normalize(torch.relu(torch.stack([table, other])), dim=-1), None)
+    assert answer.selected[:n].all() and not answer.selected[n:].any()
+    np.testing.assert_allclose(answer.centroid, [1.0, 0, 0], atol=0.02)
+    assert answer.box_min[0] > 0.8 and answer.box_max[0] < 1.2
+    with pytest.raises(ValueError, match="not finite"):
+        query_map(gmap, identity, torch.full((16,), float("nan")), torch.stack([table]), None)
+
+
+def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys):
+    import json
+
+    from clipgs.cli import main
+    from clipgs.mapping.ply import MapFileError
+    from clipgs.semantics.model import load_semantics, semantics_path
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("iters_per_keyframe: 8\nw_ssim: 0.0\nsem_dim: 8\ndcs_start: 11\ndcs_every: 5\n")
+    out = tmp_path / "m.ply"
+    assert main(["map", str(synth_dir), "--out", str(out), "--config", str(cfg), "--semantics", "simulated"]) == 0
+    model = load_semantics(out)
+    assert model.decoder.sem_dim == 8 and model.vocabulary[5] == "chair"
+    assert model.text_encoder["model"] == "clipgs-tiny"
+    assert main(["eval", str(out), str(synth_dir), "--semantic", "--json", str(tmp_path / "e.json")]) == 0
+    sem = json.loads((tmp_path / "e.json").read_text())["semantic"]
+    assert 0 <= sem["map_miou"] <= 1 and 0 <= sem["teacher_miou"] <= 1 and sem["views"] == 2
+    assert (tmp_path / "semantic_panels" / "semantic_5.png").is_file()
+    args = ["query", str(out), "chair", "--data", str(synth_dir), "--view", "5", "--out", str(tmp_path / "q")]
+    assert main(args) == 0
+    printed = capsys.readouterr().out  # this weak map may or may not select chair Gaussians; both are answers
+    assert "'chair':" in printed and ("3D:" in printed or "no Gaussians above" in printed)
+    assert (tmp_path / "q" / "mask.png").is_file() and (tmp_path / "q" / "overlay.png").is_file()
+    assert main(["query", str(out), "   "]) == 2
+    assert "empty query" in capsys.readouterr().err
+    semantics_path(out).write_bytes(b"garbage")
+    with pytest.raises(MapFileError, match="unreadable semantic model"):
+        load_semantics(out)
+    assert main(["query", str(out), "chair"]) == 2

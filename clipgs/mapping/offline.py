@@ -15,16 +15,20 @@ from clipgs.mapping.mapper import IncrementalMapper
 
 
 def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int | None = None,
-                refine_iters: int = 0, progress: bool = True) -> tuple[IncrementalMapper, dict]:
-    """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary."""
+                refine_iters: int = 0, progress: bool = True, **mapper_options) -> tuple[IncrementalMapper, dict]:
+    """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary.
+
+    mapper_options go to IncrementalMapper (semantic_source, vocabulary).
+    """
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
-    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress)
+    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, **mapper_options)
 
 
 def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None = None, refine_iters: int = 0,
-               progress: bool = True, max_frames: int | None = None) -> tuple[IncrementalMapper, dict]:
+               progress: bool = True, max_frames: int | None = None,
+               **mapper_options) -> tuple[IncrementalMapper, dict]:
     """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary."""
-    mapper = IncrementalMapper(config)
+    mapper = IncrementalMapper(config, **mapper_options)
     t0 = time.perf_counter()
     count = 0
     bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)

@@ -1,0 +1,86 @@
+"""Semantic mapping end to end: teacher + vocabulary from a dataset, evaluation, labelled images."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from clipgs.data.dataset import SequenceDataset
+from clipgs.data.frame import Camera
+from clipgs.data.images import colorize_labels, write_image
+from clipgs.eval.metrics import semantic_scores
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
+from clipgs.semantics.text import TextEncoder
+
+
+def vocabulary_embeddings(text: TextEncoder, classes: list[str]) -> Tensor:
+    """(C, D): row 0 (void) zeros, then the text embeddings of the class names."""
+    emb = text.encode(classes[1:])
+    return torch.cat([torch.zeros(1, emb.shape[1]), emb])
+
+
+def simulated_setup(dataset: SequenceDataset, text_model: str = "clipgs-tiny",
+                    corruption: TeacherCorruption | None = None) -> tuple[SimulatedTeacher, TextEncoder, Tensor]:
+    """Teacher, text encoder and vocabulary for a synthetic dataset (needs classes.txt and instances)."""
+    if not dataset.classes:
+        raise ValueError(f"{dataset.root}: no classes.txt; the simulated teacher needs the class names")
+    text = TextEncoder(text_model)
+    vocab = vocabulary_embeddings(text, dataset.classes)
+    return SimulatedTeacher(vocab, corruption or TeacherCorruption()), text, vocab
+
+
+def teacher_labels(obs: MaskEmbeddings) -> np.ndarray:
+    """(H, W) class ids the simulated teacher gave (0 outside masks)."""
+    ids = obs.mask_ids.numpy()
+    return np.where(ids >= 0, obs.classes.numpy()[ids.clip(0)], 0)
+
+
+@torch.no_grad()
+def render_labels(gmap: GaussianMap, model: SemanticModel, camera: Camera) -> tuple[np.ndarray, float]:
+    """(H, W) class ids decoded from the rendered attributes (0 where the map is empty), and ms taken."""
+    t0 = time.perf_counter()
+    out = gmap.render(camera)
+    scores = model.decoder(out.image[..., 3:]) @ model.vocabulary_embeddings[1:].T
+    labels = torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0).cpu().numpy()
+    return labels, (time.perf_counter() - t0) * 1e3
+
+
+def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: SequenceDataset,
+                       teacher: SimulatedTeacher | None = None, indices: list[int] | None = None,
+                       panels_dir: str | Path | None = None) -> dict:
+    """mIoU and pixel accuracy (per image, class 0 ignored) of the map, and of the teacher on the same views."""
+    indices = dataset.test_indices if indices is None else indices
+    n = len(model.vocabulary)
+    rows, times = [], []
+    for i in indices:
+        frame = dataset[i]
+        if frame.labels is None:
+            raise ValueError(f"{dataset.root}: frame {i} has no ground-truth labels to score against")
+        pred, ms = render_labels(gmap, model, frame.camera)
+        times.append(ms)
+        row = {"index": i, "map": semantic_scores(pred, frame.labels, n)}
+        if teacher is not None:
+            t_pred = teacher_labels(teacher(frame))
+            row["teacher"] = semantic_scores(t_pred, frame.labels, n)
+        if panels_dir is not None:
+            tiles = [colorize_labels(frame.labels)] + ([colorize_labels(t_pred)] if teacher is not None else [])
+            write_image(Path(panels_dir) / f"semantic_{i}.png", np.concatenate([*tiles, colorize_labels(pred)], 1))
+        rows.append(row)
+    result = {"views": len(rows), "semantic_render_ms": float(np.mean(times)),
+              "semantic_render_fps": 1000.0 / float(np.mean(times))}
+    for who in ("map", "teacher"):
+        vals = [r[who] for r in rows if who in r]
+        if vals:
+            result[f"{who}_miou"] = float(np.nanmean([v[0] for v in vals]))
+            result[f"{who}_pixel_acc"] = float(np.nanmean([v[1] for v in vals]))
+    if teacher is not None:
+        result["teacher_corruption"] = asdict(teacher.corruption)
+    result["per_view"] = [{"index": r["index"], **{f"{k}_miou": v[0] for k, v in r.items() if k != "index"}}
+                          for r in rows]
+    return result
