@@ -1,15 +1,22 @@
 """The offline demo behind ``make demo``: synthetic room -> online mapping -> held-out evaluation and images."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
+
 from clipgs.data.dataset import open_dataset
+from clipgs.data.images import colorize_depth, write_image
 from clipgs.data.synthetic import generate_scene
 from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
+from clipgs.semantics.model import SemanticModel, save_semantics
+from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
+from clipgs.semantics.query import query_map
 
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}
 
@@ -24,21 +31,49 @@ def ensure_scene(folder: Path, **settings) -> Path:
     return generate_scene(folder, **settings)
 
 
-def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings: dict | None = None) -> dict:
-    """Map the synthetic room's training frames, score the held-out views, write PNGs, map.ply, metrics.json."""
+def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings: dict | None = None,
+             query: str = "chair") -> dict:
+    """Map the synthetic room with the simulated CLIP teacher (with and without 3DCS), score the held-out
+    views (PSNR, depth, mIoU), answer a text query; writes PNGs, map.ply(+semantics) and metrics.json."""
     out = Path(out)
     scene_dir = ensure_scene(out / "scene", **(scene_settings or DEMO_SCENE))
     ds = open_dataset(scene_dir)
     print(ds.summary())
     print("classes:", ", ".join(f"{i}:{c}" for i, c in enumerate(ds.classes or [])))
+    config = config or MapperConfig(sem_dim=16)
+    if config.sem_dim == 0:
+        config = dataclasses.replace(config, sem_dim=16)
+    teacher, text, vocab = simulated_setup(ds)
+    print(f"2D teacher (simulated SAM + CLIP): {teacher.corruption.describe()}")
 
-    mapper, summary = map_dataset(ds, config or MapperConfig())
-    gmap = mapper.snapshot()
+    semantic_runs = {}
+    for name, dcs_every in (("map without 3DCS", 0), ("map with 3DCS", config.dcs_every or 10)):
+        print(f"\n{name}:")
+        mapper, summary = map_dataset(ds, dataclasses.replace(config, dcs_every=dcs_every),
+                                      semantic_source=teacher, vocabulary=vocab)
+        model = SemanticModel(mapper.decoder, text.identity, list(ds.classes), vocab,
+                              {"teacher": dataclasses.asdict(teacher.corruption), "dcs_every": dcs_every})
+        semantic_runs[name] = (mapper.snapshot(), model, summary)
+    gmap, model, summary = semantic_runs["map with 3DCS"]
     map_path = save_ply(gmap, out / "map.ply")
+    save_semantics(model, map_path)
     result = evaluate(gmap, ds)
-    metrics = {"mapping": summary, "held_out": {k: v for k, v in result.items() if k != "per_view"}}
+    sem = {name: evaluate_semantics(g, m, ds, teacher, panels_dir=out / "semantic_panels" if "with" in name else None)
+           for name, (g, m, _) in semantic_runs.items()}
+    metrics = {"mapping": summary, "held_out": {k: v for k, v in result.items() if k != "per_view"},
+               "semantic": {k: {kk: vv for kk, vv in v.items() if kk != "per_view"} for k, v in sem.items()}}
     view = ds.test_indices[len(ds.test_indices) // 2]
     images = write_view_images(gmap, ds[view], out / f"view_{view}")
+    answer = query_map(gmap, model.decoder, text.encode([query])[0],
+                       text.encode([c for c in ds.classes[1:] if c != query]), ds[view].camera)
+    qdir = out / f"query_{query}"
+    write_image(qdir / "mask.png", (answer.mask * 255).astype(np.uint8))
+    write_image(qdir / "relevancy.png", colorize_depth(answer.relevancy + 1e-6, 1.0))
+    metrics["query"] = {"label": query, "view": view, "pixels": int(answer.mask.sum()), "score": answer.score,
+                        "gaussians": int(answer.selected.sum()),
+                        "centroid_m": None if answer.centroid is None else answer.centroid.round(3).tolist(),
+                        "box_m": None if answer.box_min is None else [answer.box_min.round(3).tolist(),
+                                                                      answer.box_max.round(3).tolist()]}
     (out / "metrics.json").write_text(json.dumps({**metrics, "per_view": result["per_view"]}, indent=2) + "\n")
 
     print(f"\nmapping: {summary['frames']} frames -> {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians"
@@ -47,5 +82,16 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
     print(f"held-out views ({result['views']}, never mapped): PSNR {result['psnr_db']:.2f} dB, "
           f"depth L1 {result['depth_l1_m']:.4f} m, render {result['render_fps']:.1f} FPS "
           f"({result['backend']} backend, {result['resolution']})")
-    print(f"wrote {map_path}, {out / 'metrics.json'}, " + ", ".join(str(p) for p in images))
+    t = sem["map with 3DCS"]
+    print("\nsemantics, held-out views (mIoU / pixel accuracy, %):")
+    print(f"  2D teacher        {100 * t['teacher_miou']:5.1f} / {100 * t['teacher_pixel_acc']:5.1f}")
+    for name, r in sem.items():
+        print(f"  {name:17} {100 * r['map_miou']:5.1f} / {100 * r['map_pixel_acc']:5.1f}")
+    print(f"  semantic render {t['semantic_render_fps']:.1f} FPS (RGB + 16 attributes + decoder)")
+    q = metrics["query"]
+    where = "no Gaussians selected" if q["centroid_m"] is None else f"centroid {q['centroid_m']} m, box {q['box_m']}"
+    print(f"query '{query}' in view {view}: {q['pixels']} pixels, score {q['score']:.2f}; 3D: {q['gaussians']} "
+          f"Gaussians, {where}")
+    print(f"wrote {map_path} (+ .semantics.pt), {out / 'metrics.json'}, " + ", ".join(str(p) for p in images)
+          + f", {qdir}/, {out / 'semantic_panels'}/ (ground truth | teacher | map)")
     return metrics

@@ -42,6 +42,11 @@ def test_demo_maps_and_writes_images_map_and_metrics(tmp_path):
     assert metrics["held_out"]["views"] == 2 and metrics["held_out"]["psnr_db"] > 18.0
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["held_out"] == metrics["held_out"] and len(saved["per_view"]) == 2
+    assert set(saved["semantic"]) == {"map without 3DCS", "map with 3DCS"}
+    for run in saved["semantic"].values():
+        assert 0 <= run["map_miou"] <= 1 and 0 <= run["teacher_miou"] <= 1
+    assert saved["query"]["label"] == "chair" and (tmp_path / "query_chair" / "mask.png").is_file()
+    assert (tmp_path / "map.semantics.pt").is_file() and (tmp_path / "semantic_panels" / "semantic_15.png").is_file()
     assert np.std(read_image(view_dir / "rgb.png")) > 10  # a picture, not a flat image
     stamp = (tmp_path / "scene" / "rgb" / "rgb_0.png").stat().st_mtime_ns
     ensure_scene(tmp_path / "scene", **settings)  # an identical scene is reused, not regenerated

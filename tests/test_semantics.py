@@ -89,7 +89,7 @@ def test_sac_losses_decrease_on_a_toy_problem():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append({k: float(v) for k, v in terms.items()})
+        history.append({k: float(v.detach()) for k, v in terms.items()})
     assert history[-1]["cosine"] < 0.1 * history[0]["cosine"] and history[-1]["contrast"] < history[0]["contrast"]
     assert history[-1]["variance"] < 0.01
     assert ((dec(attrs) @ emb.T).argmax(-1) == ids).all()
