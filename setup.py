@@ -35,6 +35,7 @@ setup(
         'rosbags>=0.10',  # ROS 2 bag replay and message types without ROS (pure Python)
         'open_clip_torch>=2.24',  # text (and image) encoders; weights only from local paths
         'torchvision',  # pinned by constraints.txt; CPU fallbacks in clipgs.semantics.torch_compat
+        'scikit-image>=0.21',  # fast CPU segmentation for the clip_fast source
     ],
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.

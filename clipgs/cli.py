@@ -53,7 +53,23 @@ def _map(args: argparse.Namespace) -> int:
         ds = open_dataset(args.data)
         print(ds.summary())
         options, semantic = {}, None
-        if args.semantics == "simulated":
+        if args.semantics in ("clip_fast", "precomputed"):
+            import dataclasses
+
+            from clipgs.semantics.pipeline import vocabulary_embeddings
+            from clipgs.semantics.text import TextEncoder
+
+            source = _clip_source(args)
+            text = TextEncoder(args.text_model, args.clip_weights)
+            vocab = vocabulary_embeddings(text, ds.classes) if ds.classes else None
+            if config.sem_dim == 0:
+                config = dataclasses.replace(config, sem_dim=16)
+            options = {"semantic_source": source, "vocabulary": vocab}
+            semantic = (text, vocab, None)
+            print(f"semantics: {args.semantics}, CLIP {args.text_model} "
+                  f"({args.clip_weights or 'random init: no weights given'}), d={config.sem_dim}, 3DCS "
+                  f"{'on (vocabulary from classes.txt)' if vocab is not None and config.dcs_every else 'off'}")
+        elif args.semantics == "simulated":
             import dataclasses
 
             from clipgs.semantics.pipeline import simulated_setup
@@ -75,8 +91,10 @@ def _map(args: argparse.Namespace) -> int:
             from clipgs.semantics.model import SemanticModel, save_semantics
 
             text, vocab, corruption = semantic
-            model = SemanticModel(mapper.decoder, text.identity, list(ds.classes), vocab,
-                                  {"teacher": asdict(corruption), "dcs_every": config.dcs_every})
+            notes = {"dcs_every": config.dcs_every, "source": args.semantics}
+            if corruption is not None:
+                notes["teacher"] = asdict(corruption)
+            model = SemanticModel(mapper.decoder, text.identity, list(ds.classes or []), vocab, notes)
             print(f"semantic model written to {save_semantics(model, args.out)}")
     path = save_ply(mapper.snapshot(), args.out)
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
@@ -100,6 +118,32 @@ def _export_bag(args: argparse.Namespace) -> int:
     out = export_bag(ds, args.out, indices=indices, settings=settings, fps=args.fps)
     print(f"wrote {len(indices) if indices else len(ds)} frames to the MCAP bag {out} "
           f"({settings.color_topic}, {settings.depth_topic}, {settings.camera_info_topic}, /tf, /tf_static)")
+    return 0
+
+
+def _clip_source(args: argparse.Namespace):
+    from clipgs.semantics.clip_sources import ClipFastSource, MaskCLIPEmbedder, PrecomputedSource
+
+    if args.semantics == "precomputed":
+        if args.semantics_dir is None:
+            raise ValueError("--semantics precomputed needs --semantics-dir (written by clipgs extract)")
+        return PrecomputedSource(args.semantics_dir)
+    return ClipFastSource(MaskCLIPEmbedder(args.text_model, args.clip_weights))
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.semantics.clip_sources import write_precomputed
+
+    ds = open_dataset(args.data)
+    args.semantics = args.source
+    source = _clip_source(args)
+    for i in tqdm(ds.train_indices, desc=f"extract {args.source}", unit="frame"):
+        write_precomputed(source(ds[i]), args.out, i)
+    print(f"wrote masks + embeddings of {len(ds.train_indices)} training frames to {args.out}; map with "
+          f"clipgs map {args.data} --semantics precomputed --semantics-dir {args.out} --text-model {args.text_model}")
     return 0
 
 
@@ -236,11 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
-    p.add_argument("--semantics", choices=["none", "simulated"], default="none",
-                   help="semantic supervision: 'simulated' teacher from a synthetic scene's ground truth")
-    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip text model (random init: no weights here)")
+    p.add_argument("--semantics", choices=["none", "simulated", "clip_fast", "precomputed"], default="none",
+                   help="2D supervision: 'simulated' teacher (synthetic ground truth), 'clip_fast' (CPU segments "
+                        "+ CLIP), 'precomputed' (clipgs extract output)")
+    p.add_argument("--semantics-dir", type=Path, default=None, help="folder written by clipgs extract")
+    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip model, e.g. ViT-B-16")
+    p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
     p.add_argument("--wrong-fraction", type=float, default=0.3, help="simulated teacher: masks with a wrong class")
     p.set_defaults(func=_map)
+
+    p = sub.add_parser("extract", help="run a 2D semantic source once and store masks + embeddings per frame")
+    p.add_argument("data", type=Path)
+    p.add_argument("--source", choices=["clip_fast"], default="clip_fast")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip model, e.g. ViT-B-16")
+    p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
+    p.set_defaults(func=_extract)
 
     p = sub.add_parser("export-bag", help="write a dataset as an MCAP ROS 2 bag (images, camera_info, /tf)")
     p.add_argument("data", type=Path)

@@ -209,3 +209,48 @@ def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys
     with pytest.raises(MapFileError, match="unreadable semantic model"):
         load_semantics(out)
     assert main(["query", str(out), "chair"]) == 2
+
+
+def test_clip_fast_and_precomputed_sources(synth_dir, tmp_path):
+    from clipgs.semantics.clip_sources import ClipFastSource, MaskCLIPEmbedder, PrecomputedSource, write_precomputed
+
+    ds = open_dataset(synth_dir)
+    frame = ds[2]
+    source = ClipFastSource(MaskCLIPEmbedder("clipgs-tiny"))
+    obs = source(frame)
+    ids = obs.mask_ids.numpy()
+    assert ids.shape == (60, 80) and ids.max() + 1 == len(obs.embeddings) and 5 <= len(obs.embeddings) <= 400
+    assert set(np.unique(ids)) == set(range(len(obs.embeddings)))  # compact ids, every pixel has depth here
+    torch.testing.assert_close(obs.embeddings.norm(dim=-1), torch.ones(len(obs.embeddings)))
+    again = ClipFastSource(MaskCLIPEmbedder("clipgs-tiny"))(frame)
+    assert torch.equal(again.mask_ids, obs.mask_ids) and torch.allclose(again.embeddings, obs.embeddings)
+    # Segments follow objects: most masks lie within one ground-truth instance.
+    purity = [np.bincount(frame.instances[ids == m]).max() / (ids == m).sum() for m in range(len(obs.embeddings))]
+    assert np.median(purity) > 0.9
+    holed = ds[2]
+    holed.depth[:10] = 0.0
+    assert (source(holed).mask_ids[:10] == -1).all()  # no depth, no supervision
+    write_precomputed(obs, tmp_path / "sem", frame.index)
+    loaded = PrecomputedSource(tmp_path / "sem")(frame)
+    assert torch.equal(loaded.mask_ids, obs.mask_ids) and torch.allclose(loaded.embeddings, obs.embeddings)
+    with pytest.raises(FileNotFoundError, match="no precomputed semantics for frame 3"):
+        PrecomputedSource(tmp_path / "sem")(ds[3])
+    with pytest.raises(FileNotFoundError, match="run clipgs extract"):
+        PrecomputedSource(tmp_path / "nowhere")
+
+
+def test_extract_then_map_from_precomputed(synth_dir, tmp_path, capsys):
+    from clipgs.cli import main
+    from clipgs.semantics.model import load_semantics
+
+    assert main(["extract", str(synth_dir), "--out", str(tmp_path / "sem")]) == 0
+    assert len(list((tmp_path / "sem").glob("frame_*.npz"))) == 22
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("iters_per_keyframe: 2\nw_ssim: 0.0\nsem_dim: 4\n")
+    args = ["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--config", str(cfg), "--semantics",
+            "precomputed", "--semantics-dir", str(tmp_path / "sem"), "--max-frames", "3"]
+    assert main(args) == 0
+    model = load_semantics(tmp_path / "m.ply")
+    assert model.notes["source"] == "precomputed" and model.decoder.sem_dim == 4
+    assert main([*args[:-4], "--max-frames", "2"]) == 2  # precomputed without --semantics-dir
+    assert "needs --semantics-dir" in capsys.readouterr().err
