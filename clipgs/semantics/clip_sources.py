@@ -8,6 +8,7 @@ padded to a square, the model's own preprocessing), computed in batches.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,9 @@ def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, m
     rgb = frame.rgb.astype(np.float32) / 255.0
     depth = frame.depth / max(float(frame.depth.max()), 1e-6)
     image = np.concatenate([rgb, depth_weight * depth[..., None]], axis=-1)
-    ids = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
+    with warnings.catch_warnings():  # four channels (colour + depth) is the intent, not a mistake
+        warnings.filterwarnings("ignore", message="Got image with third dimension of 4")
+        ids = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
     ids = ids.astype(np.int64)
     ids[frame.depth <= 0] = -1  # no depth, no 3D: these pixels cannot supervise the map
     return ids
