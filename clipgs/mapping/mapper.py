@@ -156,7 +156,9 @@ class IncrementalMapper:
             semantics=self.semantic_source(frame) if self.semantic_source else None,
         )
         if kf.semantics is not None and self.decoder is None:
-            self.decoder = SemanticDecoder(c.sem_dim, kf.semantics.embeddings.shape[1]).to(self.device)
+            with torch.random.fork_rng(devices=[]):  # seeded: the same config maps the same way in any process
+                torch.manual_seed(c.seed)
+                self.decoder = SemanticDecoder(c.sem_dim, kf.semantics.embeddings.shape[1]).to(self.device)
             self.decoder_optimizer = torch.optim.Adam(self.decoder.parameters(), lr=c.lr_decoder)
         with self._lock:
             if self.optimizer is None:
