@@ -21,6 +21,11 @@ from clipgs.semantics.query import query_map
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}
 
 
+def _rounded(v: np.ndarray) -> list[float]:
+    """Metres to millimetre precision, printed without float32 noise."""
+    return np.asarray(v, dtype=np.float64).round(3).tolist()
+
+
 def ensure_scene(folder: Path, **settings) -> Path:
     """Generate the synthetic scene into ``folder`` unless an identical one is already there."""
     meta_file = folder / "scene.json"
@@ -71,9 +76,9 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
     write_image(qdir / "relevancy.png", colorize_depth(answer.relevancy + 1e-6, 1.0))
     metrics["query"] = {"label": query, "view": view, "pixels": int(answer.mask.sum()), "score": answer.score,
                         "gaussians": int(answer.selected.sum()),
-                        "centroid_m": None if answer.centroid is None else answer.centroid.round(3).tolist(),
-                        "box_m": None if answer.box_min is None else [answer.box_min.round(3).tolist(),
-                                                                      answer.box_max.round(3).tolist()]}
+                        "centroid_m": None if answer.centroid is None else _rounded(answer.centroid),
+                        "box_m": None if answer.box_min is None else [_rounded(answer.box_min),
+                                                                      _rounded(answer.box_max)]}
     (out / "metrics.json").write_text(json.dumps({**metrics, "per_view": result["per_view"]}, indent=2) + "\n")
 
     print(f"\nmapping: {summary['frames']} frames -> {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians"
