@@ -5,8 +5,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from clipgs.data.images import write_image
-
 
 def _synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
@@ -194,14 +192,13 @@ def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
 
 
 def _query(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from clipgs.data.dataset import open_dataset
-    from clipgs.data.images import colorize_depth, to_uint8
+    from clipgs.data.images import to_uint8
     from clipgs.mapping import load_ply
     from clipgs.mapping.ply import MapFileError
     from clipgs.semantics.model import load_semantics
-    from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map
+    from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map, write_query_images
     from clipgs.semantics.text import TextEncoder
 
     if not args.label.strip():
@@ -219,11 +216,8 @@ def _query(args: argparse.Namespace) -> int:
         camera = open_dataset(args.data)[args.view].camera
     answer = query_map(gmap, model.decoder, text.encode([label])[0], text.encode(negative_names), camera)
     if camera is not None:
-        write_image(args.out / "mask.png", (answer.mask * 255).astype(np.uint8))
-        write_image(args.out / "relevancy.png", colorize_depth(answer.relevancy + 1e-6, 1.0))
         rgb = to_uint8(gmap.render(camera, semantic=False).image.detach().clamp(0, 1).numpy())
-        overlay = np.where(answer.mask[..., None], (0.5 * rgb + 0.5 * np.array([255, 40, 40])).astype(np.uint8), rgb)
-        write_image(args.out / "overlay.png", overlay)
+        write_query_images(answer, args.out, rgb)
         print(f"'{label}': {int(answer.mask.sum())} pixels, score {answer.score:.2f}; wrote {args.out}/mask.png, "
               f"relevancy.png, overlay.png")
     if answer.centroid is None:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from clipgs.data.dataset import open_dataset
-from clipgs.data.images import colorize_depth, write_image
 from clipgs.data.synthetic import generate_scene
 from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
@@ -16,7 +15,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.model import SemanticModel, save_semantics
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
-from clipgs.semantics.query import query_map
+from clipgs.semantics.query import query_map, write_query_images
 
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}
 
@@ -72,8 +71,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
     answer = query_map(gmap, model.decoder, text.encode([query])[0],
                        text.encode([c for c in ds.classes[1:] if c != query]), ds[view].camera)
     qdir = out / f"query_{query}"
-    write_image(qdir / "mask.png", (answer.mask * 255).astype(np.uint8))
-    write_image(qdir / "relevancy.png", colorize_depth(answer.relevancy + 1e-6, 1.0))
+    write_query_images(answer, qdir)
     metrics["query"] = {"label": query, "view": view, "pixels": int(answer.mask.sum()), "score": answer.score,
                         "gaussians": int(answer.selected.sum()),
                         "centroid_m": None if answer.centroid is None else _rounded(answer.centroid),

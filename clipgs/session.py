@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from clipgs.data.frame import Camera, FrameError
+from clipgs.data.images import to_uint8
 from clipgs.data.ros_messages import MessageError
 from clipgs.data.ros_stream import FrameAssembler, StreamSettings, TransformBuffer
 from clipgs.mapping import save_ply
-from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.config import MapperConfig, coerce_fields
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.worker import MapperWorker
 
@@ -117,8 +118,7 @@ def split_parameters(values: dict[str, Any]) -> tuple[MapperConfig, StreamSettin
     parts = []
     for cls in (MapperConfig, StreamSettings, NodeSettings):
         names = {f.name for f in fields(cls)}
-        parts.append(cls.from_dict({k: v for k, v in values.items() if k in names}) if cls is MapperConfig
-                     else cls(**{k: type(known[k])(v) for k, v in values.items() if k in names}))
+        parts.append(cls(**coerce_fields(cls, {k: v for k, v in values.items() if k in names})))
     return parts[0], parts[1], parts[2]
 
 
@@ -221,14 +221,14 @@ class MappingSession:
             return None
         with torch.no_grad():
             out = gmap.render(cam, semantic=False)
-        rgb = (out.image.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        rgb = to_uint8(out.image.cpu().numpy())
         return rgb, out.expected_depth().cpu().numpy().astype(np.float32)
 
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian centres (N, 3) float32 and colours (N, 3) uint8, at most ``max_cloud_points`` (most opaque)."""
         gmap = self.worker.snapshot()
         gmap, _ = gmap.cap(self.settings.max_cloud_points)
-        rgb = (gmap.rgb.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        rgb = to_uint8(gmap.rgb.cpu().numpy())
         return gmap.means.cpu().numpy().astype(np.float32), rgb
 
     def save_map(self, path: str = "") -> tuple[bool, str]:

@@ -58,16 +58,21 @@ _TURBO = np.array([
 ])
 
 
+def colorize_unit(values: np.ndarray) -> np.ndarray:
+    """(H, W) values in [0, 1] (clipped) -> (H, W, 3) uint8 turbo image, e.g. a relevancy map."""
+    x = np.clip(np.nan_to_num(np.asarray(values, np.float64)), 0.0, 1.0)
+    powers = np.stack([x**i for i in range(6)], axis=-1)
+    return to_uint8(powers @ _TURBO.T)
+
+
 def colorize_depth(depth: np.ndarray, max_depth: float | None = None) -> np.ndarray:
     """(H, W) metres -> (H, W, 3) uint8 turbo image; invalid (0) pixels are black."""
     depth = np.asarray(depth, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
     top = max_depth if max_depth else (float(np.percentile(depth[valid], 99)) if valid.any() else 1.0)
-    x = np.clip(depth / max(top, 1e-6), 0.0, 1.0)
-    powers = np.stack([x**i for i in range(6)], axis=-1)
-    rgb = np.clip(powers @ _TURBO.T, 0.0, 1.0)
-    rgb[~valid] = 0.0
-    return to_uint8(rgb)
+    rgb = colorize_unit(np.where(valid, depth, 0.0) / max(top, 1e-6))
+    rgb[~valid] = 0
+    return rgb
 
 
 def label_palette(n: int = 256) -> np.ndarray:

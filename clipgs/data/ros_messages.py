@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from clipgs.data.images import to_uint8
 from clipgs.geometry import pose_from_translation_quat
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def pointcloud2_from_points(points: np.ndarray, colors: np.ndarray, header: Any,
     if colors.shape != points.shape:
         raise MessageError(f"colors must be (N, 3) like points, got {colors.shape}")
     if colors.dtype != np.uint8:
-        colors = (np.clip(colors, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        colors = to_uint8(colors)
     packed = (colors[:, 0].astype(np.uint32) << 16) | (colors[:, 1].astype(np.uint32) << 8) | colors[:, 2]
     record = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<u4")])
     record["x"], record["y"], record["z"], record["rgb"] = points[:, 0], points[:, 1], points[:, 2], packed

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from clipgs.data.frame import Frame
 from clipgs.data.ros_messages import (
@@ -43,14 +41,11 @@ class StreamSettings:
     @classmethod
     def from_yaml(cls, path) -> StreamSettings:
         """Read the stream keys from a flat YAML or the ROS params layout; other keys are ignored."""
-        from clipgs.mapping.config import ROS_NODE_NAME
+        from clipgs.mapping.config import coerce_fields, read_parameter_file
 
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if ROS_NODE_NAME in data:
-            data = data[ROS_NODE_NAME].get("ros__parameters", {})
-        names = {f.name: f.type for f in fields(cls)}
-        defaults = cls()
-        return cls(**{k: type(getattr(defaults, k))(v) for k, v in data.items() if k in names})
+        data, _ = read_parameter_file(path)
+        names = {f.name for f in fields(cls)}
+        return cls(**coerce_fields(cls, {k: v for k, v in data.items() if k in names}))
 
 
 def _slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:

@@ -9,6 +9,29 @@ import yaml
 ROS_NODE_NAME = "clipgs_mapping"
 
 
+def read_parameter_file(path: str | Path) -> tuple[dict, bool]:
+    """(settings, is_ros_layout) of a YAML file: flat keys, or ``clipgs_mapping: {ros__parameters: {...}}``."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of settings")
+    if ROS_NODE_NAME in data:
+        return dict(data[ROS_NODE_NAME].get("ros__parameters", {}) or {}), True
+    return data, False
+
+
+def coerce_fields(cls, values: dict) -> dict:
+    """``values`` cast to the types of ``cls``'s defaults (YAML and ROS give 2 where 2.0 is meant).
+
+    Keys must be fields of ``cls``; callers filter or reject unknown keys with their own message.
+    """
+    defaults = cls()
+    out = {}
+    for k, v in values.items():
+        kind = type(getattr(defaults, k))
+        out[k] = kind(v) if kind in (int, float, str) and not isinstance(v, bool) else v
+    return out
+
+
 @dataclass
 class MapperConfig:
     # Keyframe gating: a frame becomes a keyframe if it moved or turned enough, or sees too little of the last one.
@@ -76,11 +99,7 @@ class MapperConfig:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown mapper setting(s) {unknown}; known: {sorted(known)}")
-        typed = {}
-        for k, v in values.items():
-            kind = type(getattr(cls(), k))
-            typed[k] = kind(v) if kind in (int, float, str) and not isinstance(v, bool) else v
-        return cls(**typed)
+        return cls(**coerce_fields(cls, values))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> MapperConfig:
@@ -88,13 +107,10 @@ class MapperConfig:
 
         In the ROS layout, keys not belonging to the mapper (topics, frames) are left to the node.
         """
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of settings")
-        if ROS_NODE_NAME in data:
-            params = data[ROS_NODE_NAME].get("ros__parameters", {})
+        data, ros_layout = read_parameter_file(path)
+        if ros_layout:
             names = {f.name for f in fields(cls)}
-            return cls.from_dict({k: v for k, v in params.items() if k in names})
+            data = {k: v for k, v in data.items() if k in names}
         return cls.from_dict(data)
 
     def to_dict(self) -> dict:

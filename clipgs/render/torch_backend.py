@@ -106,7 +106,7 @@ def composite(
     checkpoint_above: with gradients, chunks are recomputed in backward instead of stored once the whole
     image needs more than this many (pixel, Gaussian) pairs: memory stays bounded on dense scenes.
     """
-    _n, C = features.shape
+    C = features.shape[1]
     dtype, device = features.dtype, features.device
     feats = torch.cat([features, proj.depths[:, None].to(dtype)], dim=-1)  # depth rides along as a channel
     gauss_ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles(proj, width, height, tile)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from clipgs.data.frame import Camera
+from clipgs.data.images import colorize_unit, write_image
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.sac import SemanticDecoder
 
@@ -35,6 +37,17 @@ class QueryAnswer:
     centroid: np.ndarray | None
     box_min: np.ndarray | None
     box_max: np.ndarray | None
+
+
+def write_query_images(answer: QueryAnswer, out_dir: str | Path, rgb: np.ndarray | None = None) -> list[Path]:
+    """mask.png (255 = match) and relevancy.png (turbo, 0..1); overlay.png too when the view's rgb is given."""
+    out_dir = Path(out_dir)
+    paths = [write_image(out_dir / "mask.png", (answer.mask * 255).astype(np.uint8)),
+             write_image(out_dir / "relevancy.png", colorize_unit(answer.relevancy))]
+    if rgb is not None:
+        tint = (0.5 * rgb + 0.5 * np.array([255, 40, 40])).astype(np.uint8)
+        paths.append(write_image(out_dir / "overlay.png", np.where(answer.mask[..., None], tint, rgb)))
+    return paths
 
 
 def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negatives: Tensor, camera: Camera | None,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clipgs.data.images import write_image
+from clipgs.data.images import to_uint8, write_image
 from clipgs.data.synthetic.raycast import bounding_sphere, rays_near_sphere
 from clipgs.data.synthetic.scenes import Scene, build_scene
 from clipgs.geometry import intrinsics_from_hfov
@@ -81,7 +81,7 @@ def render_view(scene: Scene, K: np.ndarray, width: int, height: int, world_from
     class_of = np.array([o.class_id for o in scene.objects] + [0])
     shape = (height, width)
     return SyntheticView(
-        rgb=(colour.reshape(height, width, 3) * 255.0 + 0.5).astype(np.uint8),
+        rgb=to_uint8(colour.reshape(height, width, 3)),
         depth=depth.reshape(shape).astype(np.float32),
         labels=class_of[obj].reshape(shape).astype(np.int32),
         instances=np.where(hit, obj + 1, 0).reshape(shape).astype(np.int32),
