@@ -36,6 +36,7 @@ setup(
         'open_clip_torch>=2.24',  # text (and image) encoders; weights only from local paths
         'torchvision',  # pinned by constraints.txt; CPU fallbacks in clipgs.semantics.torch_compat
         'scikit-image>=0.21',  # fast CPU segmentation for the clip_fast source
+        'segment-anything>=1.0',  # clip_sam masks; weights only from local paths
     ],
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.

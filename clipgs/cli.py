@@ -32,69 +32,61 @@ def _mapper_config(path: Path | None):
 
 
 def _map(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from clipgs.data.dataset import open_dataset
     from clipgs.data.ros_stream import StreamSettings
     from clipgs.data.rosbag_io import BagReplay, is_bag
     from clipgs.mapping import save_ply
-    from clipgs.mapping.offline import map_dataset, map_frames
+    from clipgs.mapping.offline import map_frames
 
     config = _mapper_config(args.config)
+    stack, notes = None, {}
     if is_bag(args.data):
+        if args.semantics == "simulated":
+            raise ValueError("the simulated teacher needs a synthetic dataset folder, not a bag")
         replay = BagReplay(args.data, StreamSettings.from_yaml(args.topics) if args.topics else StreamSettings())
         print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
               f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
-        mapper, summary = map_frames(replay.frames(), config, max_frames=args.max_frames, refine_iters=args.refine)
-        problems = {k: v for k, v in replay.errors.items() if v}
-        if problems:
-            print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
+        frames, total, classes = replay.frames(), None, None
     else:
         ds = open_dataset(args.data)
         print(ds.summary())
-        options, semantic = {}, None
-        if args.semantics in ("clip_fast", "precomputed"):
-            import dataclasses
+        indices = ds.train_indices[:args.max_frames] if args.max_frames else ds.train_indices
+        frames, total, classes = (ds[i] for i in indices), len(indices), ds.classes
+    if args.semantics == "simulated":
+        from clipgs.semantics.factory import SemanticStack
+        from clipgs.semantics.pipeline import simulated_setup
+        from clipgs.semantics.sources import TeacherCorruption
 
-            from clipgs.semantics.pipeline import vocabulary_embeddings
-            from clipgs.semantics.text import TextEncoder
+        corruption = TeacherCorruption(wrong_fraction=args.wrong_fraction)
+        teacher, text, vocab = simulated_setup(ds, args.text_model, corruption)
+        stack = SemanticStack(teacher, text, list(ds.classes), vocab,
+                              f"simulated teacher ({corruption.describe()}), text model {args.text_model}")
+        notes["teacher"] = dataclasses.asdict(corruption)
+    elif args.semantics != "none":
+        from clipgs.semantics.factory import build_semantics
 
-            source = _clip_source(args)
-            text = TextEncoder(args.text_model, args.clip_weights)
-            vocab = vocabulary_embeddings(text, ds.classes) if ds.classes else None
-            if config.sem_dim == 0:
-                config = dataclasses.replace(config, sem_dim=16)
-            options = {"semantic_source": source, "vocabulary": vocab}
-            semantic = (text, vocab, None)
-            print(f"semantics: {args.semantics}, CLIP {args.text_model} "
-                  f"({args.clip_weights or 'random init: no weights given'}), d={config.sem_dim}, 3DCS "
-                  f"{'on (vocabulary from classes.txt)' if vocab is not None and config.dcs_every else 'off'}")
-        elif args.semantics == "simulated":
-            import dataclasses
-
-            from clipgs.semantics.pipeline import simulated_setup
-            from clipgs.semantics.sources import TeacherCorruption
-
-            corruption = TeacherCorruption(wrong_fraction=args.wrong_fraction)
-            teacher, text, vocab = simulated_setup(ds, args.text_model, corruption)
-            if config.sem_dim == 0:
-                config = dataclasses.replace(config, sem_dim=16)
-            options = {"semantic_source": teacher, "vocabulary": vocab}
-            semantic = (text, vocab, corruption)
-            print(f"semantics: simulated teacher ({corruption.describe()}), text model {args.text_model}, "
-                  f"d={config.sem_dim}, 3DCS {'on' if config.dcs_every else 'off'}")
-        mapper, summary = map_dataset(ds, config, max_frames=args.max_frames, refine_iters=args.refine, **options)
-        save_ply(mapper.snapshot(), args.out)
-        if semantic is not None:
-            from dataclasses import asdict
-
-            from clipgs.semantics.model import SemanticModel, save_semantics
-
-            text, vocab, corruption = semantic
-            notes = {"dcs_every": config.dcs_every, "source": args.semantics}
-            if corruption is not None:
-                notes["teacher"] = asdict(corruption)
-            model = SemanticModel(mapper.decoder, text.identity, list(ds.classes or []), vocab, notes)
-            print(f"semantic model written to {save_semantics(model, args.out)}")
+        stack = build_semantics(_semantic_settings(args), classes)
+    options = {}
+    if stack is not None:
+        if config.sem_dim == 0:
+            config = dataclasses.replace(config, sem_dim=16)
+        options = {"semantic_source": stack.source, "vocabulary": stack.vocabulary}
+        print(f"semantics: {stack.description}, d={config.sem_dim}, {len(stack.classes) - 1} classes, "
+              f"3DCS {'on' if config.dcs_every else 'off'}")
+    mapper, summary = map_frames(frames, config, total, refine_iters=args.refine, max_frames=args.max_frames,
+                                 **options)
+    if is_bag(args.data):
+        problems = {k: v for k, v in replay.errors.items() if v}
+        if problems:
+            print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
     path = save_ply(mapper.snapshot(), args.out)
+    if stack is not None and mapper.decoder is not None:
+        from clipgs.semantics.model import save_semantics
+
+        notes.update({"dcs_every": config.dcs_every, "source": args.semantics})
+        print(f"semantic model written to {save_semantics(stack.model(mapper.decoder, notes), args.out)}")
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
@@ -119,14 +111,13 @@ def _export_bag(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clip_source(args: argparse.Namespace):
-    from clipgs.semantics.clip_sources import ClipFastSource, MaskCLIPEmbedder, PrecomputedSource
+def _semantic_settings(args: argparse.Namespace):
+    from clipgs.semantics.factory import SemanticSettings
 
-    if args.semantics == "precomputed":
-        if args.semantics_dir is None:
-            raise ValueError("--semantics precomputed needs --semantics-dir (written by clipgs extract)")
-        return PrecomputedSource(args.semantics_dir)
-    return ClipFastSource(MaskCLIPEmbedder(args.text_model, args.clip_weights))
+    return SemanticSettings(
+        semantic_source=args.semantics, clip_model=args.text_model, clip_weights=str(args.clip_weights or ""),
+        sam_model=args.sam_model, sam_weights=str(args.sam_weights or ""), sam_points_per_side=args.sam_points,
+        semantics_dir=str(getattr(args, "semantics_dir", None) or ""))
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -134,10 +125,11 @@ def _extract(args: argparse.Namespace) -> int:
 
     from clipgs.data.dataset import open_dataset
     from clipgs.semantics.clip_sources import write_precomputed
+    from clipgs.semantics.factory import build_semantics
 
     ds = open_dataset(args.data)
     args.semantics = args.source
-    source = _clip_source(args)
+    source = build_semantics(_semantic_settings(args), ds.classes).source
     for i in tqdm(ds.train_indices, desc=f"extract {args.source}", unit="frame"):
         write_precomputed(source(ds[i]), args.out, i)
     print(f"wrote masks + embeddings of {len(ds.train_indices)} training frames to {args.out}; map with "
@@ -248,6 +240,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-model", default="clipgs-tiny",
+                   help="open_clip model, e.g. ViT-B-16 (clipgs-tiny: random-weight test model)")
+    p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
+    p.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"], help="clip_sam: SAM size")
+    p.add_argument("--sam-weights", type=Path, default=None, help="clip_sam: local segment-anything checkpoint")
+    p.add_argument("--sam-points", type=int, default=32, help="clip_sam: point grid per side")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipgs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,21 +275,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
-    p.add_argument("--semantics", choices=["none", "simulated", "clip_fast", "precomputed"], default="none",
+    p.add_argument("--semantics", choices=["none", "simulated", "clip_fast", "clip_sam", "precomputed"],
+                   default="none",
                    help="2D supervision: 'simulated' teacher (synthetic ground truth), 'clip_fast' (CPU segments "
-                        "+ CLIP), 'precomputed' (clipgs extract output)")
+                        "+ CLIP), 'clip_sam' (SAM masks + CLIP), 'precomputed' (clipgs extract output)")
     p.add_argument("--semantics-dir", type=Path, default=None, help="folder written by clipgs extract")
-    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip model, e.g. ViT-B-16")
-    p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
+    _add_model_arguments(p)
     p.add_argument("--wrong-fraction", type=float, default=0.3, help="simulated teacher: masks with a wrong class")
     p.set_defaults(func=_map)
 
     p = sub.add_parser("extract", help="run a 2D semantic source once and store masks + embeddings per frame")
     p.add_argument("data", type=Path)
-    p.add_argument("--source", choices=["clip_fast"], default="clip_fast")
+    p.add_argument("--source", choices=["clip_fast", "clip_sam"], default="clip_fast")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--text-model", default="clipgs-tiny", help="open_clip model, e.g. ViT-B-16")
-    p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
+    _add_model_arguments(p)
     p.set_defaults(func=_extract)
 
     p = sub.add_parser("export-bag", help="write a dataset as an MCAP ROS 2 bag (images, camera_info, /tf)")

@@ -253,4 +253,70 @@ def test_extract_then_map_from_precomputed(synth_dir, tmp_path, capsys):
     model = load_semantics(tmp_path / "m.ply")
     assert model.notes["source"] == "precomputed" and model.decoder.sem_dim == 4
     assert main([*args[:-4], "--max-frames", "2"]) == 2  # precomputed without --semantics-dir
-    assert "needs --semantics-dir" in capsys.readouterr().err
+    assert "needs semantics_dir (CLI: --semantics-dir)" in capsys.readouterr().err
+
+
+def _tiny_sam():
+    """A random-initialised segment-anything model small enough for tests (4.8 M parameters)."""
+    import_torchvision()
+    from segment_anything.build_sam import _build_sam
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _build_sam(encoder_embed_dim=32, encoder_depth=1, encoder_num_heads=1, encoder_global_attn_indexes=[0])
+
+
+def test_clip_sam_source_on_tiny_models(synth_dir):
+    from clipgs.semantics.clip_sources import ClipSamSource, MaskCLIPEmbedder, SamSegmenter
+
+    frame = open_dataset(synth_dir)[2]
+    # Random weights give uncalibrated scores: accept every mask so there is something to embed.
+    segmenter = SamSegmenter(sam=_tiny_sam(), points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    source = ClipSamSource(MaskCLIPEmbedder("clipgs-tiny"), segmenter)
+    obs = source(frame)
+    ids = obs.mask_ids.numpy()
+    assert ids.shape == frame.depth.shape and len(obs.embeddings) >= 1 and obs.embeddings.shape[1] == 64
+    assert set(np.unique(ids[ids >= 0])) == set(range(len(obs.embeddings)))
+    torch.testing.assert_close(obs.embeddings.norm(dim=-1), torch.ones(len(obs.embeddings)))
+    again = source(frame)
+    assert torch.equal(again.mask_ids, obs.mask_ids) and torch.allclose(again.embeddings, obs.embeddings)
+
+
+def test_overlapping_masks_to_ids_keep_nested_parts_and_largest():
+    from clipgs.semantics.clip_sources import largest_masks, masks_to_ids
+
+    big = np.zeros((6, 6), bool)
+    big[:, :4] = True
+    part = np.zeros((6, 6), bool)
+    part[1:3, 1:3] = True
+    ids = masks_to_ids([part, big], (6, 6))  # order given does not matter: larger first, part on top
+    assert (ids[1:3, 1:3] == 1).all() and (ids[big & ~part] == 0).all() and (ids[:, 4:] == -1).all()
+    raw = np.array([[5, 5, 5, 2], [9, 9, -1, 2]])
+    np.testing.assert_array_equal(largest_masks(raw, 2), [[0, 0, 0, 1], [-1, -1, -1, 1]])
+    np.testing.assert_array_equal(largest_masks(raw, 9), [[0, 0, 0, 1], [2, 2, -1, 1]])
+
+
+def test_semantic_factory_needs_local_weights(tmp_path):
+    from clipgs.semantics.factory import SemanticSettings, build_semantics
+
+    assert build_semantics(SemanticSettings(semantic_source="none")).source is None
+    with pytest.raises(ValueError, match="needs CLIP weights for ViT-B-16: set clip_weights"):
+        build_semantics(SemanticSettings())  # the default real model without a checkpoint
+    with pytest.raises(FileNotFoundError, match="CLIP weights not found"):
+        build_semantics(SemanticSettings(clip_model="ViT-B-16", clip_weights=str(tmp_path / "missing.pt")))
+    with pytest.raises(ValueError, match="unknown semantic_source 'sam'"):
+        build_semantics(SemanticSettings(semantic_source="sam"))
+    sam = SemanticSettings(semantic_source="clip_sam", clip_model="clipgs-tiny")
+    with pytest.raises(ValueError, match="clip_sam needs a local SAM checkpoint for vit_b"):
+        build_semantics(sam)
+    sam.sam_weights = str(tmp_path / "sam.pth")
+    with pytest.raises(FileNotFoundError, match="SAM weights not found"):
+        build_semantics(sam)
+    (tmp_path / "sam.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a segment-anything vit_b checkpoint"):
+        build_semantics(sam)
+    with pytest.raises(ValueError, match="vocabulary is empty"):
+        build_semantics(SemanticSettings(clip_model="clipgs-tiny", vocabulary=" , "))
+    stack = build_semantics(SemanticSettings(clip_model="clipgs-tiny", vocabulary="chair, red mug"))
+    assert stack.classes == ["void", "chair", "red mug"] and stack.vocabulary.shape == (3, 64)
+    assert torch.equal(stack.vocabulary[0], torch.zeros(64)) and stack.source is not None

@@ -1,5 +1,6 @@
 """Real 2D semantic sources: class-agnostic masks + one CLIP image embedding per mask.
 
+- ``clip_sam``: segment-anything's automatic mask generator (local checkpoint), CLIP per mask;
 - ``clip_fast``: graph-based segmentation (Felzenszwalb) of colour + depth, fast on a CPU;
 - ``precomputed``: masks and embeddings written earlier by ``clipgs extract`` (e.g. SAM + CLIP run once
   on a GPU machine), read per frame.
@@ -9,6 +10,7 @@ padded to a square, the model's own preprocessing), computed in batches.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,9 @@ from PIL import Image
 from clipgs.data.frame import Frame
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.text import load_open_clip
+from clipgs.semantics.torch_compat import import_torchvision
+
+SAM_MODELS = ("vit_b", "vit_l", "vit_h")
 
 
 def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, min_size: int = 40,
@@ -37,17 +42,70 @@ def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, m
     return ids
 
 
+def masks_to_ids(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Overlapping boolean masks -> (H, W) int64 ids, -1 = none. Larger masks first, so a part drawn inside
+    an object (SAM's nested masks) keeps its own id; a mask left without pixels disappears."""
+    ids = np.full(shape, -1, np.int64)
+    for m, mask in enumerate(sorted(masks, key=lambda x: -int(x.sum()))):
+        ids[mask] = m
+    return ids
+
+
+class SamSegmenter:
+    """segment-anything automatic masks of a frame. Weights from a local checkpoint only.
+
+    sam: an already built ``Sam`` module (tests pass a tiny random one); otherwise ``model`` + ``weights``.
+    """
+
+    def __init__(self, model: str = "vit_b", weights: str | Path | None = None, sam: torch.nn.Module | None = None,
+                 points_per_side: int = 32, pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
+                 device: str | torch.device = "cpu") -> None:
+        import_torchvision()  # segment-anything imports torchvision
+        from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+        if sam is None:
+            sam = self._load(model, weights, sam_model_registry)
+        self.generator = SamAutomaticMaskGenerator(
+            sam.to(device).eval(), points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh)
+
+    @staticmethod
+    def _load(model: str, weights: str | Path | None, registry: dict) -> torch.nn.Module:
+        if model not in SAM_MODELS:
+            raise ValueError(f"unknown SAM model {model!r}; one of {', '.join(SAM_MODELS)}")
+        if not weights:
+            raise ValueError(f"clip_sam needs a local SAM checkpoint for {model} (e.g. sam_{model}_*.pth from the "
+                             "segment-anything release); set sam_weights. clipgs never downloads weights.")
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"SAM weights not found: {path}. Copy the segment-anything checkpoint for "
+                                    f"{model} to this machine and set sam_weights to its path.")
+        sam = registry[model](checkpoint=None)
+        try:
+            sam.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as exc:
+            raise ValueError(f"{path} is not a segment-anything {model} checkpoint ({type(exc).__name__})") from exc
+        return sam
+
+    @torch.no_grad()
+    def __call__(self, frame: Frame) -> np.ndarray:
+        masks = [m["segmentation"] for m in self.generator.generate(frame.rgb)]
+        ids = masks_to_ids(masks, frame.depth.shape)
+        ids[frame.depth <= 0] = -1
+        return ids
+
+
 class MaskCLIPEmbedder:
     """CLIP image embeddings of masked crops; model and weights as for the text encoder (local files only)."""
 
     def __init__(self, model: str = "clipgs-tiny", weights: str | Path | None = None, batch: int = 32,
-                 seed: int = 0) -> None:
-        self.net, self.preprocess, _ = load_open_clip(model, weights, seed)
-        self.batch = batch
+                 seed: int = 0, device: str | torch.device = "cpu") -> None:
+        self.net, self.preprocess, _ = load_open_clip(model, weights, seed, device)
+        self.batch, self.device = batch, torch.device(device)
 
     @torch.no_grad()
     def __call__(self, rgb: np.ndarray, mask_ids: np.ndarray) -> torch.Tensor:
-        """rgb (H, W, 3) uint8, mask_ids (H, W) -> (M, D) unit embeddings, row m for mask id m."""
+        """rgb (H, W, 3) uint8, mask_ids (H, W) -> (M, D) unit embeddings (CPU), row m for mask id m."""
         n = int(mask_ids.max()) + 1 if mask_ids.size and mask_ids.max() >= 0 else 0
         crops = []
         for m in range(n):
@@ -64,30 +122,47 @@ class MaskCLIPEmbedder:
             crops.append(Image.fromarray(square))
         out = []
         for start in range(0, n, self.batch):
-            batch = torch.stack([self.preprocess(c) for c in crops[start:start + self.batch]])
-            out.append(F.normalize(self.net.encode_image(batch).float(), dim=-1))
+            batch = torch.stack([self.preprocess(c) for c in crops[start:start + self.batch]]).to(self.device)
+            out.append(F.normalize(self.net.encode_image(batch).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.net.text_projection.shape[1])
 
 
-class ClipFastSource:
-    """``clip_fast``: Felzenszwalb masks on colour + depth, CLIP embedding per mask."""
+class MaskedCropSource:
+    """A segmenter (frame -> (H, W) ids) + CLIP per mask; keeps the ``max_masks`` largest masks."""
 
-    def __init__(self, embedder: MaskCLIPEmbedder, **segmentation) -> None:
-        self.embedder, self.segmentation = embedder, segmentation
+    def __init__(self, segment: Callable[[Frame], np.ndarray], embedder: MaskCLIPEmbedder, max_masks: int = 64):
+        self.segment, self.embedder, self.max_masks = segment, embedder, max_masks
 
     def __call__(self, frame: Frame) -> MaskEmbeddings:
-        ids = felzenszwalb_masks(frame, **self.segmentation)
-        ids = _compact(ids)
+        ids = largest_masks(self.segment(frame), self.max_masks)
         return MaskEmbeddings(torch.from_numpy(ids), self.embedder(frame.rgb, ids))
 
 
-def _compact(ids: np.ndarray) -> np.ndarray:
-    """Renumber mask ids to 0..M-1 (keeping -1)."""
-    valid = ids >= 0
+class ClipFastSource(MaskedCropSource):
+    """``clip_fast``: Felzenszwalb masks on colour + depth, CLIP embedding per mask."""
+
+    def __init__(self, embedder: MaskCLIPEmbedder, max_masks: int = 64, **segmentation) -> None:
+        super().__init__(lambda frame: felzenszwalb_masks(frame, **segmentation), embedder, max_masks)
+
+
+class ClipSamSource(MaskedCropSource):
+    """``clip_sam``: segment-anything automatic masks, CLIP embedding per mask."""
+
+    def __init__(self, embedder: MaskCLIPEmbedder, segmenter: SamSegmenter, max_masks: int = 64) -> None:
+        super().__init__(segmenter, embedder, max_masks)
+
+
+def largest_masks(ids: np.ndarray, max_masks: int) -> np.ndarray:
+    """Renumber mask ids to 0..M-1 by decreasing area (keeping -1), dropping all but the ``max_masks`` largest."""
     out = np.full(ids.shape, -1, np.int64)
-    if valid.any():
-        _, inverse = np.unique(ids[valid], return_inverse=True)
-        out[valid] = inverse
+    valid = ids >= 0
+    if not valid.any():
+        return out
+    labels, inverse, counts = np.unique(ids[valid], return_inverse=True, return_counts=True)
+    rank = np.empty(len(labels), np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(labels))
+    new = rank[inverse]
+    out[valid] = np.where(new < max_masks, new, -1)
     return out
 
 

@@ -6,6 +6,7 @@ fixed). ``clipgs-tiny`` is a 3.4 M-parameter config shipped with clipgs for fast
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -19,8 +20,17 @@ TEMPLATES = ("a photo of a {}.", "a photo of the {}.", "a {} in a room.", "a clo
              "a photo of a small {}.", "a photo of a large {}.", "there is a {} in the scene.", "a {}.")
 
 
-def load_open_clip(model: str, weights: str | Path | None = None, seed: int = 0):
-    """(model, preprocess, tokenizer) of an open_clip architecture; weights from a local path or random."""
+def load_open_clip(model: str, weights: str | Path | None = None, seed: int = 0, device: str | torch.device = "cpu"):
+    """(model, preprocess, tokenizer) of an open_clip architecture; weights from a local path or random.
+
+    Loaded once per (model, weights, seed, device) and shared (e.g. by the text encoder and the mask
+    embedder of one session): the networks are only ever used for inference.
+    """
+    return _load_open_clip(model, str(weights) if weights else None, seed, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_open_clip(model: str, weights: str | None, seed: int, device: str):
     import_torchvision()
     import open_clip
 
@@ -31,10 +41,11 @@ def load_open_clip(model: str, weights: str | Path | None = None, seed: int = 0)
         raise FileNotFoundError(
             f"CLIP weights not found: {weights}. clipgs never downloads weights: fetch the open_clip checkpoint "
             f"for {model} on a machine with internet and set its local path in the config.")
-    torch.manual_seed(seed)  # random initialisation is reproducible
-    net, _, preprocess = open_clip.create_model_and_transforms(
-        model, pretrained=str(Path(weights).expanduser()) if weights else None)
-    net.eval()
+    with torch.random.fork_rng(devices=[]):  # random initialisation is reproducible, global RNG untouched
+        torch.manual_seed(seed)
+        net, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=str(Path(weights).expanduser()) if weights else None)
+    net.to(device).eval()
     return net, preprocess, open_clip.get_tokenizer(model)
 
 
@@ -42,9 +53,10 @@ class TextEncoder:
     """encode(["chair", ...]) -> (n, D) unit vectors: mean of the template embeddings, renormalised."""
 
     def __init__(self, model: str = "clipgs-tiny", weights: str | Path | None = None,
-                 templates: tuple[str, ...] = TEMPLATES, seed: int = 0) -> None:
+                 templates: tuple[str, ...] = TEMPLATES, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.model_name, self.weights, self.templates = model, weights, templates
-        self.net, _, self.tokenizer = load_open_clip(model, weights, seed)
+        self.device = torch.device(device)
+        self.net, _, self.tokenizer = load_open_clip(model, weights, seed, device)
         self._cache: dict[str, Tensor] = {}
 
     @property
@@ -61,7 +73,7 @@ class TextEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             prompts = [tpl.format(t.strip()) for t in missing for tpl in self.templates]
-            emb = F.normalize(self.net.encode_text(self.tokenizer(prompts)).float(), dim=-1)
+            emb = F.normalize(self.net.encode_text(self.tokenizer(prompts).to(self.device)).float().cpu(), dim=-1)
             emb = F.normalize(emb.reshape(len(missing), len(self.templates), -1).mean(1), dim=-1)
             self._cache.update(zip(missing, emb))
         return torch.stack([self._cache[t] for t in texts])
