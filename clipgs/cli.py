@@ -70,8 +70,9 @@ def _map(args: argparse.Namespace) -> int:
         stack = build_semantics(_semantic_settings(args), classes)
     options = {}
     if stack is not None:
-        if config.sem_dim == 0:
-            config = dataclasses.replace(config, sem_dim=16)
+        from clipgs.semantics.factory import with_semantic_channels
+
+        config = with_semantic_channels(config)
         options = {"semantic_source": stack.source, "vocabulary": stack.vocabulary}
         print(f"semantics: {stack.description}, d={config.sem_dim}, {len(stack.classes) - 1} classes, "
               f"3DCS {'on' if config.dcs_every else 'off'}")

@@ -15,13 +15,17 @@ import numpy as np
 import torch
 
 from clipgs.data.frame import Camera, FrameError
-from clipgs.data.images import to_uint8
+from clipgs.data.images import colorize_labels, to_uint8
 from clipgs.data.ros_messages import MessageError
 from clipgs.data.ros_stream import FrameAssembler, StreamSettings, TransformBuffer
 from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig, coerce_fields
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.worker import MapperWorker
+from clipgs.semantics.factory import SemanticSettings, SemanticStack, build_semantics, with_semantic_channels
+from clipgs.semantics.model import save_semantics
+from clipgs.semantics.pipeline import labels_from_render
+from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map
 
 log = logging.getLogger(__name__)
 POSE_TOPIC_FRAME = "__pose_topic__"
@@ -95,31 +99,45 @@ PARAMETER_DESCRIPTIONS = {
     "dcs_confidence": "3DCS: min softmax confidence of a pixel to vote and to keep a pseudo-label",
     "dcs_tau": "3DCS: temperature of the labelling softmax that confidences are measured with",
     "w_dcs": "3DCS: weight of the cross-entropy on pseudo-labels",
+    # semantics
+    "semantic_source": "2D semantics: clip_fast (CPU segments + CLIP), clip_sam (SAM + CLIP) or none",
+    "clip_model": "open_clip architecture (e.g. ViT-B-16); clipgs-tiny: random-weight smoke test",
+    "clip_weights": "local open_clip checkpoint of clip_model (never downloaded); required for real models",
+    "sam_model": "clip_sam: segment-anything size (vit_b, vit_l, vit_h)",
+    "sam_weights": "clip_sam: local segment-anything checkpoint",
+    "sam_points_per_side": "clip_sam: point-prompt grid per image side",
+    "max_masks": "largest 2D masks kept per keyframe",
+    "semantics_dir": "precomputed: folder written by clipgs extract (offline use)",
+    "vocabulary": "comma-separated class names for 3DCS labels and ~/semantic_image colours",
     "backend": "render backend: auto, cpu, torch or gsplat",
     "seed": "random seed (keyframe sampling)",
 }
 
 
+PARAMETER_GROUPS = (StreamSettings, NodeSettings, MapperConfig, SemanticSettings)  # the params file's order
+
+
 def all_parameters() -> dict[str, Any]:
     """Every node parameter with its default: the mapper's, the stream's and the node's own keys."""
     out: dict[str, Any] = {}
-    for cls in (StreamSettings, NodeSettings, MapperConfig):
+    for cls in PARAMETER_GROUPS:
         defaults = cls()
         out.update({f.name: getattr(defaults, f.name) for f in fields(cls)})
     return out
 
 
-def split_parameters(values: dict[str, Any]) -> tuple[MapperConfig, StreamSettings, NodeSettings]:
-    """Flat parameter values -> the three settings objects (unknown keys are an error)."""
+def split_parameters(values: dict[str, Any]) -> tuple[MapperConfig, StreamSettings, NodeSettings,
+                                                      SemanticSettings]:
+    """Flat parameter values -> the four settings objects (unknown keys are an error)."""
     known = all_parameters()
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}")
-    parts = []
-    for cls in (MapperConfig, StreamSettings, NodeSettings):
+    parts = {}
+    for cls in PARAMETER_GROUPS:
         names = {f.name for f in fields(cls)}
-        parts.append(cls(**coerce_fields(cls, {k: v for k, v in values.items() if k in names})))
-    return parts[0], parts[1], parts[2]
+        parts[cls] = cls(**coerce_fields(cls, {k: v for k, v in values.items() if k in names}))
+    return parts[MapperConfig], parts[StreamSettings], parts[NodeSettings], parts[SemanticSettings]
 
 
 @dataclass
@@ -135,6 +153,16 @@ class QueryResult:
 
 
 @dataclass
+class RenderedViews:
+    """The map seen from a camera: rgb (H, W, 3) uint8, depth (H, W) float32 m (0 = empty),
+    semantic (H, W, 3) uint8 vocabulary colours or None when semantics are off or not trained yet."""
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    semantic: np.ndarray | None = None
+
+
+@dataclass
 class SessionCounters:
     color_depth_pairs: int = 0
     submitted: int = 0
@@ -145,9 +173,25 @@ class SessionCounters:
 class MappingSession:
     """The node's brain: frames in (drop-when-busy), renders / cloud / map file / queries out."""
 
-    def __init__(self, mapper: MapperConfig, stream: StreamSettings, node: NodeSettings) -> None:
+    def __init__(self, mapper: MapperConfig, stream: StreamSettings, node: NodeSettings,
+                 semantics: SemanticSettings | SemanticStack | None = None) -> None:
+        """semantics: settings of the 2D source and vocabulary (or an already built stack); None or source
+        'none': geometry only. A source that cannot be built (missing weights) leaves semantics off;
+        ``semantics_status`` says why and queries repeat it."""
         self.stream, self.settings = stream, node
-        self.worker = MapperWorker(IncrementalMapper(mapper, device=node.device))
+        self.semantics = semantics if isinstance(semantics, SemanticStack) else SemanticStack()
+        self.semantics_status = "semantics off (semantic_source: none)"
+        if isinstance(semantics, SemanticSettings) and semantics.semantic_source != "none":
+            try:
+                self.semantics = build_semantics(semantics, device=node.device)
+            except (ValueError, FileNotFoundError) as exc:
+                self.semantics_status = f"semantics off: {exc}"
+        if self.semantics.source is not None:
+            mapper = with_semantic_channels(mapper)
+            self.semantics_status = f"semantics on: {self.semantics.description}, d={mapper.sem_dim}, " \
+                                    f"{len(self.semantics.classes) - 1} classes"
+        self.worker = MapperWorker(IncrementalMapper(mapper, device=node.device, semantic_source=self.semantics.source,
+                                                     vocabulary=self.semantics.vocabulary))
         self.assembler = FrameAssembler(stream.depth_scale)
         self.pose_series = TransformBuffer(tolerance=stream.tf_tolerance_s, max_age=30.0)
         self.counters = SessionCounters()
@@ -200,7 +244,9 @@ class MappingSession:
         return (f"pairs {self.counters.color_depth_pairs}, mapped {self.worker.processed}, dropped while busy "
                 f"{self.worker.dropped}, no pose {self.counters.no_pose}, keyframes {s.keyframes}, Gaussians "
                 f"{s.gaussians}" + (f", rejected {rejected}" if rejected else "")
-                + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else ""))
+                + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
+                + (f", keyframes without semantics {sum(s.semantic_failures.values())} (source failed)"
+                   if s.semantic_failures else ""))
 
     def due_stats(self) -> str | None:
         """The counters line if ``stats_period_s`` has passed since the last one (low-rate logging)."""
@@ -210,19 +256,26 @@ class MappingSession:
         self._last_stats = now
         return self.stats_line()
 
-    def render(self, world_from_camera: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """RGB (H, W, 3) uint8 and depth (H, W) float32 m of the map, from a pose or the latest camera."""
-        if self.last_camera is None:
-            return None
-        cam = self.last_camera if world_from_camera is None else Camera(
-            self.last_camera.K, self.last_camera.width, self.last_camera.height, world_from_camera)
+    def _camera(self, world_from_camera: np.ndarray | None) -> Camera | None:
+        """The latest camera, or its intrinsics at another pose; None before the first frame."""
+        if self.last_camera is None or world_from_camera is None:
+            return self.last_camera
+        return Camera(self.last_camera.K, self.last_camera.width, self.last_camera.height, world_from_camera)
+
+    def render(self, world_from_camera: np.ndarray | None = None) -> RenderedViews | None:
+        """The map from a pose or the latest camera, colour + depth + semantics in one pass (None: nothing yet)."""
+        cam = self._camera(world_from_camera)
         gmap = self.worker.snapshot()
-        if len(gmap) == 0:
+        if cam is None or len(gmap) == 0:
             return None
+        decoder = self.worker.mapper.snapshot_decoder()
         with torch.no_grad():
-            out = gmap.render(cam, semantic=False)
-        rgb = to_uint8(out.image.cpu().numpy())
-        return rgb, out.expected_depth().cpu().numpy().astype(np.float32)
+            out = gmap.render(cam, semantic=decoder is not None)
+        rgb = to_uint8(out.image[..., :3].cpu().numpy())
+        semantic = None
+        if decoder is not None:
+            semantic = colorize_labels(labels_from_render(out, decoder, self.semantics.vocabulary))
+        return RenderedViews(rgb, out.expected_depth().cpu().numpy().astype(np.float32), semantic)
 
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian centres (N, 3) float32 and colours (N, 3) uint8, at most ``max_cloud_points`` (most opaque)."""
@@ -238,21 +291,40 @@ class MappingSession:
         gmap = self.worker.snapshot()
         if len(gmap) == 0:
             return False, "the map is empty (no keyframe mapped yet)"
+        decoder = self.worker.mapper.snapshot_decoder()
         try:
             written = save_ply(gmap, target)
+            if decoder is not None:
+                save_semantics(self.semantics.model(decoder, {"source": "ros node"}), written)
         except OSError as exc:
             return False, f"cannot write {target}: {exc}"
-        return True, f"saved {len(gmap)} Gaussians to {written}"
+        extra = " with its semantic model (clipgs query can answer on it)" if decoder is not None else ""
+        return True, f"saved {len(gmap)} Gaussians to {written}{extra}"
 
     def query(self, label: str, world_from_camera: np.ndarray | None = None) -> QueryResult:
-        """Text query. Needs a map with semantic attributes and a decoder (the semantics stage)."""
+        """Text query: mask + relevancy in a view (a pose or the latest camera) and the matching 3D region."""
         if not label or not label.strip():
             return QueryResult(False, "empty label: give an object name such as 'chair'")
+        label = label.strip()
         gmap = self.worker.snapshot()
         if len(gmap) == 0:
             return QueryResult(False, "the map is empty (no keyframe mapped yet)")
-        return QueryResult(False, f"cannot answer '{label.strip()}': this map has no semantic attributes "
-                                  "(the semantic stage is not part of this build yet)")
+        if self.semantics.text is None:
+            return QueryResult(False, f"cannot answer '{label}': {self.semantics_status}")
+        decoder = self.worker.mapper.snapshot_decoder()
+        if decoder is None:
+            return QueryResult(False, f"cannot answer '{label}': no keyframe with semantics mapped yet")
+        text = self.semantics.text
+        answer = query_map(gmap, decoder, text.encode([label])[0], text.encode(list(CANONICAL_NEGATIVES)),
+                           self._camera(world_from_camera))
+        mask = (answer.mask * 255).astype(np.uint8)
+        if answer.centroid is None:
+            best = float(answer.relevancy.max(initial=0.0))
+            return QueryResult(False, f"nothing in the map matches '{label}' (highest relevancy in view {best:.2f})",
+                               mask, answer.relevancy)
+        return QueryResult(True, f"'{label}': {int(answer.selected.sum())} Gaussians, centroid "
+                                 f"({', '.join(f'{v:.2f}' for v in answer.centroid)}) m in {self.stream.map_frame}",
+                           mask, answer.relevancy, answer.score, answer.centroid, answer.box_min, answer.box_max)
 
     def shutdown(self, autosave: bool = True) -> str | None:
         """Stop the worker (finishing the frame in hand) and autosave; returns what was done."""

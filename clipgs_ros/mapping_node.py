@@ -53,9 +53,13 @@ class MappingNode(Node):
                 name, default, ParameterDescriptor(
                     description=PARAMETER_DESCRIPTIONS[name], dynamic_typing=True))
         values = {name: self.get_parameter(name).value for name in all_parameters()}
-        mapper, stream, node = split_parameters(values)
+        mapper, stream, node, semantics = split_parameters(values)
         self.stream, self.settings = stream, node
-        self.session = MappingSession(mapper, stream, node)
+        self.session = MappingSession(mapper, stream, node, semantics)
+        if semantics.semantic_source != 'none' and self.session.semantics.source is None:
+            self.get_logger().warning(self.session.semantics_status)
+        else:
+            self.get_logger().info(self.session.semantics_status)
 
         inputs = MutuallyExclusiveCallbackGroup()
         outputs = MutuallyExclusiveCallbackGroup()
@@ -82,6 +86,7 @@ class MappingNode(Node):
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.rgb_pub = self.create_publisher(Image, '~/rendered_rgb', 2)
         self.depth_pub = self.create_publisher(Image, '~/rendered_depth', 2)
+        self.semantic_pub = self.create_publisher(Image, '~/semantic_image', 2)
         self.cloud_pub = self.create_publisher(PointCloud2, '~/map_cloud', latched)
         self.mask_pub = self.create_publisher(Image, '~/query_mask', 2)
         self.marker_pub = self.create_publisher(MarkerArray, '~/query_markers', latched)
@@ -139,12 +144,15 @@ class MappingNode(Node):
     def publish_render(self):
         if self.last_header is None:
             return
-        result = self.session.render()
-        if result is None:
+        views = self.session.render()
+        if views is None:
             return
-        rgb, depth = result
-        self.rgb_pub.publish(image_from_array(rgb, 'rgb8', self.last_header, Image, _bytes))
-        self.depth_pub.publish(image_from_array(depth, '32FC1', self.last_header, Image, _bytes))
+        header = self.last_header
+        self.rgb_pub.publish(image_from_array(views.rgb, 'rgb8', header, Image, _bytes))
+        self.depth_pub.publish(image_from_array(views.depth, '32FC1', header, Image, _bytes))
+        if views.semantic is not None:
+            self.semantic_pub.publish(
+                image_from_array(views.semantic, 'rgb8', header, Image, _bytes))
 
     def publish_cloud(self):
         points, colors = self.session.cloud()

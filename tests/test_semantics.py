@@ -320,3 +320,14 @@ def test_semantic_factory_needs_local_weights(tmp_path):
     stack = build_semantics(SemanticSettings(clip_model="clipgs-tiny", vocabulary="chair, red mug"))
     assert stack.classes == ["void", "chair", "red mug"] and stack.vocabulary.shape == (3, 64)
     assert torch.equal(stack.vocabulary[0], torch.zeros(64)) and stack.source is not None
+
+
+def test_a_failing_semantic_source_costs_semantics_not_geometry(synth_dir):
+    def broken(frame):
+        raise RuntimeError("SAM ran out of memory")
+
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, sem_dim=4), semantic_source=broken)
+    ds = open_dataset(synth_dir)
+    assert mapper.add_frame(ds[0]) == "keyframe"
+    assert mapper.gaussian_count > 0 and mapper.keyframes[0].semantics is None and mapper.decoder is None
+    assert mapper.stats.semantic_failures == {"RuntimeError: SAM ran out of memory": 1}

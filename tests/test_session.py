@@ -8,10 +8,14 @@ import pytest
 import yaml
 
 from clipgs.data.dataset import open_dataset
+from clipgs.data.images import colorize_labels
 from clipgs.data.ros_messages import image_from_array
 from clipgs.data.ros_stream import StreamSettings
+from clipgs.geometry import unproject_depth
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
+from clipgs.semantics.factory import SemanticSettings
+from clipgs.semantics.sources import TeacherCorruption
 from clipgs.session import PARAMETER_DESCRIPTIONS, MappingSession, NodeSettings, all_parameters, split_parameters
 from tests.ros_helpers import Image, camera_info, header
 
@@ -42,7 +46,9 @@ def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
         assert session.on_images(c, d, ds[k].world_from_camera) == "submitted"
         session.worker.wait_idle(60)
     assert session.on_images(c, d, None) == "no_pose" and session.counters.no_pose == 1
-    rgb, depth_img = session.render()
+    views = session.render()
+    rgb, depth_img = views.rgb, views.depth
+    assert views.semantic is None  # geometry-only session
     assert rgb.shape == (60, 80, 3) and rgb.dtype == np.uint8 and np.std(rgb) > 10
     # Rendered from the latest camera (frame 3): far closer to its depth than to another view's.
     err_latest, err_other = (np.median(np.abs(depth_img - ds[k].depth)) for k in (3, 0))
@@ -69,7 +75,57 @@ def test_query_answers_clearly(synth_dir, tmp_path):
     session.on_images(c, d, ds[0].world_from_camera)
     session.worker.wait_idle(60)
     result = session.query("chair")
-    assert not result.success and "no semantic attributes" in result.message
+    assert not result.success and "semantics off" in result.message
+    session.shutdown(autosave=False)
+
+
+def test_missing_clip_weights_leave_semantics_off_with_the_reason(tmp_path):
+    session = MappingSession(MapperConfig(), StreamSettings(), NodeSettings(), SemanticSettings())
+    assert session.semantics.source is None and "set clip_weights" in session.semantics_status
+    session.shutdown(autosave=False)
+
+
+def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(synth_dir, tmp_path):
+    from clipgs.semantics.factory import SemanticStack
+    from clipgs.semantics.model import load_semantics
+    from clipgs.semantics.pipeline import simulated_setup
+
+    ds = open_dataset(synth_dir)
+    teacher, text, vocab = simulated_setup(ds, corruption=TeacherCorruption(0.0, 0.0, 0.0))
+    # ROS frames carry no ground truth: the teacher looks up the dataset frame by stamp (frame k at 1 + k s).
+    stack = SemanticStack(lambda f: teacher(ds[round(f.timestamp - 1.0)]), text, ds.classes, vocab, "simulated")
+    mapper = MapperConfig(iters_per_keyframe=25, w_ssim=0.0, kf_translation_m=0.0, dcs_every=0)
+    session = MappingSession(mapper, StreamSettings(), NodeSettings(), stack)
+    assert session.semantics_status.startswith("semantics on: simulated, d=16")
+    assert "no keyframe" in session.query("chair").message or "empty" in session.query("chair").message
+    for k in range(6):
+        c, d, info = messages(ds[k], 1.0 + k)
+        session.on_camera_info(info)
+        session.on_images(c, d, ds[k].world_from_camera)
+        session.worker.wait_idle(120)
+    views = session.render()
+    assert views.semantic.shape == (60, 80, 3) and views.semantic.dtype == np.uint8
+    frame = ds[5]
+    palette = {tuple(colorize_labels(np.array([[i]]))[0, 0]): i for i in range(len(ds.classes))}
+    labels = np.array([[palette[tuple(px)] for px in row] for row in views.semantic])
+    assert (labels == frame.labels).mean() > 0.6  # the latest view's classes, decoded from the map
+    chair = ds.classes.index("chair")
+    assert (frame.labels == chair).sum() > 30
+    result = session.query("chair")
+    assert result.success, result.message
+    assert result.mask.dtype == np.uint8 and set(np.unique(result.mask)) <= {0, 255}
+    inside = (result.mask > 0)[frame.labels == chair].mean()
+    assert inside > 0.5 and 0 < result.score <= 1
+    seen = [unproject_depth(np.where(ds[k].labels == chair, ds[k].depth, 0), ds[k].K, ds[k].world_from_camera)[0]
+            for k in range(6)]
+    seen = np.concatenate(seen)  # every chair point the mapped frames saw, world frame
+    assert np.all(seen.min(0) - 0.3 < result.centroid) and np.all(result.centroid < seen.max(0) + 0.3)
+    assert np.all(result.box_min <= result.centroid) and np.all(result.centroid <= result.box_max)
+    assert not session.query("\t").success
+    ok, msg = session.save_map(str(tmp_path / "sem.ply"))
+    assert ok and "semantic model" in msg
+    model = load_semantics(tmp_path / "sem.ply")
+    assert model.vocabulary == ds.classes and model.decoder.sem_dim == 16
     session.shutdown(autosave=False)
 
 
@@ -96,7 +152,9 @@ def test_every_parameter_has_a_description_and_the_params_file_matches():
     assert set(params) == set(PARAMETER_DESCRIPTIONS)
     shipped = yaml.safe_load((ROOT / "config" / "mapping.yaml").read_text())["clipgs_mapping"]["ros__parameters"]
     assert shipped == params
-    mapper, stream, node = split_parameters({**params, "iters_per_keyframe": 3, "render_rate_hz": 1})
+    mapper, stream, node, semantics = split_parameters({**params, "iters_per_keyframe": 3, "render_rate_hz": 1,
+                                                        "clip_model": "clipgs-tiny"})
     assert mapper.iters_per_keyframe == 3 and node.render_rate_hz == 1.0 and stream.map_frame == "map"
+    assert semantics.clip_model == "clipgs-tiny" and semantics.semantic_source == "clip_fast"
     with pytest.raises(ValueError, match="unknown parameter"):
         split_parameters({"colour_topic": "/x"})

@@ -1,7 +1,9 @@
 """IncrementalMapper: posed RGB-D frames in, an optimised Gaussian map out (no ROS, no threads)."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import threading
 import time
 from collections import Counter
@@ -24,6 +26,8 @@ from clipgs.semantics.sac import SemanticDecoder, sac_losses, sample_mask_pixels
 from clipgs.semantics.self_training import vote_in_masks
 from clipgs.semantics.sources import MaskEmbeddings
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class MapperStats:
@@ -41,6 +45,7 @@ class MapperStats:
     last_parts: dict = field(default_factory=dict)
     optimise_seconds: float = 0.0
     pseudo_label_rounds: int = 0
+    semantic_failures: Counter = field(default_factory=Counter)  # error -> keyframes mapped without semantics
 
     @property
     def seconds_per_iteration(self) -> float:
@@ -142,6 +147,11 @@ class IncrementalMapper:
                 return GaussianMap.empty(self.config.sem_dim, device=self.device)
             return self.optimizer.map.detach()
 
+    def snapshot_decoder(self) -> SemanticDecoder | None:
+        """A copy of the semantic decoder (None before the first keyframe with semantics), safe to use meanwhile."""
+        with self._lock:
+            return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
+
     @property
     def gaussian_count(self) -> int:
         return 0 if self.optimizer is None else len(self.optimizer.map)
@@ -153,7 +163,7 @@ class IncrementalMapper:
             frame=frame,
             rgb=torch.tensor(frame.rgb, device=self.device).float() / 255.0,
             depth=torch.tensor(frame.depth, device=self.device),
-            semantics=self.semantic_source(frame) if self.semantic_source else None,
+            semantics=self._observe_semantics(frame),
         )
         if kf.semantics is not None and self.decoder is None:
             with torch.random.fork_rng(devices=[]):  # seeded: the same config maps the same way in any process
@@ -177,6 +187,18 @@ class IncrementalMapper:
             self.keyframes.append(kf)
             self.stats.keyframes += 1
             self.stats.gaussians = len(self.optimizer.map)
+
+    def _observe_semantics(self, frame: Frame) -> MaskEmbeddings | None:
+        """The 2D source's masks + embeddings; a failing source costs this keyframe its semantics, not its geometry."""
+        if self.semantic_source is None:
+            return None
+        try:
+            return self.semantic_source(frame)
+        except Exception as exc:
+            self.stats.semantic_failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            if sum(self.stats.semantic_failures.values()) == 1:
+                log.exception("semantic source failed on frame %s; mapping geometry only for it", frame.index)
+            return None
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""

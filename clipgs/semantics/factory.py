@@ -5,12 +5,14 @@ small test model, so a real model without its checkpoint is a clear error, never
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from clipgs.data.frame import Frame
+from clipgs.mapping.config import MapperConfig
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.text import TextEncoder
@@ -56,6 +58,11 @@ class SemanticStack:
     def model(self, decoder, notes: dict | None = None) -> SemanticModel:
         """The saveable semantic model once the mapper has trained ``decoder``."""
         return SemanticModel(decoder, self.text.identity, list(self.classes), self.vocabulary, dict(notes or {}))
+
+
+def with_semantic_channels(config: MapperConfig, default_dim: int = 16) -> MapperConfig:
+    """``config`` with semantic attribute channels: sem_dim 0 (the geometry-only default) becomes ``default_dim``."""
+    return dataclasses.replace(config, sem_dim=default_dim) if config.sem_dim == 0 else config
 
 
 def build_semantics(settings: SemanticSettings, classes: list[str] | None = None,

@@ -14,7 +14,9 @@ from clipgs.data.frame import Camera
 from clipgs.data.images import colorize_labels, write_image
 from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.render.api import RenderOutput
 from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
 
@@ -42,12 +44,17 @@ def teacher_labels(obs: MaskEmbeddings) -> np.ndarray:
 
 
 @torch.no_grad()
+def labels_from_render(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor) -> np.ndarray:
+    """(H, W) int64 class ids (vocabulary rows; 0 = void where the map is empty) of a render with attributes."""
+    scores = decoder(out.image[..., 3:]) @ vocabulary[1:].to(out.image).T
+    return torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0).cpu().numpy()
+
+
+@torch.no_grad()
 def render_labels(gmap: GaussianMap, model: SemanticModel, camera: Camera) -> tuple[np.ndarray, float]:
     """(H, W) class ids decoded from the rendered attributes (0 where the map is empty), and ms taken."""
     t0 = time.perf_counter()
-    out = gmap.render(camera)
-    scores = model.decoder(out.image[..., 3:]) @ model.vocabulary_embeddings[1:].T
-    labels = torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0).cpu().numpy()
+    labels = labels_from_render(gmap.render(camera), model.decoder, model.vocabulary_embeddings)
     return labels, (time.perf_counter() - t0) * 1e3
 
 
