@@ -1,14 +1,20 @@
 """Semantic mapping benchmark on the default synthetic room with the simulated teacher.
 
-Prints: held-out mIoU / pixel accuracy of the 2D teacher, the map without 3DCS and with 3DCS; the SAC
-attribute size d against rendering full-D features (mIoU and semantic render speed); and the text-query
-IoU per class name (vocabulary negatives) against ground truth on held-out views.
+Prints, on held-out views (never trained on):
+1. mIoU / pixel accuracy of the 2D teacher and of the map for the ablation ladder (SAC only; + 3DCS on
+   keyframes; + 3DCS novel views; + the paper-v2 KNN 3D term), mean and spread over seeds (each seed
+   changes the teacher's mistakes and the mapper's sampling);
+2. the text-query IoU per class name against ground truth (default configuration, first seed);
+3. SAC attribute size d against full-D features (no decoder): mIoU, and semantic render time (render the
+   attributes, decode to the embedding space) at 160x120 and 640x480, with D = 512 (ViT-B/16's width)
+   timed on the same geometry.
 
-    .venv/bin/python benchmarks/semantics.py [--dims 3 8 16 32 64] [--wrong-fraction 0.3]
+    .venv/bin/python benchmarks/semantics.py [--seeds 0 1 2] [--dims 3 8 16 32] [--wrong-fraction 0.3]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -18,17 +24,30 @@ import numpy as np
 import torch
 
 from clipgs.data.dataset import open_dataset
+from clipgs.data.frame import Camera
 from clipgs.demo import DEMO_SCENE, ensure_scene
+from clipgs.geometry import scale_intrinsics
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
 from clipgs.semantics.query import query_map
+from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import TeacherCorruption
 
+LADDER = [
+    ("SAC d=16, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
+    ("+ 3DCS on keyframes", {"dcs_novel_views": 0}),
+    ("+ 3DCS novel views", {"dcs_novel_views": 1}),
+    ("+ KNN 3D term (paper v2)", {"dcs_novel_views": 1, "w_sem_knn": 0.1}),
+]
+DEFAULT_ROW = "+ 3DCS novel views"  # MapperConfig's defaults; the query and d tables use it
 
-def run(ds, teacher, text, vocab, sem_dim: int, dcs: bool):
-    cfg = MapperConfig(sem_dim=sem_dim, dcs_every=10 if dcs else 0)
+
+def run(ds, text, vocab, wrong: float, seed: int, **config):
+    """Map the room with the simulated teacher; returns (map, semantic model, evaluation, seconds)."""
+    teacher = simulated_setup(ds, text.model_name, TeacherCorruption(wrong_fraction=wrong, seed=seed))[0]
+    cfg = MapperConfig(**{"sem_dim": 16, "seed": seed, **config})
     t0 = time.perf_counter()
     mapper, _ = map_dataset(ds, cfg, progress=False, semantic_source=teacher, vocabulary=vocab)
     seconds = time.perf_counter() - t0
@@ -54,38 +73,82 @@ def query_iou(gmap, model, ds, text) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
+@torch.no_grad()
+def semantic_render_ms(gmap, channels: int, decoder: SemanticDecoder, camera: Camera, repeats: int = 5) -> float:
+    """Median ms to render 3 + ``channels`` channels and decode every pixel to the embedding space."""
+    g = torch.Generator().manual_seed(0)
+    trial = dataclasses.replace(gmap, semantics=torch.randn(len(gmap), channels, generator=g))
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        out = trial.render(camera)
+        decoder(out.image[..., 3:])
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times[1:]))
+
+
+def mean_spread(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    return f"{np.mean(values):.1f} ± {np.std(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 16, 32, 64])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 16, 32])
     parser.add_argument("--wrong-fraction", type=float, default=0.3)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
     args = parser.parse_args()
+    default = MapperConfig()
+    assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
     torch.set_num_threads(2)
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
-    teacher, text, vocab = simulated_setup(ds, corruption=TeacherCorruption(wrong_fraction=args.wrong_fraction))
+    _, text, vocab = simulated_setup(ds)
     print(ds.summary())
-    print(f"teacher: {teacher.corruption.describe()}; text model {text.model_name} (D={vocab.shape[1]})\n")
+    print(f"teacher: {TeacherCorruption(wrong_fraction=args.wrong_fraction).describe()} (seed varies); "
+          f"text model {text.model_name} (D={vocab.shape[1]}); seeds {args.seeds}; defaults = MapperConfig()\n")
 
-    gmap, model, with_dcs, sec = run(ds, teacher, text, vocab, 16, dcs=True)
-    _, _, without_dcs, sec_no = run(ds, teacher, text, vocab, 16, dcs=False)
-    print("| held-out views | mIoU | pixel acc | mapping s |\n|---|---|---|---|")
-    print(f"| 2D teacher | {100 * with_dcs['teacher_miou']:.1f} | {100 * with_dcs['teacher_pixel_acc']:.1f} | - |")
-    print(f"| map, SAC d=16, no 3DCS | {100 * without_dcs['map_miou']:.1f} | "
-          f"{100 * without_dcs['map_pixel_acc']:.1f} | {sec_no:.0f} |")
-    print(f"| map, SAC d=16 + 3DCS | {100 * with_dcs['map_miou']:.1f} | {100 * with_dcs['map_pixel_acc']:.1f} | "
-          f"{sec:.0f} |\n", flush=True)
+    print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | mIoU | pixel acc | mapping s |")
+    print("|---|---|---|---|")
+    results, first = {}, None
+    for name, config in LADDER:
+        runs = [run(ds, text, vocab, args.wrong_fraction, s, **config) for s in args.seeds]
+        results[name] = runs
+        if first is None:
+            teacher = [r[2] for r in runs]
+            print(f"| 2D teacher | {mean_spread([t['teacher_miou'] for t in teacher])} | "
+                  f"{mean_spread([t['teacher_pixel_acc'] for t in teacher])} | - |")
+            first = runs
+        print(f"| {name} | {mean_spread([r[2]['map_miou'] for r in runs])} | "
+              f"{mean_spread([r[2]['map_pixel_acc'] for r in runs])} | {np.mean([r[3] for r in runs]):.0f} |",
+              flush=True)
 
+    chosen = DEFAULT_ROW
+    gmap, model, _, _ = results[chosen][0]
     ious = query_iou(gmap, model, ds, text)
-    print(f"query IoU (d=16 + 3DCS, vocabulary negatives), mean over {len(ious)} classes: "
+    print(f"\nquery IoU ({chosen}, seed {args.seeds[0]}, vocabulary negatives), mean over {len(ious)} classes: "
           f"{np.mean(list(ious.values())):.3f}")
     print(", ".join(f"{k} {v:.2f}" for k, v in sorted(ious.items())) + "\n", flush=True)
 
-    print("| d | mIoU (+3DCS) | semantic render ms | FPS |\n|---|---|---|---|")
-    for d in args.dims:
-        res = with_dcs if d == 16 else run(ds, teacher, text, vocab, d, dcs=True)[2]
-        label = f"{d} (= D, full features)" if d == vocab.shape[1] else str(d)
-        print(f"| {label} | {100 * res['map_miou']:.1f} | {res['semantic_render_ms']:.1f} | "
-              f"{res['semantic_render_fps']:.1f} |", flush=True)
+    big = Camera(scale_intrinsics(ds[0].K, 4, 4), 640, 480, ds[0].world_from_camera)
+    cams = {"160x120": ds[ds.test_indices[0]].camera, "640x480": big}
+    config = dict(LADDER)[chosen]
+    print(f"| attributes ({chosen}, seed {args.seeds[0]}) | mIoU | semantic render ms 160x120 / 640x480 |")
+    print("|---|---|---|")
+    full_d = vocab.shape[1]
+    for d in [*args.dims, full_d]:
+        if d == full_d:
+            res = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=d, sem_hidden=0, **config)[2]
+            decoder, label = SemanticDecoder(d, d, 0), f"full D = {d}, no decoder"
+        else:
+            res = results[chosen][0][2] if d == 16 else run(ds, text, vocab, args.wrong_fraction, args.seeds[0],
+                                                            **{**config, "sem_dim": d})[2]
+            decoder, label = SemanticDecoder(d, 512), f"SAC d = {d} (+ decoder to 512)"
+        ms = " / ".join(f"{semantic_render_ms(gmap, d, decoder, c):.1f}" for c in cams.values())
+        print(f"| {label} | {100 * res['map_miou']:.1f} | {ms} |", flush=True)
+    ms = " / ".join(f"{semantic_render_ms(gmap, 512, SemanticDecoder(512, 512, 0), c):.1f}" for c in cams.values())
+    print(f"| full D = 512 (ViT-B/16 width), no decoder | (not trained: the test text model is {full_d}-d) | {ms} |")
+    print(f"\n({len(gmap)} Gaussians; render + decode to the embedding space, median of 5, 2 CPU threads)")
     return 0
 
 

@@ -74,6 +74,24 @@ def pose_from_translation_quat(t: np.ndarray, q_wxyz: np.ndarray) -> np.ndarray:
     return T
 
 
+def slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
+    """Spherical interpolation of unit quaternions (w, x, y, z), u in [0, 1]."""
+    dot = float(np.dot(q0, q1))
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        q = q0 + u * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = np.arccos(dot)
+    return (np.sin((1 - u) * theta) * q0 + np.sin(u * theta) * q1) / np.sin(theta)
+
+
+def interpolate_pose(a: np.ndarray, b: np.ndarray, u: float) -> np.ndarray:
+    """(4, 4) rigid pose between ``a`` (u = 0) and ``b`` (u = 1): linear translation, slerp rotation."""
+    q = slerp(rotmat_to_quat(a[:3, :3]), rotmat_to_quat(b[:3, :3]), u)
+    return pose_from_translation_quat((1 - u) * a[:3, 3] + u * b[:3, 3], q)
+
+
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
     """``world_from_camera`` (4, 4) of an OpenCV camera at ``eye`` looking at ``target``; ``up`` is world up."""
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))

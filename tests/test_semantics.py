@@ -331,3 +331,57 @@ def test_a_failing_semantic_source_costs_semantics_not_geometry(synth_dir):
     assert mapper.add_frame(ds[0]) == "keyframe"
     assert mapper.gaussian_count > 0 and mapper.keyframes[0].semantics is None and mapper.decoder is None
     assert mapper.stats.semantic_failures == {"RuntimeError: SAM ran out of memory": 1}
+
+
+def test_knn_neighbours_and_consistency_on_hand_made_points():
+    from clipgs.semantics.sac import knn_consistency, knn_neighbours
+
+    means = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [0.0, 0.02, 0], [1.0, 0, 0], [1.0, 0.01, 0]])
+    neighbours, valid = knn_neighbours(means, torch.tensor([0, 3]), k=2, radius=0.05, chunk=1)
+    assert neighbours.tolist() == [[1, 2], [4, 1]] and valid.tolist() == [[True, True], [True, False]]
+    feats = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0.0, 1], [0.0, 1], [0.0, 1]]), dim=-1)
+    loss = knn_consistency(feats[torch.tensor([0, 3])], feats[neighbours], valid)
+    assert loss.item() == pytest.approx((0 + 1 + 0) / 3)  # only valid pairs: (0,1) agree, (0,2) orthogonal, (3,4)
+    assert knn_consistency(feats[:2], feats[neighbours], torch.zeros(2, 2, dtype=torch.bool)).item() == 0.0
+
+
+def test_decoder_free_baseline_is_the_full_embedding(tmp_path):
+    from clipgs.semantics.model import SemanticModel, load_semantics, save_semantics
+
+    with pytest.raises(ValueError, match="sem_dim must equal the embedding size 64"):
+        SemanticDecoder(16, 64, hidden=0)
+    dec = SemanticDecoder(64, 64, hidden=0)
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(dec(x), torch.nn.functional.normalize(x, dim=-1))
+    assert list(dec.parameters()) == []
+    save_semantics(SemanticModel(dec, {"model": "clipgs-tiny"}, ["void", "a"]), tmp_path / "m.ply")
+    assert load_semantics(tmp_path / "m.ply").decoder.hidden == 0
+
+
+def test_novel_views_between_keyframes_get_pseudo_labels_and_train_semantics_only(synth_dir, class_embeddings):
+    from clipgs.semantics.self_training import novel_cameras
+
+    ds = open_dataset(synth_dir)
+    cams = novel_cameras([ds[0].camera, ds[4].camera], 3)
+    assert len(cams) == 3
+    np.testing.assert_allclose(cams[1].world_from_camera[:3, 3],
+                               (ds[0].world_from_camera[:3, 3] + ds[4].world_from_camera[:3, 3]) / 2, atol=1e-9)
+    teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
+    cfg = MapperConfig(iters_per_keyframe=20, w_ssim=0.0, sem_dim=8, kf_translation_m=0.0, dcs_every=0,
+                       dcs_novel_views=1, dcs_novel_steps=0, dcs_confidence=0.0)
+    mapper = IncrementalMapper(cfg, semantic_source=teacher, vocabulary=class_embeddings)
+    for i in range(4):
+        mapper.add_frame(ds[i])
+    mapper.refresh_pseudo_labels()
+    assert len(mapper.novel_views) == 3  # one between each consecutive pair of the 4 keyframes
+    for view in mapper.novel_views:
+        labels = view.pseudo_labels
+        assert labels.shape == (60, 80) and int(labels.max()) < len(class_embeddings) and (labels != 0).all()
+        # Labelled pixels lie where the render has depth (rendered segments stand in for 2D masks).
+        assert bool((torch.from_numpy(view.frame.depth)[labels >= 0] > 0).all())
+    before = {k: v.detach().clone() for k, v in mapper.optimizer.params.items()}
+    mapper._novel_view_step(mapper.novel_views[1])
+    after = mapper.optimizer.params
+    assert not torch.equal(after["semantics"], before["semantics"])
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh0"):
+        assert torch.equal(after[name], before[name]), name

@@ -20,7 +20,7 @@ from clipgs.data.ros_messages import (
     rgb_from_image,
     stamp_to_seconds,
 )
-from clipgs.geometry import invert_rigid, pose_from_translation_quat, rotmat_to_quat
+from clipgs.geometry import interpolate_pose, invert_rigid
 
 
 @dataclass
@@ -46,18 +46,6 @@ class StreamSettings:
         data, _ = read_parameter_file(path)
         names = {f.name for f in fields(cls)}
         return cls(**coerce_fields(cls, {k: v for k, v in data.items() if k in names}))
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, u: float) -> np.ndarray:
-    """Spherical interpolation of unit quaternions (w, x, y, z)."""
-    dot = float(np.dot(q0, q1))
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + u * (q1 - q0)
-        return q / np.linalg.norm(q)
-    theta = np.arccos(dot)
-    return (np.sin((1 - u) * theta) * q0 + np.sin(u * theta) * q1) / np.sin(theta)
 
 
 class TransformBuffer:
@@ -105,9 +93,7 @@ class TransformBuffer:
             return values[j]
         t0, t1 = stamps[i - 1], stamps[i]
         u = (stamp - t0) / (t1 - t0)
-        a, b = values[i - 1], values[i]
-        q = _slerp(rotmat_to_quat(a[:3, :3]), rotmat_to_quat(b[:3, :3]), u)
-        return pose_from_translation_quat((1 - u) * a[:3, 3] + u * b[:3, 3], q)
+        return interpolate_pose(values[i - 1], values[i], u)
 
     def _root_path(self, frame: str) -> list[str]:
         path = [frame]

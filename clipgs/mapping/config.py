@@ -70,13 +70,21 @@ class MapperConfig:
     w_sem_var: float = 0.1  # one object, one semantic: spread of decoded features inside a mask
     sem_tau: float = 0.1
     sem_pixels: int = 4096  # mask pixels sampled per step for the semantic losses
+    sem_hidden: int = 128  # decoder MLP width; 0: no decoder, attributes are the embeddings (sem_dim = D)
     lr_decoder: float = 1e-3
+    # Paper-v2 3D term: decoded features of neighbouring Gaussians (k nearest within a radius) pulled together.
+    w_sem_knn: float = 0.0  # 0: off
+    sem_knn_k: int = 8
+    sem_knn_anchors: int = 2048  # Gaussians sampled per keyframe whose neighbourhoods are regularised
+    sem_knn_radius_m: float = 0.03
     # 3DCS (3D coherent self-training): needs a vocabulary; 0 switches it off.
     dcs_start: int = 20  # keyframes mapped before the first round: early pseudo-labels would lock in errors
     dcs_every: int = 10  # relabel every this many keyframes
     dcs_confidence: float = 0.5  # pixels below this softmax confidence do not vote and get no pseudo-label
     dcs_tau: float = 0.01  # temperature of the labelling softmax (CLIP's logit scale is 100)
     w_dcs: float = 0.5  # weight of the cross-entropy on pseudo-labels
+    dcs_novel_views: int = 1  # per round: views rendered between consecutive keyframes, labelled, trained on
+    dcs_novel_steps: int = 2  # semantic-only steps on those views per keyframe
     # Misc.
     backend: str = "auto"
     seed: int = 0

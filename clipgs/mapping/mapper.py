@@ -22,8 +22,8 @@ from clipgs.mapping.growth import growth_mask
 from clipgs.mapping.keyframes import KeyframeGate
 from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.optimizer import GaussianAdam
-from clipgs.semantics.sac import SemanticDecoder, sac_losses, sample_mask_pixels
-from clipgs.semantics.self_training import vote_in_masks
+from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
+from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
 from clipgs.semantics.sources import MaskEmbeddings
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,8 @@ class IncrementalMapper:
         self.device = torch.device(device)
         self.stats = MapperStats()
         self.keyframes: list[Keyframe] = []
+        self.novel_views: list[Keyframe] = []  # 3DCS views between keyframes: pseudo-labels only, no teacher
+        self._knn: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # anchors, neighbours, valid
         self.gate = KeyframeGate(self.config.kf_translation_m, self.config.kf_rotation_deg,
                                  self.config.kf_min_overlap, seed=self.config.seed)
         self.rng = np.random.default_rng(self.config.seed)
@@ -128,7 +130,8 @@ class IncrementalMapper:
 
     @torch.no_grad()
     def refresh_pseudo_labels(self) -> None:
-        """3DCS: render each keyframe's semantics, label by the vocabulary, vote inside its 2D masks."""
+        """3DCS: render each keyframe's semantics, label by the vocabulary, vote inside its 2D masks; likewise
+        for ``dcs_novel_views`` views between consecutive keyframes, segmented from their own renders."""
         c = self.config
         vocab = self.vocabulary.to(self.device)
         for kf in self.keyframes:
@@ -137,7 +140,14 @@ class IncrementalMapper:
             with self._lock:
                 out = self.optimizer.map.render(kf.frame.camera, semantic=True, backend=c.backend)
             kf.pseudo_labels = vote_in_masks(self.decoder(out.image[..., 3:]) @ vocab.T / c.dcs_tau,
-                                             kf.semantics.mask_ids, c.dcs_confidence)
+                                             kf.semantics.mask_ids.to(self.device), c.dcs_confidence)
+        self.novel_views = []
+        for camera in novel_cameras([kf.frame.camera for kf in self.keyframes], c.dcs_novel_views):
+            with self._lock:
+                out = self.optimizer.map.render(camera, semantic=True, backend=c.backend)
+            frame, pseudo = label_rendered_view(out, camera, self.decoder, vocab, c.dcs_confidence, c.dcs_tau)
+            if bool((pseudo >= 0).any()):
+                self.novel_views.append(Keyframe(frame, out.image[..., :3], out.depth, None, pseudo))
         self.stats.pseudo_label_rounds += 1
 
     def snapshot(self) -> GaussianMap:
@@ -168,8 +178,10 @@ class IncrementalMapper:
         if kf.semantics is not None and self.decoder is None:
             with torch.random.fork_rng(devices=[]):  # seeded: the same config maps the same way in any process
                 torch.manual_seed(c.seed)
-                self.decoder = SemanticDecoder(c.sem_dim, kf.semantics.embeddings.shape[1]).to(self.device)
-            self.decoder_optimizer = torch.optim.Adam(self.decoder.parameters(), lr=c.lr_decoder)
+                self.decoder = SemanticDecoder(c.sem_dim, kf.semantics.embeddings.shape[1], c.sem_hidden)
+                self.decoder.to(self.device)
+            params = list(self.decoder.parameters())
+            self.decoder_optimizer = torch.optim.Adam(params, lr=c.lr_decoder) if params else None
         with self._lock:
             if self.optimizer is None:
                 new = GaussianMap.from_frame(frame, sem_dim=c.sem_dim, pixel_stride=c.init_pixel_stride,
@@ -214,8 +226,11 @@ class IncrementalMapper:
         """Run ``iterations`` steps on the window: the newest keyframe first, then random window members."""
         window = self._window()
         t0 = time.perf_counter()
+        self._sample_knn()
         for i in range(iterations):
             self._step(self.keyframes[-1] if i == 0 else window[self.rng.integers(len(window))])
+        for _ in range(self.config.dcs_novel_steps if self.novel_views else 0):
+            self._novel_view_step(self.novel_views[self.rng.integers(len(self.novel_views))])
         self.stats.optimise_seconds += time.perf_counter() - t0
 
     def refine(self, iterations: int) -> None:
@@ -223,6 +238,7 @@ class IncrementalMapper:
         if not self.keyframes:
             return
         t0 = time.perf_counter()
+        self._sample_knn()
         for _ in range(iterations):
             self._step(self.keyframes[self.rng.integers(len(self.keyframes))])
         self.stats.optimise_seconds += time.perf_counter() - t0
@@ -238,14 +254,47 @@ class IncrementalMapper:
             loss, parts = mapping_loss(out.image[..., :3], out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim,
                                        c.w_depth)
             if semantic:
-                self.decoder_optimizer.zero_grad()
+                self.decoder.zero_grad()
                 loss = loss + self._semantic_loss(out.image[..., 3:], kf.semantics, parts, kf.pseudo_labels)
             loss.backward()
             opt.step()
-            if semantic:
+            if semantic and self.decoder_optimizer is not None:
                 self.decoder_optimizer.step()
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
+
+    def _novel_view_step(self, view: Keyframe) -> None:
+        """3DCS on a view between keyframes: cross-entropy to its pseudo-labels; only semantics are updated
+        (the view's colour and depth are the map's own render, no evidence for geometry)."""
+        c = self.config
+        with self._lock:
+            opt = self.optimizer
+            opt.zero_grad()
+            self.decoder.zero_grad()
+            out = opt.map.render(view.frame.camera, semantic=True, backend=c.backend)
+            idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._sem_generator)
+            decoded = self.decoder(out.image[..., 3:].reshape(-1, c.sem_dim)[idx])
+            logits = decoded @ self.vocabulary.to(decoded).T / c.sem_tau
+            loss = c.w_dcs * F.cross_entropy(logits, view.pseudo_labels.reshape(-1)[idx])
+            loss.backward()
+            for name, p in opt.params.items():
+                if name != "semantics":
+                    p.grad = None
+            opt.step()
+            if self.decoder_optimizer is not None:
+                self.decoder_optimizer.step()
+
+    def _sample_knn(self) -> None:
+        """Anchors and their neighbours for the 3D term, drawn once per optimisation round (positions move little)."""
+        c = self.config
+        self._knn = None
+        if c.w_sem_knn <= 0 or self.decoder is None or self.optimizer is None or len(self.optimizer.map) < 2:
+            return
+        with torch.no_grad():
+            means = self.optimizer.params["means"].detach()
+            anchors = torch.randperm(len(means), generator=self._sem_generator)[:c.sem_knn_anchors].to(self.device)
+            neighbours, valid = knn_neighbours(means, anchors, c.sem_knn_k, c.sem_knn_radius_m)
+        self._knn = anchors, neighbours, valid
 
     def _semantic_loss(self, attributes: torch.Tensor, sem: MaskEmbeddings, parts: dict,
                        pseudo: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,6 +313,12 @@ class IncrementalMapper:
                 logits = decoded[keep] @ self.vocabulary.to(decoded).T / c.sem_tau
                 terms["dcs"] = F.cross_entropy(logits, target[keep])
                 loss = loss + c.w_dcs * terms["dcs"]
+        if self._knn is not None:
+            anchors, neighbours, valid = self._knn
+            per_gaussian = self.optimizer.params["semantics"]
+            terms["knn"] = knn_consistency(self.decoder(per_gaussian[anchors]), self.decoder(per_gaussian[neighbours]),
+                                           valid)
+            loss = loss + c.w_sem_knn * terms["knn"]
         parts.update({f"sem_{k}": float(v.detach()) for k, v in terms.items()})
         return loss
 

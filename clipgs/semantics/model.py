@@ -36,7 +36,7 @@ def save_semantics(model: SemanticModel, map_path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     dec = model.decoder
     blob = {"format": FORMAT, "sem_dim": dec.sem_dim, "embed_dim": dec.embed_dim,
-            "hidden": dec.net[0].out_features, "decoder": {k: v.cpu() for k, v in dec.state_dict().items()},
+            "hidden": dec.hidden, "decoder": {k: v.cpu() for k, v in dec.state_dict().items()},
             "text_encoder": model.text_encoder, "vocabulary": model.vocabulary,
             "vocabulary_embeddings": None if model.vocabulary_embeddings is None else model.vocabulary_embeddings.cpu(),
             "notes": model.notes}

@@ -16,12 +16,19 @@ from torch import Tensor, nn
 
 
 class SemanticDecoder(nn.Module):
-    """(..., d) rendered attributes -> (..., D) unit embeddings."""
+    """(..., d) rendered attributes -> (..., D) unit embeddings.
+
+    hidden = 0 is the no-SAC baseline: no decoder, every Gaussian carries the full D-dim embedding (d = D).
+    """
 
     def __init__(self, sem_dim: int, embed_dim: int, hidden: int = 128) -> None:
         super().__init__()
-        self.sem_dim, self.embed_dim = sem_dim, embed_dim
-        self.net = nn.Sequential(nn.Linear(sem_dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim))
+        if hidden == 0 and sem_dim != embed_dim:
+            raise ValueError(f"without a decoder (sem_hidden 0) sem_dim must equal the embedding size {embed_dim}, "
+                             f"got {sem_dim}")
+        self.sem_dim, self.embed_dim, self.hidden = sem_dim, embed_dim, hidden
+        self.net = nn.Sequential(nn.Linear(sem_dim, hidden), nn.ReLU(), nn.Linear(hidden, embed_dim)) if hidden \
+            else nn.Identity()
 
     def forward(self, attributes: Tensor) -> Tensor:
         return F.normalize(self.net(attributes), dim=-1)
@@ -47,3 +54,29 @@ def sac_losses(decoded: Tensor, ids: Tensor, embeddings: Tensor, tau: float = 0.
     means = means / counts[:, None]
     variance = ((decoded - means[ids]) ** 2).sum(-1).mean()
     return {"cosine": cosine, "contrast": contrast, "variance": variance}
+
+
+def knn_neighbours(means: Tensor, anchors: Tensor, k: int, radius: float, chunk: int = 256) -> tuple[Tensor, Tensor]:
+    """The k nearest other Gaussians of each anchor. means: (N, 3) m; anchors: (S,) indices.
+
+    Returns neighbours (S, k) indices and valid (S, k) bool (closer than ``radius``).
+    """
+    k = min(k, len(means) - 1)
+    idx, dist = [], []
+    for start in range(0, len(anchors), chunk):
+        a = anchors[start:start + chunk]
+        d = torch.cdist(means[a], means)
+        d[torch.arange(len(a)), a] = float("inf")  # not its own neighbour
+        values, nearest = d.topk(k, dim=1, largest=False)
+        idx.append(nearest)
+        dist.append(values)
+    neighbours, distances = torch.cat(idx), torch.cat(dist)
+    return neighbours, distances < radius
+
+
+def knn_consistency(decoded_anchors: Tensor, decoded_neighbours: Tensor, valid: Tensor) -> Tensor:
+    """Mean (1 - cos) between each anchor's decoded feature (S, D) and its valid neighbours' (S, k, D)."""
+    if not bool(valid.any()):
+        return decoded_anchors.sum() * 0.0
+    cos = (decoded_anchors[:, None, :] * decoded_neighbours).sum(-1)
+    return (1 - cos)[valid].mean()

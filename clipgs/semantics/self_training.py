@@ -1,8 +1,18 @@
-"""3DCS pseudo-labels: the map's own semantics, made consistent inside each 2D mask."""
+"""3DCS pseudo-labels: the map's own semantics, made consistent inside each 2D mask (keyframes and novel views)."""
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from torch import Tensor
+
+from clipgs.data.frame import Camera, Frame
+from clipgs.data.images import to_uint8
+from clipgs.geometry import interpolate_pose
+from clipgs.render.api import RenderOutput
+from clipgs.semantics.clip_sources import felzenszwalb_masks
 
 
 def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_class: int | None = 0) -> Tensor:
@@ -33,3 +43,29 @@ def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_cl
     out[inside] = mask_label[mask_ids[inside]]
     out[~(conf >= confidence)] = -1
     return out
+
+
+def novel_cameras(cameras: list[Camera], per_pair: int) -> list[Camera]:
+    """``per_pair`` cameras evenly between each pair of consecutive cameras (poses interpolated; first K)."""
+    out = []
+    for a, b in itertools.pairwise(cameras):
+        for j in range(1, per_pair + 1):
+            pose = interpolate_pose(a.world_from_camera, b.world_from_camera, j / (per_pair + 1))
+            out.append(Camera(a.K, a.width, a.height, pose))
+    return out
+
+
+@torch.no_grad()
+def label_rendered_view(out: RenderOutput, camera: Camera, decoder: Callable[[Tensor], Tensor], vocabulary: Tensor,
+                        confidence: float, tau: float) -> tuple[Frame, Tensor]:
+    """Pseudo-labels for a view without a 2D teacher: class-agnostic segments of the rendered colour + depth
+    stand in for its masks, the decoded semantics vote inside them.
+
+    Returns the rendered view as a Frame (rgb, depth where opacity > 0.5) and (H, W) pseudo-labels, -1 = none.
+    """
+    rgb = to_uint8(out.image[..., :3].cpu().numpy())
+    depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
+    frame = Frame(rgb, depth, camera.K, camera.world_from_camera)
+    ids = torch.from_numpy(felzenszwalb_masks(frame)).to(out.image.device)
+    logits = decoder(out.image[..., 3:]) @ vocabulary.to(out.image).T / tau
+    return frame, vote_in_masks(logits, ids, confidence)
