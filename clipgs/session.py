@@ -162,11 +162,13 @@ class QueryResult:
 @dataclass
 class RenderedViews:
     """The map seen from a camera: rgb (H, W, 3) uint8, depth (H, W) float32 m (0 = empty),
-    semantic (H, W, 3) uint8 vocabulary colours or None when semantics are off or not trained yet."""
+    semantic (H, W, 3) uint8 vocabulary colours and labels (H, W) uint16 vocabulary indices (0 = void or empty),
+    both None when semantics are off or not trained yet."""
 
     rgb: np.ndarray
     depth: np.ndarray
     semantic: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 @dataclass
@@ -279,10 +281,11 @@ class MappingSession:
         with torch.no_grad():
             out = gmap.render(cam, semantic=decoder is not None)
         rgb = to_uint8(out.image[..., :3].cpu().numpy())
-        semantic = None
+        semantic = labels = None
         if decoder is not None:
-            semantic = colorize_labels(labels_from_render(out, decoder, self.semantics.vocabulary))
-        return RenderedViews(rgb, out.expected_depth().cpu().numpy().astype(np.float32), semantic)
+            labels = labels_from_render(out, decoder, self.semantics.vocabulary).astype(np.uint16)
+            semantic = colorize_labels(labels)
+        return RenderedViews(rgb, out.expected_depth().cpu().numpy().astype(np.float32), semantic, labels)
 
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian centres (N, 3) float32 and colours (N, 3) uint8, at most ``max_cloud_points`` (most opaque)."""

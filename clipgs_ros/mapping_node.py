@@ -87,6 +87,7 @@ class MappingNode(Node):
         self.rgb_pub = self.create_publisher(Image, '~/rendered_rgb', 2)
         self.depth_pub = self.create_publisher(Image, '~/rendered_depth', 2)
         self.semantic_pub = self.create_publisher(Image, '~/semantic_image', 2)
+        self.labels_pub = self.create_publisher(Image, '~/semantic_labels', 2)
         self.cloud_pub = self.create_publisher(PointCloud2, '~/map_cloud', latched)
         self.mask_pub = self.create_publisher(Image, '~/query_mask', 2)
         self.marker_pub = self.create_publisher(MarkerArray, '~/query_markers', latched)
@@ -153,6 +154,8 @@ class MappingNode(Node):
         if views.semantic is not None:
             self.semantic_pub.publish(
                 image_from_array(views.semantic, 'rgb8', header, Image, _bytes))
+            self.labels_pub.publish(
+                image_from_array(views.labels, 'mono16', header, Image, _bytes))
 
     def publish_cloud(self):
         points, colors = self.session.cloud()

@@ -108,6 +108,7 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     frame = ds[5]
     palette = {tuple(colorize_labels(np.array([[i]]))[0, 0]): i for i in range(len(ds.classes))}
     labels = np.array([[palette[tuple(px)] for px in row] for row in views.semantic])
+    assert views.labels.dtype == np.uint16 and np.array_equal(views.labels, labels)  # ~/semantic_labels
     assert (labels == frame.labels).mean() > 0.6  # the latest view's classes, decoded from the map
     chair = ds.classes.index("chair")
     assert (frame.labels == chair).sum() > 30
