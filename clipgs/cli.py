@@ -191,7 +191,7 @@ def _query(args: argparse.Namespace) -> int:
     from clipgs.mapping import load_ply
     from clipgs.mapping.ply import MapFileError
     from clipgs.semantics.model import load_semantics
-    from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map, write_query_images
+    from clipgs.semantics.query import CANONICAL_NEGATIVES, describe_instances, query_map, write_query_images
     from clipgs.semantics.text import TextEncoder
 
     if not args.label.strip():
@@ -216,9 +216,7 @@ def _query(args: argparse.Namespace) -> int:
     if answer.centroid is None:
         print(f"'{label}': no Gaussians above the relevancy threshold")
     else:
-        fmt = lambda v: "(" + ", ".join(f"{x:.2f}" for x in v) + ")"  # noqa: E731
-        print(f"3D: {int(answer.selected.sum())} Gaussians, centroid {fmt(answer.centroid)} m, "
-              f"box {fmt(answer.box_min)} .. {fmt(answer.box_max)} m")
+        print(f"3D: {int(answer.selected.sum())} Gaussians (metres, map frame), {describe_instances(answer.instances)}")
     return 0
 
 

@@ -15,7 +15,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.model import SemanticModel, save_semantics
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
-from clipgs.semantics.query import query_map, write_query_images
+from clipgs.semantics.query import describe_instances, query_map, write_query_images
 
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}
 
@@ -76,7 +76,9 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
                         "gaussians": int(answer.selected.sum()),
                         "centroid_m": None if answer.centroid is None else _rounded(answer.centroid),
                         "box_m": None if answer.box_min is None else [_rounded(answer.box_min),
-                                                                      _rounded(answer.box_max)]}
+                                                                      _rounded(answer.box_max)],
+                        "instances": [{"centroid_m": _rounded(i.centroid), "box_m": [_rounded(i.box_min),
+                                       _rounded(i.box_max)], "gaussians": i.gaussians} for i in answer.instances]}
     (out / "metrics.json").write_text(json.dumps({**metrics, "per_view": result["per_view"]}, indent=2) + "\n")
 
     print(f"\nmapping: {summary['frames']} frames -> {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians"
@@ -92,9 +94,8 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
         print(f"  {name:17} {100 * r['map_miou']:5.1f} / {100 * r['map_pixel_acc']:5.1f}")
     print(f"  semantic render {t['semantic_render_fps']:.1f} FPS (RGB + 16 attributes + decoder)")
     q = metrics["query"]
-    where = "no Gaussians selected" if q["centroid_m"] is None else f"centroid {q['centroid_m']} m, box {q['box_m']}"
     print(f"query '{query}' in view {view}: {q['pixels']} pixels, score {q['score']:.2f}; 3D: {q['gaussians']} "
-          f"Gaussians, {where}")
+          f"Gaussians, {describe_instances(answer.instances)}")
     print(f"wrote {map_path} (+ .semantics.pt), {out / 'metrics.json'}, " + ", ".join(str(p) for p in images)
           + f", {qdir}/, {out / 'semantic_panels'}/ (ground truth | teacher | map)")
     return metrics

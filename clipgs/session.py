@@ -25,7 +25,7 @@ from clipgs.mapping.worker import MapperWorker
 from clipgs.semantics.factory import SemanticSettings, SemanticStack, build_semantics, with_semantic_channels
 from clipgs.semantics.model import save_semantics
 from clipgs.semantics.pipeline import labels_from_render
-from clipgs.semantics.query import CANONICAL_NEGATIVES, query_map
+from clipgs.semantics.query import CANONICAL_NEGATIVES, QueryInstance, describe_instances, query_map
 
 log = logging.getLogger(__name__)
 POSE_TOPIC_FRAME = "__pose_topic__"
@@ -154,9 +154,10 @@ class QueryResult:
     mask: np.ndarray | None = None  # (H, W) uint8, 255 = match
     relevancy: np.ndarray | None = None  # (H, W) float32 in [0, 1]
     score: float = 0.0
-    centroid: np.ndarray | None = None  # (3,) map frame
+    centroid: np.ndarray | None = None  # (3,) map frame, the strongest matching object
     box_min: np.ndarray | None = None
     box_max: np.ndarray | None = None
+    instances: list[QueryInstance] = field(default_factory=list)  # every matching object, strongest first
 
 
 @dataclass
@@ -332,9 +333,9 @@ class MappingSession:
             best = float(answer.relevancy.max(initial=0.0))
             return QueryResult(False, f"nothing in the map matches '{label}' (highest relevancy in view {best:.2f})",
                                mask, answer.relevancy)
-        return QueryResult(True, f"'{label}': {int(answer.selected.sum())} Gaussians, centroid "
-                                 f"({', '.join(f'{v:.2f}' for v in answer.centroid)}) m in {self.stream.map_frame}",
-                           mask, answer.relevancy, answer.score, answer.centroid, answer.box_min, answer.box_max)
+        return QueryResult(True, f"'{label}' in {self.stream.map_frame} (m): {describe_instances(answer.instances)}",
+                           mask, answer.relevancy, answer.score, answer.centroid, answer.box_min, answer.box_max,
+                           answer.instances)
 
     def shutdown(self, autosave: bool = True) -> str | None:
         """Stop the worker (finishing the frame in hand) and autosave; returns what was done."""

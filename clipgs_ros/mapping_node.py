@@ -200,28 +200,33 @@ class MappingNode(Node):
         return response
 
     def _box_marker(self, label, result):
-        marker = Marker()
-        marker.header = Header(stamp=self.get_clock().now().to_msg(),
-                               frame_id=self.stream.map_frame)
-        marker.ns, marker.id = 'clipgs_query', 0
-        marker.type, marker.action = Marker.CUBE, Marker.ADD
-        centre = (result.box_min + result.box_max) / 2.0
-        size = np.maximum(result.box_max - result.box_min, 0.01)
-        marker.pose.position = Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2]))
-        marker.pose.orientation.w = 1.0
-        marker.scale.x, marker.scale.y, marker.scale.z = (float(v) for v in size)
-        marker.color.r, marker.color.g = 1.0, 0.3
-        marker.color.b, marker.color.a = 0.1, 0.4
-        text = Marker()
-        text.header, text.ns, text.id = marker.header, 'clipgs_query', 1
-        text.type, text.action = Marker.TEXT_VIEW_FACING, Marker.ADD
-        text.pose.position = Point(x=float(centre[0]), y=float(centre[1]),
-                                   z=float(result.box_max[2]) + 0.1)
-        text.pose.orientation.w = 1.0
-        text.scale.z = 0.15
-        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
-        text.text = f'{label} ({result.score:.2f})'
-        return MarkerArray(markers=[marker, text])
+        """One translucent box and a text label per matching object; older markers are cleared."""
+        stamp = self.get_clock().now().to_msg()
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header = Header(stamp=stamp, frame_id=self.stream.map_frame)
+        markers = [clear]
+        for k, inst in enumerate(result.instances[:20]):
+            header = Header(stamp=stamp, frame_id=self.stream.map_frame)
+            centre = (inst.box_min + inst.box_max) / 2.0
+            size = np.maximum(inst.box_max - inst.box_min, 0.01)
+            box = Marker(header=header, ns='clipgs_query', id=2 * k, type=Marker.CUBE,
+                         action=Marker.ADD)
+            box.pose.position = Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2]))
+            box.pose.orientation.w = 1.0
+            box.scale.x, box.scale.y, box.scale.z = (float(v) for v in size)
+            box.color.r, box.color.g = 1.0, 0.3 if k == 0 else 0.7
+            box.color.b, box.color.a = 0.1, 0.4
+            text = Marker(header=header, ns='clipgs_query', id=2 * k + 1,
+                          type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+            text.pose.position = Point(x=float(centre[0]), y=float(centre[1]),
+                                       z=float(inst.box_max[2]) + 0.1)
+            text.pose.orientation.w = 1.0
+            text.scale.z = 0.15
+            text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+            text.text = f'{label} #{k + 1}' + (f' ({result.score:.2f})' if k == 0 else '')
+            markers.append(box)
+            markers.append(text)
+        return MarkerArray(markers=markers)
 
 
 def main(args=None):

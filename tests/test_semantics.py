@@ -176,8 +176,34 @@ def test_relevancy_and_3d_query_on_a_toy_map():
     assert answer.selected[:n].all() and not answer.selected[n:].any()
     np.testing.assert_allclose(answer.centroid, [1.0, 0, 0], atol=0.02)
     assert answer.box_min[0] > 0.8 and answer.box_max[0] < 1.2
+    assert answer.instances[0].gaussians > 0.9 * n and sum(i.gaussians for i in answer.instances) <= n
     with pytest.raises(ValueError, match="not finite"):
         query_map(gmap, identity, torch.full((16,), float("nan")), torch.stack([table]), None)
+
+
+def test_query_splits_matching_gaussians_into_instances():
+    from clipgs.semantics.query import group_instances
+
+    g = np.random.default_rng(0)
+    # Two chairs 1.9 m apart, made of surface-like points 2 cm apart, and one stray Gaussian far away.
+    seat = np.stack(np.meshgrid(np.arange(0, 0.44, 0.02), np.arange(0, 0.44, 0.02), [0.45]), -1).reshape(-1, 3)
+    back = np.stack(np.meshgrid([0.42], np.arange(0, 0.44, 0.02), np.arange(0.45, 1.05, 0.02)), -1).reshape(-1, 3)
+    chair = np.concatenate([seat, back])
+    left, right = chair + np.array([-1.0, 0, 0]), chair[::2] + np.array([0.9, 0, 0])  # right: half as dense
+    stray = np.array([[0.0, 3.0, 1.0]])
+    points = np.concatenate([left, right, stray])
+    weights = g.uniform(0.5, 1.0, len(points))
+    found = group_instances(points, weights)
+    assert [i.gaussians for i in found] == [len(left), len(right)]  # strongest first, stray dropped
+    assert found[0].weight > found[1].weight
+    for inst, pts in zip(found, (left, right), strict=True):
+        assert np.all(inst.box_min >= pts.min(0) - 1e-9) and np.all(inst.box_max <= pts.max(0) + 1e-9)
+        assert np.all(inst.box_min <= inst.centroid) and np.all(inst.centroid <= inst.box_max)
+        assert np.linalg.norm(inst.centroid - pts.mean(0)) < 0.05
+    # A copy 6 cm over touches the first: one object. Only strays: the largest stray group is still an answer.
+    assert len(group_instances(np.concatenate([left, left + np.array([0.06, 0, 0])]), np.ones(2 * len(left)))) == 1
+    assert [i.gaussians for i in group_instances(stray, np.ones(1))] == [1]
+    assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
 
 
 def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys):

@@ -1,11 +1,14 @@
 """Text queries: relevancy per pixel and per Gaussian, a 2D mask, and the object's place in 3D."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from clipgs.data.frame import Camera
@@ -27,8 +30,25 @@ def relevancy(decoded: Tensor, query: Tensor, negatives: Tensor, tau: float = 0.
 
 
 @dataclass
+class QueryInstance:
+    """One spatially connected group of matching Gaussians (one object), map frame, metres.
+
+    weight: the sum of opacity x relevancy over its Gaussians (how much matching stuff it holds).
+    """
+
+    centroid: np.ndarray  # (3,) opacity-weighted
+    box_min: np.ndarray  # (3,) 2nd percentile per axis (robust to strays)
+    box_max: np.ndarray  # (3,) 98th percentile
+    gaussians: int
+    weight: float
+
+
+@dataclass
 class QueryAnswer:
-    """mask/relevancy (H, W) for a view; selected (N,) Gaussians; centroid / box in the map frame (m)."""
+    """mask/relevancy (H, W) for a view; selected (N,) Gaussians; their 3D instances, strongest first.
+
+    centroid / box_min / box_max are the strongest instance's (None when nothing matched).
+    """
 
     mask: np.ndarray
     relevancy: np.ndarray
@@ -37,6 +57,61 @@ class QueryAnswer:
     centroid: np.ndarray | None
     box_min: np.ndarray | None
     box_max: np.ndarray | None
+    instances: list[QueryInstance] = field(default_factory=list)
+
+
+_HALF_NEIGHBOURHOOD = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]  # 13 of 26
+
+
+def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
+                    min_gaussians: int = 10) -> list[QueryInstance]:
+    """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
+
+    points: (N, 3) m; weights: (N,) >= 0. Groups smaller than ``min_gaussians`` are strays and dropped
+    (unless nothing else is left). Returns instances sorted by weight, strongest first.
+    """
+    if len(points) == 0:
+        return []
+    if voxel_m <= 0:
+        raise ValueError(f"voxel_m must be > 0, got {voxel_m}")
+    cells = np.floor(points / voxel_m).astype(np.int64)
+    cells -= cells.min(axis=0) - 1  # >= 1, so every neighbour offset stays >= 0
+    span = cells.max(axis=0) + 2
+    if float(np.prod(span.astype(np.float64))) > 2.0 ** 62:  # a map spanning thousands of km: no flat key
+        return group_instances(points, weights, voxel_m * 4, min_gaussians)
+    encode = lambda c: (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]  # noqa: E731
+    keys, cell_of = np.unique(encode(cells), return_inverse=True)  # sorted voxel keys, each point's voxel
+    occupied = cells[np.unique(cell_of, return_index=True)[1]]  # one cell per key, in key order
+    rows, cols = [], []
+    for offset in _HALF_NEIGHBOURHOOD:
+        neighbour = encode(occupied + np.array(offset))
+        pos = np.searchsorted(keys, neighbour).clip(max=len(keys) - 1)
+        hit = keys[pos] == neighbour
+        rows.append(np.nonzero(hit)[0])
+        cols.append(pos[hit])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(keys), len(keys)))
+    _, component = connected_components(graph, directed=False)
+    label = component[cell_of.reshape(-1)]
+    groups = [np.nonzero(label == k)[0] for k in np.unique(label)]
+    kept = [g for g in groups if len(g) >= min_gaussians] or [max(groups, key=len)]
+    out = []
+    for g in kept:
+        pts, w = points[g], np.maximum(weights[g], 1e-12)
+        out.append(QueryInstance((pts * w[:, None]).sum(0) / w.sum(), np.percentile(pts, 2, axis=0),
+                                 np.percentile(pts, 98, axis=0), len(g), float(weights[g].sum())))
+    return sorted(out, key=lambda inst: -inst.weight)
+
+
+def describe_instances(instances: list[QueryInstance], limit: int = 5) -> str:
+    """One line for people: how many objects matched and where each is (strongest first, metres)."""
+    if not instances:
+        return "no Gaussians above the relevancy threshold"
+    fmt = lambda v: "(" + ", ".join(f"{x:.2f}" for x in v) + ")"  # noqa: E731
+    parts = [f"#{k} centroid {fmt(i.centroid)} box {fmt(i.box_min)}..{fmt(i.box_max)} ({i.gaussians} Gaussians)"
+             for k, i in enumerate(instances[:limit], start=1)]
+    more = f"; {len(instances) - limit} more" if len(instances) > limit else ""
+    return f"{len(instances)} object{'s' if len(instances) != 1 else ''}: " + "; ".join(parts) + more
 
 
 def write_query_images(answer: QueryAnswer, out_dir: str | Path, rgb: np.ndarray | None = None) -> list[Path]:
@@ -51,8 +126,12 @@ def write_query_images(answer: QueryAnswer, out_dir: str | Path, rgb: np.ndarray
 
 
 def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negatives: Tensor, camera: Camera | None,
-              threshold: float = 0.5, tau: float = 0.01) -> QueryAnswer:
-    """Answer one text query (already embedded) on a map: in a view (if a camera is given) and in 3D."""
+              threshold: float = 0.5, tau: float = 0.01, instance_voxel_m: float = 0.05) -> QueryAnswer:
+    """Answer one text query (already embedded) on a map: in a view (if a camera is given) and in 3D.
+
+    In 3D the matching Gaussians (relevancy > threshold, opacity > 0.5) are split into instances, objects
+    that are not connected at ``instance_voxel_m`` resolution (two chairs give two boxes, not one spanning both).
+    """
     if not torch.isfinite(query).all() or not torch.isfinite(negatives).all():
         raise ValueError("query or negative embeddings are not finite")
     with torch.no_grad():
@@ -67,10 +146,9 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
         score = float(rel_np[mask].mean()) if mask.any() else 0.0
         per_gaussian = relevancy(decoder(gmap.semantics), query, negatives, tau)
         selected = ((per_gaussian > threshold) & (gmap.opacities > 0.5)).cpu().numpy()
-    centroid = box_min = box_max = None
-    if selected.any():
-        pts = gmap.means.detach().cpu().numpy()[selected]
-        w = gmap.opacities.detach().cpu().numpy()[selected]
-        centroid = (pts * w[:, None]).sum(0) / w.sum()
-        box_min, box_max = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)  # robust to strays
-    return QueryAnswer(mask, rel_np, score, selected, centroid, box_min, box_max)
+        weights = (per_gaussian * gmap.opacities).cpu().numpy()[selected]
+    instances = group_instances(gmap.means.detach().cpu().numpy()[selected], weights, instance_voxel_m)
+    if not instances:
+        return QueryAnswer(mask, rel_np, score, selected, None, None, None, [])
+    best = instances[0]
+    return QueryAnswer(mask, rel_np, score, selected, best.centroid, best.box_min, best.box_max, instances)
