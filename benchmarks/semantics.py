@@ -12,6 +12,7 @@ Prints, on held-out views (never trained on):
    timed on the same geometry.
 
     .venv/bin/python benchmarks/semantics.py [--seeds 0 1 2] [--dims 3 8 16 32] [--wrong-fraction 0.3]
+    .venv/bin/python benchmarks/semantics.py --map demo_out/map.ply   # tables 2b and 3 only, no mapping
 """
 from __future__ import annotations
 
@@ -29,13 +30,15 @@ from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera
 from clipgs.demo import DEMO_SCENE, ensure_scene
 from clipgs.geometry import scale_intrinsics, unproject_depth
+from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
-from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
 from clipgs.semantics.query import query_map
 from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import TeacherCorruption
+from clipgs.semantics.text import TextEncoder
 
 LADDER = [
     ("SAC d=16, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
@@ -114,18 +117,54 @@ def query_localisation(gmap, model, ds, text, radius_m: float = 0.3) -> list[tup
     return rows
 
 
+def print_localisation(rows: list[tuple[str, int, int, int, float]], what: str) -> None:
+    print(f"| 3D query ({what}) | objects | found (centroid < 0.3 m) | extra | strongest: error m |")
+    print("|---|---|---|---|---|")
+    for name, n, found, extra, error in rows:
+        print(f"| {name} | {n} | {found} | {extra} | {error:.3f} |")
+    print(f"| all | {sum(r[1] for r in rows)} | {sum(r[2] for r in rows)} | {sum(r[3] for r in rows)} | "
+          f"median {np.nanmedian([r[4] for r in rows]):.3f} |\n", flush=True)
+
+
 @torch.no_grad()
-def semantic_render_ms(gmap, channels: int, decoder: SemanticDecoder, camera: Camera, repeats: int = 5) -> float:
-    """Median ms to render 3 + ``channels`` channels and decode every pixel to the embedding space."""
+def semantic_render_ms(gmap, channels: int, decoder: SemanticDecoder, camera: Camera, classes: int = 16,
+                       full_decode: bool = False, repeats: int = 5) -> float:
+    """Median ms to render 3 + ``channels`` channels and turn every pixel into a class label over ``classes``
+    text embeddings (what ~/semantic_image and the evaluation do); ``full_decode``: decode every pixel to
+    the D-dim embedding first and take dot products (the naive way)."""
     g = torch.Generator().manual_seed(0)
     trial = dataclasses.replace(gmap, semantics=torch.randn(len(gmap), channels, generator=g))
+    text = torch.nn.functional.normalize(torch.randn(classes, decoder.embed_dim, generator=g), dim=-1)
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
         out = trial.render(camera)
-        decoder(out.image[..., 3:])
+        if full_decode:
+            (decoder(out.image[..., 3:]) @ text.T).argmax(-1)
+        else:
+            decoder.similarity(out.image[..., 3:], text, unnormalised=True).argmax(-1)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times[1:]))
+
+
+def timing_table(gmap, cams: dict[str, Camera], dims: list[int], miou: dict[int, float], text_dim: int) -> None:
+    """Semantic render time of SAC attributes (decoder to 512) against full 512-d features on one geometry."""
+    names = list(cams)
+    print(f"| attributes | mIoU (D = {text_dim}) | render + labels ms {' / '.join(names)} | "
+          f"+ full decode to 512, ms {names[-1]} |")
+    print("|---|---|---|---|")
+    rows = [(f"SAC d = {d} (+ decoder to 512)", d, SemanticDecoder(d, 512)) for d in dims]
+    if text_dim in miou and text_dim != 512:
+        rows.append((f"full D = {text_dim}, no decoder", text_dim, SemanticDecoder(text_dim, text_dim, 0)))
+    rows.append(("full D = 512 (ViT-B/16 width), no decoder", 512, SemanticDecoder(512, 512, 0)))
+    for label, d, decoder in rows:
+        ms = " / ".join(f"{semantic_render_ms(gmap, d, decoder, c):.1f}" for c in cams.values())
+        naive = semantic_render_ms(gmap, d, decoder, cams[names[-1]], full_decode=True)
+        score = f"{100 * miou[d]:.1f}" if d in miou else "-"
+        print(f"| {label} | {score} | {ms} | {naive:.1f} |", flush=True)
+    print(f"\n({len(gmap)} Gaussians, 16 classes; median of 5, 2 CPU threads. mIoU: the same schedule mapped with "
+          f"d attributes, or full {text_dim}-d features without decoder (sem_hidden 0), in the {text_dim}-d test "
+          f"text space; the 512-d timing rows run random attributes on the same geometry)")
 
 
 def mean_spread(values: list[float]) -> str:
@@ -139,10 +178,21 @@ def main() -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 16, 32])
     parser.add_argument("--wrong-fraction", type=float, default=0.3)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
+    parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
+                        "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
     args = parser.parse_args()
+    torch.set_num_threads(2)
+    if args.map is not None:
+        gmap, model = load_ply(args.map), load_semantics(args.map)
+        ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
+        ident = model.text_encoder
+        text = TextEncoder(ident["model"], ident["weights"], tuple(ident["templates"]))
+        print_localisation(query_localisation(gmap, model, ds, text), str(args.map))
+        big = Camera(scale_intrinsics(ds[0].K, 4, 4), 640, 480, ds[0].world_from_camera)
+        timing_table(gmap, {"160x120": ds[ds.test_indices[0]].camera, "640x480": big}, args.dims, {}, 64)
+        return 0
     default = MapperConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
-    torch.set_num_threads(2)
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     _, text, vocab = simulated_setup(ds)
     print(ds.summary())
@@ -170,34 +220,20 @@ def main() -> int:
     print(f"\nquery IoU ({chosen}, seed {args.seeds[0]}, vocabulary negatives), mean over {len(ious)} classes: "
           f"{np.mean(list(ious.values())):.3f}")
     print(", ".join(f"{k} {v:.2f}" for k, v in sorted(ious.items())) + "\n", flush=True)
-    rows = query_localisation(gmap, model, ds, text)
-    print(f"| 3D query ({chosen}, seed {args.seeds[0]}) | objects | found (centroid < 0.3 m) | extra | "
-          "strongest: error m |")
-    print("|---|---|---|---|---|")
-    for name, n, found, extra, error in rows:
-        print(f"| {name} | {n} | {found} | {extra} | {error:.3f} |")
-    print(f"| all | {sum(r[1] for r in rows)} | {sum(r[2] for r in rows)} | {sum(r[3] for r in rows)} | "
-          f"median {np.nanmedian([r[4] for r in rows]):.3f} |\n", flush=True)
+    print_localisation(query_localisation(gmap, model, ds, text), f"{chosen}, seed {args.seeds[0]}")
 
     big = Camera(scale_intrinsics(ds[0].K, 4, 4), 640, 480, ds[0].world_from_camera)
     cams = {"160x120": ds[ds.test_indices[0]].camera, "640x480": big}
     config = dict(LADDER)[chosen]
-    print(f"| attributes ({chosen}, seed {args.seeds[0]}) | mIoU | semantic render ms 160x120 / 640x480 |")
-    print("|---|---|---|")
     full_d = vocab.shape[1]
-    for d in [*args.dims, full_d]:
-        if d == full_d:
-            res = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=d, sem_hidden=0, **config)[2]
-            decoder, label = SemanticDecoder(d, d, 0), f"full D = {d}, no decoder"
-        else:
-            res = results[chosen][0][2] if d == 16 else run(ds, text, vocab, args.wrong_fraction, args.seeds[0],
-                                                            **{**config, "sem_dim": d})[2]
-            decoder, label = SemanticDecoder(d, 512), f"SAC d = {d} (+ decoder to 512)"
-        ms = " / ".join(f"{semantic_render_ms(gmap, d, decoder, c):.1f}" for c in cams.values())
-        print(f"| {label} | {100 * res['map_miou']:.1f} | {ms} |", flush=True)
-    ms = " / ".join(f"{semantic_render_ms(gmap, 512, SemanticDecoder(512, 512, 0), c):.1f}" for c in cams.values())
-    print(f"| full D = 512 (ViT-B/16 width), no decoder | (not trained: the test text model is {full_d}-d) | {ms} |")
-    print(f"\n({len(gmap)} Gaussians; render + decode to the embedding space, median of 5, 2 CPU threads)")
+    miou = {16: results[chosen][0][2]["map_miou"]}
+    for d in args.dims:
+        if d not in miou:
+            miou[d] = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=d, **config)[2]["map_miou"]
+    full = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=full_d, sem_hidden=0, **config)
+    miou[full_d] = full[2]["map_miou"]
+    print(f"attribute size ({chosen}, seed {args.seeds[0]}):")
+    timing_table(gmap, cams, args.dims, miou, full_d)
     return 0
 
 

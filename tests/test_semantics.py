@@ -371,6 +371,26 @@ def test_knn_neighbours_and_consistency_on_hand_made_points():
     assert knn_consistency(feats[:2], feats[neighbours], torch.zeros(2, 2, dtype=torch.bool)).item() == 0.0
 
 
+@pytest.mark.parametrize("embed_dim", [512, 64])
+def test_decoder_similarity_equals_decoding_then_dot_product(embed_dim):
+    torch.manual_seed(0)
+    dec = SemanticDecoder(16, embed_dim, hidden=128 if embed_dim > 128 else 32)
+    with torch.no_grad():
+        dec.net[2].bias.normal_()  # a bias that matters for the norm
+    attributes = torch.randn(7, 9, 16)
+    text = torch.nn.functional.normalize(torch.randn(5, embed_dim), dim=-1)
+    expected = dec(attributes) @ text.T
+    got = dec.similarity(attributes, text)
+    assert got.shape == (7, 9, 5)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    unnormalised = dec.similarity(attributes, text, unnormalised=True)
+    assert torch.equal(unnormalised.argmax(-1), expected.argmax(-1))
+    assert not torch.allclose(unnormalised, expected)  # really skips the norm
+    full = SemanticDecoder(embed_dim, embed_dim, hidden=0)
+    x = torch.randn(4, embed_dim)
+    torch.testing.assert_close(full.similarity(x, text), full(x) @ text.T)
+
+
 def test_decoder_free_baseline_is_the_full_embedding(tmp_path):
     from clipgs.semantics.model import SemanticModel, load_semantics, save_semantics
 

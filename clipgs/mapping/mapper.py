@@ -139,7 +139,7 @@ class IncrementalMapper:
                 continue
             with self._lock:
                 out = self.optimizer.map.render(kf.frame.camera, semantic=True, backend=c.backend)
-            kf.pseudo_labels = vote_in_masks(self.decoder(out.image[..., 3:]) @ vocab.T / c.dcs_tau,
+            kf.pseudo_labels = vote_in_masks(self.decoder.similarity(out.image[..., 3:], vocab) / c.dcs_tau,
                                              kf.semantics.mask_ids.to(self.device), c.dcs_confidence)
         self.novel_views = []
         for camera in novel_cameras([kf.frame.camera for kf in self.keyframes], c.dcs_novel_views):

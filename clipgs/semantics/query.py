@@ -24,9 +24,12 @@ def relevancy(decoded: Tensor, query: Tensor, negatives: Tensor, tau: float = 0.
 
     decoded: (..., D) unit features; query: (D,) unit; negatives: (K, D) unit.
     """
-    q = decoded @ query / tau
-    n = decoded @ negatives.T / tau
-    return torch.sigmoid(q[..., None] - n).min(dim=-1).values
+    return relevancy_from_cosines(decoded @ torch.cat([query[None], negatives]).T, tau)
+
+
+def relevancy_from_cosines(cosines: Tensor, tau: float = 0.01) -> Tensor:
+    """(..., 1 + K) cosines with [query, negatives...] -> (...,) relevancy in [0, 1] (see ``relevancy``)."""
+    return torch.sigmoid((cosines[..., :1] - cosines[..., 1:]) / tau).min(dim=-1).values
 
 
 @dataclass
@@ -134,17 +137,18 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
     """
     if not torch.isfinite(query).all() or not torch.isfinite(negatives).all():
         raise ValueError("query or negative embeddings are not finite")
+    texts = torch.cat([query[None], negatives])
     with torch.no_grad():
         if camera is not None:
             out = gmap.render(camera)
-            rel = relevancy(decoder(out.image[..., 3:]), query, negatives, tau)
+            rel = relevancy_from_cosines(decoder.similarity(out.image[..., 3:], texts), tau)
             rel = torch.where(out.alpha > 0.5, rel, torch.zeros_like(rel))
             rel_np = rel.cpu().numpy().astype(np.float32)
         else:
             rel_np = np.zeros((0, 0), np.float32)
         mask = rel_np > threshold
         score = float(rel_np[mask].mean()) if mask.any() else 0.0
-        per_gaussian = relevancy(decoder(gmap.semantics), query, negatives, tau)
+        per_gaussian = relevancy_from_cosines(decoder.similarity(gmap.semantics, texts), tau)
         selected = ((per_gaussian > threshold) & (gmap.opacities > 0.5)).cpu().numpy()
         weights = (per_gaussian * gmap.opacities).cpu().numpy()[selected]
     instances = group_instances(gmap.means.detach().cpu().numpy()[selected], weights, instance_voxel_m)

@@ -33,6 +33,26 @@ class SemanticDecoder(nn.Module):
     def forward(self, attributes: Tensor) -> Tensor:
         return F.normalize(self.net(attributes), dim=-1)
 
+    def similarity(self, attributes: Tensor, text: Tensor, unnormalised: bool = False) -> Tensor:
+        """Cosine of each decoded attribute with each text embedding: (..., d), (K, D) -> (..., K).
+
+        Equals ``self(attributes) @ text.T`` without building the (..., D) features: the last layer is folded
+        into the text side (K x hidden) and the norm comes from a hidden x hidden Gram matrix, so the cost per
+        pixel follows the decoder width and K, not D (512 for ViT-B/16). ``unnormalised``: skip the per-pixel
+        norm (a positive factor per pixel): same argmax, cheaper, for labels only.
+        """
+        if self.hidden == 0 or self.embed_dim <= self.hidden:
+            return self(attributes) @ text.T
+        first, last = self.net[0], self.net[2]
+        h = torch.relu(first(attributes))  # (..., hidden)
+        text = text.to(h)
+        scores = h @ (text @ last.weight).T + text @ last.bias  # (..., K) = (W h + b) . t
+        if unnormalised:
+            return scores
+        gram, wb = last.weight.T @ last.weight, last.weight.T @ last.bias
+        squared = ((h @ gram) * h).sum(-1) + 2 * (h @ wb) + last.bias @ last.bias  # |W h + b|^2
+        return scores / squared.clamp_min(0).sqrt().clamp_min(1e-12)[..., None]
+
 
 def sample_mask_pixels(mask_ids: Tensor, max_pixels: int, generator: torch.Generator) -> Tensor:
     """Flat indices of up to ``max_pixels`` random pixels that belong to a mask (id >= 0)."""

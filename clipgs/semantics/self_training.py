@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from clipgs.data.images import to_uint8
 from clipgs.geometry import interpolate_pose
 from clipgs.render.api import RenderOutput
 from clipgs.semantics.clip_sources import felzenszwalb_masks
+from clipgs.semantics.sac import SemanticDecoder
 
 
 def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_class: int | None = 0) -> Tensor:
@@ -56,7 +56,7 @@ def novel_cameras(cameras: list[Camera], per_pair: int) -> list[Camera]:
 
 
 @torch.no_grad()
-def label_rendered_view(out: RenderOutput, camera: Camera, decoder: Callable[[Tensor], Tensor], vocabulary: Tensor,
+def label_rendered_view(out: RenderOutput, camera: Camera, decoder: SemanticDecoder, vocabulary: Tensor,
                         confidence: float, tau: float) -> tuple[Frame, Tensor]:
     """Pseudo-labels for a view without a 2D teacher: class-agnostic segments of the rendered colour + depth
     stand in for its masks, the decoded semantics vote inside them.
@@ -67,5 +67,5 @@ def label_rendered_view(out: RenderOutput, camera: Camera, decoder: Callable[[Te
     depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
     frame = Frame(rgb, depth, camera.K, camera.world_from_camera)
     ids = torch.from_numpy(felzenszwalb_masks(frame)).to(out.image.device)
-    logits = decoder(out.image[..., 3:]) @ vocabulary.to(out.image).T / tau
+    logits = decoder.similarity(out.image[..., 3:], vocabulary) / tau
     return frame, vote_in_masks(logits, ids, confidence)
