@@ -43,6 +43,10 @@ def _bytes(b):
     return array.array('B', b)
 
 
+def _point(xyz):
+    return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
+
+
 class MappingNode(Node):
     """Subscribes to RGB-D + camera_info + poses, maps online, publishes renders and the map."""
 
@@ -191,10 +195,11 @@ class MappingNode(Node):
         response.mask = image_from_array(result.mask, 'mono8', header, Image, _bytes)
         response.relevancy = image_from_array(result.relevancy.astype(np.float32), '32FC1',
                                               header, Image, _bytes)
-        for field, value in (('centroid', result.centroid), ('box_min', result.box_min),
-                             ('box_max', result.box_max)):
-            setattr(response, field, Point(x=float(value[0]), y=float(value[1]),
-                                           z=float(value[2])))
+        response.centroid, response.box_min, response.box_max = (
+            _point(result.centroid), _point(result.box_min), _point(result.box_max))
+        response.object_centroids = [_point(i.centroid) for i in result.instances]
+        response.object_box_min = [_point(i.box_min) for i in result.instances]
+        response.object_box_max = [_point(i.box_max) for i in result.instances]
         self.mask_pub.publish(response.mask)
         self.marker_pub.publish(self._box_marker(request.label, result))
         return response

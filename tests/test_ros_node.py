@@ -98,4 +98,5 @@ def test_service_definitions_parse_with_rosidl():
     out = subprocess.run([parser, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("['label', 'use_viewpoint', 'viewpoint'] ['success', 'message', 'mask', "
-                                  "'relevancy', 'score', 'centroid', 'box_min', 'box_max'] ['path']")
+                                  "'relevancy', 'score', 'centroid', 'box_min', 'box_max', 'object_centroids', "
+                                  "'object_box_min', 'object_box_max'] ['path']")
