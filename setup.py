@@ -35,6 +35,7 @@ setup(
         'rosbags>=0.10',  # ROS 2 bag replay and message types without ROS (pure Python)
         'open_clip_torch>=2.24',  # text (and image) encoders; weights only from local paths
         'torchvision',  # pinned by constraints.txt; CPU fallbacks in clipgs.semantics.torch_compat
+        'scipy>=1.9',  # connected objects in 3D query answers
         'scikit-image>=0.21',  # fast CPU segmentation for the clip_fast source
         'segment-anything>=1.0',  # clip_sam masks; weights only from local paths
     ],
