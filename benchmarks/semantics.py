@@ -110,8 +110,8 @@ def query_localisation(gmap, model, ds, text, radius_m: float = 0.3) -> list[tup
         answer = query_map(gmap, model.decoder, emb[k], torch.cat([emb[:k], emb[k + 1:]]), None)
         gt = np.stack(truth[name])
         dist = np.array([[np.linalg.norm(i.centroid - g) for g in gt] for i in answer.instances]).reshape(-1, len(gt))
-        found = int((dist.min(0, initial=np.inf) < radius_m).sum()) if len(dist) else 0
-        extra = int((dist.min(1) >= radius_m).sum()) if len(dist) else 0
+        found = int((dist.min(0, initial=np.inf) < radius_m).sum())
+        extra = int((dist.min(1, initial=np.inf) >= radius_m).sum())
         error = float(dist[0].min()) if len(dist) else float("nan")
         rows.append((name, len(gt), found, extra, error))
     return rows
@@ -145,6 +145,12 @@ def semantic_render_ms(gmap, channels: int, decoder: SemanticDecoder, camera: Ca
             decoder.similarity(out.image[..., 3:], text, unnormalised=True).argmax(-1)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times[1:]))
+
+
+def timing_cameras(ds) -> dict[str, Camera]:
+    """A held-out view at the dataset's size, and the first view at 640x480 (intrinsics scaled)."""
+    big = Camera(scale_intrinsics(ds[0].K, 640 / ds[0].width, 480 / ds[0].height), 640, 480, ds[0].world_from_camera)
+    return {f"{ds[0].width}x{ds[0].height}": ds[ds.test_indices[0]].camera, "640x480": big}
 
 
 def timing_table(gmap, cams: dict[str, Camera], dims: list[int], miou: dict[int, float], text_dim: int) -> None:
@@ -185,11 +191,9 @@ def main() -> int:
     if args.map is not None:
         gmap, model = load_ply(args.map), load_semantics(args.map)
         ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
-        ident = model.text_encoder
-        text = TextEncoder(ident["model"], ident["weights"], tuple(ident["templates"]))
+        text = TextEncoder.from_identity(model.text_encoder)
         print_localisation(query_localisation(gmap, model, ds, text), str(args.map))
-        big = Camera(scale_intrinsics(ds[0].K, 4, 4), 640, 480, ds[0].world_from_camera)
-        timing_table(gmap, {"160x120": ds[ds.test_indices[0]].camera, "640x480": big}, args.dims, {}, 64)
+        timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
     default = MapperConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
@@ -222,8 +226,6 @@ def main() -> int:
     print(", ".join(f"{k} {v:.2f}" for k, v in sorted(ious.items())) + "\n", flush=True)
     print_localisation(query_localisation(gmap, model, ds, text), f"{chosen}, seed {args.seeds[0]}")
 
-    big = Camera(scale_intrinsics(ds[0].K, 4, 4), 640, 480, ds[0].world_from_camera)
-    cams = {"160x120": ds[ds.test_indices[0]].camera, "640x480": big}
     config = dict(LADDER)[chosen]
     full_d = vocab.shape[1]
     miou = {16: results[chosen][0][2]["map_miou"]}
@@ -233,7 +235,7 @@ def main() -> int:
     full = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=full_d, sem_hidden=0, **config)
     miou[full_d] = full[2]["map_miou"]
     print(f"attribute size ({chosen}, seed {args.seeds[0]}):")
-    timing_table(gmap, cams, args.dims, miou, full_d)
+    timing_table(gmap, timing_cameras(ds), args.dims, miou, full_d)
     return 0
 
 

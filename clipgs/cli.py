@@ -199,8 +199,7 @@ def _query(args: argparse.Namespace) -> int:
     gmap, model = load_ply(args.map), load_semantics(args.map)
     if model is None:
         raise MapFileError(f"{args.map}: no semantic model beside it; map with --semantics to get one")
-    ident = model.text_encoder
-    text = TextEncoder(ident["model"], ident["weights"], tuple(ident["templates"]))
+    text = TextEncoder.from_identity(model.text_encoder)
     label = args.label.strip()
     negative_names = ([c for c in model.vocabulary[1:] if c != label] if args.negatives == "vocabulary"
                       else list(CANONICAL_NEGATIVES))

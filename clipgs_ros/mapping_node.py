@@ -216,15 +216,14 @@ class MappingNode(Node):
             size = np.maximum(inst.box_max - inst.box_min, 0.01)
             box = Marker(header=header, ns='clipgs_query', id=2 * k, type=Marker.CUBE,
                          action=Marker.ADD)
-            box.pose.position = Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2]))
+            box.pose.position = _point(centre)
             box.pose.orientation.w = 1.0
             box.scale.x, box.scale.y, box.scale.z = (float(v) for v in size)
             box.color.r, box.color.g = 1.0, 0.3 if k == 0 else 0.7
             box.color.b, box.color.a = 0.1, 0.4
             text = Marker(header=header, ns='clipgs_query', id=2 * k + 1,
                           type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
-            text.pose.position = Point(x=float(centre[0]), y=float(centre[1]),
-                                       z=float(inst.box_max[2]) + 0.1)
+            text.pose.position = _point((centre[0], centre[1], inst.box_max[2] + 0.1))
             text.pose.orientation.w = 1.0
             text.scale.z = 0.15
             text.color.r = text.color.g = text.color.b = text.color.a = 1.0

@@ -82,7 +82,7 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     cells -= cells.min(axis=0) - 1  # >= 1, so every neighbour offset stays >= 0
     span = cells.max(axis=0) + 2
     if float(np.prod(span.astype(np.float64))) > 2.0 ** 62:  # a map spanning thousands of km: no flat key
-        return group_instances(points, weights, voxel_m * 4, min_gaussians)
+        return group_instances(points, weights, voxel_m * 4, min_gaussians, min_fraction)
     encode = lambda c: (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]  # noqa: E731
     keys, cell_of = np.unique(encode(cells), return_inverse=True)  # sorted voxel keys, each point's voxel
     occupied = cells[np.unique(cell_of, return_index=True)[1]]  # one cell per key, in key order
@@ -97,7 +97,8 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(keys), len(keys)))
     _, component = connected_components(graph, directed=False)
     label = component[cell_of.reshape(-1)]
-    groups = [np.nonzero(label == k)[0] for k in np.unique(label)]
+    order = np.argsort(label, kind="stable")  # one pass, not one scan of all points per group
+    groups = [g for g in np.split(order, np.cumsum(np.bincount(label))[:-1]) if len(g)]
     mass = [float(weights[g].sum()) for g in groups]
     strongest = max(range(len(groups)), key=lambda k: (len(groups[k]) >= min_gaussians, mass[k]))
     out = []

@@ -65,6 +65,11 @@ class TextEncoder:
         return {"model": self.model_name, "weights": str(self.weights) if self.weights else None,
                 "templates": list(self.templates)}
 
+    @classmethod
+    def from_identity(cls, identity: dict, device: str | torch.device = "cpu") -> TextEncoder:
+        """The text encoder a saved map recorded (``identity``), to query it in the same text space."""
+        return cls(identity["model"], identity["weights"], tuple(identity["templates"]), device=device)
+
     @torch.no_grad()
     def encode(self, texts: list[str]) -> Tensor:
         for text in texts:
