@@ -23,6 +23,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.offline import map_dataset
 from clipgs.mapping.worker import MapperWorker
+from clipgs.parameters import Parameters
 
 
 def stream(ds, config: MapperConfig, fps: float) -> dict:
@@ -37,7 +38,7 @@ def stream(ds, config: MapperConfig, fps: float) -> dict:
     worker.stop()
     return {"submitted": len(ds.train_indices), "mapped": worker.processed, "dropped": worker.dropped,
             "keyframes": worker.mapper.stats.keyframes, "seconds": time.perf_counter() - t0,
-            "gaussians": worker.mapper.gaussian_count, "map": worker.snapshot()}
+            "gaussians": worker.mapper.gaussian_count, "map": worker.snapshot().gaussians}
 
 
 def main() -> int:
@@ -48,11 +49,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    config = MapperConfig.from_yaml(args.config) if args.config else MapperConfig()
+    config = Parameters.from_yaml(args.config).mapper
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     print(ds.summary())
     mapper, s = map_dataset(ds, config)
-    q = evaluate(mapper.snapshot(), ds)
+    q = evaluate(mapper.snapshot().gaussians, ds)
     rows = [
         ("frames (train)", f"{s['frames']}"), ("keyframes", f"{s['keyframes']}"),
         ("Gaussians (cap)", f"{s['gaussians']} ({config.max_gaussians})"), ("iterations", f"{s['iterations']}"),

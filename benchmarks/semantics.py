@@ -33,32 +33,35 @@ from clipgs.geometry import scale_intrinsics, unproject_depth
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
+from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
 from clipgs.semantics.query import query_map
 from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import TeacherCorruption
 from clipgs.semantics.text import TextEncoder
+from clipgs.semantics.trainer import SemanticTrainer
 
 LADDER = [
-    ("SAC d=16, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
+    (f"SAC d={SemanticTrainingConfig().sem_dim}, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
     ("+ 3DCS on keyframes", {"dcs_novel_views": 0}),
     ("+ 3DCS novel views", {"dcs_novel_views": 1}),
     ("+ KNN 3D term (paper v2)", {"dcs_novel_views": 1, "w_sem_knn": 0.1}),
 ]
-DEFAULT_ROW = "+ 3DCS novel views"  # MapperConfig's defaults; the query and d tables use it
+DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the query and d tables use it
 
 
-def run(ds, text, vocab, wrong: float, seed: int, **config):
-    """Map the room with the simulated teacher; returns (map, semantic model, evaluation, seconds)."""
+def run(ds, text, vocab, wrong: float, seed: int, **training):
+    """Map the room with the simulated teacher (``training``: SemanticTrainingConfig overrides); returns
+    (map, semantic model, evaluation, seconds)."""
     teacher = simulated_setup(ds, text.model_name, TeacherCorruption(wrong_fraction=wrong, seed=seed))[0]
-    cfg = MapperConfig(**{"sem_dim": 16, "seed": seed, **config})
+    trainer = SemanticTrainer(SemanticTrainingConfig(**training), teacher, vocab)
     t0 = time.perf_counter()
-    mapper, _ = map_dataset(ds, cfg, progress=False, semantic_source=teacher, vocabulary=vocab)
+    mapper, _ = map_dataset(ds, MapperConfig(seed=seed), progress=False, trainer=trainer)
     seconds = time.perf_counter() - t0
-    model = SemanticModel(mapper.decoder, text.identity, list(ds.classes), vocab)
-    gmap = mapper.snapshot()
-    return gmap, model, evaluate_semantics(gmap, model, ds, teacher), seconds
+    snap = mapper.snapshot()
+    model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab)
+    return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
 
 
 def query_iou(gmap, model, ds, text) -> dict[str, float]:
@@ -140,9 +143,9 @@ def semantic_render_ms(gmap, channels: int, decoder: SemanticDecoder, camera: Ca
         t0 = time.perf_counter()
         out = trial.render(camera)
         if full_decode:
-            (decoder(out.image[..., 3:]) @ text.T).argmax(-1)
+            (decoder(out.semantics) @ text.T).argmax(-1)
         else:
-            decoder.similarity(out.image[..., 3:], text, unnormalised=True).argmax(-1)
+            decoder.similarity(out.semantics, text, unnormalised=True).argmax(-1)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times[1:]))
 
@@ -195,13 +198,14 @@ def main() -> int:
         print_localisation(query_localisation(gmap, model, ds, text), str(args.map))
         timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
-    default = MapperConfig()
+    default = SemanticTrainingConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     _, text, vocab = simulated_setup(ds)
     print(ds.summary())
     print(f"teacher: {TeacherCorruption(wrong_fraction=args.wrong_fraction).describe()} (seed varies); "
-          f"text model {text.model_name} (D={vocab.shape[1]}); seeds {args.seeds}; defaults = MapperConfig()\n")
+          f"text model {text.model_name} (D={vocab.shape[1]}); seeds {args.seeds}; "
+          "defaults = SemanticTrainingConfig()\n")
 
     print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | mIoU | pixel acc | mapping s |")
     print("|---|---|---|---|")
@@ -228,7 +232,7 @@ def main() -> int:
 
     config = dict(LADDER)[chosen]
     full_d = vocab.shape[1]
-    miou = {16: results[chosen][0][2]["map_miou"]}
+    miou = {SemanticTrainingConfig().sem_dim: results[chosen][0][2]["map_miou"]}
     for d in args.dims:
         if d not in miou:
             miou[d] = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=d, **config)[2]["map_miou"]

@@ -25,27 +25,22 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapper_config(path: Path | None):
-    from clipgs.mapping.config import MapperConfig
-
-    return MapperConfig.from_yaml(path) if path else MapperConfig()
-
-
 def _map(args: argparse.Namespace) -> int:
     import dataclasses
 
     from clipgs.data.dataset import open_dataset
-    from clipgs.data.ros_stream import StreamSettings
     from clipgs.data.rosbag_io import BagReplay, is_bag
     from clipgs.mapping import save_ply
     from clipgs.mapping.offline import map_frames
+    from clipgs.parameters import Parameters
 
-    config = _mapper_config(args.config)
+    params = Parameters.from_yaml(args.config)
+    config, training = params.mapper, params.training
     stack, notes = None, {}
     if is_bag(args.data):
         if args.semantics == "simulated":
             raise ValueError("the simulated teacher needs a synthetic dataset folder, not a bag")
-        replay = BagReplay(args.data, StreamSettings.from_yaml(args.topics) if args.topics else StreamSettings())
+        replay = BagReplay(args.data, Parameters.from_yaml(args.topics).stream)
         print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
               f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
         frames, total, classes = replay.frames(), None, None
@@ -68,26 +63,24 @@ def _map(args: argparse.Namespace) -> int:
         from clipgs.semantics.factory import build_semantics
 
         stack = build_semantics(_semantic_settings(args), classes)
-    options = {}
+    trainer = None
     if stack is not None:
-        from clipgs.semantics.factory import with_semantic_channels
-
-        config = with_semantic_channels(config)
-        options = {"semantic_source": stack.source, "vocabulary": stack.vocabulary}
-        print(f"semantics: {stack.description}, d={config.sem_dim}, {len(stack.classes) - 1} classes, "
-              f"3DCS {'on' if config.dcs_every else 'off'}")
+        trainer = stack.trainer(training)
+        print(f"semantics: {stack.description}, d={training.sem_dim}, {len(stack.classes) - 1} classes, "
+              f"3DCS {'on' if training.dcs_every else 'off'}")
     mapper, summary = map_frames(frames, config, total, refine_iters=args.refine, max_frames=args.max_frames,
-                                 **options)
+                                 trainer=trainer)
     if is_bag(args.data):
         problems = {k: v for k, v in replay.errors.items() if v}
         if problems:
             print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
-    path = save_ply(mapper.snapshot(), args.out)
-    if stack is not None and mapper.decoder is not None:
+    snap = mapper.snapshot()
+    path = save_ply(snap.gaussians, args.out)
+    if stack is not None and snap.decoder is not None:
         from clipgs.semantics.model import save_semantics
 
-        notes.update({"dcs_every": config.dcs_every, "source": args.semantics})
-        print(f"semantic model written to {save_semantics(stack.model(mapper.decoder, notes), args.out)}")
+        notes.update({"dcs_every": training.dcs_every, "source": args.semantics})
+        print(f"semantic model written to {save_semantics(stack.model(snap.decoder, notes), args.out)}")
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
@@ -100,12 +93,12 @@ def _map(args: argparse.Namespace) -> int:
 
 def _export_bag(args: argparse.Namespace) -> int:
     from clipgs.data.dataset import open_dataset
-    from clipgs.data.ros_stream import StreamSettings
     from clipgs.data.rosbag_io import export_bag
+    from clipgs.parameters import Parameters
 
     ds = open_dataset(args.data)
     indices = ds.train_indices if args.train_only else None
-    settings = StreamSettings.from_yaml(args.topics) if args.topics else StreamSettings()
+    settings = Parameters.from_yaml(args.topics).stream
     out = export_bag(ds, args.out, indices=indices, settings=settings, fps=args.fps)
     print(f"wrote {len(indices) if indices else len(ds)} frames to the MCAP bag {out} "
           f"({settings.color_topic}, {settings.depth_topic}, {settings.camera_info_topic}, /tf, /tf_static)")
@@ -231,6 +224,19 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params(args: argparse.Namespace) -> int:
+    from clipgs.parameters import params_file_text
+
+    text = params_file_text()
+    if args.out is None:
+        print(text, end="")
+        return 0
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"wrote every parameter with its default and help to {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from clipgs.demo import run_demo
 
@@ -239,15 +245,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
+    from clipgs.semantics.clip_sources import SAM_MODELS
+
     p.add_argument("--text-model", default="clipgs-tiny",
                    help="open_clip model, e.g. ViT-B-16 (clipgs-tiny: random-weight test model)")
     p.add_argument("--clip-weights", type=Path, default=None, help="local open_clip checkpoint (never downloaded)")
-    p.add_argument("--sam-model", default="vit_b", choices=["vit_b", "vit_l", "vit_h"], help="clip_sam: SAM size")
+    p.add_argument("--sam-model", default="vit_b", choices=SAM_MODELS, help="clip_sam: SAM size")
     p.add_argument("--sam-weights", type=Path, default=None, help="clip_sam: local segment-anything checkpoint")
     p.add_argument("--sam-points", type=int, default=32, help="clip_sam: point grid per side")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from clipgs.render.api import BACKENDS
+    from clipgs.semantics.factory import SOURCE_HELP
+
     parser = argparse.ArgumentParser(prog="clipgs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -270,13 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topics", type=Path, default=None,
                    help="bag topics/frames YAML (e.g. config/mapping.yaml, the node's params file)")
     p.add_argument("--out", type=Path, required=True, help="output map, e.g. map.ply")
-    p.add_argument("--config", type=Path, default=None, help="mapper settings YAML (flat or ROS params layout)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="settings YAML, flat or the ROS params layout (clipgs params writes one with every key)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
-    p.add_argument("--semantics", choices=["none", "simulated", "clip_fast", "clip_sam", "precomputed"],
-                   default="none",
-                   help="2D supervision: 'simulated' teacher (synthetic ground truth), 'clip_fast' (CPU segments "
-                        "+ CLIP), 'clip_sam' (SAM masks + CLIP), 'precomputed' (clipgs extract output)")
+    p.add_argument("--semantics", choices=[*SOURCE_HELP, "simulated"], default="none",
+                   help="2D supervision: " + "; ".join(f"{k}: {v}" for k, v in SOURCE_HELP.items())
+                        + "; simulated: a teacher made from a synthetic scene's ground truth")
     p.add_argument("--semantics-dir", type=Path, default=None, help="folder written by clipgs extract")
     _add_model_arguments(p)
     p.add_argument("--wrong-fraction", type=float, default=0.3, help="simulated teacher: masks with a wrong class")
@@ -284,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="run a 2D semantic source once and store masks + embeddings per frame")
     p.add_argument("data", type=Path)
-    p.add_argument("--source", choices=["clip_fast", "clip_sam"], default="clip_fast")
+    p.add_argument("--source", choices=[s for s in SOURCE_HELP if s not in ("none", "precomputed")],
+                   default="clip_fast")
     p.add_argument("--out", type=Path, required=True)
     _add_model_arguments(p)
     p.set_defaults(func=_extract)
@@ -301,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", type=Path)
     p.add_argument("data", type=Path)
     p.add_argument("--json", type=Path, default=None, help="also write the results (with per-view scores)")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch", "gsplat"])
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--semantic", action="store_true", help="also mIoU / pixel accuracy of the map and the teacher")
     p.set_defaults(func=_eval)
 
@@ -320,8 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", type=Path)
     p.add_argument("--view", type=int, required=True, help="frame index in the dataset")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "gsplat"])
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.set_defaults(func=_render)
+
+    p = sub.add_parser("params", help="write the ROS 2 params file with every setting, its default and help")
+    p.add_argument("--out", type=Path, default=None, help="file to write (default: print)")
+    p.set_defaults(func=_params)
 
     p = sub.add_parser("demo", help="synthetic scene -> Gaussian map -> rendered held-out view")
     p.add_argument("--out", type=Path, default=Path("demo_out"))

@@ -13,9 +13,11 @@ from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
+from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, save_semantics
 from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
 from clipgs.semantics.query import describe_instances, query_map, write_query_images
+from clipgs.semantics.trainer import SemanticTrainer
 
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}
 
@@ -35,8 +37,8 @@ def ensure_scene(folder: Path, **settings) -> Path:
     return generate_scene(folder, **settings)
 
 
-def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings: dict | None = None,
-             query: str = "chair") -> dict:
+def run_demo(out: str | Path, config: MapperConfig | None = None, training: SemanticTrainingConfig | None = None,
+             scene_settings: dict | None = None, query: str = "chair") -> dict:
     """Map the synthetic room with the simulated CLIP teacher (with and without 3DCS), score the held-out
     views (PSNR, depth, mIoU), answer a text query; writes PNGs, map.ply(+semantics) and metrics.json."""
     out = Path(out)
@@ -44,20 +46,19 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
     ds = open_dataset(scene_dir)
     print(ds.summary())
     print("classes:", ", ".join(f"{i}:{c}" for i, c in enumerate(ds.classes or [])))
-    config = config or MapperConfig(sem_dim=16)
-    if config.sem_dim == 0:
-        config = dataclasses.replace(config, sem_dim=16)
+    config, training = config or MapperConfig(), training or SemanticTrainingConfig()
     teacher, text, vocab = simulated_setup(ds)
     print(f"2D teacher (simulated SAM + CLIP): {teacher.corruption.describe()}")
 
     semantic_runs = {}
-    for name, dcs_every in (("map without 3DCS", 0), ("map with 3DCS", config.dcs_every or 10)):
+    for name, dcs_every in (("map without 3DCS", 0), ("map with 3DCS", training.dcs_every or 10)):
         print(f"\n{name}:")
-        mapper, summary = map_dataset(ds, dataclasses.replace(config, dcs_every=dcs_every),
-                                      semantic_source=teacher, vocabulary=vocab)
-        model = SemanticModel(mapper.decoder, text.identity, list(ds.classes), vocab,
+        trainer = SemanticTrainer(training.replace(dcs_every=dcs_every), teacher, vocab)
+        mapper, summary = map_dataset(ds, config, trainer=trainer)
+        snap = mapper.snapshot()
+        model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab,
                               {"teacher": dataclasses.asdict(teacher.corruption), "dcs_every": dcs_every})
-        semantic_runs[name] = (mapper.snapshot(), model, summary)
+        semantic_runs[name] = (snap.gaussians, model, summary)
     gmap, model, summary = semantic_runs["map with 3DCS"]
     map_path = save_ply(gmap, out / "map.ply")
     save_semantics(model, map_path)
@@ -92,7 +93,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, scene_settings
     print(f"  2D teacher        {100 * t['teacher_miou']:5.1f} / {100 * t['teacher_pixel_acc']:5.1f}")
     for name, r in sem.items():
         print(f"  {name:17} {100 * r['map_miou']:5.1f} / {100 * r['map_pixel_acc']:5.1f}")
-    print(f"  semantic render {t['semantic_render_fps']:.1f} FPS (RGB + 16 attributes + decoder)")
+    print(f"  semantic render {t['semantic_render_fps']:.1f} FPS (RGB + {training.sem_dim} attributes + decoder)")
     q = metrics["query"]
     print(f"query '{query}' in view {view}: {q['pixels']} pixels, score {q['score']:.2f}; 3D: {q['gaussians']} "
           f"Gaussians, {describe_instances(answer.instances)}")

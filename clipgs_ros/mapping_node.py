@@ -19,8 +19,9 @@ import array
 from clipgs.data.ros_messages import (
     image_from_array, matrix_from_pose, matrix_from_transform, MessageError,
     pointcloud2_from_points, stamp_to_seconds)
-from clipgs.session import (
-    all_parameters, MappingSession, PARAMETER_DESCRIPTIONS, split_parameters)
+from clipgs.parameters import Parameters, parameter_specs
+from clipgs.session import MappingSession
+from clipgs_ros.ros_logging import forward_core_logging, stop_forwarding
 from clipgs_interfaces.srv import QueryObject, SaveMap
 from geometry_msgs.msg import Point
 import message_filters
@@ -52,15 +53,17 @@ class MappingNode(Node):
 
     def __init__(self):
         super().__init__('clipgs_mapping')
-        for name, default in all_parameters().items():
-            self.declare_parameter(
-                name, default, ParameterDescriptor(
-                    description=PARAMETER_DESCRIPTIONS[name], dynamic_typing=True))
-        values = {name: self.get_parameter(name).value for name in all_parameters()}
-        mapper, stream, node, semantics = split_parameters(values)
-        self.stream, self.settings = stream, node
-        self.session = MappingSession(mapper, stream, node, semantics)
-        if semantics.semantic_source != 'none' and self.session.semantics.source is None:
+        self.log_handler = forward_core_logging(self.get_logger())
+        for spec in parameter_specs():
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(
+                description=spec.help, additional_constraints=spec.constraints,
+                dynamic_typing=True))
+        params = Parameters.from_flat(
+            {spec.name: self.get_parameter(spec.name).value for spec in parameter_specs()})
+        stream = params.stream
+        self.stream, self.settings = stream, params.node
+        self.session = MappingSession(params)
+        if params.semantics.semantic_source != 'none' and self.session.semantics.source is None:
             self.get_logger().warning(self.session.semantics_status)
         else:
             self.get_logger().info(self.session.semantics_status)
@@ -99,11 +102,12 @@ class MappingNode(Node):
                             callback_group=services)
         self.create_service(SaveMap, '~/save_map', self.on_save_map,
                             callback_group=services)
-        if node.render_rate_hz > 0:
-            self.create_timer(1.0 / node.render_rate_hz, self.publish_render,
+        if self.settings.render_rate_hz > 0:
+            self.create_timer(1.0 / self.settings.render_rate_hz, self.publish_render,
                               callback_group=outputs)
-        if node.cloud_rate_hz > 0:
-            self.create_timer(1.0 / node.cloud_rate_hz, self.publish_cloud, callback_group=outputs)
+        if self.settings.cloud_rate_hz > 0:
+            self.create_timer(1.0 / self.settings.cloud_rate_hz, self.publish_cloud,
+                              callback_group=outputs)
         self.create_timer(1.0, self.log_stats, callback_group=outputs)
         self.last_header = None
         self.get_logger().info(
@@ -246,6 +250,7 @@ def main(args=None):
         outcome = node.session.shutdown(autosave=True)
         if outcome:
             node.get_logger().info(outcome)
+        stop_forwarding(node.log_handler)
         node.destroy_node()
         rclpy.try_shutdown()
 

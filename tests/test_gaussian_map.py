@@ -35,7 +35,7 @@ def test_seeded_map_renders_its_frame_back():
     assert len(gmap) == np.count_nonzero(frame.depth) == 64 * 48 - 16 - 15
     out = gmap.render(frame.camera)
     assert out.image.shape == (48, 64, 7)
-    rgb = out.image[..., :3].detach().numpy()
+    rgb = out.rgb.detach().numpy()
     valid = frame.depth > 0
     assert psnr(np.clip(rgb, 0, 1), frame.rgb / 255.0, mask=valid) > 20.0
     depth = out.expected_depth().numpy()
@@ -62,23 +62,17 @@ def test_from_frame_subsampling_and_scale():
     assert len(GaussianMap.from_frame(frame, mask=mask)) == 100
 
 
-def test_append_prune_cap():
-    a, b = random_map(30, seed=1), random_map(20, seed=2)
-    ab = a.append(b)
-    assert len(ab) == 50 and torch.equal(ab.means[30:], b.means)
-    remove = ab.opacities < 0.5
-    pruned = ab.prune(remove)
-    assert len(pruned) == int((~remove).sum()) and (pruned.opacities >= 0.5).all()
-    capped, kept = ab.cap(10)
-    assert len(capped) == 10
-    assert capped.opacity_logits.min() >= torch.sort(ab.opacity_logits, descending=True).values[9]
-    assert torch.equal(ab.means[kept], capped.means) and torch.all(kept[1:] > kept[:-1])
-    same, _ = ab.cap(100)
-    assert same is ab
-    with pytest.raises(ValueError, match="semantic dim"):
-        a.append(random_map(3, sem_dim=2))
-    with pytest.raises(ValueError, match="prune mask"):
-        ab.prune(torch.zeros(3, dtype=torch.bool))
+def test_select_and_strongest():
+    a = random_map(50, seed=1)
+    opaque = a.select(a.opacities >= 0.5)
+    assert len(opaque) == int((a.opacities >= 0.5).sum()) and (opaque.opacities >= 0.5).all()
+    kept = a.strongest(10)
+    capped = a.select(kept)
+    assert len(capped) == 10 and torch.all(kept[1:] > kept[:-1])
+    assert capped.opacity_logits.min() >= torch.sort(a.opacity_logits, descending=True).values[9]
+    assert torch.equal(a.strongest(100), torch.arange(50))
+    with pytest.raises(ValueError, match="max_count"):
+        a.strongest(-1)
     with pytest.raises(ValueError, match="quats must have shape"):
         GaussianMap(a.means, a.quats[:, :3], a.log_scales, a.opacity_logits, a.sh0, a.semantics)
 

@@ -15,7 +15,7 @@ from clipgs.mapping import GaussianMap
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.keyframes import KeyframeGate
 from clipgs.mapping.mapper import IncrementalMapper
-from clipgs.mapping.optimizer import GaussianAdam
+from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.mapping.worker import MapperWorker
 
 FAST = dict(iters_per_keyframe=10, w_ssim=0.0)
@@ -26,7 +26,7 @@ def test_first_keyframe_is_rendered_back(synth_dir):
     mapper = IncrementalMapper(MapperConfig(**FAST))
     frame = ds[0]
     assert mapper.add_frame(frame) == "keyframe"
-    out = mapper.snapshot().render(frame.camera, semantic=False)
+    out = mapper.snapshot().gaussians.render(frame.camera, semantic=False)
     assert psnr(out.image.clamp(0, 1).numpy(), frame.rgb / 255.0) > 20.0
     assert mapper.stats.iterations == 10 and mapper.stats.added == 80 * 60
 
@@ -128,8 +128,8 @@ def test_worker_with_real_mapper_and_concurrent_snapshots(synth_dir):
     worker.stop(10)
     assert worker.processed + worker.dropped == 6 and worker.processed >= 1
     snap = worker.snapshot()
-    assert len(snap) == worker.mapper.gaussian_count > 0
-    for t in snap.tensors().values():
+    assert len(snap) == worker.mapper.gaussian_count == snap.stats.gaussians > 0 and snap.decoder is None
+    for t in snap.gaussians.tensors().values():
         assert not t.requires_grad
 
 
@@ -138,44 +138,54 @@ def test_pruning_and_cap_follow_optimiser_state(synth_dir):
     mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, max_gaussians=1000))
     mapper.add_frame(ds[0])
     assert mapper.gaussian_count == 1000  # cap enforced at once
-    opt = mapper.optimizer
+    state = mapper.map
     with torch.no_grad():
-        opt.params["opacity_logits"][:100] = -10.0  # transparent
-        opt.params["log_scales"][100:110] = np.log(1.0)  # 1 m: oversized
-    marker = opt.exp_avg["means"][200].clone()
+        state.gaussians.opacity_logits[:100] = -10.0  # transparent
+        state.gaussians.log_scales[100:110] = np.log(1.0)  # 1 m: oversized
+    marker = state._exp_avg["means"][200].clone()
     mapper.prune()
     assert mapper.gaussian_count == 890 and mapper.stats.pruned >= 110
-    for k, p in opt.params.items():
-        assert opt.exp_avg[k].shape == p.shape == opt.exp_avg_sq[k].shape and p.requires_grad, k
-    assert opt.steps.shape == (890,)
-    assert torch.equal(opt.exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
+    for k, p in state.gaussians.tensors().items():
+        assert state._exp_avg[k].shape == p.shape == state._exp_avg_sq[k].shape and p.requires_grad and p.is_leaf, k
+    assert state._steps.shape == (890,)
+    assert torch.equal(state._exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
 
 
 def test_adam_matches_torch_adam_and_new_rows_start_fresh():
     g = torch.Generator().manual_seed(0)
     gmap = GaussianMap(torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g),
                        torch.randn(5, generator=g), torch.randn(5, 3, generator=g), torch.zeros(5, 0))
-    opt = GaussianAdam(gmap, {"means": 0.1}, eps=1e-8)
+    original = gmap.means.clone()
+    opt = TrainableMap(gmap, {"means": 0.1, "sh0": 0.1}, eps=1e-8)
     ref = gmap.means.clone().requires_grad_(True)
     torch_opt = torch.optim.Adam([ref], lr=0.1, eps=1e-8)
     target = torch.randn(5, 3, generator=g)
     for _ in range(5):
         opt.zero_grad()
-        ((opt.params["means"] - target) ** 2).sum().backward()
+        ((opt.gaussians.means - target) ** 2).sum().backward()
         opt.step()
         torch_opt.zero_grad()
         ((ref - target) ** 2).sum().backward()
         torch_opt.step()
-    torch.testing.assert_close(opt.params["means"].detach(), ref.detach())
+    torch.testing.assert_close(opt.gaussians.means.detach(), ref.detach())
+    assert torch.equal(gmap.means, original)  # the map it was made from is not moved
     opt.extend(gmap.select(torch.tensor([0])))
-    assert opt.steps.tolist() == [5, 5, 5, 5, 5, 0]
-    before = opt.params["means"][5].detach().clone()
+    assert opt._steps.tolist() == [5, 5, 5, 5, 5, 0] and len(opt) == 6
+    before = opt.gaussians.means[5].detach().clone()
     opt.zero_grad()
-    ((opt.params["means"] - target[0]) ** 2).sum().backward()
+    ((opt.gaussians.means - target[0]) ** 2).sum().backward()
     opt.step()
     # First step of a fresh row moves by lr (Adam's bias-corrected unit step), whatever the global step count.
-    torch.testing.assert_close((opt.params["means"][5].detach() - before).abs(), torch.full((3,), 0.1), rtol=1e-4,
+    torch.testing.assert_close((opt.gaussians.means[5].detach() - before).abs(), torch.full((3,), 0.1), rtol=1e-4,
                                atol=1e-6)
+    # only=...: other fields keep their values even with a gradient.
+    sh0 = opt.gaussians.sh0.detach().clone()
+    opt.zero_grad()
+    (opt.gaussians.means.sum() + opt.gaussians.sh0.sum()).backward()
+    opt.step(only={"means"})
+    assert torch.equal(opt.gaussians.sh0.detach(), sh0)
+    with pytest.raises(ValueError, match="semantic channels"):
+        opt.extend(GaussianMap.empty(sem_dim=2))
 
 
 def test_config_yaml_round_trip_and_ros_layout(tmp_path):
@@ -184,13 +194,11 @@ def test_config_yaml_round_trip_and_ros_layout(tmp_path):
     ros = {"clipgs_mapping": {"ros__parameters": {"iters_per_keyframe": 9, "max_gaussians": 5000,
                                                    "color_topic": "/camera/color/image_raw"}}}
     (tmp_path / "ros.yaml").write_text(yaml.safe_dump(ros))
-    loaded = MapperConfig.from_yaml(tmp_path / "ros.yaml")
+    loaded = MapperConfig.from_yaml(tmp_path / "ros.yaml", ignore_unknown=True)
     assert loaded.iters_per_keyframe == 9 and loaded.max_gaussians == 5000
     (tmp_path / "typo.yaml").write_text("iters_per_keyfrme: 3\n")
-    with pytest.raises(ValueError, match="unknown mapper setting"):
+    with pytest.raises(ValueError, match="unknown MapperConfig setting"):
         MapperConfig.from_yaml(tmp_path / "typo.yaml")
-    with pytest.raises(ValueError, match="window_size must be >= 1"):
-        MapperConfig(window_size=0)
 
 
 def test_bad_frames_are_rejected_counted_and_never_crash(synth_dir):
@@ -226,7 +234,7 @@ def test_bad_frames_are_rejected_counted_and_never_crash(synth_dir):
     dirty[20:25] = np.inf
     noisy = variant(depth=dirty, world_from_camera=later.world_from_camera, rgb=later.rgb, timestamp=later.timestamp)
     assert mapper.add_frame(noisy) == "keyframe"
-    for t in mapper.snapshot().tensors().values():
+    for t in mapper.snapshot().gaussians.tensors().values():
         assert torch.isfinite(t).all()
 
 
@@ -237,6 +245,6 @@ def test_mapping_a_small_scene_reaches_useful_quality(synth_dir):
     ds = open_dataset(synth_dir)
     mapper, summary = map_dataset(ds, MapperConfig(iters_per_keyframe=10), progress=False)
     assert summary["keyframes"] == summary["frames"] == 22  # 15 degrees per frame: every frame is a keyframe
-    result = evaluate(mapper.snapshot(), ds, progress=False)
+    result = evaluate(mapper.snapshot().gaussians, ds, progress=False)
     assert result["views"] == 2
     assert result["psnr_db"] > 20.0 and result["depth_l1_m"] < 0.15

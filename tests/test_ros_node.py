@@ -47,10 +47,11 @@ def test_node_is_thin_and_rclpy_stays_in_clipgs_ros():
 
 
 def test_node_declares_every_parameter_of_the_params_file():
-    from clipgs.session import all_parameters
+    from clipgs.parameters import parameter_specs
 
     source = NODE.read_text()
-    assert "for name, default in all_parameters().items()" in source and "ParameterDescriptor(" in source
+    assert "for spec in parameter_specs()" in source and "ParameterDescriptor(" in source
+    assert "description=spec.help, additional_constraints=spec.constraints" in source
     launch = (ROOT / "launch" / "mapping.launch.py").read_text()
     calls = [n for n in ast.walk(ast.parse(launch)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     declared = [c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"]
@@ -59,7 +60,7 @@ def test_node_declares_every_parameter_of_the_params_file():
                    if kw.arg == "executable"]
     assert executables == ["mapping_node", "rviz2"]
     assert "mapping_node = clipgs_ros.mapping_node:main" in (ROOT / "setup.py").read_text()
-    assert "mapping.yaml" in launch and "clipgs.rviz" in launch and len(all_parameters()) > 40
+    assert "mapping.yaml" in launch and "clipgs.rviz" in launch and len(parameter_specs()) > 40
 
 
 def _real_rclpy() -> bool:

@@ -73,8 +73,10 @@ def test_assembler_checks_intrinsics_and_sizes():
 def test_stream_settings_from_ros_params(tmp_path):
     (tmp_path / "p.yaml").write_text("clipgs_mapping:\n  ros__parameters:\n    color_topic: /rgb\n"
                                      "    sync_slop_s: 0.02\n    iters_per_keyframe: 4\n")
-    s = StreamSettings.from_yaml(tmp_path / "p.yaml")
+    s = StreamSettings.from_yaml(tmp_path / "p.yaml", ignore_unknown=True)  # the node's file holds every group
     assert s.color_topic == "/rgb" and s.sync_slop_s == 0.02 and s.map_frame == "map"
+    with pytest.raises(ValueError, match=r"setting sync_slop_s must be >= 0\.0"):
+        StreamSettings(sync_slop_s=-1)
 
 
 def test_bag_replay_reproduces_the_dataset(synth_dir, tmp_path):

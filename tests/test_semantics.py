@@ -9,11 +9,13 @@ from clipgs.data.dataset import open_dataset
 from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sac import SemanticDecoder, sac_losses
 from clipgs.semantics.self_training import vote_in_masks
 from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.torch_compat import import_torchvision
+from clipgs.semantics.trainer import SemanticTrainer
 
 
 @pytest.fixture(scope="module")
@@ -122,20 +124,21 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
     teacher = SimulatedTeacher(class_embeddings)
     scores = {}
     for name, every in (("sac", 0), ("sac+3dcs", 4)):
-        cfg = MapperConfig(sem_dim=16, iters_per_keyframe=15, w_ssim=0.0, dcs_start=11, dcs_every=every)
-        mapper = IncrementalMapper(cfg, semantic_source=teacher, vocabulary=class_embeddings)
+        training = SemanticTrainingConfig(sem_dim=16, dcs_start=11, dcs_every=every)
+        trainer = SemanticTrainer(training, teacher, class_embeddings)
+        mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=15, w_ssim=0.0), trainer=trainer)
         for i in ds.train_indices:
             mapper.add_frame(ds[i])
-        gmap, vals = mapper.snapshot(), []
+        snap, vals = mapper.snapshot(), []
         with torch.no_grad():
             for i in range(len(ds)):  # all views: the small scene has only 2 held out
                 f = ds[i]
-                decoded = mapper.decoder(gmap.render(f.camera).image[..., 3:])
+                decoded = snap.decoder(snap.gaussians.render(f.camera).semantics)
                 pred = (decoded @ class_embeddings[1:].T).argmax(-1).numpy() + 1
                 vals.append(semantic_scores(pred, f.labels, len(ds.classes))[0])
         scores[name] = np.nanmean(vals)
         if every:
-            assert mapper.stats.pseudo_label_rounds == 3  # after keyframes 11, 15 and 19 of 22
+            assert snap.trainer_counters["pseudo_label_rounds"] == 3  # after keyframes 11, 15 and 19 of 22
     teacher_scores = []
     for i in range(len(ds)):
         obs = teacher(ds[i])
@@ -146,69 +149,6 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
     # benchmarks/semantics.py); self-training must still lift the map well above both.
     teacher_miou = np.nanmean(teacher_scores)
     assert scores["sac+3dcs"] > teacher_miou + 0.05 and scores["sac+3dcs"] > scores["sac"] + 0.05, scores
-
-
-def test_relevancy_and_3d_query_on_a_toy_map():
-    from clipgs.mapping import GaussianMap
-    from clipgs.semantics.query import query_map, relevancy
-
-    g = torch.Generator().manual_seed(0)
-    chair, table, other = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
-    x = torch.stack([chair, table])
-    rel = relevancy(x, chair, torch.stack([table, other]))
-    assert rel[0] > 0.99 and rel[1] < 0.01
-    # A toy map: two clusters of Gaussians whose attributes decode (identity decoder) to chair / table.
-    n = 200
-    means = torch.cat([torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([1.0, 0, 0]),
-                       torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([-1.0, 0, 0])])
-    sem = torch.cat([chair.expand(n, 16), table.expand(n, 16)])
-    gmap = GaussianMap(means, torch.tensor([[1.0, 0, 0, 0]]).expand(2 * n, 4), torch.full((2 * n, 3), -3.0),
-                       torch.full((2 * n,), 3.0), torch.zeros(2 * n, 3), sem)
-    identity = SemanticDecoder(16, 16)
-    with torch.no_grad():
-        identity.net[0].weight.copy_(torch.eye(128, 16))
-        identity.net[0].bias.zero_()
-        identity.net[2].weight.copy_(torch.eye(16, 128))
-        identity.net[2].bias.zero_()
-    chair_pos = torch.relu(chair)  # the ReLU decoder keeps only positive parts; query with what it outputs
-    answer = query_map(gmap, identity, torch.nn.functional.normalize(chair_pos, dim=0),
-                       torch.nn.functional.normalize(torch.relu(torch.stack([table, other])), dim=-1), None)
-    assert answer.selected[:n].all() and not answer.selected[n:].any()
-    np.testing.assert_allclose(answer.centroid, [1.0, 0, 0], atol=0.02)
-    assert answer.box_min[0] > 0.8 and answer.box_max[0] < 1.2
-    assert answer.instances[0].gaussians > 0.9 * n and sum(i.gaussians for i in answer.instances) <= n
-    with pytest.raises(ValueError, match="not finite"):
-        query_map(gmap, identity, torch.full((16,), float("nan")), torch.stack([table]), None)
-
-
-def test_query_splits_matching_gaussians_into_instances():
-    from clipgs.semantics.query import group_instances
-
-    g = np.random.default_rng(0)
-    # Two chairs 1.9 m apart, made of surface-like points 2 cm apart, and one stray Gaussian far away.
-    seat = np.stack(np.meshgrid(np.arange(0, 0.44, 0.02), np.arange(0, 0.44, 0.02), [0.45]), -1).reshape(-1, 3)
-    back = np.stack(np.meshgrid([0.42], np.arange(0, 0.44, 0.02), np.arange(0.45, 1.05, 0.02)), -1).reshape(-1, 3)
-    chair = np.concatenate([seat, back])
-    left, right = chair + np.array([-1.0, 0, 0]), chair[::2] + np.array([0.9, 0, 0])  # right: half as dense
-    stray = np.array([[0.0, 3.0, 1.0]])
-    points = np.concatenate([left, right, stray])
-    weights = g.uniform(0.5, 1.0, len(points))
-    found = group_instances(points, weights)
-    assert [i.gaussians for i in found] == [len(left), len(right)]  # strongest first, stray dropped
-    assert found[0].weight > found[1].weight
-    for inst, pts in zip(found, (left, right), strict=True):
-        assert np.all(inst.box_min >= pts.min(0) - 1e-9) and np.all(inst.box_max <= pts.max(0) + 1e-9)
-        assert np.all(inst.box_min <= inst.centroid) and np.all(inst.centroid <= inst.box_max)
-        assert np.linalg.norm(inst.centroid - pts.mean(0)) < 0.05
-    # A copy 6 cm over touches the first: one object. Only strays: the largest stray group is still an answer.
-    assert len(group_instances(np.concatenate([left, left + np.array([0.06, 0, 0])]), np.ones(2 * len(left)))) == 1
-    assert [i.gaussians for i in group_instances(stray, np.ones(1))] == [1]
-    # A fragment (a few mislabelled Gaussians) much lighter than the strongest object is not an object.
-    fragment = chair[:40] + np.array([0, 2.0, 0])
-    found = group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40))
-    assert [i.gaussians for i in found] == [len(left)]
-    assert len(group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40), min_fraction=0.0)) == 2
-    assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
 
 
 def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys):
@@ -314,7 +254,8 @@ def test_clip_sam_source_on_tiny_models(synth_dir):
 
 
 def test_overlapping_masks_to_ids_keep_nested_parts_and_largest():
-    from clipgs.semantics.clip_sources import largest_masks, masks_to_ids
+    from clipgs.semantics.clip_sources import largest_masks
+    from clipgs.semantics.segmentation import masks_to_ids
 
     big = np.zeros((6, 6), bool)
     big[:, :4] = True
@@ -335,19 +276,19 @@ def test_semantic_factory_needs_local_weights(tmp_path):
         build_semantics(SemanticSettings())  # the default real model without a checkpoint
     with pytest.raises(FileNotFoundError, match="CLIP weights not found"):
         build_semantics(SemanticSettings(clip_model="ViT-B-16", clip_weights=str(tmp_path / "missing.pt")))
-    with pytest.raises(ValueError, match="unknown semantic_source 'sam'"):
-        build_semantics(SemanticSettings(semantic_source="sam"))
+    with pytest.raises(ValueError, match="semantic_source must be one of none, clip_fast, clip_sam, precomputed"):
+        SemanticSettings(semantic_source="sam")
     sam = SemanticSettings(semantic_source="clip_sam", clip_model="clipgs-tiny")
     with pytest.raises(ValueError, match="clip_sam needs a local SAM checkpoint for vit_b"):
         build_semantics(sam)
-    sam.sam_weights = str(tmp_path / "sam.pth")
+    sam = sam.replace(sam_weights=str(tmp_path / "sam.pth"))
     with pytest.raises(FileNotFoundError, match="SAM weights not found"):
         build_semantics(sam)
     (tmp_path / "sam.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a segment-anything vit_b checkpoint"):
         build_semantics(sam)
     with pytest.raises(ValueError, match="vocabulary is empty"):
-        build_semantics(SemanticSettings(clip_model="clipgs-tiny", vocabulary=" , "))
+        SemanticSettings(clip_model="clipgs-tiny", vocabulary=" , ")
     stack = build_semantics(SemanticSettings(clip_model="clipgs-tiny", vocabulary="chair, red mug"))
     assert stack.classes == ["void", "chair", "red mug"] and stack.vocabulary.shape == (3, 64)
     assert torch.equal(stack.vocabulary[0], torch.zeros(64)) and stack.source is not None
@@ -357,11 +298,14 @@ def test_a_failing_semantic_source_costs_semantics_not_geometry(synth_dir):
     def broken(frame):
         raise RuntimeError("SAM ran out of memory")
 
-    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, sem_dim=4), semantic_source=broken)
+    trainer = SemanticTrainer(SemanticTrainingConfig(sem_dim=4), broken)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0), trainer=trainer)
     ds = open_dataset(synth_dir)
     assert mapper.add_frame(ds[0]) == "keyframe"
-    assert mapper.gaussian_count > 0 and mapper.keyframes[0].semantics is None and mapper.decoder is None
-    assert mapper.stats.semantic_failures == {"RuntimeError: SAM ran out of memory": 1}
+    snap = mapper.snapshot()
+    assert len(snap) > 0 and snap.gaussians.sem_dim == 4 and mapper.keyframes[0].annotation is None
+    assert snap.decoder is None and snap.trainer_counters["semantic_failures"] == {
+        "RuntimeError: SAM ran out of memory": 1}
 
 
 def test_knn_neighbours_and_consistency_on_hand_made_points():
@@ -420,21 +364,24 @@ def test_novel_views_between_keyframes_get_pseudo_labels_and_train_semantics_onl
     np.testing.assert_allclose(cams[1].world_from_camera[:3, 3],
                                (ds[0].world_from_camera[:3, 3] + ds[4].world_from_camera[:3, 3]) / 2, atol=1e-9)
     teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
-    cfg = MapperConfig(iters_per_keyframe=20, w_ssim=0.0, sem_dim=8, kf_translation_m=0.0, dcs_every=0,
-                       dcs_novel_views=1, dcs_novel_steps=0, dcs_confidence=0.0)
-    mapper = IncrementalMapper(cfg, semantic_source=teacher, vocabulary=class_embeddings)
+    training = SemanticTrainingConfig(sem_dim=8, dcs_every=0, dcs_novel_views=1, dcs_novel_steps=0,
+                                      dcs_confidence=0.0)
+    trainer = SemanticTrainer(training, teacher, class_embeddings)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=20, w_ssim=0.0, kf_translation_m=0.0), trainer=trainer)
     for i in range(4):
         mapper.add_frame(ds[i])
-    mapper.refresh_pseudo_labels()
-    assert len(mapper.novel_views) == 3  # one between each consecutive pair of the 4 keyframes
-    for view in mapper.novel_views:
+    assert trainer.novel_views == [] and trainer.pseudo_label_rounds == 0  # dcs_every 0: no rounds on its own
+    trainer.refresh_pseudo_labels(mapper)
+    assert len(trainer.novel_views) == 3  # one between each consecutive pair of the 4 keyframes
+    for view in trainer.novel_views:
         labels = view.pseudo_labels
         assert labels.shape == (60, 80) and int(labels.max()) < len(class_embeddings) and (labels != 0).all()
-        # Labelled pixels lie where the render has depth (rendered segments stand in for 2D masks).
-        assert bool((torch.from_numpy(view.frame.depth)[labels >= 0] > 0).all())
-    before = {k: v.detach().clone() for k, v in mapper.optimizer.params.items()}
-    mapper._novel_view_step(mapper.novel_views[1])
-    after = mapper.optimizer.params
+        # Labelled pixels lie where the map is opaque (rendered segments stand in for 2D masks).
+        assert bool((mapper.render(view.camera).alpha[labels >= 0] > 0.5).all())
+    before = {k: v.detach().clone() for k, v in mapper.map.gaussians.tensors().items()}
+    trainer.config = training.replace(dcs_novel_steps=1)
+    trainer.end_round(mapper)
+    after = mapper.map.gaussians.tensors()
     assert not torch.equal(after["semantics"], before["semantics"])
     for name in ("means", "quats", "log_scales", "opacity_logits", "sh0"):
         assert torch.equal(after[name], before[name]), name

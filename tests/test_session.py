@@ -1,22 +1,22 @@
 """MappingSession: the ROS node's logic, driven with real ROS 2 message classes (rosbags), no rclpy."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-import pytest
-import yaml
 
 from clipgs.data.dataset import open_dataset
 from clipgs.data.images import colorize_labels
 from clipgs.data.ros_messages import image_from_array
-from clipgs.data.ros_stream import StreamSettings
 from clipgs.geometry import unproject_depth
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
+from clipgs.parameters import NodeSettings, Parameters
+from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.factory import SemanticSettings
 from clipgs.semantics.sources import TeacherCorruption
-from clipgs.session import PARAMETER_DESCRIPTIONS, MappingSession, NodeSettings, all_parameters, split_parameters
+from clipgs.session import MappingSession
 from tests.ros_helpers import Image, camera_info, header
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +29,10 @@ def messages(frame, t):
 
 
 def make_session(tmp_path, **node):
-    mapper = MapperConfig(iters_per_keyframe=2, w_ssim=0.0)
-    return MappingSession(mapper, StreamSettings(), NodeSettings(autosave_path=str(tmp_path / "auto.ply"), **node))
+    params = Parameters(mapper=MapperConfig(iters_per_keyframe=2, w_ssim=0.0),
+                        node=NodeSettings(autosave_path=str(tmp_path / "auto.ply"), **node),
+                        semantics=SemanticSettings(semantic_source="none"))
+    return MappingSession(params)
 
 
 def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
@@ -80,8 +82,9 @@ def test_query_answers_clearly(synth_dir, tmp_path):
 
 
 def test_missing_clip_weights_leave_semantics_off_with_the_reason(tmp_path):
-    session = MappingSession(MapperConfig(), StreamSettings(), NodeSettings(), SemanticSettings())
+    session = MappingSession(Parameters())  # default source clip_fast with ViT-B-16, no checkpoint given
     assert session.semantics.source is None and "set clip_weights" in session.semantics_status
+    assert session.worker.mapper.map.gaussians.sem_dim == 0  # geometry only
     session.shutdown(autosave=False)
 
 
@@ -94,8 +97,9 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     teacher, text, vocab = simulated_setup(ds, corruption=TeacherCorruption(0.0, 0.0, 0.0))
     # ROS frames carry no ground truth: the teacher looks up the dataset frame by stamp (frame k at 1 + k s).
     stack = SemanticStack(lambda f: teacher(ds[round(f.timestamp - 1.0)]), text, ds.classes, vocab, "simulated")
-    mapper = MapperConfig(iters_per_keyframe=25, w_ssim=0.0, kf_translation_m=0.0, dcs_every=0)
-    session = MappingSession(mapper, StreamSettings(), NodeSettings(), stack)
+    params = Parameters(mapper=MapperConfig(iters_per_keyframe=25, w_ssim=0.0, kf_translation_m=0.0),
+                        training=SemanticTrainingConfig(dcs_every=0))
+    session = MappingSession(params, stack)
     assert session.semantics_status.startswith("semantics on: simulated, d=16")
     assert "no keyframe" in session.query("chair").message or "empty" in session.query("chair").message
     for k in range(6):
@@ -148,14 +152,28 @@ def test_bad_camera_info_is_counted_not_raised(tmp_path):
     session.shutdown(autosave=False)
 
 
-def test_every_parameter_has_a_description_and_the_params_file_matches():
-    params = all_parameters()
-    assert set(params) == set(PARAMETER_DESCRIPTIONS)
-    shipped = yaml.safe_load((ROOT / "config" / "mapping.yaml").read_text())["clipgs_mapping"]["ros__parameters"]
-    assert shipped == params
-    mapper, stream, node, semantics = split_parameters({**params, "iters_per_keyframe": 3, "render_rate_hz": 1,
-                                                        "clip_model": "clipgs-tiny"})
-    assert mapper.iters_per_keyframe == 3 and node.render_rate_hz == 1.0 and stream.map_frame == "map"
-    assert semantics.clip_model == "clipgs-tiny" and semantics.semantic_source == "clip_fast"
-    with pytest.raises(ValueError, match="unknown parameter"):
-        split_parameters({"colour_topic": "/x"})
+def test_core_warnings_reach_a_forwarded_logger(tmp_path):
+    """clipgs_ros forwards the core's logging to the node's logger: what the session warns arrives there."""
+    from clipgs_ros.ros_logging import forward_core_logging, stop_forwarding
+
+    class NodeLogger:  # what rclpy's logger offers
+        def __init__(self):
+            self.lines = []
+
+        def __getattr__(self, level):
+            return lambda text: self.lines.append((level, text))
+
+    ros = NodeLogger()
+    handler = forward_core_logging(ros)
+    try:
+        session = make_session(tmp_path)
+        session.on_camera_info(camera_info(np.zeros((3, 3)), 10, 10))
+        logging.getLogger("clipgs.mapping.worker").debug("below the forwarded level")
+        logging.getLogger("clipgs.mapping.worker").error("mapper failed")
+        session.shutdown(autosave=False)
+    finally:
+        stop_forwarding(handler)
+    assert [level for level, _ in ros.lines] == ["warning", "error"]
+    assert ros.lines[0][1].startswith("clipgs.session: ignoring input: camera_info:")
+    assert ros.lines[1][1] == "clipgs.mapping.worker: mapper failed"
+    assert logging.getLogger("clipgs").propagate and handler not in logging.getLogger("clipgs").handlers

@@ -5,11 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from clipgs.errors import FrameError
 from clipgs.geometry import invert_rigid, is_rigid
-
-
-class FrameError(ValueError):
-    """A frame (or camera) whose contents cannot be used; the message says what and what was expected."""
 
 
 @dataclass(frozen=True)

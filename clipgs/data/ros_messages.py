@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from clipgs.data.images import to_uint8
+from clipgs.errors import MessageError
 from clipgs.geometry import pose_from_translation_quat
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,6 @@ log = logging.getLogger(__name__)
 COLOR_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]),
                    "bgra8": (4, [2, 1, 0]), "mono8": (1, [0, 0, 0])}
 DEPTH_ENCODINGS = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
-
-
-class MessageError(ValueError):
-    """A message whose contents cannot be converted; the message says what was wrong and what is expected."""
 
 
 def _default_bytes(b: bytes) -> np.ndarray:

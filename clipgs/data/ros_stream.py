@@ -7,7 +7,7 @@ by the same code.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,32 +20,38 @@ from clipgs.data.ros_messages import (
     rgb_from_image,
     stamp_to_seconds,
 )
+from clipgs.errors import SettingsError
 from clipgs.geometry import interpolate_pose, invert_rigid
+from clipgs.settings import Settings, at_least, greater_than, one_of, setting
+
+POSE_TOPIC_TYPES = ("PoseStamped", "Odometry")
 
 
 @dataclass
-class StreamSettings:
+class StreamSettings(Settings):
     """Topics and frames; the same keys as the node's ROS parameters (config/mapping.yaml)."""
 
-    color_topic: str = "/camera/color/image_raw"
-    depth_topic: str = "/camera/aligned_depth_to_color/image_raw"
-    camera_info_topic: str = "/camera/color/camera_info"
-    pose_topic: str = ""  # empty: poses from tf; else a geometry_msgs/PoseStamped or nav_msgs/Odometry topic
-    pose_topic_type: str = "PoseStamped"  # or "Odometry"
-    map_frame: str = "map"
-    camera_frame: str = ""  # empty: the colour image's header.frame_id (the optical frame)
-    sync_slop_s: float = 0.05
-    depth_scale: float = 1000.0  # 16UC1 units per metre
-    tf_tolerance_s: float = 0.1
+    color_topic: str = setting("/camera/color/image_raw",
+                               "sensor_msgs/Image colour topic (rgb8, bgr8, rgba8, bgra8, mono8)")
+    depth_topic: str = setting("/camera/aligned_depth_to_color/image_raw",
+                               "sensor_msgs/Image depth topic aligned to colour (16UC1 mm or 32FC1 m)")
+    camera_info_topic: str = setting("/camera/color/camera_info",
+                                     "sensor_msgs/CameraInfo of the colour camera (K; images assumed rectified)")
+    pose_topic: str = setting("", "empty: poses from tf; else a geometry_msgs/PoseStamped or nav_msgs/Odometry "
+                                  "topic")
+    pose_topic_type: str = setting("PoseStamped", "message type of pose_topic: PoseStamped or Odometry",
+                                   one_of(POSE_TOPIC_TYPES))
+    map_frame: str = setting("map", "fixed frame of the map and of all outputs")
+    camera_frame: str = setting("", "camera optical frame for tf lookups; empty: the colour image's "
+                                    "header.frame_id")
+    sync_slop_s: float = setting(0.05, "max stamp difference (s) between colour and depth to pair them",
+                                 at_least(0.0))
+    depth_scale: float = setting(1000.0, "16UC1 depth units per metre", greater_than(0.0))
+    tf_tolerance_s: float = setting(0.1, "max extrapolation (s) of pose lookups", at_least(0.0))
 
-    @classmethod
-    def from_yaml(cls, path) -> StreamSettings:
-        """Read the stream keys from a flat YAML or the ROS params layout; other keys are ignored."""
-        from clipgs.mapping.config import coerce_fields, read_parameter_file
-
-        data, _ = read_parameter_file(path)
-        names = {f.name for f in fields(cls)}
-        return cls(**coerce_fields(cls, {k: v for k, v in data.items() if k in names}))
+    def validate(self) -> None:
+        if not self.map_frame.strip("/"):
+            raise SettingsError("setting map_frame must name a frame, got an empty string")
 
 
 class TransformBuffer:

@@ -121,41 +121,23 @@ class GaussianMap:
         return torch.sigmoid(self.opacity_logits)
 
     def features(self, semantic: bool = True) -> Tensor:
-        """(N, 3 + D) RGB then semantic channels, rendered in one pass."""
+        """(N, 3 + D) RGB then semantic channels, rendered in one pass (``RenderOutput.rgb`` / ``.semantics``
+        split the result)."""
         return torch.cat([self.rgb, self.semantics], dim=1) if semantic and self.sem_dim else self.rgb
 
-    # ----------------------------------------------------------------- edits (each returns a new map)
+    # ----------------------------------------------------------------- subsets (each returns a new map)
     def select(self, index: Tensor) -> GaussianMap:
         """Subset by a bool mask (N,) or an index tensor."""
         return GaussianMap(**{k: v[index] for k, v in self.tensors().items()})
 
-    def prune(self, remove: Tensor) -> GaussianMap:
-        """Drop the Gaussians where ``remove`` (N,) bool is True."""
-        if remove.shape != (len(self),) or remove.dtype != torch.bool:
-            raise ValueError(
-                f"prune mask must be bool of shape ({len(self)},), got {remove.dtype} {tuple(remove.shape)}"
-            )
-        return self.select(~remove)
-
-    def append(self, other: GaussianMap) -> GaussianMap:
-        """This map followed by ``other`` (same semantic dim)."""
-        if other.sem_dim != self.sem_dim:
-            raise ValueError(f"cannot append a map with semantic dim {other.sem_dim} to one with {self.sem_dim}")
-        mine, theirs = self.tensors(), other.tensors()
-        return GaussianMap(**{k: torch.cat([mine[k], theirs[k].to(mine[k])]) for k in mine})
-
-    def cap(self, max_count: int) -> tuple[GaussianMap, Tensor]:
-        """Keep at most ``max_count`` Gaussians, the most opaque (ties: earlier first).
-
-        Returns the capped map and the kept indices (sorted), so callers can follow with optimiser state.
-        """
+    def strongest(self, max_count: int) -> Tensor:
+        """Sorted indices of at most ``max_count`` Gaussians, the most opaque (ties: earlier first)."""
         if max_count < 0:
             raise ValueError(f"max_count must be >= 0, got {max_count}")
         if len(self) <= max_count:
-            return self, torch.arange(len(self), device=self.means.device)
+            return torch.arange(len(self), device=self.means.device)
         order = torch.argsort(self.opacity_logits.detach(), descending=True, stable=True)
-        kept = torch.sort(order[:max_count]).values
-        return self.select(kept), kept
+        return torch.sort(order[:max_count]).values
 
     def to(self, device=None, dtype=None) -> GaussianMap:
         return GaussianMap(**{k: v.to(device=device, dtype=dtype) for k, v in self.tensors().items()})

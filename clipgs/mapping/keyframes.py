@@ -1,10 +1,33 @@
-"""Keyframe gating by motion and view overlap."""
+"""Keyframes: what the mapper keeps of a frame, and the gate that decides which frames become keyframes."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+import torch
 
 from clipgs.data.frame import Frame
 from clipgs.geometry import unproject_depth
+
+
+@dataclass
+class Keyframe:
+    """A keyframe's data as tensors ready for the loss: rgb (H, W, 3) in [0, 1], depth (H, W) metres (0 = invalid).
+
+    annotation: what the channel trainer keeps for this view (the semantic trainer: masks, embeddings,
+    pseudo-labels); None without one.
+    """
+
+    frame: Frame
+    rgb: torch.Tensor
+    depth: torch.Tensor
+    annotation: Any = None
+
+    @classmethod
+    def from_frame(cls, frame: Frame, device: torch.device, annotation: Any = None) -> Keyframe:
+        return cls(frame, torch.tensor(frame.rgb, device=device).float() / 255.0,
+                   torch.tensor(frame.depth, device=device), annotation)
 
 
 def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:

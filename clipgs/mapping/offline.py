@@ -10,25 +10,27 @@ from tqdm import tqdm
 
 from clipgs.data.dataset import SequenceDataset
 from clipgs.data.frame import Frame
+from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 
 
 def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int | None = None,
-                refine_iters: int = 0, progress: bool = True, **mapper_options) -> tuple[IncrementalMapper, dict]:
+                refine_iters: int = 0, progress: bool = True,
+                trainer: ChannelTrainer | None = None) -> tuple[IncrementalMapper, dict]:
     """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary.
 
-    mapper_options go to IncrementalMapper (semantic_source, vocabulary).
+    trainer: trains the extra channels (a ``SemanticTrainer``); None: geometry only.
     """
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
-    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, **mapper_options)
+    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, trainer=trainer)
 
 
 def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None = None, refine_iters: int = 0,
                progress: bool = True, max_frames: int | None = None,
-               **mapper_options) -> tuple[IncrementalMapper, dict]:
+               trainer: ChannelTrainer | None = None) -> tuple[IncrementalMapper, dict]:
     """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary."""
-    mapper = IncrementalMapper(config, **mapper_options)
+    mapper = IncrementalMapper(config, trainer=trainer)
     t0 = time.perf_counter()
     count = 0
     bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from plyfile import PlyData, PlyElement
 
+from clipgs.errors import MapFileError
 from clipgs.mapping.gaussian_map import GaussianMap
 
 CORE = (
@@ -21,10 +22,6 @@ CORE = (
     + [f"rot_{i}" for i in range(4)]
 )
 HEADER_COMMENT = "clipgs gaussian map v1"
-
-
-class MapFileError(ValueError):
-    """A map file that cannot be read as a Gaussian map; the message names the file and the problem."""
 
 
 def save_ply(gmap: GaussianMap, path: str | Path) -> Path:

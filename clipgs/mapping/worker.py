@@ -6,8 +6,8 @@ import threading
 from collections import Counter
 
 from clipgs.data.frame import Frame
-from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.state import MapSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,9 @@ class MapperWorker:
             self._cv.notify_all()
             return not displaced
 
-    def snapshot(self) -> GaussianMap:
+    def snapshot(self) -> MapSnapshot:
+        """Map + decoder + counters of one instant (see ``IncrementalMapper.snapshot``); never waits for a
+        whole keyframe, only for the optimisation step in progress."""
         return self.mapper.snapshot()
 
     @property

@@ -15,13 +15,15 @@ from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
 
 BACKENDS = ("auto", "cpu", "torch", "gsplat")
+COLOR_CHANNELS = 3  # features are laid out as RGB first, then the semantic attribute channels
 
 
 @dataclass
 class RenderOutput:
     """What one camera sees.
 
-    image: (H, W, C) composited features (RGB and semantic channels alike), plus background.
+    image: (H, W, C) composited features (RGB and semantic channels alike), plus background; ``rgb`` and
+        ``semantics`` split it by the one feature layout (RGB first, then the attribute channels).
     depth: (H, W) accumulated depth sum_i w_i z_i in metres (not normalised; see ``expected_depth``).
     alpha: (H, W) accumulated opacity in [0, 1].
     radii: (N, 2) int32 screen half-extent per Gaussian in pixels; (0, 0) = not rendered.
@@ -35,6 +37,16 @@ class RenderOutput:
     radii: Tensor
     means2d: Tensor
     backend: str
+
+    @property
+    def rgb(self) -> Tensor:
+        """(H, W, 3) rendered colour."""
+        return self.image[..., :COLOR_CHANNELS]
+
+    @property
+    def semantics(self) -> Tensor:
+        """(H, W, d) rendered semantic attributes (d = 0 when rendered without them)."""
+        return self.image[..., COLOR_CHANNELS:]
 
     @property
     def visible(self) -> Tensor:

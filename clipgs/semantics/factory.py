@@ -5,43 +5,60 @@ small test model, so a real model without its checkpoint is a clear error, never
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
 from clipgs.data.frame import Frame
-from clipgs.mapping.config import MapperConfig
+from clipgs.errors import SettingsError
+from clipgs.semantics.clip_sources import SAM_MODELS
+from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.text import TextEncoder
+from clipgs.semantics.trainer import SemanticTrainer
+from clipgs.settings import Settings, at_least, one_of, setting
 
-SOURCES = ("none", "clip_fast", "clip_sam", "precomputed")
 TEST_MODEL = "clipgs-tiny"
 DEFAULT_VOCABULARY = ("wall, floor, ceiling, door, window, chair, table, sofa, bed, cabinet, shelf, lamp, plant, "
                       "monitor, keyboard, book, bottle, cup, person")
+SOURCE_HELP = {  # the registry of 2D sources: name -> what it is (build_semantics builds each)
+    "none": "no semantics (geometry only)",
+    "clip_fast": "graph-based CPU segments + CLIP per segment",
+    "clip_sam": "segment-anything masks + CLIP per mask",
+    "precomputed": "masks + embeddings written earlier by clipgs extract",
+}
+SOURCES = tuple(SOURCE_HELP)
 
 
 @dataclass
-class SemanticSettings:
+class SemanticSettings(Settings):
     """Which 2D semantic source supervises the map, and the label set 3DCS and semantic images use."""
 
-    semantic_source: str = "clip_fast"  # none | clip_fast | clip_sam | precomputed
-    clip_model: str = "ViT-B-16"  # open_clip architecture name
-    clip_weights: str = ""  # local open_clip checkpoint of clip_model (required unless clip_model is clipgs-tiny)
-    sam_model: str = "vit_b"  # vit_b | vit_l | vit_h
-    sam_weights: str = ""  # local segment-anything checkpoint (clip_sam)
-    sam_points_per_side: int = 32
-    max_masks: int = 64  # largest masks kept per frame
-    semantics_dir: str = ""  # precomputed: folder written by `clipgs extract`
-    vocabulary: str = DEFAULT_VOCABULARY  # comma-separated class names (3DCS labels, semantic image colours)
+    semantic_source: str = setting("clip_fast", "2D semantics: " + "; ".join(f"{k} ({v})" for k, v in
+                                                                           SOURCE_HELP.items()), one_of(SOURCES))
+    clip_model: str = setting("ViT-B-16", f"open_clip architecture (e.g. ViT-B-16); {TEST_MODEL}: random-weight "
+                                          "smoke test")
+    clip_weights: str = setting("", "local open_clip checkpoint of clip_model (never downloaded); required for "
+                                    "real models")
+    sam_model: str = setting("vit_b", "clip_sam: segment-anything size (" + ", ".join(SAM_MODELS) + ")",
+                             one_of(SAM_MODELS))
+    sam_weights: str = setting("", "clip_sam: local segment-anything checkpoint")
+    sam_points_per_side: int = setting(32, "clip_sam: point-prompt grid per image side", at_least(1))
+    max_masks: int = setting(64, "largest 2D masks kept per keyframe", at_least(1))
+    semantics_dir: str = setting("", "precomputed: folder written by clipgs extract (offline use)")
+    vocabulary: str = setting(DEFAULT_VOCABULARY, "comma-separated class names for 3DCS labels and "
+                                                  "~/semantic_image colours")
+
+    def validate(self) -> None:
+        self.class_names()
 
     def class_names(self) -> list[str]:
         """Index 0 is the void class, then the vocabulary's names."""
         names = [n.strip() for n in self.vocabulary.split(",") if n.strip()]
         if not names:
-            raise ValueError("vocabulary is empty: give comma-separated class names, e.g. 'chair, table'")
+            raise SettingsError("setting vocabulary is empty: give comma-separated class names, e.g. 'chair, table'")
         return ["void", *names]
 
 
@@ -55,14 +72,13 @@ class SemanticStack:
     vocabulary: Tensor | None = None  # (C, D) unit text embeddings, row 0 zeros
     description: str = "semantics off"
 
+    def trainer(self, config: SemanticTrainingConfig) -> SemanticTrainer | None:
+        """The mapper's semantic trainer for this stack (None when semantics are off)."""
+        return None if self.source is None else SemanticTrainer(config, self.source, self.vocabulary)
+
     def model(self, decoder, notes: dict | None = None) -> SemanticModel:
         """The saveable semantic model once the mapper has trained ``decoder``."""
         return SemanticModel(decoder, self.text.identity, list(self.classes), self.vocabulary, dict(notes or {}))
-
-
-def with_semantic_channels(config: MapperConfig, default_dim: int = 16) -> MapperConfig:
-    """``config`` with semantic attribute channels: sem_dim 0 (the geometry-only default) becomes ``default_dim``."""
-    return dataclasses.replace(config, sem_dim=default_dim) if config.sem_dim == 0 else config
 
 
 def build_semantics(settings: SemanticSettings, classes: list[str] | None = None,
@@ -74,8 +90,6 @@ def build_semantics(settings: SemanticSettings, classes: list[str] | None = None
     from clipgs.semantics.pipeline import vocabulary_embeddings
 
     s = settings
-    if s.semantic_source not in SOURCES:
-        raise ValueError(f"unknown semantic_source {s.semantic_source!r}; one of {', '.join(SOURCES)}")
     if s.semantic_source == "none":
         return SemanticStack()
     if not s.clip_weights and s.clip_model != TEST_MODEL:

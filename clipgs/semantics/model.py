@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from clipgs.mapping.ply import MapFileError
+from clipgs.errors import MapFileError
 from clipgs.semantics.sac import SemanticDecoder
 
 FORMAT = "clipgs-semantics-v1"

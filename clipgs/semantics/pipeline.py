@@ -46,7 +46,7 @@ def teacher_labels(obs: MaskEmbeddings) -> np.ndarray:
 @torch.no_grad()
 def labels_from_render(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor) -> np.ndarray:
     """(H, W) int64 class ids (vocabulary rows; 0 = void where the map is empty) of a render with attributes."""
-    scores = decoder.similarity(out.image[..., 3:], vocabulary[1:], unnormalised=True)
+    scores = decoder.similarity(out.semantics, vocabulary[1:], unnormalised=True)
     return torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0).cpu().numpy()
 
 

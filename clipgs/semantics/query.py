@@ -146,7 +146,7 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
     with torch.no_grad():
         if camera is not None:
             out = gmap.render(camera)
-            rel = relevancy_from_cosines(decoder.similarity(out.image[..., 3:], texts), tau)
+            rel = relevancy_from_cosines(decoder.similarity(out.semantics, texts), tau)
             rel = torch.where(out.alpha > 0.5, rel, torch.zeros_like(rel))
             rel_np = rel.cpu().numpy().astype(np.float32)
         else:

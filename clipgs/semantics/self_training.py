@@ -10,9 +10,9 @@ from torch import Tensor
 from clipgs.data.frame import Camera, Frame
 from clipgs.data.images import to_uint8
 from clipgs.geometry import interpolate_pose
-from clipgs.render.api import RenderOutput
-from clipgs.semantics.clip_sources import felzenszwalb_masks
+from clipgs.render import RenderOutput
 from clipgs.semantics.sac import SemanticDecoder
+from clipgs.semantics.segmentation import felzenszwalb_masks
 
 
 def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_class: int | None = 0) -> Tensor:
@@ -63,9 +63,9 @@ def label_rendered_view(out: RenderOutput, camera: Camera, decoder: SemanticDeco
 
     Returns the rendered view as a Frame (rgb, depth where opacity > 0.5) and (H, W) pseudo-labels, -1 = none.
     """
-    rgb = to_uint8(out.image[..., :3].cpu().numpy())
+    rgb = to_uint8(out.rgb.cpu().numpy())
     depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
     frame = Frame(rgb, depth, camera.K, camera.world_from_camera)
     ids = torch.from_numpy(felzenszwalb_masks(frame)).to(out.image.device)
-    logits = decoder.similarity(out.image[..., 3:], vocabulary) / tau
+    logits = decoder.similarity(out.semantics, vocabulary) / tau
     return frame, vote_in_masks(logits, ids, confidence)

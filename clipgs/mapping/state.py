@@ -1,0 +1,47 @@
+"""What the mapper reports: its counters, and one consistent snapshot of the map for renders, saves, queries."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipgs.mapping.gaussian_map import GaussianMap
+
+
+@dataclass
+class MapperStats:
+    """Counters a user (or the ROS node) can log. Times in seconds."""
+
+    frames_received: int = 0
+    keyframes: int = 0
+    skipped_non_keyframes: int = 0
+    rejected: Counter = field(default_factory=Counter)  # reason -> count
+    iterations: int = 0
+    gaussians: int = 0
+    added: int = 0
+    pruned: int = 0
+    last_loss: float = float("nan")
+    last_parts: dict = field(default_factory=dict)
+    optimise_seconds: float = 0.0
+
+    @property
+    def seconds_per_iteration(self) -> float:
+        return self.optimise_seconds / self.iterations if self.iterations else float("nan")
+
+
+@dataclass
+class MapSnapshot:
+    """The map of one instant, detached from the mapper (safe to use while it goes on).
+
+    gaussians: a detached copy of the map. decoder: what turns its extra channels into meaning (the channel
+    trainer's snapshot, e.g. the semantic decoder; None without one), trained on exactly this map state.
+    stats / trainer_counters: the counters at that instant.
+    """
+
+    gaussians: GaussianMap
+    decoder: Any = None
+    stats: MapperStats = field(default_factory=MapperStats)
+    trainer_counters: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.gaussians)

@@ -1,0 +1,82 @@
+"""TrainableMap: the map being optimised, and the Adam state that follows every edit of it.
+
+One :class:`GaussianMap` whose tensors are leaf parameters; ``select`` and ``extend`` are the only ways to
+change which Gaussians exist, and both keep the optimiser state in step. Each Gaussian (row) keeps its own
+Adam step count, so a Gaussian added late gets Adam's bias correction from its first step.
+"""
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import torch
+from torch import Tensor
+
+from clipgs.mapping.gaussian_map import GaussianMap
+
+
+class TrainableMap:
+    """gaussians: the live map (leaf tensors, differentiable); lrs: Adam learning rate per GaussianMap field
+    (a field without one is never updated)."""
+
+    def __init__(self, gaussians: GaussianMap, lrs: dict[str, float], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-15) -> None:
+        self.lrs, self.betas, self.eps = dict(lrs), betas, eps
+        self.gaussians = self._leaves({k: v.detach().clone() for k, v in gaussians.tensors().items()})
+        self._exp_avg = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
+        self._exp_avg_sq = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
+        self._steps = torch.zeros(len(gaussians), dtype=torch.float64, device=gaussians.means.device)
+
+    @staticmethod
+    def _leaves(tensors: dict[str, Tensor]) -> GaussianMap:
+        """A map of fresh leaf tensors (the given ones are new tensors already: indexed or concatenated)."""
+        return GaussianMap(**{k: v.detach().requires_grad_(True) for k, v in tensors.items()})
+
+    def __len__(self) -> int:
+        return len(self.gaussians)
+
+    def snapshot(self) -> GaussianMap:
+        """A detached copy, unaffected by later steps and edits."""
+        return self.gaussians.detach()
+
+    # ----------------------------------------------------------------- optimisation
+    def zero_grad(self) -> None:
+        for p in self.gaussians.tensors().values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, only: Collection[str] | None = None) -> None:
+        """One Adam step on the fields with a gradient (``only``: just these fields, e.g. {'semantics'})."""
+        b1, b2 = self.betas
+        self._steps += 1
+        dtype = self.gaussians.means.dtype
+        bc1, bc2 = (1 - b1**self._steps).to(dtype), (1 - b2**self._steps).to(dtype)
+        for k, p in self.gaussians.tensors().items():
+            lr = self.lrs.get(k, 0.0)
+            if p.grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
+                continue
+            m, v = self._exp_avg[k], self._exp_avg_sq[k]
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            p.sub_(lr * (m / bc1.view(shape)) / ((v / bc2.view(shape)).sqrt() + self.eps))
+
+    # ----------------------------------------------------------------- edits
+    def select(self, index: Tensor) -> None:
+        """Keep only the Gaussians selected by ``index`` (bool mask (N,) or indices), optimiser state included."""
+        self.gaussians = self._leaves({k: v[index] for k, v in self.gaussians.tensors().items()})
+        self._exp_avg = {k: v[index] for k, v in self._exp_avg.items()}
+        self._exp_avg_sq = {k: v[index] for k, v in self._exp_avg_sq.items()}
+        self._steps = self._steps[index]
+
+    def extend(self, new: GaussianMap) -> None:
+        """Append Gaussians with fresh (zero) optimiser state; ``new`` must have the same channels."""
+        if new.sem_dim != self.gaussians.sem_dim:
+            raise ValueError(f"cannot add Gaussians with {new.sem_dim} semantic channels to a map with "
+                             f"{self.gaussians.sem_dim}")
+        mine = self.gaussians.tensors()
+        self.gaussians = self._leaves({k: torch.cat([mine[k].detach(), v.to(mine[k])])
+                                       for k, v in new.tensors().items()})
+        for state in (self._exp_avg, self._exp_avg_sq):
+            for k, v in new.tensors().items():
+                state[k] = torch.cat([state[k], torch.zeros_like(v).to(state[k])])
+        self._steps = torch.cat([self._steps, self._steps.new_zeros(len(new))])

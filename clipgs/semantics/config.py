@@ -1,0 +1,51 @@
+"""SemanticTrainingConfig: how the semantic trainer trains the map's attributes (SAC, 3DCS, the 3D term).
+
+Semantics are on when a 2D source is configured (``semantic_source`` / ``clipgs map --semantics``);
+``sem_dim`` is then the attribute width per Gaussian, whatever the entry point.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clipgs.settings import Settings, at_least, greater_than, in_range, setting
+
+UNIT = in_range(0.0, 1.0)
+
+
+@dataclass
+class SemanticTrainingConfig(Settings):
+    # SAC: a low-dimensional attribute per Gaussian, decoded to the teacher's embedding space.
+    sem_dim: int = setting(16, "semantic attribute channels per Gaussian (used when a semantic source is set)",
+                           at_least(1))
+    lr_semantics: float = setting(5e-3, "Adam learning rate, semantic attributes", greater_than(0.0))
+    w_sem: float = setting(0.5, "weight of the cosine loss between decoded attributes and the mask embedding",
+                           at_least(0.0))
+    w_sem_contrast: float = setting(0.1, "weight of the contrastive loss over the frame's mask embeddings",
+                                    at_least(0.0))
+    w_sem_var: float = setting(0.1, "weight of the one-object-one-semantic loss (spread inside a mask)",
+                               at_least(0.0))
+    sem_tau: float = setting(0.1, "temperature of the contrastive loss", greater_than(0.0))
+    sem_pixels: int = setting(4096, "mask pixels sampled per step for the semantic losses", at_least(1))
+    sem_hidden: int = setting(128, "semantic decoder MLP width; 0: no decoder, attributes are full embeddings "
+                                   "(sem_dim = D)", at_least(0))
+    lr_decoder: float = setting(1e-3, "Adam learning rate of the semantic decoder", greater_than(0.0))
+    # Paper-v2 3D term: decoded features of neighbouring Gaussians (k nearest within a radius) pulled together.
+    w_sem_knn: float = setting(0.0, "weight of the 3D term pulling neighbouring Gaussians' semantics together "
+                                    "(0: off)", at_least(0.0))
+    sem_knn_k: int = setting(8, "3D term: neighbours per sampled Gaussian", at_least(1))
+    sem_knn_anchors: int = setting(2048, "3D term: Gaussians sampled per keyframe", at_least(1))
+    sem_knn_radius_m: float = setting(0.03, "3D term: only neighbours closer than this (m)", greater_than(0.0))
+    # 3DCS (3D coherent self-training): needs a vocabulary.
+    dcs_start: int = setting(20, "3DCS: keyframes mapped before the first relabelling round (warm-up)",
+                             at_least(1))
+    dcs_every: int = setting(10, "3D coherent self-training: relabel keyframes every this many keyframes "
+                                 "(0: off)", at_least(0))
+    dcs_confidence: float = setting(0.5, "3DCS: min softmax confidence of a pixel to vote and to keep a "
+                                         "pseudo-label", UNIT)
+    dcs_tau: float = setting(0.01, "3DCS: temperature of the labelling softmax that confidences are measured "
+                                   "with", greater_than(0.0))
+    w_dcs: float = setting(0.5, "3DCS: weight of the cross-entropy on pseudo-labels", at_least(0.0))
+    dcs_novel_views: int = setting(1, "3DCS: views rendered between consecutive keyframes per round and "
+                                      "labelled (0: off)", at_least(0))
+    dcs_novel_steps: int = setting(2, "3DCS: semantic-only training steps on those novel views per keyframe",
+                                   at_least(0))

@@ -1,0 +1,33 @@
+"""Class-agnostic segmentation shared by the 2D sources (clip_fast, clip_sam) and 3DCS on novel views."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from clipgs.data.frame import Frame
+
+
+def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, min_size: int = 40,
+                       depth_weight: float = 0.5) -> np.ndarray:
+    """(H, W) int64 mask ids from colour and depth (depth as a fourth channel, scaled to the colour range)."""
+    from skimage.segmentation import felzenszwalb
+
+    rgb = frame.rgb.astype(np.float32) / 255.0
+    depth = frame.depth / max(float(frame.depth.max()), 1e-6)
+    image = np.concatenate([rgb, depth_weight * depth[..., None]], axis=-1)
+    with warnings.catch_warnings():  # four channels (colour + depth) is the intent, not a mistake
+        warnings.filterwarnings("ignore", message="Got image with third dimension of 4")
+        ids = felzenszwalb(image, scale=scale, sigma=sigma, min_size=min_size, channel_axis=-1)
+    ids = ids.astype(np.int64)
+    ids[frame.depth <= 0] = -1  # no depth, no 3D: these pixels cannot supervise the map
+    return ids
+
+
+def masks_to_ids(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Overlapping boolean masks -> (H, W) int64 ids, -1 = none. Larger masks first, so a part drawn inside
+    an object (SAM's nested masks) keeps its own id; a mask left without pixels disappears."""
+    ids = np.full(shape, -1, np.int64)
+    for m, mask in enumerate(sorted(masks, key=lambda x: -int(x.sum()))):
+        ids[mask] = m
+    return ids

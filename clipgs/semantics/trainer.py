@@ -1,0 +1,192 @@
+"""SemanticTrainer: trains the map's semantic attributes beside the mapper (SAC, 3DCS, the 3D term).
+
+It owns the decoder and its optimiser, the 2D source's observations per keyframe, the SAC loss, 3DCS
+scheduling with its pseudo-labels and novel views, and the KNN term. The mapper calls it through the
+:class:`~clipgs.mapping.ChannelTrainer` hooks and never imports it.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipgs.data.frame import Camera, Frame
+from clipgs.mapping import ChannelTrainer, GaussianMap, IncrementalMapper
+from clipgs.mapping.keyframes import Keyframe
+from clipgs.render import RenderOutput
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
+from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
+from clipgs.semantics.sources import MaskEmbeddings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeyframeSemantics:
+    """A keyframe's supervision: the 2D source's masks + embeddings, and its 3DCS pseudo-labels
+    ((H, W) long vocabulary index, -1 = none; None before the first round)."""
+
+    masks: MaskEmbeddings
+    pseudo_labels: Tensor | None = None
+
+
+@dataclass
+class NovelView:
+    """A 3DCS view between keyframes: pseudo-labels only (its colour is the map's own, no evidence)."""
+
+    camera: Camera
+    pseudo_labels: Tensor
+
+
+class SemanticTrainer(ChannelTrainer):
+    """source: frame -> masks + embeddings (SAC supervision); vocabulary: (C, D) unit text embeddings of the
+    label set 3DCS votes over (row 0 may be a void class: it is never chosen); None switches 3DCS off."""
+
+    def __init__(self, config: SemanticTrainingConfig, source: Callable[[Frame], MaskEmbeddings],
+                 vocabulary: Tensor | None = None) -> None:
+        self.config, self.source, self.vocabulary = config, source, vocabulary
+        self.channels, self.channel_lr = config.sem_dim, config.lr_semantics
+        self.decoder: SemanticDecoder | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.novel_views: list[NovelView] = []
+        self.pseudo_label_rounds = 0
+        self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
+        self.device, self.seed = torch.device("cpu"), 0
+        self._generator = torch.Generator().manual_seed(0)
+        self._knn: tuple[Tensor, Tensor, Tensor] | None = None  # anchors, neighbours, valid
+
+    def attach(self, mapper: IncrementalMapper) -> None:
+        self.device, self.seed = mapper.device, mapper.config.seed
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def self_training_enabled(self) -> bool:
+        return self.config.dcs_every > 0 and self.vocabulary is not None and self.decoder is not None
+
+    # ----------------------------------------------------------------- hooks
+    def observe(self, frame: Frame) -> KeyframeSemantics | None:
+        """The 2D source's masks + embeddings; a failing source costs this keyframe its semantics, not its
+        geometry. The decoder is built at the first observation (it needs the embedding size)."""
+        try:
+            masks = self.source(frame)
+        except Exception as exc:
+            self.failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+            if sum(self.failures.values()) == 1:
+                log.exception("semantic source failed on frame %s; mapping geometry only for it", frame.index)
+            return None
+        if self.decoder is None:
+            self._build_decoder(masks.embeddings.shape[1])
+        return KeyframeSemantics(masks)
+
+    def renders_channels(self, keyframe: Keyframe) -> bool:
+        return keyframe.annotation is not None and self.decoder is not None
+
+    def begin_round(self, mapper: IncrementalMapper) -> None:
+        """Anchors and neighbours for the 3D term, drawn once per round (positions move little)."""
+        c, means = self.config, mapper.map.gaussians.means
+        self._knn = None
+        if c.w_sem_knn <= 0 or self.decoder is None or len(means) < 2:
+            return
+        with torch.no_grad():
+            anchors = torch.randperm(len(means), generator=self._generator)[:c.sem_knn_anchors].to(self.device)
+            neighbours, valid = knn_neighbours(means.detach(), anchors, c.sem_knn_k, c.sem_knn_radius_m)
+        self._knn = anchors, neighbours, valid
+
+    def keyframe_loss(self, out: RenderOutput, keyframe: Keyframe, gaussians: GaussianMap,
+                      parts: dict[str, float]) -> Tensor:
+        """SAC (+ 3DCS pseudo-labels, + the 3D term) on sampled mask pixels of the rendered attributes."""
+        c, sem = self.config, keyframe.annotation
+        idx = sample_mask_pixels(sem.masks.mask_ids, c.sem_pixels, self._generator)
+        if len(idx) == 0:
+            return out.semantics.sum() * 0.0
+        decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx])
+        terms = sac_losses(decoded, sem.masks.mask_ids.reshape(-1)[idx], sem.masks.embeddings.to(decoded), c.sem_tau)
+        loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        if sem.pseudo_labels is not None and self.vocabulary is not None:
+            target = sem.pseudo_labels.reshape(-1)[idx]
+            keep = target >= 0
+            if bool(keep.any()):
+                terms["dcs"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
+                loss = loss + c.w_dcs * terms["dcs"]
+        if self._knn is not None:
+            anchors, neighbours, valid = self._knn
+            attrs = gaussians.semantics
+            terms["knn"] = knn_consistency(self.decoder(attrs[anchors]), self.decoder(attrs[neighbours]), valid)
+            loss = loss + c.w_sem_knn * terms["knn"]
+        parts.update({f"sem_{k}": float(v.detach()) for k, v in terms.items()})
+        return loss
+
+    def zero_grad(self) -> None:
+        if self.decoder is not None:
+            self.decoder.zero_grad()
+
+    def step(self) -> None:
+        if self.optimizer is not None:
+            self.optimizer.step()
+
+    def end_round(self, mapper: IncrementalMapper) -> None:
+        """3DCS on views between keyframes: cross-entropy to their pseudo-labels, semantics updated only."""
+        c = self.config
+        for _ in range(c.dcs_novel_steps if self.novel_views else 0):
+            view = self.novel_views[mapper.rng.integers(len(self.novel_views))]
+
+            def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
+                idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
+                decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx])
+                loss = c.w_dcs * F.cross_entropy(self._logits(decoded), view.pseudo_labels.reshape(-1)[idx])
+                return loss, {"novel_dcs": float(loss.detach())}
+
+            mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"})
+
+    def after_keyframe(self, mapper: IncrementalMapper) -> None:
+        c, n = self.config, mapper.stats.keyframes
+        if self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0:
+            self.refresh_pseudo_labels(mapper)
+
+    def snapshot(self) -> SemanticDecoder | None:
+        return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
+
+    def counters(self) -> dict[str, Any]:
+        return {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures)}
+
+    # ----------------------------------------------------------------- 3DCS
+    @torch.no_grad()
+    def refresh_pseudo_labels(self, mapper: IncrementalMapper) -> None:
+        """3DCS: render each keyframe's semantics, label by the vocabulary, vote inside its 2D masks; likewise
+        for ``dcs_novel_views`` views between consecutive keyframes, segmented from their own renders."""
+        c = self.config
+        vocab = self.vocabulary.to(self.device)
+        for kf in mapper.keyframes:
+            if kf.annotation is None:
+                continue
+            out = mapper.render(kf.frame.camera)
+            kf.annotation.pseudo_labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
+                                                        kf.annotation.masks.mask_ids.to(self.device),
+                                                        c.dcs_confidence)
+        self.novel_views = []
+        for camera in novel_cameras([kf.frame.camera for kf in mapper.keyframes], c.dcs_novel_views):
+            _, pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
+                                            c.dcs_tau)
+            if bool((pseudo >= 0).any()):
+                self.novel_views.append(NovelView(camera, pseudo))
+        self.pseudo_label_rounds += 1
+
+    # ----------------------------------------------------------------- helpers
+    def _logits(self, decoded: Tensor) -> Tensor:
+        return decoded @ self.vocabulary.to(decoded).T / self.config.sem_tau
+
+    def _build_decoder(self, embed_dim: int) -> None:
+        c = self.config
+        with torch.random.fork_rng(devices=[]):  # seeded: the same settings map the same way in any process
+            torch.manual_seed(self.seed)
+            self.decoder = SemanticDecoder(c.sem_dim, embed_dim, c.sem_hidden).to(self.device)
+        params = list(self.decoder.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=c.lr_decoder) if params else None

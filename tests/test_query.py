@@ -1,0 +1,71 @@
+"""Text queries: relevancy, the 2D mask and the matching Gaussians split into 3D objects."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipgs.semantics.sac import SemanticDecoder
+
+
+def test_relevancy_and_3d_query_on_a_toy_map():
+    from clipgs.mapping import GaussianMap
+    from clipgs.semantics.query import query_map, relevancy
+
+    g = torch.Generator().manual_seed(0)
+    chair, table, other = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
+    x = torch.stack([chair, table])
+    rel = relevancy(x, chair, torch.stack([table, other]))
+    assert rel[0] > 0.99 and rel[1] < 0.01
+    # A toy map: two clusters of Gaussians whose attributes decode (identity decoder) to chair / table.
+    n = 200
+    means = torch.cat([torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([1.0, 0, 0]),
+                       torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([-1.0, 0, 0])])
+    sem = torch.cat([chair.expand(n, 16), table.expand(n, 16)])
+    gmap = GaussianMap(means, torch.tensor([[1.0, 0, 0, 0]]).expand(2 * n, 4), torch.full((2 * n, 3), -3.0),
+                       torch.full((2 * n,), 3.0), torch.zeros(2 * n, 3), sem)
+    identity = SemanticDecoder(16, 16)
+    with torch.no_grad():
+        identity.net[0].weight.copy_(torch.eye(128, 16))
+        identity.net[0].bias.zero_()
+        identity.net[2].weight.copy_(torch.eye(16, 128))
+        identity.net[2].bias.zero_()
+    chair_pos = torch.relu(chair)  # the ReLU decoder keeps only positive parts; query with what it outputs
+    answer = query_map(gmap, identity, torch.nn.functional.normalize(chair_pos, dim=0),
+                       torch.nn.functional.normalize(torch.relu(torch.stack([table, other])), dim=-1), None)
+    assert answer.selected[:n].all() and not answer.selected[n:].any()
+    np.testing.assert_allclose(answer.centroid, [1.0, 0, 0], atol=0.02)
+    assert answer.box_min[0] > 0.8 and answer.box_max[0] < 1.2
+    assert answer.instances[0].gaussians > 0.9 * n and sum(i.gaussians for i in answer.instances) <= n
+    with pytest.raises(ValueError, match="not finite"):
+        query_map(gmap, identity, torch.full((16,), float("nan")), torch.stack([table]), None)
+
+
+def test_query_splits_matching_gaussians_into_instances():
+    from clipgs.semantics.query import group_instances
+
+    g = np.random.default_rng(0)
+    # Two chairs 1.9 m apart, made of surface-like points 2 cm apart, and one stray Gaussian far away.
+    seat = np.stack(np.meshgrid(np.arange(0, 0.44, 0.02), np.arange(0, 0.44, 0.02), [0.45]), -1).reshape(-1, 3)
+    back = np.stack(np.meshgrid([0.42], np.arange(0, 0.44, 0.02), np.arange(0.45, 1.05, 0.02)), -1).reshape(-1, 3)
+    chair = np.concatenate([seat, back])
+    left, right = chair + np.array([-1.0, 0, 0]), chair[::2] + np.array([0.9, 0, 0])  # right: half as dense
+    stray = np.array([[0.0, 3.0, 1.0]])
+    points = np.concatenate([left, right, stray])
+    weights = g.uniform(0.5, 1.0, len(points))
+    found = group_instances(points, weights)
+    assert [i.gaussians for i in found] == [len(left), len(right)]  # strongest first, stray dropped
+    assert found[0].weight > found[1].weight
+    for inst, pts in zip(found, (left, right), strict=True):
+        assert np.all(inst.box_min >= pts.min(0) - 1e-9) and np.all(inst.box_max <= pts.max(0) + 1e-9)
+        assert np.all(inst.box_min <= inst.centroid) and np.all(inst.centroid <= inst.box_max)
+        assert np.linalg.norm(inst.centroid - pts.mean(0)) < 0.05
+    # A copy 6 cm over touches the first: one object. Only strays: the largest stray group is still an answer.
+    assert len(group_instances(np.concatenate([left, left + np.array([0.06, 0, 0])]), np.ones(2 * len(left)))) == 1
+    assert [i.gaussians for i in group_instances(stray, np.ones(1))] == [1]
+    # A fragment (a few mislabelled Gaussians) much lighter than the strongest object is not an object.
+    fragment = chair[:40] + np.array([0, 2.0, 0])
+    found = group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40))
+    assert [i.gaussians for i in found] == [len(left)]
+    assert len(group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40), min_fraction=0.0)) == 2
+    assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
