@@ -76,10 +76,6 @@ def parameter_specs() -> list[SettingSpec]:
     return [spec for _, group in GROUPS for spec in group.specs()]
 
 
-def default_parameters() -> dict[str, Any]:
-    return {spec.name: spec.default for spec in parameter_specs()}
-
-
 def params_file_text() -> str:
     """The ROS 2 params file with every parameter, its default, help text and constraints."""
     lines = ["# Parameters of the clipgs mapping node (ros2 launch clipgs_ros mapping.launch.py).",

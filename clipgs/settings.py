@@ -148,11 +148,6 @@ class Settings:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def to_yaml(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
-
     def replace(self, **changes: Any):
         """A validated copy with some settings changed."""
         return dataclasses.replace(self, **changes)

@@ -9,18 +9,19 @@ import yaml
 
 from clipgs.errors import SettingsError
 from clipgs.mapping.config import MapperConfig
-from clipgs.parameters import GROUPS, NodeSettings, Parameters, default_parameters, parameter_specs, params_file_text
+from clipgs.parameters import GROUPS, NodeSettings, Parameters, parameter_specs, params_file_text
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.settings import coerce
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {spec.name: spec.default for spec in parameter_specs()}
 
 
 def test_the_shipped_params_file_is_the_generated_one():
     shipped = (ROOT / "config" / "mapping.yaml").read_text()
     assert shipped == params_file_text(), "regenerate it: clipgs params --out config/mapping.yaml"
     values = yaml.safe_load(shipped)["clipgs_mapping"]["ros__parameters"]
-    assert values == default_parameters()
+    assert values == DEFAULTS
 
 
 def test_every_setting_has_help_and_names_are_unique_across_groups():
@@ -65,7 +66,7 @@ def test_values_are_coerced_or_rejected_by_name():
 
 
 def test_parameters_split_flat_values_into_groups_and_reject_typos(tmp_path):
-    p = Parameters.from_flat({**default_parameters(), "iters_per_keyframe": 3, "render_rate_hz": 1, "sem_dim": 8,
+    p = Parameters.from_flat({**DEFAULTS, "iters_per_keyframe": 3, "render_rate_hz": 1, "sem_dim": 8,
                               "clip_model": "clipgs-tiny"})
     assert p.mapper.iters_per_keyframe == 3 and p.node.render_rate_hz == 1.0 and p.stream.map_frame == "map"
     assert p.training.sem_dim == 8 and p.semantics.clip_model == "clipgs-tiny"

@@ -113,7 +113,3 @@ class Frame:
     @property
     def camera(self) -> Camera:
         return Camera(self.K, self.width, self.height, self.world_from_camera)
-
-    @property
-    def valid_depth_fraction(self) -> float:
-        return float(np.count_nonzero(self.depth) / self.depth.size)

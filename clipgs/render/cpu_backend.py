@@ -1,4 +1,4 @@
-"""The compiled CPU backend: PyTorch projection and binning, C++ compositing with a hand-written backward."""
+"""The compiled CPU backend: C++ projection, tile binning and compositing (hand-written backwards)."""
 from __future__ import annotations
 
 import ctypes

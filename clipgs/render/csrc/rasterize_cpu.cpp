@@ -128,7 +128,7 @@ inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat,
   return e;
 }
 
-// EWA projection (forward only; training uses the differentiable PyTorch projection, same math).
+// EWA projection, the same math as the PyTorch projection; its gradient is `project_backward` below.
 // viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
 template <typename T>
 void project(int64_t n, const T* means, const T* quats, const T* log_scales, const T* opacities, const T* viewmat,
