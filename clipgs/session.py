@@ -131,8 +131,8 @@ class MappingSession:
 
     # ----------------------------------------------------------------- outputs
     def stats_line(self) -> str:
-        snap = self.worker.snapshot()
-        s, failures = snap.stats, snap.trainer_counters.get("semantic_failures", {})
+        s, trainer_counters = self.worker.mapper.counters()
+        failures = trainer_counters.get("semantic_failures", {})
         rejected = dict(s.rejected)
         return (f"pairs {self.counters.color_depth_pairs}, mapped {self.worker.processed}, dropped while busy "
                 f"{self.worker.dropped}, no pose {self.counters.no_pose}, keyframes {s.keyframes}, Gaussians "

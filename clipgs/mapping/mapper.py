@@ -85,8 +85,12 @@ class IncrementalMapper:
         """The map, the trainer's decoder and the counters of one instant, consistent with each other even
         while mapping continues in another thread."""
         with self._lock:
-            return MapSnapshot(self.map.snapshot(), self.trainer.snapshot(), copy.deepcopy(self.stats),
-                               self.trainer.counters())
+            return MapSnapshot(self.map.snapshot(), self.trainer.snapshot(), *self.counters())
+
+    def counters(self) -> tuple[MapperStats, dict]:
+        """Copies of the mapper's and the trainer's counters (cheap: no map copy), e.g. for a log line."""
+        with self._lock:
+            return copy.deepcopy(self.stats), self.trainer.counters()
 
     @property
     def gaussian_count(self) -> int:

@@ -57,15 +57,13 @@ def novel_cameras(cameras: list[Camera], per_pair: int) -> list[Camera]:
 
 @torch.no_grad()
 def label_rendered_view(out: RenderOutput, camera: Camera, decoder: SemanticDecoder, vocabulary: Tensor,
-                        confidence: float, tau: float) -> tuple[Frame, Tensor]:
-    """Pseudo-labels for a view without a 2D teacher: class-agnostic segments of the rendered colour + depth
-    stand in for its masks, the decoded semantics vote inside them.
-
-    Returns the rendered view as a Frame (rgb, depth where opacity > 0.5) and (H, W) pseudo-labels, -1 = none.
+                        confidence: float, tau: float) -> Tensor:
+    """(H, W) pseudo-labels (-1 = none) for a view without a 2D teacher: class-agnostic segments of the
+    rendered colour + depth (where opacity > 0.5) stand in for its masks, the decoded semantics vote inside them.
     """
     rgb = to_uint8(out.rgb.cpu().numpy())
     depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
     frame = Frame(rgb, depth, camera.K, camera.world_from_camera)
     ids = torch.from_numpy(felzenszwalb_masks(frame)).to(out.image.device)
     logits = decoder.similarity(out.semantics, vocabulary) / tau
-    return frame, vote_in_masks(logits, ids, confidence)
+    return vote_in_masks(logits, ids, confidence)

@@ -173,8 +173,8 @@ class SemanticTrainer(ChannelTrainer):
                                                         c.dcs_confidence)
         self.novel_views = []
         for camera in novel_cameras([kf.frame.camera for kf in mapper.keyframes], c.dcs_novel_views):
-            _, pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
-                                            c.dcs_tau)
+            pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
+                                         c.dcs_tau)
             if bool((pseudo >= 0).any()):
                 self.novel_views.append(NovelView(camera, pseudo))
         self.pseudo_label_rounds += 1
