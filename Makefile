@@ -11,7 +11,7 @@ DEMO_OUT ?= demo_out
 install: $(STAMP)
 
 # torch/torchvision pinned by constraints.txt on every pip call: a loose torch pulls GBs of CUDA wheels.
-$(STAMP): setup.py constraints.txt clipgs/render/csrc/rasterize_cpu.cpp
+$(STAMP): setup.py constraints.txt $(wildcard clipgs/render/csrc/*.cpp)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[test]'

@@ -4,10 +4,12 @@ Scenes (3 colour + 16 semantic channels, rendered from a held-out view):
 - surface: Gaussians seeded from the synthetic room's RGB-D frames (the density of a real map), subsampled to N;
 - dense: N random Gaussians filling a volume in front of the camera (many overlaps per pixel: the worst case).
 Each configuration runs in a fresh process so its peak memory is its own. The speed-up columns compare
-each backend with the PyTorch reference backend on the same configuration.
+each backend with the reference backend (``--reference``, default ``cpu_scalar``: the compiled kernel
+before vectorised compositing) on the same configuration.
 
     .venv/bin/python benchmarks/render.py [--sizes 20000 50000 200000] [--res 160x120 320x240 640x480]
-                                          [--scene surface|dense] [--backends cpu torch]
+                                          [--scene surface|dense] [--backends cpu_scalar cpu torch]
+                                          [--reference cpu_scalar]
 """
 from __future__ import annotations
 
@@ -115,7 +117,9 @@ def main() -> int:
     parser.add_argument("--res", nargs="+", default=["160x120", "320x240", "640x480"])
     parser.add_argument("--scene", choices=["surface", "dense"], default="surface")
     parser.add_argument("--sem", type=int, default=16, help="semantic channels rendered with RGB")
-    parser.add_argument("--backends", nargs="+", default=None, help="default: cpu, torch, plus gsplat with CUDA")
+    parser.add_argument("--backends", nargs="+", default=None,
+                        help="default: cpu_scalar, cpu, plus gsplat with CUDA")
+    parser.add_argument("--reference", default="cpu_scalar", help="the backend the speed-up columns divide by")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
@@ -123,10 +127,11 @@ def main() -> int:
 
     import torch
 
-    backends = args.backends or (["cpu", "torch", "gsplat"] if torch.cuda.is_available() else ["cpu", "torch"])
+    backends = args.backends or ["cpu_scalar", "cpu", *(["gsplat"] if torch.cuda.is_available() else [])]
     rows = []
     ctx = mp.get_context("spawn")
-    print(f"torch {torch.__version__}, {args.threads} threads, channels 3+{args.sem}, scene '{args.scene}'", flush=True)
+    print(f"torch {torch.__version__}, {args.threads} threads, channels 3+{args.sem}, scene '{args.scene}', "
+          f"speed-up vs '{args.reference}'", flush=True)
     header = (f"| {'backend':7} | {'N':>7} | {'resolution':>10} | {'channels':>8} | {'fwd ms':>8} | "
               f"{'fwd+bwd ms':>10} | {'peak MB':>8} | {'fwd x':>6} | {'fwd+bwd x':>9} |")
     print(header + "\n|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|", flush=True)
@@ -134,7 +139,7 @@ def main() -> int:
         w, h = (int(v) for v in res.split("x"))
         for n in args.sizes:
             results = {}
-            for backend in sorted(backends, key=lambda b: b != "torch"):  # the reference first, for the ratios
+            for backend in sorted(backends, key=lambda b: b != args.reference):  # the reference first
                 cfg = {"backend": backend, "n": n, "width": w, "height": h, "sem": args.sem, "threads": args.threads,
                        "repeats": args.repeats, "device": "cuda" if backend == "gsplat" else "cpu",
                        "scene": args.scene}
@@ -147,7 +152,7 @@ def main() -> int:
                     continue
                 r = results[backend] = queue.get()
                 rows.append(r)
-                ref = results.get("torch")
+                ref = results.get(args.reference)
                 fx = f"{ref['fwd_ms'] / r['fwd_ms']:.1f}" if ref else "-"
                 bx = f"{ref['fb_ms'] / r['fb_ms']:.1f}" if ref else "-"
                 peak = r["gpu_peak_mb"] if r["gpu_peak_mb"] is not None else r["peak_mb"]

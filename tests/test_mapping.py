@@ -151,12 +151,13 @@ def test_pruning_and_cap_follow_optimiser_state(synth_dir):
     assert torch.equal(state._exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
 
 
-def test_adam_matches_torch_adam_and_new_rows_start_fresh():
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_matches_torch_adam_and_new_rows_start_fresh(fused):
     g = torch.Generator().manual_seed(0)
     gmap = GaussianMap(torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g), torch.randn(5, 3, generator=g),
                        torch.randn(5, generator=g), torch.randn(5, 3, generator=g), torch.zeros(5, 0))
     original = gmap.means.clone()
-    opt = TrainableMap(gmap, {"means": 0.1, "sh0": 0.1}, eps=1e-8)
+    opt = TrainableMap(gmap, {"means": 0.1, "sh0": 0.1}, eps=1e-8, fused=fused)
     ref = gmap.means.clone().requires_grad_(True)
     torch_opt = torch.optim.Adam([ref], lr=0.1, eps=1e-8)
     target = torch.randn(5, 3, generator=g)
@@ -186,6 +187,25 @@ def test_adam_matches_torch_adam_and_new_rows_start_fresh():
     assert torch.equal(opt.gaussians.sh0.detach(), sh0)
     with pytest.raises(ValueError, match="semantic channels"):
         opt.extend(GaussianMap.empty(sem_dim=2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_adam_step_matches_the_torch_step(dtype):
+    """Rows at different step counts (Gaussians that joined at different times), 1-D and 2-D fields."""
+    from clipgs.mapping.trainable_map import adam_step_fused, adam_step_torch, bias_corrections
+
+    g = torch.Generator().manual_seed(3)
+    bias = bias_corrections(torch.randint(1, 50, (1000,), generator=g).double(), (0.9, 0.999), dtype)
+    for shape in ((1000,), (1000, 16)):
+        p, grad, m = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(3))
+        v = torch.rand(shape, generator=g, dtype=dtype)
+        a, b = [t.clone() for t in (p, m, v)], [t.clone() for t in (p, m, v)]
+        adam_step_fused(a[0], grad, a[1], a[2], bias, 0.01, (0.9, 0.999), 1e-15)
+        adam_step_torch(b[0], grad, b[1], b[2], bias, 0.01, (0.9, 0.999), 1e-15)
+        tol = 1e-12 if dtype == torch.float64 else 1e-6
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+        assert not torch.equal(a[0], p)
 
 
 def test_config_yaml_round_trip_and_ros_layout(tmp_path):

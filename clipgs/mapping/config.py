@@ -49,7 +49,8 @@ class MapperConfig(Settings):
     # Frame checks.
     min_valid_depth_fraction: float = setting(0.05, "reject frames with less valid depth than this fraction", UNIT)
     # Misc.
-    backend: str = setting("auto", "render backend: " + ", ".join(BACKENDS), one_of(BACKENDS))
+    backend: str = setting("auto", "render backend (auto: gsplat on CUDA, the compiled kernel on CPU)",
+                           one_of(BACKENDS))
     seed: int = setting(0, "random seed (keyframe sampling, semantic pixel sampling, decoder initialisation)")
 
     def validate(self) -> None:

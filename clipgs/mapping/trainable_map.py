@@ -2,16 +2,51 @@
 
 One :class:`GaussianMap` whose tensors are leaf parameters; ``select`` and ``extend`` are the only ways to
 change which Gaussians exist, and both keep the optimiser state in step. Each Gaussian (row) keeps its own
-Adam step count, so a Gaussian added late gets Adam's bias correction from its first step.
+Adam step count, so a Gaussian added late gets Adam's bias correction from its first step. On the CPU the
+step is one fused pass per field (compiled, csrc/adam_cpu.cpp); elsewhere, or with ``fused=False``, the
+same arithmetic in PyTorch ops.
 """
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Collection
 
 import torch
 from torch import Tensor
 
 from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.render import cpu_kernel
+
+
+def bias_corrections(steps: Tensor, betas: tuple[float, float], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(1 - beta1^steps, 1 - beta2^steps) per row, (N,) in ``dtype``; ``steps`` (N,) float64."""
+    return (1 - betas[0] ** steps).to(dtype), (1 - betas[1] ** steps).to(dtype)
+
+
+def adam_step_torch(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[Tensor, Tensor], lr: float,
+                    betas: tuple[float, float], eps: float) -> None:
+    """In place: one Adam step of ``p`` (N, ...) with per-row bias corrections ``bias`` (N,) each (see
+    :func:`bias_corrections`). The reference for the fused CPU kernel."""
+    b1, b2 = betas
+    shape = (-1,) + (1,) * (p.dim() - 1)
+    bc1, bc2 = bias[0].view(shape), bias[1].view(shape)
+    m.mul_(b1).add_(grad, alpha=1 - b1)
+    v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    p.sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
+
+
+def adam_step_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[Tensor, Tensor], lr: float,
+                    betas: tuple[float, float], eps: float) -> None:
+    """Same as :func:`adam_step_torch`, one compiled pass (CPU, float32/float64, contiguous tensors)."""
+    suffix = "f64" if p.dtype == torch.float64 else "f32"
+    fn = getattr(cpu_kernel.load(), f"clipgs_adam_{suffix}")
+    ptr = [ctypes.c_void_p(t.data_ptr()) for t in (p, grad.contiguous(), m, v, *bias)]
+    fn(p.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
+
+
+def _fusable(*tensors: Tensor) -> bool:
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()
+               for t in tensors) and cpu_kernel.available()
 
 
 class TrainableMap:
@@ -19,8 +54,8 @@ class TrainableMap:
     (a field without one is never updated)."""
 
     def __init__(self, gaussians: GaussianMap, lrs: dict[str, float], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-15) -> None:
-        self.lrs, self.betas, self.eps = dict(lrs), betas, eps
+                 eps: float = 1e-15, fused: bool = True) -> None:
+        self.lrs, self.betas, self.eps, self.fused = dict(lrs), betas, eps, fused
         self.gaussians = self._leaves({k: v.detach().clone() for k, v in gaussians.tensors().items()})
         self._exp_avg = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
         self._exp_avg_sq = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
@@ -46,19 +81,15 @@ class TrainableMap:
     @torch.no_grad()
     def step(self, only: Collection[str] | None = None) -> None:
         """One Adam step on the fields with a gradient (``only``: just these fields, e.g. {'semantics'})."""
-        b1, b2 = self.betas
         self._steps += 1
-        dtype = self.gaussians.means.dtype
-        bc1, bc2 = (1 - b1**self._steps).to(dtype), (1 - b2**self._steps).to(dtype)
+        bias = bias_corrections(self._steps, self.betas, self.gaussians.means.dtype)
         for k, p in self.gaussians.tensors().items():
             lr = self.lrs.get(k, 0.0)
             if p.grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
                 continue
             m, v = self._exp_avg[k], self._exp_avg_sq[k]
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            p.sub_(lr * (m / bc1.view(shape)) / ((v / bc2.view(shape)).sqrt() + self.eps))
+            fused = self.fused and p.dtype == p.grad.dtype == bias[0].dtype and _fusable(p, m, v)
+            (adam_step_fused if fused else adam_step_torch)(p, p.grad, m, v, bias, lr, self.betas, self.eps)
 
     # ----------------------------------------------------------------- edits
     def select(self, index: Tensor) -> None:

@@ -14,7 +14,7 @@ from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
 from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
 
-BACKENDS = ("auto", "cpu", "torch", "gsplat")
+BACKENDS = ("auto", "cpu", "cpu_scalar", "torch", "gsplat")
 COLOR_CHANNELS = 3  # features are laid out as RGB first, then the semantic attribute channels
 
 
@@ -62,7 +62,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """Pick the backend.
 
     'auto': gsplat for CUDA tensors (when importable); on the CPU the compiled kernel ('cpu'), or the
-    plain PyTorch reference ('torch') where it cannot be built. 'torch' runs on any device.
+    plain PyTorch reference ('torch') where it cannot be built. 'torch' runs on any device. 'cpu_scalar' is
+    the compiled kernel without the vectorised compositing (the previous kernel, kept for comparison).
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown render backend {backend!r}; expected one of {BACKENDS}")
@@ -70,8 +71,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "gsplat" if gsplat_available() else "torch"
         return "cpu" if device.type == "cpu" and cpu_kernel.available() else "torch"
-    if backend == "cpu" and (device.type != "cpu" or not cpu_kernel.available()):
-        raise RuntimeError("render backend 'cpu' needs CPU tensors and a C++ compiler to build its kernel "
+    if backend in ("cpu", "cpu_scalar") and (device.type != "cpu" or not cpu_kernel.available()):
+        raise RuntimeError(f"render backend {backend!r} needs CPU tensors and a C++ compiler to build its kernel "
                            "(see clipgs.render.cpu_kernel); use backend='torch' instead")
     if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
         raise RuntimeError(
@@ -111,7 +112,8 @@ def rasterize(
     features: (N, C) any channel count; RGB and semantic attributes render in one pass.
     camera: intrinsics, size and world_from_camera pose (OpenCV optical frame).
     background: optional (C,) added where alpha < 1: image + (1 - alpha) * background.
-    backend: 'auto' (gsplat on CUDA, the compiled kernel on CPU), 'cpu', 'torch' (reference) or 'gsplat'.
+    backend: 'auto' (gsplat on CUDA, the compiled kernel on CPU), 'cpu', 'cpu_scalar', 'torch' (reference) or
+        'gsplat'.
     """
     n = means.shape[0]
     for name, t, shape in (
@@ -131,10 +133,13 @@ def rasterize(
         image, depth, alpha, radii, means2d = rasterize_gsplat(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
+    elif chosen in ("cpu", "cpu_scalar"):
+        proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
+        image, depth, alpha = composite_cpu(proj, features, W, H, vectorised=chosen == "cpu")
+        radii, means2d = proj.radii, proj.means2d
     else:
-        project = project_cpu if chosen == "cpu" else project_gaussians
-        proj = project(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
-        image, depth, alpha = (composite_cpu if chosen == "cpu" else composite)(proj, features, W, H)
+        proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
+        image, depth, alpha = composite(proj, features, W, H)
         radii, means2d = proj.radii, proj.means2d
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)

@@ -1,4 +1,5 @@
-"""Build (once, cached) and load the compiled CPU rasterizer (csrc/rasterize_cpu.cpp) through ctypes.
+"""Build (once, cached) and load the compiled CPU kernels through ctypes: the rasterizer
+(csrc/rasterize_cpu.cpp) and the fused Adam step for the map's parameters (csrc/adam_cpu.cpp).
 
 The shared library is compiled with the system C++ compiler on first use (about a second) into
 ``$CLIPGS_CACHE`` (default ``~/.cache/clipgs``), keyed by the source, the compiler flags and the CPU, so
@@ -17,9 +18,12 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("csrc") / "rasterize_cpu.cpp"
-FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread"]
-ABI_VERSION = 3
+SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
+# -march=native: the SIMD compositing uses this CPU's vector width; -fopenmp: the kernels share PyTorch's
+# thread team (one libgomp per process); -fno-math-errno lets sqrt/exp loops vectorise.
+FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC",
+         "-pthread", "-fopenmp"]
+ABI_VERSION = 4
 
 
 class KernelUnavailableError(RuntimeError):
@@ -39,10 +43,11 @@ def _cpu_signature() -> str:
 def library_path() -> Path:
     compiler = os.environ.get("CXX", "g++")
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([compiler, *FLAGS, _cpu_signature(), platform.machine()]).encode()
+        b"".join(src.read_bytes() for src in SOURCES)
+        + " ".join([compiler, *FLAGS, _cpu_signature(), platform.machine()]).encode()
     ).hexdigest()[:16]
     cache = Path(os.environ.get("CLIPGS_CACHE", Path.home() / ".cache" / "clipgs"))
-    return cache / "kernels" / f"rasterize_cpu_{key}.so"
+    return cache / "kernels" / f"clipgs_cpu_{key}.so"
 
 
 def build(verbose: bool = False) -> Path:
@@ -56,12 +61,16 @@ def build(verbose: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then an atomic rename
         tmp_lib = Path(tmp) / target.name
-        cmd = [compiler, *FLAGS, str(SOURCE), "-o", str(tmp_lib)]
-        if verbose:
-            print(" ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        for flags in (FLAGS, [f for f in FLAGS if f != "-fopenmp"]):  # a compiler without OpenMP: std::threads
+            cmd = [compiler, *flags, *map(str, SOURCES), "-o", str(tmp_lib)]
+            if verbose:
+                print(" ".join(cmd))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode == 0:
+                break
         if proc.returncode != 0:
-            raise KernelUnavailableError(f"compiling {SOURCE.name} failed:\n{proc.stderr[-2000:]}")
+            names = ", ".join(src.name for src in SOURCES)
+            raise KernelUnavailableError(f"compiling {names} failed:\n{proc.stderr[-2000:]}")
         os.replace(tmp_lib, target)
     return target
 
@@ -87,6 +96,15 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None
         getattr(lib, f"clipgs_forward_{suffix}").restype = None
         getattr(lib, f"clipgs_backward_{suffix}").restype = None
+    lib.clipgs_forward_simd_f32.argtypes = lib.clipgs_forward_f32.argtypes
+    lib.clipgs_backward_simd_f32.argtypes = lib.clipgs_backward_f32.argtypes
+    lib.clipgs_forward_simd_f32.restype = lib.clipgs_backward_simd_f32.restype = None
+    lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]
+    lib.clipgs_fast_exp_f32.restype = None
+    for suffix in ("f32", "f64"):
+        fn = getattr(lib, f"clipgs_adam_{suffix}")
+        fn.argtypes = [i64, i64, p, p, p, p, p, p, *([ctypes.c_double] * 4), i32]
+        fn.restype = None
     return lib
 
 

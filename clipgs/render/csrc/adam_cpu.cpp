@@ -1,0 +1,68 @@
+// Fused Adam step for the map's per-Gaussian parameters: one pass over the rows instead of a dozen
+// element-wise tensor ops. Each row (Gaussian) has its own step count, so its bias corrections
+// (1 - beta^step, computed once per step for all fields by the caller) start at its first step
+// (Gaussians join the map at any time). Same arithmetic as TrainableMap's PyTorch path.
+// Plain C ABI, called through ctypes with raw pointers to contiguous tensors; built into the same
+// library as the rasterizer (see clipgs/render/cpu_kernel.py).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace {
+
+// Flat elements [begin, end) of a (rows, W) field; the row of element j is j / W (W known at compile
+// time for the common widths, so the division is a multiply and the loop vectorises).
+template <typename T, int W>
+inline void adam_span(int64_t begin, int64_t end, int64_t width, T* __restrict p, const T* __restrict g,
+                      T* __restrict m, T* __restrict v, const T* __restrict bias1,
+                      const T* __restrict bias2, T lr, T b1, T b2, T eps) {
+  const int64_t w = W > 0 ? W : width;
+  for (int64_t j = begin; j < end; ++j) {
+    const int64_t row = j / w;
+    const T gj = g[j];
+    const T mj = m[j] * b1 + gj * (T(1) - b1);
+    const T vj = v[j] * b2 + gj * gj * (T(1) - b2);
+    m[j] = mj;
+    v[j] = vj;
+    p[j] -= lr * (mj / bias1[row]) / (std::sqrt(vj / bias2[row]) + eps);
+  }
+}
+
+template <typename T>
+void adam_rows(int64_t rows, int64_t width, T* param, const T* grad, T* exp_avg, T* exp_avg_sq, const T* bias1,
+               const T* bias2, double lr, double beta1, double beta2, double eps, int threads) {
+  const int64_t n = rows * width, chunk = 1 << 16;
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  threads = std::max(1, std::min<int>(threads, (int)std::max<int64_t>(n_chunks, 1)));
+#pragma omp parallel for schedule(static) num_threads(threads)  // PyTorch's thread team (see rasterize_cpu.cpp)
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const int64_t b = c * chunk, e = std::min(n, b + chunk);
+    const auto span = [&](auto w) {
+      adam_span<T, decltype(w)::value>(b, e, width, param, grad, exp_avg, exp_avg_sq, bias1, bias2, T(lr),
+                                       T(beta1), T(beta2), T(eps));
+    };
+    switch (width) {
+      case 1: span(std::integral_constant<int, 1>{}); break;
+      case 3: span(std::integral_constant<int, 3>{}); break;
+      case 4: span(std::integral_constant<int, 4>{}); break;
+      case 16: span(std::integral_constant<int, 16>{}); break;
+      default: span(std::integral_constant<int, 0>{});
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+void clipgs_adam_f32(int64_t rows, int64_t width, float* param, const float* grad, float* exp_avg,
+                     float* exp_avg_sq, const float* bias1, const float* bias2, double lr, double beta1, double beta2, double eps,
+                     int threads) {
+  adam_rows(rows, width, param, grad, exp_avg, exp_avg_sq, bias1, bias2, lr, beta1, beta2, eps, threads);
+}
+void clipgs_adam_f64(int64_t rows, int64_t width, double* param, const double* grad, double* exp_avg,
+                     double* exp_avg_sq, const double* bias1, const double* bias2, double lr, double beta1, double beta2, double eps,
+                     int threads) {
+  adam_rows(rows, width, param, grad, exp_avg, exp_avg_sq, bias1, bias2, lr, beta1, beta2, eps, threads);
+}
+}
