@@ -69,7 +69,7 @@ def _map(args: argparse.Namespace) -> int:
         print(f"semantics: {stack.description}, d={training.sem_dim}, {len(stack.classes) - 1} classes, "
               f"3DCS {'on' if training.dcs_every else 'off'}")
     mapper, summary = map_frames(frames, config, total, refine_iters=args.refine, max_frames=args.max_frames,
-                                 trainer=trainer)
+                                 trainer=trainer, device=params.node.device)
     if is_bag(args.data):
         problems = {k: v for k, v in replay.errors.items() if v}
         if problems:

@@ -6,6 +6,7 @@ The groups and their order are listed once in ``GROUPS``; ``config/mapping.yaml`
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from clipgs.errors import SettingsError
 from clipgs.mapping.config import MapperConfig
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.factory import SemanticSettings
-from clipgs.settings import ROS_NODE_NAME, Settings, SettingSpec, at_least, read_settings_file, setting
+from clipgs.settings import ROS_NODE_NAME, Check, Settings, SettingSpec, at_least, read_settings_file, setting
+
+TORCH_DEVICE = Check("cpu, cuda or cuda:N", lambda v: re.fullmatch(r"cpu|cuda(:\d+)?", str(v)) is not None)
 
 
 @dataclass
@@ -32,7 +35,7 @@ class NodeSettings(Settings):
     stats_period_s: float = setting(10.0, "period of the counters log line (frames, keyframes, dropped, "
                                           "rejected)", at_least(0.0))
     autosave_path: str = setting("~/.ros/clipgs_map.ply", "map written on shutdown (PLY); empty: no autosave")
-    device: str = setting("cpu", "torch device for mapping (cpu or cuda)")
+    device: str = setting("cpu", "torch device for mapping", TORCH_DEVICE)
 
 
 # (file section title, group): the params file's order.

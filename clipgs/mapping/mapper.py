@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
+from clipgs.errors import SettingsError
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.frame_check import rejection_reason
@@ -43,6 +44,9 @@ class IncrementalMapper:
         """trainer: trains extra per-Gaussian channels (e.g. a ``SemanticTrainer``); None: geometry only."""
         self.config = config or MapperConfig()
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise SettingsError(f"device {str(device)!r} asked for, but this PyTorch ({torch.__version__}) sees no "
+                                "CUDA GPU; use device: cpu")
         self.trainer = trainer or ChannelTrainer()
         self.stats = MapperStats()
         self.keyframes: list[Keyframe] = []

@@ -6,6 +6,7 @@ import resource
 import time
 from collections.abc import Iterable
 
+import torch
 from tqdm import tqdm
 
 from clipgs.data.dataset import SequenceDataset
@@ -16,21 +17,23 @@ from clipgs.mapping.mapper import IncrementalMapper
 
 
 def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int | None = None,
-                refine_iters: int = 0, progress: bool = True,
-                trainer: ChannelTrainer | None = None) -> tuple[IncrementalMapper, dict]:
+                refine_iters: int = 0, progress: bool = True, trainer: ChannelTrainer | None = None,
+                device: str | torch.device = "cpu") -> tuple[IncrementalMapper, dict]:
     """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary.
 
-    trainer: trains the extra channels (a ``SemanticTrainer``); None: geometry only.
+    trainer: trains the extra channels (a ``SemanticTrainer``); None: geometry only. device: where the map
+    and its optimisation live ('cpu', 'cuda').
     """
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
-    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, trainer=trainer)
+    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, trainer=trainer,
+                      device=device)
 
 
 def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None = None, refine_iters: int = 0,
-               progress: bool = True, max_frames: int | None = None,
-               trainer: ChannelTrainer | None = None) -> tuple[IncrementalMapper, dict]:
+               progress: bool = True, max_frames: int | None = None, trainer: ChannelTrainer | None = None,
+               device: str | torch.device = "cpu") -> tuple[IncrementalMapper, dict]:
     """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary."""
-    mapper = IncrementalMapper(config, trainer=trainer)
+    mapper = IncrementalMapper(config, device, trainer=trainer)
     t0 = time.perf_counter()
     count = 0
     bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)

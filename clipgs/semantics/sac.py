@@ -81,7 +81,7 @@ def sac_losses(decoded: Tensor, ids: Tensor, embeddings: Tensor, tau: float = 0.
     # Contrast against the distinct embeddings of this frame (masks of one class share an embedding).
     unique, inverse = torch.unique(embeddings, dim=0, return_inverse=True)
     contrast = F.cross_entropy(decoded @ unique.T / tau, inverse[ids])
-    means = torch.zeros(len(embeddings), decoded.shape[1], dtype=decoded.dtype).index_add_(0, ids, decoded)
+    means = decoded.new_zeros(len(embeddings), decoded.shape[1]).index_add_(0, ids, decoded)
     counts = torch.bincount(ids, minlength=len(embeddings)).clamp(min=1).to(decoded.dtype)
     means = means / counts[:, None]
     variance = ((decoded - means[ids]) ** 2).sum(-1).mean()
@@ -98,7 +98,7 @@ def knn_neighbours(means: Tensor, anchors: Tensor, k: int, radius: float, chunk:
     for start in range(0, len(anchors), chunk):
         a = anchors[start:start + chunk]
         d = torch.cdist(means[a], means)
-        d[torch.arange(len(a)), a] = float("inf")  # not its own neighbour
+        d[torch.arange(len(a), device=d.device), a] = float("inf")  # not its own neighbour
         values, nearest = d.topk(k, dim=1, largest=False)
         idx.append(nearest)
         dist.append(values)

@@ -107,11 +107,12 @@ class SemanticTrainer(ChannelTrainer):
         idx = sample_mask_pixels(sem.masks.mask_ids, c.sem_pixels, self._generator)
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
-        decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx])
-        terms = sac_losses(decoded, sem.masks.mask_ids.reshape(-1)[idx], sem.masks.embeddings.to(decoded), c.sem_tau)
+        decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx.to(out.image.device)])
+        ids = sem.masks.mask_ids.reshape(-1)[idx].to(decoded.device)  # masks stay where the source made them
+        terms = sac_losses(decoded, ids, sem.masks.embeddings.to(decoded), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
         if sem.pseudo_labels is not None and self.vocabulary is not None:
-            target = sem.pseudo_labels.reshape(-1)[idx]
+            target = sem.pseudo_labels.reshape(-1)[idx.to(sem.pseudo_labels.device)].to(decoded.device)
             keep = target >= 0
             if bool(keep.any()):
                 terms["dcs"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
