@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <type_traits>
@@ -144,12 +145,15 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
   const int64_t chunk = 4096;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
-      const Ewa<T> e = ewa(means + 3 * i, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane,
-                           far_plane, eps2d);
-      depths[i] = e.mc[2];
+      const T* m = means + 3 * i;
+      const T z = viewmat[8] * m[0] + viewmat[9] * m[1] + viewmat[10] * m[2] + viewmat[11];
+      depths[i] = z;
       radii[2 * i] = radii[2 * i + 1] = 0;
       means2d[2 * i] = means2d[2 * i + 1] = 0;
       conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
+      if (!(z > near_plane && z < far_plane) || opacities[i] < alpha_threshold<T>()) continue;  // cheap cull first
+      const Ewa<T> e = ewa(m, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane, far_plane,
+                           eps2d);
       const T a = e.a, b = e.b, cc = e.c, tz = e.tz, fx = K[0], fy = K[4], cx = K[2], cy = K[5];
       const T det = a * cc - b * b;
       const T o = opacities[i];
@@ -247,16 +251,47 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
   });
 }
 
-// Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile).
+// Visible Gaussians (radii > 0) by depth, ties by index: a stable LSD radix sort on the depth's bits
+// (depth > near > 0, so the bit patterns order like the values), 11 bits per pass.
+template <typename T>
+std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depths) {
+  using Key = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  std::vector<int64_t> order, tmp;
+  std::vector<Key> keys, tmp_keys;
+  for (int64_t g = 0; g < n; ++g) {
+    if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
+    Key bits;
+    std::memcpy(&bits, depths + g, sizeof bits);
+    order.push_back(g);
+    keys.push_back(bits);
+  }
+  tmp.resize(order.size());
+  tmp_keys.resize(order.size());
+  for (int shift = 0; shift < int(8 * sizeof(Key)); shift += 11) {
+    std::vector<int64_t> start(2049, 0);
+    for (Key k : keys) ++start[((k >> shift) & 2047) + 1];
+    for (int b = 0; b < 2048; ++b) start[b + 1] += start[b];
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int64_t dst = start[(keys[i] >> shift) & 2047]++;
+      tmp[dst] = order[i];
+      tmp_keys[dst] = keys[i];
+    }
+    order.swap(tmp);
+    keys.swap(tmp_keys);
+  }
+  return order;
+}
+
+// Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile). Filling walks the
+// Gaussians in depth order, so every tile's list comes out sorted without a per-tile sort.
 template <typename T>
 void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x, int64_t tiles_y,
-               int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids, int threads) {
+               int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids) {
   const bool fill = ids != nullptr;
   std::vector<int64_t> cursor;
   if (fill) cursor.assign(tile_start, tile_start + tiles_x * tiles_y);
   else std::fill(tile_count, tile_count + tiles_x * tiles_y, 0);
-  for (int64_t g = 0; g < n; ++g) {
-    if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
+  const auto add = [&](int64_t g) {
     const T mx = means2d[2 * g], my = means2d[2 * g + 1], rx = T(radii[2 * g]), ry = T(radii[2 * g + 1]);
     const int64_t x0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor((mx - rx) / T(tile)), 0), tiles_x);
     const int64_t x1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil((mx + rx) / T(tile)), 0), tiles_x);
@@ -267,12 +302,13 @@ void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depth
         if (fill) ids[cursor[ty * tiles_x + tx]++] = g;
         else ++tile_count[ty * tiles_x + tx];
       }
+  };
+  if (fill) {
+    for (int64_t g : depth_order(n, radii, depths)) add(g);
+  } else {
+    for (int64_t g = 0; g < n; ++g)
+      if (radii[2 * g] > 0 || radii[2 * g + 1] > 0) add(g);
   }
-  if (!fill) return;
-  parallel_tiles(tiles_x * tiles_y, threads, [&](int64_t t) {
-    int64_t* first = ids + tile_start[t];
-    std::stable_sort(first, ids + cursor[t], [&](int64_t a, int64_t b) { return depths[a] < depths[b]; });
-  });
 }
 
 template <typename T>
@@ -567,8 +603,18 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
         galpha[q][l] = g_alpha[pix];
         for (int64_t ch = 0; ch < C; ++ch) gout[ch * kSlots + q][l] = g_out[pix * C + ch];
       }
+    // Gaussians behind every pixel's last contributor got no weight: zero gradients, no work.
+    int32_t last_any = -1;
+    for (int q = 0; q < kSlots; ++q)
+      for (int l = 0; l < kLanes; ++l) last_any = std::max(last_any, lastk[q][l]);
     const int64_t start = s.tile_start[t], count = s.tile_count[t];
-    for (int64_t k = count - 1; k >= 0; --k) {
+    for (int64_t k = count - 1; k > last_any; --k) {
+      const int64_t e = start + k;
+      g_means2d[2 * e] = g_means2d[2 * e + 1] = g_opac[e] = 0.f;
+      g_conics[3 * e] = g_conics[3 * e + 1] = g_conics[3 * e + 2] = 0.f;
+      std::fill(g_feats + e * C, g_feats + (e + 1) * C, 0.f);
+    }
+    for (int64_t k = std::min<int64_t>(count - 1, last_any); k >= 0; --k) {
       const int64_t e = start + k, g = s.ids[e];
       const Box b = pixel_box(s, g, tx0, ty0);
       const Segments sg = segments(b, tx0, s.means2d[2 * g]);
@@ -591,8 +637,8 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const vi valid = sg.cols[seg] & (kk <= lastk[q]) & (sigma >= splat(0.f)) &
                            (alpha >= splat(alpha_threshold<float>()));
           if (!any(valid)) continue;
-          const vf one_minus = splat(1.f) - alpha;
-          const vf T_before = trans[q] / one_minus;
+          const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
+          const vf T_before = trans[q] * inv_one_minus;
           const vf wgt = select(valid, alpha * T_before, splat(0.f));
           vf f_dot{}, suf_dot{};
           for (int64_t ch = 0; ch < C; ++ch) {
@@ -603,7 +649,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
             suf_dot += suf * go_ch;
             suf += wgt * fc;
           }
-          const vf dL_dalpha = T_before * (f_dot + galpha[q]) - (suf_dot + suffix_alpha[q] * galpha[q]) / one_minus;
+          const vf dL_dalpha = T_before * (f_dot + galpha[q]) - (suf_dot + suffix_alpha[q] * galpha[q]) * inv_one_minus;
           suffix_alpha[q] += wgt;
           trans[q] = select(valid, T_before, trans[q]);
           const vi passes = valid & (raw <= splat(max_alpha<float>()));  // the clamp passes no gradient
@@ -714,7 +760,7 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
   void clipgs_bin_tiles_##SUFFIX(int64_t n, const T* means2d, const int32_t* radii, const T* depths,          \
                                  int64_t tiles_x, int64_t tiles_y, int64_t tile, int64_t* tile_count,       \
                                  const int64_t* tile_start, int64_t* ids, int threads) {                    \
-    bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids, threads);     \
+    bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids);              \
   }
 
 DEFINE_PROJECT(f32, float)
