@@ -65,10 +65,11 @@ class _Composite(torch.autograd.Function):
                                                   _ptr(e_means), _ptr(e_conics), _ptr(e_opac), _ptr(e_feats),
                                                   torch.get_num_threads())
         n = means2d.shape[0]
-        grads = [torch.zeros(n, 2, dtype=dt).index_add_(0, ids, e_means),
-                 torch.zeros(n, 3, dtype=dt).index_add_(0, ids, e_conics),
-                 torch.zeros(n, dtype=dt).index_add_(0, ids, e_opac),
-                 torch.zeros(n, C, dtype=dt).index_add_(0, ids, e_feats)]
+        grads = [torch.empty(n, 2, dtype=dt), torch.empty(n, 3, dtype=dt), torch.empty(n, dtype=dt),
+                 torch.empty(n, C, dtype=dt)]
+        getattr(lib, f"clipgs_sum_by_gaussian_{_suffix(dt)}")(M, n, C, _ptr(ids), *map(_ptr, (e_means, e_conics, e_opac,
+                                                                                              e_feats)),
+                                                             *map(_ptr, grads))
         return (*grads, *([None] * 9))
 
 

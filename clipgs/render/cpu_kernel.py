@@ -96,6 +96,8 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None
         getattr(lib, f"clipgs_forward_{suffix}").restype = None
         getattr(lib, f"clipgs_backward_{suffix}").restype = None
+        getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").argtypes = [i64, i64, i64, *([p] * 9)]
+        getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").restype = None
     lib.clipgs_forward_simd_f32.argtypes = lib.clipgs_forward_f32.argtypes
     lib.clipgs_backward_simd_f32.argtypes = lib.clipgs_backward_f32.argtypes
     lib.clipgs_forward_simd_f32.restype = lib.clipgs_backward_simd_f32.restype = None

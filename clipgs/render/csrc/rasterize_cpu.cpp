@@ -685,6 +685,28 @@ void dispatch_channels(int64_t C, F&& run) {
   }
 }
 
+// Per-intersection gradients -> per-Gaussian sums: out_k[ids[e]] += in_k[e] for the four gradient arrays
+// of `backward` (widths 2, 3, 1, C), in one pass; `out_*` are zeroed first. Serial: the adds per Gaussian
+// are few and scattered, and one pass beats four scatter-adds through PyTorch.
+template <typename T>
+void sum_by_gaussian(int64_t m, int64_t n, int64_t C, const int64_t* ids, const T* e_means2d, const T* e_conics,
+                     const T* e_opac, const T* e_feats, T* means2d, T* conics, T* opac, T* feats) {
+  std::fill(means2d, means2d + 2 * n, T(0));
+  std::fill(conics, conics + 3 * n, T(0));
+  std::fill(opac, opac + n, T(0));
+  std::fill(feats, feats + C * n, T(0));
+  for (int64_t e = 0; e < m; ++e) {
+    const int64_t g = ids[e];
+    means2d[2 * g] += e_means2d[2 * e];
+    means2d[2 * g + 1] += e_means2d[2 * e + 1];
+    for (int k = 0; k < 3; ++k) conics[3 * g + k] += e_conics[3 * e + k];
+    opac[g] += e_opac[e];
+    const T* src = e_feats + e * C;
+    T* dst = feats + g * C;
+    for (int64_t ch = 0; ch < C; ++ch) dst[ch] += src[ch];
+  }
+}
+
 template <typename T>
 Scene<T> make_scene(const void* means2d, const void* conics, const void* opacities, const void* feats,
                     const int32_t* radii, const int64_t* ids, const int64_t* tile_start, const int64_t* tile_count,
@@ -763,6 +785,15 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
     bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids);              \
   }
 
+#define DEFINE_SUM(SUFFIX, T)                                                                             \
+  void clipgs_sum_by_gaussian_##SUFFIX(int64_t m, int64_t n, int64_t C, const int64_t* ids, const T* e_means2d, \
+                                       const T* e_conics, const T* e_opac, const T* e_feats, T* means2d,       \
+                                       T* conics, T* opac, T* feats) {                                         \
+    sum_by_gaussian(m, n, C, ids, e_means2d, e_conics, e_opac, e_feats, means2d, conics, opac, feats);          \
+  }
+
+DEFINE_SUM(f32, float)
+DEFINE_SUM(f64, double)
 DEFINE_PROJECT(f32, float)
 DEFINE_PROJECT(f64, double)
 DEFINE(f32, float)
