@@ -59,13 +59,15 @@ def build_map(n: int, width: int, height: int, sem_dim: int, device: str):
         generate_scene(SCENE_DIR, n_frames=16, width=640, height=480, progress=False)
     ds = open_dataset(SCENE_DIR, size=(width, height))
     train, test = ds.split
-    gmap = GaussianMap.empty()
     per_frame = width * height
     frames = train[:: max(1, len(train) // max(1, -(-n // per_frame) + 1))]
+    parts, total = [], 0
     for i in frames:
-        gmap = gmap.append(GaussianMap.from_frame(ds[i]))
-        if len(gmap) >= n:
+        parts.append(GaussianMap.from_frame(ds[i]).tensors())
+        total += len(parts[-1]["means"])
+        if total >= n:
             break
+    gmap = GaussianMap(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
     keep = torch.from_numpy(np.sort(np.random.default_rng(0).choice(len(gmap), min(n, len(gmap)), replace=False)))
     gmap = gmap.select(keep)
     gmap.semantics = torch.randn(len(gmap), sem_dim, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,31 @@
+"""The benchmark scripts run (tiny settings): a table a script cannot print is a number nobody can check."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                          timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_render_benchmark_prints_a_row_per_backend_with_speedups():
+    out = run("render.py", "--sizes", "3000", "--res", "64x48", "--repeats", "1", "--backends", "cpu_scalar", "cpu")
+    rows = [line for line in out.splitlines() if line.startswith("| cpu")]
+    assert len(rows) == 2 and "failed" not in out
+    assert rows[0].split("|")[-2].strip() == "1.0"  # the reference divided by itself
+
+
+def test_profile_step_breaks_a_step_into_its_parts(tmp_path):
+    out = run("profile_step.py", "--scenes", "room", "--sizes", "64x48", "--warm-keyframes", "2", "--repeats", "1",
+              "--scene-dir", str(tmp_path))
+    rows = [line for line in out.splitlines() if line.startswith("| room")]
+    assert len(rows) == 2  # geometry and semantic
+    cells = [c.strip() for c in rows[1].split("|")[1:-1]]  # scene, size, step, Gaussians, render fwd, ...
+    assert float(cells[2]) > 0 and float(cells[4]) > 0
