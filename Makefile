@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench gpu-check clean
 
 install: $(STAMP)
 
@@ -29,6 +29,13 @@ test: install lint
 
 bench: install
 	$(PY) benchmarks/render.py
+
+# The first Python whose PyTorch sees a CUDA GPU: the venv's, else the system python3 (where GPU machines keep
+# their CUDA PyTorch); else the venv's, which says there is no GPU and exits 0. clipgs runs from this tree.
+GPU_PYTHON ?= $(shell for py in $(PY) $(PYTHON); do $$py -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
+                2>/dev/null && { echo $$py; exit 0; }; done; [ -x $(PY) ] && echo $(PY) || echo $(PYTHON))
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info

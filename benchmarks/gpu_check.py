@@ -15,6 +15,7 @@ The last line is one summary. Without a CUDA GPU it says so and exits 0 at once;
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 import time
@@ -181,6 +182,12 @@ def main() -> int:
         print(f"gpu-check: no CUDA GPU visible to this PyTorch ({torch.__version__}, CUDA build "
               f"{torch.version.cuda or 'none'}); nothing to check here.")
         return 0
+    missing = [name for name in ("plyfile", "yaml", "tqdm", "open_clip", "scipy", "skimage", "PIL")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"gpu-check: {sys.executable} lacks {', '.join(missing)}: install clipgs into it "
+              "(pip install -c constraints.txt -e '.[test]', or carry the wheels) and run again")
+        return 1
     from clipgs.render.gsplat_backend import gsplat_available
 
     t_start = time.perf_counter()
