@@ -588,11 +588,14 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
-    std::vector<vf> gout(C * kSlots, vf{}), suffix(C * kSlots, vf{}), gf(C);  // [channel][slot]
-    vf trans[kSlots], galpha[kSlots], suffix_alpha[kSlots];
+    // The colour behind Gaussian k enters dL/dalpha_k only through its dot product with the pixel's output
+    // gradient, so one running scalar per pixel (suffix_dot = sum_{j>k} w_j f_j . dL/dout) replaces a
+    // per-channel suffix buffer: half the channel work of the textbook backward, the same arithmetic.
+    std::vector<vf> gout(C * kSlots, vf{}), gf(C);  // gout: [channel][slot]
+    vf trans[kSlots], galpha[kSlots], suffix_alpha[kSlots], suffix_dot[kSlots];
     vi lastk[kSlots];
     for (int q = 0; q < kSlots; ++q) {  // pixels outside the image: last = -1, never active
-      trans[q] = splat(1.f), galpha[q] = suffix_alpha[q] = vf{}, lastk[q] = splat_i(-1);
+      trans[q] = splat(1.f), galpha[q] = suffix_alpha[q] = suffix_dot[q] = vf{}, lastk[q] = splat_i(-1);
     }
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x) {
@@ -640,16 +643,15 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
           const vf T_before = trans[q] * inv_one_minus;
           const vf wgt = select(valid, alpha * T_before, splat(0.f));
-          vf f_dot{}, suf_dot{};
+          vf f_dot{};
           for (int64_t ch = 0; ch < C; ++ch) {
-            const vf go_ch = gout[ch * kSlots + q], fc = splat(f[ch]);
-            vf& suf = suffix[ch * kSlots + q];
+            const vf go_ch = gout[ch * kSlots + q];
             gf[ch] += wgt * go_ch;
-            f_dot += fc * go_ch;
-            suf_dot += suf * go_ch;
-            suf += wgt * fc;
+            f_dot += splat(f[ch]) * go_ch;
           }
-          const vf dL_dalpha = T_before * (f_dot + galpha[q]) - (suf_dot + suffix_alpha[q] * galpha[q]) * inv_one_minus;
+          const vf dL_dalpha =
+              T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
+          suffix_dot[q] += wgt * f_dot;
           suffix_alpha[q] += wgt;
           trans[q] = select(valid, T_before, trans[q]);
           const vi passes = valid & (raw <= splat(max_alpha<float>()));  // the clamp passes no gradient
