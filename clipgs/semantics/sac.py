@@ -55,6 +55,25 @@ class SemanticDecoder(nn.Module):
 
     CHUNK = 4096
 
+    def pair_cosine(self, anchors: Tensor, neighbours: Tensor) -> Tensor:
+        """Cosine of decoded anchors (S, d) with their decoded neighbours (S, k, d) -> (S, k); differentiable.
+
+        Equals ``(self(anchors)[:, None] * self(neighbours)).sum(-1)``. When D > hidden the dot products and
+        norms are taken in the hidden space through the Gram matrix of the last layer (hidden² instead of
+        hidden·D per pair: 4x less for ViT-B/16's 512).
+        """
+        if self.hidden == 0 or self.embed_dim <= self.hidden:
+            return (self(anchors)[:, None, :] * self(neighbours)).sum(-1)
+        last = self.net[2]
+        ha, hb = torch.relu(self.net[0](anchors)), torch.relu(self.net[0](neighbours))  # (S, H), (S, k, H)
+        gram, wb, bb = last.weight.T @ last.weight, last.weight.T @ last.bias, last.bias @ last.bias
+        ga = ha @ gram  # (S, H)
+        ua, ub = ha @ wb, hb @ wb  # (S,), (S, k)
+        dot = (ga[:, None, :] * hb).sum(-1) + ua[:, None] + ub + bb  # (W ha + b) . (W hb + b)
+        norm_a = ((ga * ha).sum(-1) + 2 * ua + bb).clamp_min(1e-24).sqrt()
+        norm_b = (((hb @ gram) * hb).sum(-1) + 2 * ub + bb).clamp_min(1e-24).sqrt()
+        return dot / (norm_a[:, None] * norm_b)
+
     def _rows_similarity(self, rows: Tensor, folded: Tensor, offset: Tensor,
                          gram: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
         h = torch.relu(self.net[0](rows))  # (P, hidden)
@@ -106,9 +125,8 @@ def knn_neighbours(means: Tensor, anchors: Tensor, k: int, radius: float, chunk:
     return neighbours, distances < radius
 
 
-def knn_consistency(decoded_anchors: Tensor, decoded_neighbours: Tensor, valid: Tensor) -> Tensor:
-    """Mean (1 - cos) between each anchor's decoded feature (S, D) and its valid neighbours' (S, k, D)."""
+def knn_consistency(cosine: Tensor, valid: Tensor) -> Tensor:
+    """Mean (1 - cos) over valid anchor-neighbour pairs; cosine, valid: (S, k) (see ``pair_cosine``)."""
     if not bool(valid.any()):
-        return decoded_anchors.sum() * 0.0
-    cos = (decoded_anchors[:, None, :] * decoded_neighbours).sum(-1)
-    return (1 - cos)[valid].mean()
+        return cosine.sum() * 0.0
+    return (1 - cosine)[valid].mean()

@@ -120,7 +120,7 @@ class SemanticTrainer(ChannelTrainer):
         if self._knn is not None:
             anchors, neighbours, valid = self._knn
             attrs = gaussians.semantics
-            terms["knn"] = knn_consistency(self.decoder(attrs[anchors]), self.decoder(attrs[neighbours]), valid)
+            terms["knn"] = knn_consistency(self.decoder.pair_cosine(attrs[anchors], attrs[neighbours]), valid)
             loss = loss + c.w_sem_knn * terms["knn"]
         parts.update({f"sem_{k}": float(v.detach()) for k, v in terms.items()})
         return loss
