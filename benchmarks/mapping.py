@@ -1,10 +1,13 @@
 """Mapping benchmark on the default synthetic scene: quality, throughput and memory as a table.
 
-    .venv/bin/python benchmarks/mapping.py [--config cfg.yaml] [--stream-fps 5]
+    .venv/bin/python benchmarks/mapping.py [--config cfg.yaml] [--semantic] [--backends cpu_scalar cpu]
+                                           [--stream-fps 5]
 
-Offline mode feeds every training frame synchronously (what ``clipgs map`` does). With --stream-fps,
-frames are also submitted to the background worker at that rate, as a camera would, and the table
-reports how many were mapped and how many were dropped while the mapper was busy.
+Offline mode feeds every training frame synchronously (what ``clipgs map`` does); one column per render
+backend, side by side (``cpu_scalar`` is the compiled kernel before vectorised compositing). --semantic
+maps with the simulated teacher and the default SAC + 3DCS schedule (as ``make demo``). With
+--stream-fps, frames are also submitted to the background worker at that rate, as a camera would, and
+the table reports how many were mapped and how many were dropped while the mapper was busy.
 """
 from __future__ import annotations
 
@@ -24,6 +27,9 @@ from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.offline import map_dataset
 from clipgs.mapping.worker import MapperWorker
 from clipgs.parameters import Parameters
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.pipeline import simulated_setup
+from clipgs.semantics.trainer import SemanticTrainer
 
 
 def stream(ds, config: MapperConfig, fps: float) -> dict:
@@ -41,10 +47,30 @@ def stream(ds, config: MapperConfig, fps: float) -> dict:
             "gaussians": worker.mapper.gaussian_count, "map": worker.snapshot().gaussians}
 
 
+def map_once(ds, config: MapperConfig, semantic: bool) -> list[tuple[str, str]]:
+    trainer = None
+    if semantic:
+        teacher, _, vocab = simulated_setup(ds)
+        trainer = SemanticTrainer(SemanticTrainingConfig(), teacher, vocab)
+    mapper, s = map_dataset(ds, config, trainer=trainer)
+    q = evaluate(mapper.snapshot().gaussians, ds)
+    return [
+        ("frames (train)", f"{s['frames']}"), ("keyframes", f"{s['keyframes']}"),
+        ("Gaussians (cap)", f"{s['gaussians']} ({config.max_gaussians})"), ("iterations", f"{s['iterations']}"),
+        ("time per iteration", f"{s['seconds_per_iteration'] * 1e3:.0f} ms"),
+        ("mapping time", f"{s['seconds']:.1f} s"), ("frames/s", f"{s['frames_per_s']:.2f}"),
+        ("keyframes/s", f"{s['keyframes_per_s']:.3f}"), ("peak RSS", f"{s['peak_rss_mb']:.0f} MB"),
+        ("held-out PSNR", f"{q['psnr_db']:.2f} dB"), ("held-out depth L1", f"{q['depth_l1_m']:.4f} m"),
+        ("render (RGB)", f"{q['render_ms']:.1f} ms, {q['render_fps']:.1f} FPS"),
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
+    parser.add_argument("--semantic", action="store_true", help="simulated teacher, SAC + 3DCS (as make demo)")
+    parser.add_argument("--backends", nargs="+", default=None, help="one column each (default: the config's)")
     parser.add_argument("--stream-fps", type=float, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -52,27 +78,23 @@ def main() -> int:
     config = Parameters.from_yaml(args.config).mapper
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     print(ds.summary())
-    mapper, s = map_dataset(ds, config)
-    q = evaluate(mapper.snapshot().gaussians, ds)
-    rows = [
-        ("frames (train)", f"{s['frames']}"), ("keyframes", f"{s['keyframes']}"),
-        ("Gaussians (cap)", f"{s['gaussians']} ({config.max_gaussians})"), ("iterations", f"{s['iterations']}"),
-        ("time per iteration", f"{s['seconds_per_iteration'] * 1e3:.0f} ms"),
-        ("mapping time", f"{s['seconds']:.1f} s"), ("frames/s", f"{s['frames_per_s']:.2f}"),
-        ("keyframes/s", f"{s['keyframes_per_s']:.3f}"), ("peak RSS", f"{s['peak_rss_mb']:.0f} MB"),
-        ("held-out PSNR", f"{q['psnr_db']:.2f} dB"), ("held-out depth L1", f"{q['depth_l1_m']:.4f} m"),
-        ("render (RGB)", f"{q['render_ms']:.1f} ms, {q['render_fps']:.1f} FPS ({q['backend']})"),
-    ]
+    backends = args.backends or [config.backend]
+    columns = {b: dict(map_once(ds, config.replace(backend=b), args.semantic)) for b in backends}
+    rows = list(next(iter(columns.values())))
     if args.stream_fps:
         st = stream(ds, config, args.stream_fps)
         sq = evaluate(st["map"], ds, progress=False)
-        rows += [(f"stream @ {args.stream_fps:g} FPS: mapped / dropped", f"{st['mapped']} / {st['dropped']} "
-                  f"of {st['submitted']} ({st['keyframes']} keyframes, {st['seconds']:.1f} s)"),
-                 ("stream held-out PSNR / depth L1", f"{sq['psnr_db']:.2f} dB / {sq['depth_l1_m']:.4f} m")]
-    width = max(len(r[0]) for r in rows)
-    print(f"\n| {'metric':{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:{width}} | {value} |")
+        extra = {f"stream @ {args.stream_fps:g} FPS: mapped / dropped": f"{st['mapped']} / {st['dropped']} of "
+                 f"{st['submitted']} ({st['keyframes']} keyframes, {st['seconds']:.1f} s)",
+                 "stream held-out PSNR / depth L1": f"{sq['psnr_db']:.2f} dB / {sq['depth_l1_m']:.4f} m"}
+        rows += list(extra)
+        columns[backends[-1]].update(extra)
+    width = max(len(r) for r in rows)
+    print(f"\n{'semantic (simulated teacher, SAC + 3DCS)' if args.semantic else 'geometry only'}, "
+          f"{args.threads} threads")
+    print(f"| {'metric':{width}} | " + " | ".join(backends) + " |\n|" + "---|" * (len(backends) + 1))
+    for name in rows:
+        print(f"| {name:{width}} | " + " | ".join(columns[b].get(name, "") for b in backends) + " |")
     return 0
 
 
