@@ -46,7 +46,7 @@ def profile_step(mapper: IncrementalMapper, kf) -> dict[str, float]:
     t: dict[str, float] = {}
     state.zero_grad()
     trainer.zero_grad()
-    out = timed(lambda: state.gaussians.render(kf.frame.camera, semantic=channels, backend=c.backend), t,
+    out = timed(lambda: state.gaussians.render(kf.camera, semantic=channels, backend=c.backend), t,
                 "render fwd")
     l1 = timed(lambda: (out.rgb - kf.rgb).abs().mean(), t, "L1")
     s = timed(lambda: ssim(out.rgb, kf.rgb), t, "SSIM")
@@ -58,7 +58,7 @@ def profile_step(mapper: IncrementalMapper, kf) -> dict[str, float]:
     timed(lambda: (state.step(), trainer.step() if channels else None), t, "optimiser")
     # The rasterizer's backward alone: the same render, a gradient of the same shape.
     state.zero_grad()
-    again = state.gaussians.render(kf.frame.camera, semantic=channels, backend=c.backend)
+    again = state.gaussians.render(kf.camera, semantic=channels, backend=c.backend)
     grads = [torch.ones_like(again.image) * 1e-3, torch.ones_like(again.depth) * 1e-3]
     timed(lambda: torch.autograd.backward([again.image, again.depth], grads), t, "(raster bwd)")
     state.zero_grad()

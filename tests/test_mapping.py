@@ -137,17 +137,18 @@ def test_pruning_and_cap_follow_optimiser_state(synth_dir):
     ds = open_dataset(synth_dir)
     mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, max_gaussians=1000))
     mapper.add_frame(ds[0])
-    assert mapper.gaussian_count == 1000  # cap enforced at once
+    assert mapper.stats.added == 1000 and 990 <= mapper.gaussian_count <= 1000  # the cap holds when adding
+    before = mapper.gaussian_count
     state = mapper.map
     with torch.no_grad():
         state.gaussians.opacity_logits[:100] = -10.0  # transparent
         state.gaussians.log_scales[100:110] = np.log(1.0)  # 1 m: oversized
     marker = state._exp_avg["means"][200].clone()
     mapper.prune()
-    assert mapper.gaussian_count == 890 and mapper.stats.pruned >= 110
+    assert mapper.gaussian_count == before - 110 and mapper.stats.pruned >= 110
     for k, p in state.gaussians.tensors().items():
         assert state._exp_avg[k].shape == p.shape == state._exp_avg_sq[k].shape and p.requires_grad and p.is_leaf, k
-    assert state._steps.shape == (890,)
+    assert state._steps.shape == (before - 110,)
     assert torch.equal(state._exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
 
 

@@ -113,3 +113,19 @@ class Frame:
     @property
     def camera(self) -> Camera:
         return Camera(self.K, self.width, self.height, self.world_from_camera)
+
+    def resized(self, width: int) -> Frame:
+        """The frame at ``width`` pixels (height keeps the aspect ratio; intrinsics scaled): colour bilinear,
+        depth, labels and instances nearest (no depth mixed across edges). Itself when already that wide."""
+        from clipgs.data.images import resize
+
+        if width == self.width:
+            return self
+        height = max(1, round(self.height * width / self.width))
+        cam = self.camera.scaled(width, height)
+
+        def nearest(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else resize(a, width, height, nearest=True)
+
+        return Frame(resize(self.rgb, width, height, nearest=False), nearest(self.depth), cam.K,
+                     self.world_from_camera, self.timestamp, nearest(self.labels), self.index, nearest(self.instances))

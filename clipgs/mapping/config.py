@@ -30,6 +30,11 @@ class MapperConfig(Settings):
                                                                                 open_high=True))
     init_pixel_stride: int = setting(1, "pixel stride for the first keyframe", at_least(1))
     # Optimisation over a keyframe window.
+    map_width: int = setting(0, "map frames at this width, height and intrinsics scaled alike (0: the camera's; "
+                                "e.g. 320 for a 640x480 camera); renders and queries answer at any size", at_least(0))
+    keyframe_budget_mb: float = setting(1024.0, "memory for stored keyframes (colour, depth, masks, labels); past "
+                                                "it the most redundant older keyframes go (0: no limit)",
+                                        at_least(0.0))
     iters_per_keyframe: int = setting(15, "optimisation iterations per keyframe", at_least(1))
     window_size: int = setting(6, "recent keyframes optimised together", at_least(1))
     random_keyframes: int = setting(2, "older keyframes added to each window at random", at_least(0))

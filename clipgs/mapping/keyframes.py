@@ -7,27 +7,49 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipgs.data.frame import Frame
+from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
+
+MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
 
 
 @dataclass
 class Keyframe:
-    """A keyframe's data as tensors ready for the loss: rgb (H, W, 3) in [0, 1], depth (H, W) metres (0 = invalid).
+    """What the mapper keeps of a keyframe, compactly, on the mapping device.
 
-    annotation: what the channel trainer keeps for this view (the semantic trainer: masks, embeddings,
-    pseudo-labels); None without one.
+    color: (H, W, 3) uint8; depth_mm: (H, W) uint16 millimetres, 0 = invalid (``rgb`` and ``depth`` give the
+    float views the loss uses: [0, 1] and metres). annotation: what the channel trainer keeps for this view
+    (the semantic trainer: masks, embeddings, pseudo-labels); None without one.
     """
 
-    frame: Frame
-    rgb: torch.Tensor
-    depth: torch.Tensor
+    camera: Camera
+    index: int
+    color: torch.Tensor
+    depth_mm: torch.Tensor
     annotation: Any = None
 
     @classmethod
     def from_frame(cls, frame: Frame, device: torch.device, annotation: Any = None) -> Keyframe:
-        return cls(frame, torch.tensor(frame.rgb, device=device).float() / 255.0,
-                   torch.tensor(frame.depth, device=device), annotation)
+        mm = np.round(frame.depth.astype(np.float64) * 1000.0)
+        mm = np.where(mm <= MAX_DEPTH_MM, mm, 0).astype(np.uint16)
+        return cls(frame.camera, frame.index, torch.from_numpy(frame.rgb.copy()).to(device),
+                   torch.from_numpy(mm.astype(np.int32)).to(device=device, dtype=torch.uint16), annotation)
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        """(H, W, 3) float32 colour in [0, 1]."""
+        return self.color.float() / 255.0
+
+    @property
+    def depth(self) -> torch.Tensor:
+        """(H, W) float32 metres, 0 = invalid."""
+        return self.depth_mm.float() / 1000.0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: images plus the annotation's (when it says)."""
+        extra = getattr(self.annotation, "nbytes", 0)
+        return self.color.numel() * self.color.element_size() + self.depth_mm.numel() * 2 + int(extra)
 
 
 def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
@@ -86,3 +108,63 @@ class KeyframeGate:
         """Record ``frame`` as the newest keyframe."""
         self.last_pose = frame.world_from_camera.copy()
         self.last_points = sample_points(frame, self.n_points, self.rng)
+
+
+ROTATION_M_PER_RAD = 0.5  # pose distance: 1 rad of viewing direction counts as 0.5 m of travel
+
+
+class KeyframeStore:
+    """The mapper's keyframes, oldest first, within a byte budget (0 = none).
+
+    Past the budget, keyframes are dropped until it fits, the most redundant first: among all but the
+    newest ``protect`` (the optimisation window), the one whose pose is closest to another keyframe's
+    (distance = metres between centres + ``ROTATION_M_PER_RAD`` x angle between viewing directions). A
+    revisited place keeps one view of each direction; the map's coverage of the trajectory stays.
+    Indexing, slicing, ``len`` and iteration work as on a list.
+    """
+
+    def __init__(self, budget_bytes: int = 0, protect: int = 1) -> None:
+        self.budget_bytes, self.protect = budget_bytes, max(1, protect)
+        self._items: list[Keyframe] = []
+        self._centres: list[np.ndarray] = []
+        self._forwards: list[np.ndarray] = []
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(kf.nbytes for kf in self._items)
+
+    def append(self, keyframe: Keyframe) -> list[Keyframe]:
+        """Add the newest keyframe; returns those dropped to stay within the budget (oldest-first order kept)."""
+        pose = keyframe.camera.world_from_camera
+        self._items.append(keyframe)
+        self._centres.append(pose[:3, 3].copy())
+        self._forwards.append(pose[:3, 2].copy())
+        dropped = []
+        if self.budget_bytes:
+            total = self.nbytes
+            while total > self.budget_bytes and len(self._items) > self.protect:
+                i = self.most_redundant()
+                total -= self._items[i].nbytes
+                dropped.append(self._items.pop(i))
+                del self._centres[i], self._forwards[i]
+        self.evicted += len(dropped)
+        return dropped
+
+    def most_redundant(self) -> int:
+        """Index of the unprotected keyframe closest (in pose) to any other keyframe; ties: the oldest."""
+        centres, forwards = np.stack(self._centres), np.stack(self._forwards)
+        candidates = len(self._items) - self.protect
+        d = np.linalg.norm(centres[:candidates, None] - centres[None], axis=-1)
+        d += ROTATION_M_PER_RAD * np.arccos(np.clip(forwards[:candidates] @ forwards.T, -1.0, 1.0))
+        d[np.arange(candidates), np.arange(candidates)] = np.inf
+        return int(np.argmin(d.min(axis=1)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -22,7 +23,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.frame_check import rejection_reason
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import growth_mask
-from clipgs.mapping.keyframes import Keyframe, KeyframeGate
+from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.state import MapperStats, MapSnapshot
 from clipgs.mapping.trainable_map import TrainableMap
@@ -49,8 +50,8 @@ class IncrementalMapper:
                                 "CUDA GPU; use device: cpu")
         self.trainer = trainer or ChannelTrainer()
         self.stats = MapperStats()
-        self.keyframes: list[Keyframe] = []
         c = self.config
+        self.keyframes = KeyframeStore(int(c.keyframe_budget_mb * 2**20), protect=c.window_size)
         self.gate = KeyframeGate(c.kf_translation_m, c.kf_rotation_deg, c.kf_min_overlap, seed=c.seed)
         self.rng = np.random.default_rng(c.seed)
         lrs = {"means": c.lr_means, "quats": c.lr_quats, "log_scales": c.lr_log_scales,
@@ -69,6 +70,7 @@ class IncrementalMapper:
             reason = rejection_reason(frame, self._size, self._last_timestamp, c.min_valid_depth_fraction)
             if reason is None:
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
+                frame = frame.resized(c.map_width) if c.map_width else frame
         except Exception as exc:  # a malformed frame must never take the mapper down
             reason = f"invalid_frame ({type(exc).__name__})"
         if reason is not None:
@@ -129,9 +131,15 @@ class IncrementalMapper:
         empty = len(self.map) == 0
         mask = None if empty else growth_mask(self.render(frame.camera, channels=False), frame, c.grow_alpha,
                                               c.grow_depth_margin)
-        new = GaussianMap.from_frame(frame, sem_dim=self.trainer.channels, mask=mask,
-                                     pixel_stride=c.init_pixel_stride if empty else c.grow_pixel_stride,
+        stride = c.init_pixel_stride if empty else c.grow_pixel_stride
+        if empty:  # seed about as many as the Gaussian budget holds (a 12 MP frame must not make 12 M first)
+            stride = max(stride, math.floor(math.sqrt(frame.width * frame.height / c.max_gaussians)))
+        new = GaussianMap.from_frame(frame, sem_dim=self.trainer.channels, mask=mask, pixel_stride=stride,
                                      initial_opacity=c.initial_opacity, device=self.device)
+        room = max(c.max_gaussians - len(self.map), 0)
+        if len(new) > room:  # the budget holds when Gaussians are added, not only at pruning
+            keep = np.sort(self.rng.choice(len(new), room, replace=False))
+            new = new.select(torch.from_numpy(keep).to(self.device))
         with self._lock:
             if len(new):
                 self.map.extend(new)
@@ -139,6 +147,8 @@ class IncrementalMapper:
             self.keyframes.append(kf)
             self.stats.keyframes += 1
             self.stats.gaussians = len(self.map)
+            self.stats.keyframes_held, self.stats.keyframes_evicted = len(self.keyframes), self.keyframes.evicted
+            self.stats.keyframe_bytes = self.keyframes.nbytes
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""
@@ -180,7 +190,7 @@ class IncrementalMapper:
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 
-        loss, parts = self.train_step(kf.frame.camera, loss_fn, channels)
+        loss, parts = self.train_step(kf.camera, loss_fn, channels)
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 

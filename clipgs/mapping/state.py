@@ -20,6 +20,9 @@ class MapperStats:
     gaussians: int = 0
     added: int = 0
     pruned: int = 0
+    keyframes_held: int = 0  # in the keyframe store now (keyframes counts every keyframe ever made)
+    keyframe_bytes: int = 0
+    keyframes_evicted: int = 0
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
     optimise_seconds: float = 0.0

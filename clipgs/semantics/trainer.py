@@ -32,10 +32,22 @@ log = logging.getLogger(__name__)
 @dataclass
 class KeyframeSemantics:
     """A keyframe's supervision: the 2D source's masks + embeddings, and its 3DCS pseudo-labels
-    ((H, W) long vocabulary index, -1 = none; None before the first round)."""
+    ((H, W) vocabulary index, -1 = none; None before the first round). Ids and labels are stored in the
+    smallest integer type that holds them (:func:`compact_ids`); callers index with ``.long()``."""
 
     masks: MaskEmbeddings
     pseudo_labels: Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.masks.mask_ids, self.masks.embeddings, self.pseudo_labels]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def compact_ids(ids: Tensor) -> Tensor:
+    """(H, W) ids or labels (-1 = none) as int16 when they fit (below 32768), else int32."""
+    top = int(ids.max()) if ids.numel() else 0
+    return ids.to(torch.int16 if top < 2**15 else torch.int32)
 
 
 @dataclass
@@ -58,6 +70,7 @@ class SemanticTrainer(ChannelTrainer):
         self.optimizer: torch.optim.Optimizer | None = None
         self.novel_views: list[NovelView] = []
         self.pseudo_label_rounds = 0
+        self._dcs_cursor = 0  # next older keyframe a bounded 3DCS round relabels
         self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
@@ -108,11 +121,11 @@ class SemanticTrainer(ChannelTrainer):
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
         decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx.to(out.image.device)])
-        ids = sem.masks.mask_ids.reshape(-1)[idx].to(decoded.device)  # masks stay where the source made them
+        ids = sem.masks.mask_ids.reshape(-1)[idx].to(decoded.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(decoded), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
         if sem.pseudo_labels is not None and self.vocabulary is not None:
-            target = sem.pseudo_labels.reshape(-1)[idx.to(sem.pseudo_labels.device)].to(decoded.device)
+            target = sem.pseudo_labels.reshape(-1)[idx.to(sem.pseudo_labels.device)].to(decoded.device).long()
             keep = target >= 0
             if bool(keep.any()):
                 terms["dcs"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
@@ -142,7 +155,8 @@ class SemanticTrainer(ChannelTrainer):
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
                 decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx])
-                loss = c.w_dcs * F.cross_entropy(self._logits(decoded), view.pseudo_labels.reshape(-1)[idx])
+                target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(decoded.device).long()
+                loss = c.w_dcs * F.cross_entropy(self._logits(decoded), target)
                 return loss, {"novel_dcs": float(loss.detach())}
 
             mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"})
@@ -161,24 +175,41 @@ class SemanticTrainer(ChannelTrainer):
     # ----------------------------------------------------------------- 3DCS
     @torch.no_grad()
     def refresh_pseudo_labels(self, mapper: IncrementalMapper) -> None:
-        """3DCS: render each keyframe's semantics, label by the vocabulary, vote inside its 2D masks; likewise
-        for ``dcs_novel_views`` views between consecutive keyframes, segmented from their own renders."""
+        """3DCS: render keyframes' semantics, label by the vocabulary, vote inside their 2D masks; likewise
+        for ``dcs_novel_views`` views between each relabelled keyframe and the next, segmented from their own
+        renders. At most ``dcs_max_keyframes`` per round (see :meth:`relabel_set`), so a round costs the
+        same after 50 keyframes as after 5000; the others keep their last pseudo-labels."""
         c = self.config
         vocab = self.vocabulary.to(self.device)
-        for kf in mapper.keyframes:
-            if kf.annotation is None:
-                continue
-            out = mapper.render(kf.frame.camera)
-            kf.annotation.pseudo_labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
-                                                        kf.annotation.masks.mask_ids.to(self.device),
-                                                        c.dcs_confidence)
+        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+        chosen = self.relabel_set(len(annotated))
+        for i in chosen:
+            kf = annotated[i]
+            out = mapper.render(kf.camera)
+            labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
+                                   kf.annotation.masks.mask_ids.to(self.device).long(), c.dcs_confidence)
+            kf.annotation.pseudo_labels = compact_ids(labels)
         self.novel_views = []
-        for camera in novel_cameras([kf.frame.camera for kf in mapper.keyframes], c.dcs_novel_views):
+        pairs = [(annotated[i].camera, annotated[i + 1].camera) for i in chosen if i + 1 < len(annotated)]
+        for camera in (cam for a, b in pairs for cam in novel_cameras([a, b], c.dcs_novel_views)):
             pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
                                          c.dcs_tau)
             if bool((pseudo >= 0).any()):
-                self.novel_views.append(NovelView(camera, pseudo))
+                self.novel_views.append(NovelView(camera, compact_ids(pseudo)))
         self.pseudo_label_rounds += 1
+
+    def relabel_set(self, count: int) -> list[int]:
+        """Indices (ascending) of the keyframes one 3DCS round relabels, out of ``count``: all of them up to
+        ``dcs_max_keyframes``; beyond, the newest half of that budget plus the rest taken in turn from the
+        older ones (a cursor that wraps), so every keyframe is revisited."""
+        budget = self.config.dcs_max_keyframes
+        if count <= budget:
+            return list(range(count))
+        recent = budget - budget // 2
+        older = count - recent
+        take = [(self._dcs_cursor + j) % older for j in range(min(budget // 2, older))]
+        self._dcs_cursor = (self._dcs_cursor + len(take)) % older
+        return sorted(take) + list(range(older, count))
 
     # ----------------------------------------------------------------- helpers
     def _logits(self, decoded: Tensor) -> Tensor:
