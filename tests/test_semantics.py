@@ -308,60 +308,6 @@ def test_a_failing_semantic_source_costs_semantics_not_geometry(synth_dir):
         "RuntimeError: SAM ran out of memory": 1}
 
 
-def test_knn_neighbours_and_consistency_on_hand_made_points():
-    from clipgs.semantics.sac import knn_consistency, knn_neighbours
-
-    means = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [0.0, 0.02, 0], [1.0, 0, 0], [1.0, 0.01, 0]])
-    neighbours, valid = knn_neighbours(means, torch.tensor([0, 3]), k=2, radius=0.05, chunk=1)
-    assert neighbours.tolist() == [[1, 2], [4, 1]] and valid.tolist() == [[True, True], [True, False]]
-    feats = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0.0, 1], [0.0, 1], [0.0, 1]]), dim=-1)
-    cosine = (feats[torch.tensor([0, 3])][:, None] * feats[neighbours]).sum(-1)
-    loss = knn_consistency(cosine, valid)
-    assert loss.item() == pytest.approx((0 + 1 + 0) / 3)  # only valid pairs: (0,1) agree, (0,2) orthogonal, (3,4)
-    assert knn_consistency(cosine, torch.zeros(2, 2, dtype=torch.bool)).item() == 0.0
-
-
-@pytest.mark.parametrize("embed_dim", [512, 64])
-def test_decoder_pair_cosine_equals_decoding_both_sides(embed_dim):
-    """The Gram-matrix path (D > hidden) and the direct path: same cosines, same gradients."""
-    from clipgs.semantics.sac import SemanticDecoder
-
-    torch.manual_seed(0)
-    dec = SemanticDecoder(16, embed_dim, 128).double()
-    a, b = torch.randn(50, 16, dtype=torch.float64), torch.randn(50, 8, 16, dtype=torch.float64)
-    results = []
-    for fn in (dec.pair_cosine, lambda x, y: (dec(x)[:, None] * dec(y)).sum(-1)):
-        dec.zero_grad()
-        x, y = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
-        cos = fn(x, y)
-        (cos * torch.linspace(-1, 1, 8, dtype=torch.float64)).sum().backward()
-        results.append((cos.detach(), x.grad, y.grad, dec.net[2].weight.grad.clone()))
-    for got, expected in zip(*results):
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
-
-
-@pytest.mark.parametrize("embed_dim", [512, 64])
-def test_decoder_similarity_equals_decoding_then_dot_product(embed_dim):
-    torch.manual_seed(0)
-    dec = SemanticDecoder(16, embed_dim, hidden=128 if embed_dim > 128 else 32)
-    with torch.no_grad():
-        dec.net[2].bias.normal_()  # a bias that matters for the norm
-    attributes = torch.randn(7, 9, 16)
-    text = torch.nn.functional.normalize(torch.randn(5, embed_dim), dim=-1)
-    expected = dec(attributes) @ text.T
-    got = dec.similarity(attributes, text)
-    assert got.shape == (7, 9, 5)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
-    dec.CHUNK = 10  # rows go through in chunks: 63 rows = 6 full chunks and a partial one
-    torch.testing.assert_close(dec.similarity(attributes, text), expected, atol=1e-5, rtol=1e-4)
-    unnormalised = dec.similarity(attributes, text, unnormalised=True)
-    assert torch.equal(unnormalised.argmax(-1), expected.argmax(-1))
-    assert not torch.allclose(unnormalised, expected)  # really skips the norm
-    full = SemanticDecoder(embed_dim, embed_dim, hidden=0)
-    x = torch.randn(4, embed_dim)
-    torch.testing.assert_close(full.similarity(x, text), full(x) @ text.T)
-
-
 def test_decoder_free_baseline_is_the_full_embedding(tmp_path):
     from clipgs.semantics.model import SemanticModel, load_semantics, save_semantics
 
