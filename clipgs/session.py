@@ -135,8 +135,9 @@ class MappingSession:
         failures = trainer_counters.get("semantic_failures", {})
         rejected = dict(s.rejected)
         return (f"pairs {self.counters.color_depth_pairs}, mapped {self.worker.processed}, dropped while busy "
-                f"{self.worker.dropped}, no pose {self.counters.no_pose}, keyframes {s.keyframes}, Gaussians "
-                f"{s.gaussians}" + (f", rejected {rejected}" if rejected else "")
+                f"{self.worker.dropped}, no pose {self.counters.no_pose}, keyframes {s.keyframes} (held "
+                f"{s.keyframes_held}, {s.keyframe_bytes / 2**20:.0f} MB), Gaussians {s.gaussians}"
+                + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else ""))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
     assert points.shape == (500, 3) and colours.dtype == np.uint8
     line = session.stats_line()
     assert "pairs 6" in line and "mapped 4" in line and "no pose 1" in line and "bad messages 1" in line
+    assert re.search(r"keyframes \d+ \(held \d+, \d+ MB\)", line)
     ok, msg = session.save_map(str(tmp_path / "m.ply"))
     assert ok and len(load_ply(tmp_path / "m.ply")) > 0 and "saved" in msg
     ok, msg = session.save_map("/proc/forbidden/m.ply")
