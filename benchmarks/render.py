@@ -96,17 +96,21 @@ def run_one(cfg: dict, queue) -> None:
         (out.image.square().mean() + out.depth.mean()).backward()
         sync()
 
-    forward()  # warm-up
+    forward(), forward()  # warm-up: kernel load, thread team, first allocations
     base = _rss_mb()
-    t0 = time.perf_counter()
-    for _ in range(cfg["repeats"]):
-        out = forward()
-    fwd = (time.perf_counter() - t0) / cfg["repeats"] * 1e3
+
+    def median_ms(fn) -> float:
+        times = []
+        for _ in range(cfg["repeats"]):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2] * 1e3
+
+    out = forward()
+    fwd = median_ms(forward)
     forward_backward()
-    t0 = time.perf_counter()
-    for _ in range(cfg["repeats"]):
-        forward_backward()
-    fb = (time.perf_counter() - t0) / cfg["repeats"] * 1e3
+    fb = median_ms(forward_backward)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if cfg["device"] == "cuda" else None
     queue.put({**cfg, "n": len(gmap), "fwd_ms": fwd, "fb_ms": fb, "peak_mb": peak, "gpu_peak_mb": gpu_peak,
@@ -123,7 +127,7 @@ def main() -> int:
                         help="default: cpu_scalar, cpu, plus gsplat with CUDA")
     parser.add_argument("--reference", default="cpu_scalar", help="the backend the speed-up columns divide by")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median reported)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     args = parser.parse_args()
 

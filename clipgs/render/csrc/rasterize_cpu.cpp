@@ -567,15 +567,19 @@ void forward_simd(const Scene<float>& s, float* out, float* out_alpha, float* fi
         }
       }
     }
+    // Back to pixel-major through scalar views of the buffers (a vector indexed by a variable lane compiles
+    // to a store and reload per element; GCC and Clang let a vector alias its element type).
+    const float* accf = reinterpret_cast<const float*>(acc.data());
+    const float* transf = reinterpret_cast<const float*>(trans);
+    const int32_t* lastf = reinterpret_cast<const int32_t*>(lastk);
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x) {
-        const int64_t pix = (ty0 + y) * s.width + (tx0 + x);
-        const int q = (int)y * kSegs + (int)x / kLanes, l = (int)x % kLanes;
+        const int64_t pix = (ty0 + y) * s.width + (tx0 + x), p = y * kTile + x;  // p = slot * kLanes + lane
         float* o_pix = out + pix * C;
-        for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = acc[ch * kSlots + q][l];
-        out_alpha[pix] = 1.f - trans[q][l];
-        final_T[pix] = trans[q][l];
-        last[pix] = lastk[q][l];
+        for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = accf[ch * kSlots * kLanes + p];
+        out_alpha[pix] = 1.f - transf[p];
+        final_T[pix] = transf[p];
+        last[pix] = lastf[p];
       }
   });
 }
@@ -597,19 +601,22 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
     for (int q = 0; q < kSlots; ++q) {  // pixels outside the image: last = -1, never active
       trans[q] = splat(1.f), galpha[q] = suffix_alpha[q] = suffix_dot[q] = vf{}, lastk[q] = splat_i(-1);
     }
+    float* goutf = reinterpret_cast<float*>(gout.data());  // scalar views, as in forward_simd
+    float* transf = reinterpret_cast<float*>(trans);
+    float* galphaf = reinterpret_cast<float*>(galpha);
+    int32_t* lastf = reinterpret_cast<int32_t*>(lastk);
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x) {
-        const int64_t pix = (ty0 + y) * s.width + (tx0 + x);
-        const int q = (int)y * kSegs + (int)x / kLanes, l = (int)x % kLanes;
-        trans[q][l] = final_T[pix];
-        lastk[q][l] = last[pix];
-        galpha[q][l] = g_alpha[pix];
-        for (int64_t ch = 0; ch < C; ++ch) gout[ch * kSlots + q][l] = g_out[pix * C + ch];
+        const int64_t pix = (ty0 + y) * s.width + (tx0 + x), p = y * kTile + x;
+        transf[p] = final_T[pix];
+        lastf[p] = last[pix];
+        galphaf[p] = g_alpha[pix];
+        const float* go_pix = g_out + pix * C;
+        for (int64_t ch = 0; ch < C; ++ch) goutf[ch * kSlots * kLanes + p] = go_pix[ch];
       }
     // Gaussians behind every pixel's last contributor got no weight: zero gradients, no work.
     int32_t last_any = -1;
-    for (int q = 0; q < kSlots; ++q)
-      for (int l = 0; l < kLanes; ++l) last_any = std::max(last_any, lastk[q][l]);
+    for (int p = 0; p < kSlots * kLanes; ++p) last_any = std::max(last_any, lastf[p]);
     const int64_t start = s.tile_start[t], count = s.tile_count[t];
     for (int64_t k = count - 1; k > last_any; --k) {
       const int64_t e = start + k;
