@@ -143,6 +143,13 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
              const T* K, int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, T* means2d, T* conics,
              T* depths, int32_t* radii, int threads) {
   const int64_t chunk = 4096;
+  // Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
+  // at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
+  // a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
+  const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+  const T tan_x = T(0.5) * T(width) / fx, tan_y = T(0.5) * T(height) / fy;
+  const T lim_x = std::max((T(width) - cx) / fx, cx / fx) + T(0.3) * tan_x;
+  const T lim_y = std::max((T(height) - cy) / fy, cy / fy) + T(0.3) * tan_y;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
       const T* m = means + 3 * i;
@@ -152,9 +159,18 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
       means2d[2 * i] = means2d[2 * i + 1] = 0;
       conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
       if (!(z > near_plane && z < far_plane) || opacities[i] < alpha_threshold<T>()) continue;  // cheap cull first
+      {
+        const T* ls = log_scales + 3 * i;
+        const T s_max = std::exp(std::max(ls[0], std::max(ls[1], ls[2])));
+        const T mx = fx * (viewmat[0] * m[0] + viewmat[1] * m[1] + viewmat[2] * m[2] + viewmat[3]) / z + cx;
+        const T my = fy * (viewmat[4] * m[0] + viewmat[5] * m[1] + viewmat[6] * m[2] + viewmat[7]) / z + cy;
+        const T reach_x = T(3.33) * std::sqrt(fx * fx / (z * z) * (T(1) + lim_x * lim_x) * s_max * s_max + eps2d) + 1;
+        const T reach_y = T(3.33) * std::sqrt(fy * fy / (z * z) * (T(1) + lim_y * lim_y) * s_max * s_max + eps2d) + 1;
+        if (mx + reach_x <= 0 || mx - reach_x >= T(width) || my + reach_y <= 0 || my - reach_y >= T(height)) continue;
+      }
       const Ewa<T> e = ewa(m, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane, far_plane,
                            eps2d);
-      const T a = e.a, b = e.b, cc = e.c, tz = e.tz, fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+      const T a = e.a, b = e.b, cc = e.c, tz = e.tz;
       const T det = a * cc - b * b;
       const T o = opacities[i];
       if (!e.in_depth || !(det > 0) || o < alpha_threshold<T>()) continue;
