@@ -82,8 +82,10 @@ class MappingSession:
         if self.semantics.source is not None:
             self.semantics_status = f"semantics on: {self.semantics.description}, d={params.training.sem_dim}, " \
                                     f"{len(self.semantics.classes) - 1} classes"
+        # A live stream never waits for CLIP / SAM: the 2D source always runs on its own thread here.
+        training = params.training.replace(async_source=True)
         self.worker = MapperWorker(IncrementalMapper(params.mapper, params.node.device,
-                                                     self.semantics.trainer(params.training)))
+                                                     self.semantics.trainer(training)))
         self.assembler = FrameAssembler(params.stream.depth_scale)
         self.pose_series = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)
         self.counters = SessionCounters()
@@ -139,7 +141,9 @@ class MappingSession:
                 f"{s.keyframes_held}, {s.keyframe_bytes / 2**20:.0f} MB), Gaussians {s.gaussians}"
                 + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
-                + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else ""))
+                + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")
+                + (f", semantics lag {trainer_counters['semantic_lag_s']:.1f} s (skipped "
+                   f"{trainer_counters['semantics_skipped']})" if "semantic_lag_s" in trainer_counters else ""))
 
     def due_stats(self) -> str | None:
         """The counters line if ``stats_period_s`` has passed since the last one (low-rate logging)."""
@@ -223,6 +227,7 @@ class MappingSession:
     def shutdown(self, autosave: bool = True) -> str | None:
         """Stop the worker (finishing the frame in hand) and autosave; returns what was done."""
         self.worker.stop(timeout=60.0)
+        self.worker.mapper.trainer.close()
         if autosave and self.settings.autosave_path:
             ok, msg = self.save_map()
             return msg if ok else f"autosave skipped: {msg}"

@@ -116,3 +116,48 @@ def test_3dcs_round_relabels_a_bounded_rotating_set():
     assert all(len(r) == 6 and r[-3:] == [17, 18, 19] for r in rounds)  # the newest half every round
     older = [i for r in rounds for i in r[:3]]
     assert sorted(set(older)) == list(range(17))  # every older keyframe is revisited in turn
+
+
+def test_async_source_never_blocks_mapping_and_results_land_on_their_keyframe():
+    """A source held on a gate: the mapper goes on; a keyframe replaced while the worker was busy is skipped;
+    released results attach to the keyframe they were computed from."""
+    import threading
+
+    from clipgs.semantics.sources import MaskEmbeddings
+
+    gate, started = threading.Event(), threading.Event()
+
+    def source(frame: Frame) -> MaskEmbeddings:
+        started.set()
+        assert gate.wait(timeout=30), "test gate never opened"
+        emb = torch.zeros(1, 8)
+        emb[0, frame.index] = 1.0  # which frame these masks came from
+        return MaskEmbeddings(torch.zeros(frame.height, frame.width, dtype=torch.long), emb)
+
+    trainer = SemanticTrainer(SemanticTrainingConfig(sem_dim=4, async_source=True, dcs_every=0), source)
+    mapper = IncrementalMapper(MapperConfig(**FAST), trainer=trainer)
+    try:
+        for i, x in enumerate((0.0, 0.5, 1.0)):
+            frame = flat_frame(32, 24, x)
+            frame.index = i
+            assert mapper.add_frame(frame) == "keyframe"  # returns while the source is held
+            if i == 0:
+                assert started.wait(timeout=10)
+        kfs = list(mapper.keyframes)
+        assert all(kf.annotation.masks is None for kf in kfs) and trainer.decoder is None
+        assert trainer.worker.skipped == 1  # keyframe 1 was replaced by keyframe 2 while 0 ran
+        gate.set()
+        assert trainer.worker.wait_idle(timeout=30)
+        assert kfs[0].annotation.masks.embeddings[0, 0] == 1 and kfs[1].annotation.masks is None
+        assert kfs[2].annotation.masks.embeddings[0, 2] == 1
+        assert kfs[0].annotation.masks.mask_ids.dtype == torch.int16
+        frame = flat_frame(32, 24, 1.5)
+        frame.index = 3
+        mapper.add_frame(frame)
+        assert trainer.decoder is not None and mapper.map.gaussians.sem_dim == 4
+        counters = trainer.counters()
+        assert counters["semantics_skipped"] == 1 and counters["semantic_lag_s"] >= 0
+    finally:
+        gate.set()
+        trainer.close()
+    assert trainer.worker is None

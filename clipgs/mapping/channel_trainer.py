@@ -67,3 +67,6 @@ class ChannelTrainer:
     def counters(self) -> dict[str, Any]:
         """Counters for logs and summaries (copies)."""
         return {}
+
+    def close(self) -> None:
+        """Release what the trainer runs beside the mapper (threads); the mapper is done with it."""

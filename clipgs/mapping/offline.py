@@ -44,6 +44,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
     if refine_iters:
         mapper.refine(refine_iters)
+    mapper.trainer.close()
     seconds = time.perf_counter() - t0
     s = mapper.stats
     summary = {

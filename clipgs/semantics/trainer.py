@@ -7,6 +7,7 @@ scheduling with its pseudo-labels and novel views, and the KNN term. The mapper 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from clipgs.render import RenderOutput
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
 from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
+from clipgs.semantics.source_worker import SourceWorker
 from clipgs.semantics.sources import MaskEmbeddings
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,12 @@ class KeyframeSemantics:
     ((H, W) vocabulary index, -1 = none; None before the first round). Ids and labels are stored in the
     smallest integer type that holds them (:func:`compact_ids`); callers index with ``.long()``."""
 
-    masks: MaskEmbeddings
+    masks: MaskEmbeddings | None  # None while the source still works on it (``async_source``)
     pseudo_labels: Tensor | None = None
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.masks.mask_ids, self.masks.embeddings, self.pseudo_labels]
+        tensors = [self.pseudo_labels] + ([self.masks.mask_ids, self.masks.embeddings] if self.masks else [])
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
@@ -75,6 +77,7 @@ class SemanticTrainer(ChannelTrainer):
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
         self._knn: tuple[Tensor, Tensor, Tensor] | None = None  # anchors, neighbours, valid
+        self.worker: SourceWorker | None = None  # the source's thread, with async_source
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -87,7 +90,18 @@ class SemanticTrainer(ChannelTrainer):
     # ----------------------------------------------------------------- hooks
     def observe(self, frame: Frame) -> KeyframeSemantics | None:
         """The 2D source's masks + embeddings; a failing source costs this keyframe its semantics, not its
-        geometry. The decoder is built at the first observation (it needs the embedding size)."""
+        geometry. With ``async_source`` the keyframe joins at once and its masks arrive when the source's
+        thread is done (the worker's newest-wins queue; see :mod:`clipgs.semantics.source_worker`)."""
+        if self.config.async_source:
+            if self.worker is None:
+                self.worker = SourceWorker(self._run_source, self._deliver)
+            pending = KeyframeSemantics(None)
+            self.worker.submit(frame, pending)
+            return pending
+        masks = self._run_source(frame)
+        return None if masks is None else KeyframeSemantics(masks)
+
+    def _run_source(self, frame: Frame) -> MaskEmbeddings | None:
         try:
             masks = self.source(frame)
         except Exception as exc:
@@ -95,12 +109,25 @@ class SemanticTrainer(ChannelTrainer):
             if sum(self.failures.values()) == 1:
                 log.exception("semantic source failed on frame %s; mapping geometry only for it", frame.index)
             return None
-        if self.decoder is None:
-            self._build_decoder(masks.embeddings.shape[1])
-        return KeyframeSemantics(masks)
+        return dataclasses.replace(masks, mask_ids=compact_ids(masks.mask_ids))
+
+    @staticmethod
+    def _deliver(annotation: KeyframeSemantics, masks: MaskEmbeddings | None, lag_s: float) -> None:
+        annotation.masks = masks  # one reference assignment: the mapping thread sees None or the whole result
 
     def renders_channels(self, keyframe: Keyframe) -> bool:
-        return keyframe.annotation is not None and self.decoder is not None
+        sem = keyframe.annotation
+        if sem is None or sem.masks is None:
+            return False
+        if self.decoder is None:  # built on the mapping thread, at the first keyframe with masks
+            self._build_decoder(sem.masks.embeddings.shape[1])
+        return True
+
+    def close(self) -> None:
+        """Stop the source's thread (async_source); a no-op otherwise."""
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
 
     def begin_round(self, mapper: IncrementalMapper) -> None:
         """Anchors and neighbours for the 3D term, drawn once per round (positions move little)."""
@@ -170,7 +197,11 @@ class SemanticTrainer(ChannelTrainer):
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
 
     def counters(self) -> dict[str, Any]:
-        return {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures)}
+        counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures)}
+        if self.worker is not None:
+            counters.update(semantic_lag_s=self.worker.last_lag_s, semantics_skipped=self.worker.skipped,
+                            semantics_pending=self.worker.pending)
+        return counters
 
     # ----------------------------------------------------------------- 3DCS
     @torch.no_grad()
@@ -181,7 +212,7 @@ class SemanticTrainer(ChannelTrainer):
         same after 50 keyframes as after 5000; the others keep their last pseudo-labels."""
         c = self.config
         vocab = self.vocabulary.to(self.device)
-        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
         chosen = self.relabel_set(len(annotated))
         for i in chosen:
             kf = annotated[i]
