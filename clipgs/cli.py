@@ -10,8 +10,8 @@ def _synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
 
     out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=args.frames, width=args.width,
-                         height=args.height, hfov_deg=args.hfov)
-    print(f"wrote {args.frames} frames of '{args.scene}' (seed {args.seed}) to {out}")
+                         height=args.height, hfov_deg=args.hfov, noise=args.noise)
+    print(f"wrote {args.frames} frames of '{args.scene}' (seed {args.seed}, noise {args.noise}) to {out}")
     return 0
 
 
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view, degrees")
+    p.add_argument("--noise", choices=["none", "realistic"], default="none",
+                   help="realistic: structured-light depth noise, dropouts, invalid edges, 4 m range, exposure and "
+                        "pixel noise, odometry drift in traj_w_c.txt (true poses in gt_traj_w_c.txt)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("info", help="summarise a dataset folder (Replica, ScanNet, TUM, synthetic)")

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from clipgs.data.images import to_uint8, write_image
 from clipgs.data.synthetic.raycast import bounding_sphere, rays_near_sphere
 from clipgs.data.synthetic.scenes import Scene, build_scene
+from clipgs.data.synthetic.sensor import SensorModel
 from clipgs.geometry import intrinsics_from_hfov
 
 SUPERSAMPLE = ((-0.25, -0.25), (0.25, -0.25), (-0.25, 0.25), (0.25, 0.25))
@@ -88,29 +89,46 @@ def render_view(scene: Scene, K: np.ndarray, width: int, height: int, world_from
     )
 
 
+NOISE = ("none", "realistic")
+
+
 def generate_scene(out: str | Path, scene: str = "room", seed: int = 0, n_frames: int = 120, width: int = 160,
                    height: int = 120, hfov_deg: float = 90.0, depth_scale: float = 1000.0,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, noise: str = "none") -> Path:
     """Write ``n_frames`` views of a synthetic scene to ``out`` in the Replica layout; returns ``out``.
 
     Also writes classes.txt, intrinsics.txt and scene.json (generator settings). Deterministic per seed.
+    noise 'realistic': depth and colour through :class:`~clipgs.data.synthetic.sensor.SensorModel`, and
+    ``traj_w_c.txt`` carries odometry drift (the true poses go to ``gt_traj_w_c.txt``); labels stay exact.
     """
+    if noise not in NOISE:
+        raise ValueError(f"unknown noise {noise!r}; expected one of {NOISE}")
+    if not (0 < hfov_deg < 180):
+        raise ValueError(f"hfov must be in (0, 180) degrees, got {hfov_deg}")
     out = Path(out)
     sc = build_scene(scene, seed, n_frames)
+    sensor, rng = SensorModel(), np.random.default_rng([seed, 7])
     K = intrinsics_from_hfov(width, height, hfov_deg)
     for sub in ("rgb", "depth", "semantic_class", "semantic_instance"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     for i, pose in enumerate(tqdm(sc.poses, desc=f"synth {scene}", unit="frame", disable=not progress)):
         view = render_view(sc, K, width, height, pose)
-        write_image(out / "rgb" / f"rgb_{i}.png", view.rgb)
+        rgb, depth = view.rgb, view.depth
+        if noise == "realistic":
+            rgb, depth = sensor.corrupt_rgb(rgb, rng), sensor.corrupt_depth(depth, rng)
+        write_image(out / "rgb" / f"rgb_{i}.png", rgb)
         write_image(out / "depth" / f"depth_{i}.png",
-                    np.clip(np.round(view.depth * depth_scale), 0, 65535).astype(np.uint16))
+                    np.clip(np.round(depth * depth_scale), 0, 65535).astype(np.uint16))
         write_image(out / "semantic_class" / f"semantic_class_{i}.png", view.labels.astype(np.uint8))
         write_image(out / "semantic_instance" / f"semantic_instance_{i}.png", view.instances.astype(np.uint16))
-    np.savetxt(out / "traj_w_c.txt", np.stack([p.reshape(-1) for p in sc.poses]), fmt="%.9f")
+    poses = sensor.drifted(sc.poses, rng) if noise == "realistic" else sc.poses
+    np.savetxt(out / "traj_w_c.txt", np.stack([p.reshape(-1) for p in poses]), fmt="%.9f")
+    if noise == "realistic":
+        np.savetxt(out / "gt_traj_w_c.txt", np.stack([p.reshape(-1) for p in sc.poses]), fmt="%.9f")
     np.savetxt(out / "intrinsics.txt", K, fmt="%.9f")
     (out / "classes.txt").write_text("\n".join(sc.classes) + "\n")
     meta = {"generator": "clipgs synth", "scene": scene, "seed": seed, "frames": n_frames, "width": width,
-            "height": height, "hfov_deg": hfov_deg, "depth_scale": depth_scale, "classes": sc.classes}
+            "height": height, "hfov_deg": hfov_deg, "depth_scale": depth_scale, "noise": noise,
+            "classes": sc.classes}
     (out / "scene.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
