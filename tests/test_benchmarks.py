@@ -29,3 +29,13 @@ def test_profile_step_breaks_a_step_into_its_parts(tmp_path):
     assert len(rows) == 2  # geometry and semantic
     cells = [c.strip() for c in rows[1].split("|")[1:-1]]  # scene, size, step, Gaussians, render fwd, ...
     assert float(cells[2]) > 0 and float(cells[4]) > 0
+
+
+def test_long_run_streams_laps_and_sums_up(tmp_path):
+    out = run("long_run.py", "--frames", "16", "--laps", "2", "--size", "64x48", "--rate", "40", "--every", "10",
+              "--scene-dir", str(tmp_path))
+    rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 3  # frames 10, 20 and the last (28: 14 training frames x 2 laps)
+    summary = out.strip().splitlines()[-1]
+    assert summary.startswith("long run: 28 frames") and "PSNR" in summary and "ATE" in summary
+    assert (tmp_path / "room_16_64x48_realistic" / "gt_traj_w_c.txt").is_file()
