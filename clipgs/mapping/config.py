@@ -35,6 +35,10 @@ class MapperConfig(Settings):
     keyframe_budget_mb: float = setting(1024.0, "memory for stored keyframes (colour, depth, masks, labels); past "
                                                 "it the most redundant older keyframes go (0: no limit)",
                                         at_least(0.0))
+    pose_refine_iters: int = setting(0, "refine each new keyframe's pose against the map for this many steps before "
+                                        "it joins, and carry the correction to later frames (odometry drift; 0: "
+                                        "poses are exact)", at_least(0))
+    pose_refine_lr: float = setting(2e-3, "Adam learning rate of the pose correction (m, rad)", greater_than(0.0))
     iters_per_keyframe: int = setting(15, "optimisation iterations per keyframe", at_least(1))
     window_size: int = setting(6, "recent keyframes optimised together", at_least(1))
     random_keyframes: int = setting(2, "older keyframes added to each window at random", at_least(0))

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.errors import SettingsError
+from clipgs.geometry import invert_rigid
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.frame_check import rejection_reason
@@ -25,6 +26,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
+from clipgs.mapping.pose_refine import refine_pose, rigid
 from clipgs.mapping.state import MapperStats, MapSnapshot
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import RenderOutput
@@ -59,6 +61,7 @@ class IncrementalMapper:
         self.map = TrainableMap(GaussianMap.empty(self.trainer.channels, device=self.device), lrs)
         self._size: tuple[int, int] | None = None
         self._last_timestamp: float | None = None
+        self._correction = np.eye(4)  # odometry -> map frame, from pose refinement
         self._lock = threading.RLock()
         self.trainer.attach(self)
 
@@ -71,6 +74,8 @@ class IncrementalMapper:
             if reason is None:
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 frame = frame.resized(c.map_width) if c.map_width else frame
+                if c.pose_refine_iters:  # the drift found at the last keyframe applies to what follows
+                    frame = dataclasses.replace(frame, world_from_camera=self._correction @ frame.world_from_camera)
         except Exception as exc:  # a malformed frame must never take the mapper down
             reason = f"invalid_frame ({type(exc).__name__})"
         if reason is not None:
@@ -80,6 +85,8 @@ class IncrementalMapper:
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1
             return "skipped"
+        if c.pose_refine_iters and len(self.map):
+            frame = self._refine_pose(frame)
         self.gate.accept(frame)
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
@@ -149,6 +156,15 @@ class IncrementalMapper:
             self.stats.gaussians = len(self.map)
             self.stats.keyframes_held, self.stats.keyframes_evicted = len(self.keyframes), self.keyframes.evicted
             self.stats.keyframe_bytes = self.keyframes.nbytes
+
+    def _refine_pose(self, frame: Frame) -> Frame:
+        c = self.config
+        r = refine_pose(self.map.gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
+                        backend=c.backend)
+        self._correction = rigid(r.pose @ invert_rigid(frame.world_from_camera) @ self._correction)
+        self.stats.poses_refined += 1
+        self.stats.last_pose_correction = (r.moved_m, r.turned_deg)
+        return dataclasses.replace(frame, world_from_camera=r.pose)
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""

@@ -23,6 +23,8 @@ class MapperStats:
     keyframes_held: int = 0  # in the keyframe store now (keyframes counts every keyframe ever made)
     keyframe_bytes: int = 0
     keyframes_evicted: int = 0
+    poses_refined: int = 0
+    last_pose_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
     optimise_seconds: float = 0.0

@@ -1,0 +1,103 @@
+"""Refine a new keyframe's pose against the map before it joins: odometry drift must not go into the map.
+
+The map is moved into the frame's (odometry) camera frame once; a small rigid correction D = [R(omega) | tau]
+is then optimised by rendering the corrected Gaussians from an identity camera and comparing with the frame's
+colour and depth where the map already covers the view. The gradient reaches D through the Gaussians'
+camera-space means and rotations, so every render backend (cpu, torch, gsplat) works unchanged. The refined
+pose is world_from_camera @ D^-1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipgs.data.frame import Camera, Frame
+from clipgs.geometry import invert_rigid, rotmat_to_quat
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.render.projection import quat_to_rotmat
+
+
+def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product of (..., 4) quaternions (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], dim=-1)
+
+
+@dataclass
+class PoseRefinement:
+    """pose: refined world_from_camera (4, 4); moved_m / turned_deg: size of the correction; loss before/after."""
+
+    pose: np.ndarray
+    moved_m: float
+    turned_deg: float
+    loss_before: float
+    loss_after: float
+
+
+def rigid(T: np.ndarray) -> np.ndarray:
+    """The nearest rigid transform (rotation projected onto SO(3)): float32 corrections compose without drift."""
+    U, _, Vt = np.linalg.svd(T[:3, :3])
+    out = np.eye(4)
+    out[:3, :3] = U @ np.diag([1.0, 1.0, np.linalg.det(U @ Vt)]) @ Vt
+    out[:3, 3] = T[:3, 3]
+    return out
+
+
+def refine_pose(gaussians: GaussianMap, frame: Frame, iterations: int, lr: float = 2e-3, w_depth: float = 0.5,
+                min_alpha: float = 0.9, min_coverage: float = 0.7, min_gain: float = 0.2,
+                backend: str = "auto") -> PoseRefinement:
+    """Refine ``frame.world_from_camera`` against ``gaussians`` (colour L1 + ``w_depth`` x depth L1 on pixels
+    with valid depth that the map covers with opacity >= ``min_alpha``), ``iterations`` Adam steps. A frame the
+    map covers on less than ``min_coverage`` of its valid pixels keeps its pose (a half-built view would pull
+    the pose towards what is missing). The correction is kept only if it lowers the loss by ``min_gain`` (a
+    share): an accurate pose against an imperfect map improves a little wherever it moves, a drifted one a lot.
+    """
+    P = frame.world_from_camera
+    g = gaussians.detach()
+    dev, dt = g.means.device, g.means.dtype
+    cam_from_world = torch.as_tensor(invert_rigid(P), dtype=dt, device=dev)
+    q0 = torch.as_tensor(rotmat_to_quat(invert_rigid(P)[:3, :3]), dtype=dt, device=dev)
+    means_c = g.means @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
+    quats_c = quat_multiply(q0.expand_as(g.quats), F.normalize(g.quats, dim=-1))
+    camera = Camera(frame.K, frame.width, frame.height, np.eye(4))
+    target_rgb = torch.from_numpy(frame.rgb.copy()).to(device=dev, dtype=dt) / 255.0
+    target_depth = torch.from_numpy(frame.depth.copy()).to(device=dev, dtype=dt)
+    omega = torch.zeros(3, dtype=dt, device=dev, requires_grad=True)
+    tau = torch.zeros(3, dtype=dt, device=dev, requires_grad=True)
+    optimizer = torch.optim.Adam([omega, tau], lr=lr)
+    one = torch.ones(1, dtype=dt, device=dev)
+    losses = []
+    for _ in range(iterations + 1):
+        qd = F.normalize(torch.cat([one, omega / 2]), dim=0)
+        out = GaussianMap(means_c @ quat_to_rotmat(qd[None])[0].T + tau, quat_multiply(qd.expand_as(quats_c), quats_c),
+                          g.log_scales, g.opacity_logits, g.sh0, g.semantics[:, :0]).render(
+            camera, semantic=False, backend=backend)
+        with torch.no_grad():
+            mask = (target_depth > 0) & (out.alpha >= min_alpha)
+            if not losses and float(mask.sum()) < min_coverage * float((target_depth > 0).sum()):
+                break
+        depth_error = (out.expected_depth() - target_depth).abs()[mask].mean()
+        loss = (out.rgb - target_rgb).abs()[mask].mean() + w_depth * depth_error
+        losses.append(float(loss.detach()))
+        if len(losses) > iterations:
+            break  # the last pass only measures
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        D = np.eye(4)
+        qd = F.normalize(torch.cat([one, omega / 2]), dim=0)
+        D[:3, :3] = quat_to_rotmat(qd[None])[0].double().cpu().numpy()
+        D[:3, 3] = tau.double().cpu().numpy()
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1.0, 1.0))))
+    if not losses or losses[-1] > (1.0 - min_gain) * losses[0]:  # nothing to compare, or no clear gain: keep it
+        return PoseRefinement(P.copy(), 0.0, 0.0, losses[0] if losses else float("nan"),
+                              losses[0] if losses else float("nan"))
+    return PoseRefinement(rigid(P @ invert_rigid(rigid(D))), float(np.linalg.norm(D[:3, 3])), angle, losses[0],
+                          losses[-1])
