@@ -7,7 +7,7 @@ depth L1, semantic mIoU (map and teacher) and the keyframe trajectory error (ATE
 
     .venv/bin/python benchmarks/long_run.py [--frames 200 --laps 3] [--size 160x120] [--rate 10]
                                             [--noise realistic] [--semantic] [--map-width 0]
-                                            [--keyframe-budget-mb 1024]
+                                            [--keyframe-budget-mb 1024] [--pose-refine-iters 25]
 """
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def main() -> int:
     parser.add_argument("--semantic", action="store_true", help="simulated teacher on its own thread, SAC + 3DCS")
     parser.add_argument("--map-width", type=int, default=0)
     parser.add_argument("--keyframe-budget-mb", type=float, default=MapperConfig().keyframe_budget_mb)
+    parser.add_argument("--pose-refine-iters", type=int, default=0, help="refine keyframe poses (odometry drift)")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_long")
@@ -62,7 +63,8 @@ def main() -> int:
     ds = open_dataset(folder)
     truth = folder / "gt_traj_w_c.txt"
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
-    config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb)
+    config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb,
+                          pose_refine_iters=args.pose_refine_iters)
     trainer = teacher = vocab = None
     if args.semantic:
         from clipgs.semantics.config import SemanticTrainingConfig
@@ -75,7 +77,7 @@ def main() -> int:
     worker = MapperWorker(mapper)
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "
           f"{'on (own thread)' if args.semantic else 'off'}, map_width {args.map_width or w}, keyframe budget "
-          f"{args.keyframe_budget_mb:g} MB\n")
+          f"{args.keyframe_budget_mb:g} MB, pose refinement {args.pose_refine_iters or 'off'}\n")
     cols = ("frames", "mapped", "dropped", "keyframes held", "held MB", "Gaussians", "RSS MB", "ms/keyframe",
             "semantic lag s")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

@@ -138,8 +138,10 @@ def _eval(args: argparse.Namespace) -> int:
     from clipgs.eval.evaluate import evaluate
     from clipgs.mapping import load_ply
 
+    if args.true_poses and not (args.data / "gt_traj_w_c.txt").is_file():
+        raise ValueError(f"--true-poses: {args.data} has no gt_traj_w_c.txt (scenes with odometry drift carry one)")
     gmap = load_ply(args.map)
-    ds = open_dataset(args.data)
+    ds = open_dataset(args.data, **({"trajectory": "gt_traj_w_c.txt"} if args.true_poses else {}))
     result = evaluate(gmap, ds, backend=args.backend)
     if args.semantic:
         result["semantic"] = _semantic_eval(gmap, args.map, ds, args.json)
@@ -318,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=None, help="also write the results (with per-view scores)")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.add_argument("--semantic", action="store_true", help="also mIoU / pixel accuracy of the map and the teacher")
+    p.add_argument("--true-poses", action="store_true",
+                   help="render the held-out views from gt_traj_w_c.txt (a scene with odometry drift)")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("query", help="text query on a semantic map: mask in a view and the object's 3D box")

@@ -67,3 +67,19 @@ def test_synth_realistic_writes_noisy_frames_drifted_poses_and_the_truth(tmp_pat
         assert same == (sub == "semantic_class")  # labels exact, colour noisy
     with pytest.raises(ValueError, match="unknown noise"):
         generate_scene(tmp_path / "x", n_frames=2, width=8, height=6, progress=False, noise="loud")
+
+
+def test_a_drifted_scene_can_be_scored_against_its_true_poses(tmp_path, capsys):
+    from clipgs.cli import main
+    from clipgs.data.dataset import open_dataset
+    from clipgs.mapping import GaussianMap, save_ply
+
+    noisy = generate_scene(tmp_path / "noisy", n_frames=12, width=32, height=24, progress=False, noise="realistic")
+    truth = open_dataset(noisy, trajectory="gt_traj_w_c.txt")
+    assert np.allclose(truth.poses.reshape(len(truth.poses), 16), np.loadtxt(noisy / "gt_traj_w_c.txt"))
+    assert not np.allclose(truth.poses, open_dataset(noisy).poses)
+    save_ply(GaussianMap.from_frame(truth[0]), tmp_path / "m.ply")
+    assert main(["eval", str(tmp_path / "m.ply"), str(noisy), "--true-poses"]) == 0
+    clean = generate_scene(tmp_path / "clean", n_frames=2, width=8, height=6, progress=False)
+    assert main(["eval", str(tmp_path / "m.ply"), str(clean), "--true-poses"]) == 2
+    assert "no gt_traj_w_c.txt" in capsys.readouterr().err

@@ -30,11 +30,14 @@ class ReplicaDataset(SequenceDataset):
     name = "replica"
 
     def __init__(self, root: str | Path, *, size: tuple[int, int] | None = None, depth_scale: float = 1000.0,
-                 hfov_deg: float = 90.0, test_every: int = 10, test_offset: int = 5) -> None:
+                 hfov_deg: float = 90.0, test_every: int = 10, test_offset: int = 5,
+                 trajectory: str = "traj_w_c.txt") -> None:
+        """trajectory: the pose file, e.g. ``gt_traj_w_c.txt`` (the true poses of a scene whose traj_w_c.txt
+        carries odometry drift) to score a map against the truth."""
         self.root = Path(root)
-        traj_file = self.root / "traj_w_c.txt"
+        traj_file = self.root / trajectory
         if not traj_file.is_file():
-            raise FileNotFoundError(f"{self.root}: missing traj_w_c.txt (Semantic-NeRF Replica layout)")
+            raise FileNotFoundError(f"{self.root}: missing {trajectory} (Semantic-NeRF Replica layout)")
         traj = np.loadtxt(traj_file, ndmin=2)
         if traj.shape[1] != 16:
             raise ValueError(f"{traj_file}: expected 16 numbers per row (a 4x4 pose), got {traj.shape[1]}")
