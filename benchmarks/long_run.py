@@ -2,8 +2,8 @@
 
 Prints a row every ``--every`` frames: frames sent, mapped, dropped while busy, keyframes held (and MB),
 Gaussians, process RSS, wall ms per keyframe over the last rows' frames, semantic lag; then held-out PSNR,
-depth L1, semantic mIoU (map and teacher) and the keyframe trajectory error (ATE RMSE against the true poses,
-``gt_traj_w_c.txt`` when the scene has one); the last line sums it up.
+depth L1, semantic mIoU (map and teacher) and the keyframe trajectory error (ATE RMSE), all against the true
+poses (``gt_traj_w_c.txt`` when the scene has one); the last line sums it up.
 
     .venv/bin/python benchmarks/long_run.py [--frames 200 --laps 3] [--size 160x120] [--rate 10]
                                             [--noise realistic] [--semantic] [--map-width 0]
@@ -105,7 +105,8 @@ def main() -> int:
     worker.stop()
     mapper.trainer.close()
     snap = mapper.snapshot()
-    q = evaluate(snap.gaussians, ds, progress=False)
+    scored = open_dataset(folder, trajectory=truth.name) if truth.is_file() else ds  # held-out views, true poses
+    q = evaluate(snap.gaussians, scored, progress=False)
     ate = ate_rmse(mapper, true_poses)
     summary = (f"long run: {len(order)} frames at {args.rate:g}/s, mapped {worker.processed}, dropped "
                f"{worker.dropped}, {mapper.stats.keyframes} keyframes ({mapper.stats.keyframes_held} held, "
@@ -116,7 +117,7 @@ def main() -> int:
         from clipgs.semantics.pipeline import evaluate_semantics
 
         sem = evaluate_semantics(snap.gaussians, SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab),
-                                 ds, teacher)
+                                 scored, teacher)
         summary += f", mIoU map {100 * sem['map_miou']:.1f} / teacher {100 * sem['teacher_miou']:.1f}"
     if len(rows) >= 3:
         growth = rows[-1][6] / rows[len(rows) * 2 // 3][6] - 1
