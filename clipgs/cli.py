@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 
@@ -36,7 +38,9 @@ def _map(args: argparse.Namespace) -> int:
 
     params = Parameters.from_yaml(args.config)
     config, training = params.mapper, params.training
+    _check_writable(args.out)  # before mapping: a run must not be lost to a bad output path
     stack, notes = None, {}
+    unreadable = Counter()
     if is_bag(args.data):
         if args.semantics == "simulated":
             raise ValueError("the simulated teacher needs a synthetic dataset folder, not a bag")
@@ -48,7 +52,7 @@ def _map(args: argparse.Namespace) -> int:
         ds = open_dataset(args.data)
         print(ds.summary())
         indices = ds.train_indices[:args.max_frames] if args.max_frames else ds.train_indices
-        frames, total, classes = (ds[i] for i in indices), len(indices), ds.classes
+        frames, total, classes = ds.readable_frames(indices, unreadable), len(indices), ds.classes
     if args.semantics == "simulated":
         from clipgs.semantics.factory import SemanticStack
         from clipgs.semantics.pipeline import simulated_setup
@@ -69,7 +73,9 @@ def _map(args: argparse.Namespace) -> int:
         print(f"semantics: {stack.description}, d={training.sem_dim}, {len(stack.classes) - 1} classes, "
               f"3DCS {'on' if training.dcs_every else 'off'}")
     mapper, summary = map_frames(frames, config, total, refine_iters=args.refine, max_frames=args.max_frames,
-                                 trainer=trainer, device=params.node.device)
+                                 trainer=trainer, device=params.node.device, skipped=unreadable)
+    if summary["interrupted"]:
+        print(f"interrupted: saving the map of the {summary['frames']} frames mapped so far")
     if is_bag(args.data):
         problems = {k: v for k, v in replay.errors.items() if v}
         if problems:
@@ -89,6 +95,19 @@ def _map(args: argparse.Namespace) -> int:
         print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
     print(f"map written to {path}")
     return 0
+
+
+def _check_writable(path: Path) -> None:
+    """ValueError unless ``path`` can be written (a file in an existing or creatable, writable folder)."""
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {path / 'map.ply'}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot create {folder} ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"--out {path}: {folder} is not writable")
 
 
 def _export_bag(args: argparse.Namespace) -> int:

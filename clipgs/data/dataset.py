@@ -1,11 +1,15 @@
 """The common dataset interface, the held-out split, and format detection."""
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from clipgs.data.frame import Frame
+
+log = logging.getLogger(__name__)
 
 
 def split_indices(n: int, test_every: int = 10, test_offset: int = 5) -> tuple[list[int], list[int]]:
@@ -47,6 +51,19 @@ class SequenceDataset(ABC):
     def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):
             yield self.load(i)
+
+    def readable_frames(self, indices: Iterable[int], skipped: Counter) -> Iterator[Frame]:
+        """Frames ``indices`` in order; one that cannot be read (missing or truncated file, wrong size, bad
+        pose row, ...) is logged in one line, counted in ``skipped`` by reason and passed over, so a long run
+        never dies of one bad file."""
+        for i in indices:
+            try:
+                frame = self[i]
+            except Exception as exc:  # any reader failure costs this frame only
+                skipped[f"unreadable ({type(exc).__name__})"] += 1
+                log.warning("frame %d of %s unreadable, skipped: %s", i, self.root, str(exc).splitlines()[0][:200])
+                continue
+            yield frame
 
     @property
     def split(self) -> tuple[list[int], list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 import torch
@@ -22,27 +23,36 @@ def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int 
     """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary.
 
     trainer: trains the extra channels (a ``SemanticTrainer``); None: geometry only. device: where the map
-    and its optimisation live ('cpu', 'cuda').
+    and its optimisation live ('cpu', 'cuda'). Unreadable frames are skipped and counted (summary 'rejected').
     """
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
-    return map_frames((dataset[i] for i in indices), config, len(indices), refine_iters, progress, trainer=trainer,
-                      device=device)
+    unreadable = Counter()
+    return map_frames(dataset.readable_frames(indices, unreadable), config, len(indices), refine_iters, progress,
+                      trainer=trainer, device=device, skipped=unreadable)
 
 
 def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None = None, refine_iters: int = 0,
                progress: bool = True, max_frames: int | None = None, trainer: ChannelTrainer | None = None,
-               device: str | torch.device = "cpu") -> tuple[IncrementalMapper, dict]:
-    """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary."""
+               device: str | torch.device = "cpu", skipped: Counter | None = None) -> tuple[IncrementalMapper, dict]:
+    """Feed frames in stream order (a dataset's, a bag's) to a mapper; returns it and a summary.
+
+    skipped: frames the source could not read, by reason (filled while ``frames`` is consumed); reported in
+    the summary's 'rejected' with the mapper's own rejections. Ctrl-C stops the feed, not the run: the map
+    of the frames so far is returned and ``summary['interrupted']`` is True.
+    """
     mapper = IncrementalMapper(config, device, trainer=trainer)
     t0 = time.perf_counter()
-    count = 0
+    count, interrupted = 0, False
     bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)
-    for frame in bar:
-        mapper.add_frame(frame)
-        count += 1
-        s = mapper.stats
-        bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
-    if refine_iters:
+    try:
+        for frame in bar:
+            mapper.add_frame(frame)
+            count += 1
+            s = mapper.stats
+            bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    if refine_iters and not interrupted:
         mapper.refine(refine_iters)
     mapper.trainer.close()
     seconds = time.perf_counter() - t0
@@ -51,7 +61,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "frames": count,
         "keyframes": s.keyframes,
         "skipped_non_keyframes": s.skipped_non_keyframes,
-        "rejected": dict(s.rejected),
+        "rejected": dict(s.rejected + (skipped or Counter())),
         "gaussians": s.gaussians,
         "iterations": s.iterations,
         "seconds": seconds,
@@ -59,5 +69,6 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "keyframes_per_s": s.keyframes / seconds,
         "seconds_per_iteration": s.seconds_per_iteration,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "interrupted": interrupted,
     }
     return mapper, summary

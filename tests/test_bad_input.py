@@ -1,0 +1,47 @@
+"""Nothing lost on bad input: a bad file costs one frame, a bad output path costs nothing, Ctrl-C keeps the map."""
+from __future__ import annotations
+
+import shutil
+
+from clipgs.cli import main
+from clipgs.data.dataset import open_dataset
+from clipgs.mapping import load_ply
+from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.offline import map_frames
+
+FAST = MapperConfig(iters_per_keyframe=2, w_ssim=0.0)
+
+
+def test_map_skips_unreadable_frames_and_keeps_going(synth_dir, tmp_path, capsys, caplog):
+    data = shutil.copytree(synth_dir, tmp_path / "data")
+    (data / "rgb" / "rgb_7.png").write_bytes((data / "rgb" / "rgb_7.png").read_bytes()[:100])  # truncated
+    (data / "depth" / "depth_12.png").unlink()  # missing
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("iters_per_keyframe: 2\nw_ssim: 0.0\n")
+    assert main(["map", str(data), "--out", str(tmp_path / "m.ply"), "--config", str(cfg), "--max-frames", "14"]) == 0
+    out = capsys.readouterr()
+    assert "unreadable (OSError): 1" in out.out and "unreadable (FileNotFoundError): 1" in out.out
+    assert "mapped 12 frames" in out.out and len(load_ply(tmp_path / "m.ply")) > 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("frame 7 of" in w for w in warnings) == 1 and sum("frame 12 of" in w for w in warnings) == 1
+    assert all("\n" not in w for w in warnings) and "Traceback" not in out.err  # one line each
+
+
+def test_a_bad_output_path_fails_before_mapping(synth_dir, tmp_path, capsys):
+    assert main(["map", str(synth_dir), "--out", str(tmp_path)]) == 2
+    assert main(["map", str(synth_dir), "--out", "/proc/clipgs/m.ply"]) == 2
+    out = capsys.readouterr()
+    assert "is a folder" in out.err and "cannot create" in out.err and "mapped" not in out.out
+
+
+def test_ctrl_c_keeps_what_was_mapped(synth_dir):
+    ds = open_dataset(synth_dir)
+
+    def frames():
+        for k, i in enumerate(ds.train_indices):
+            if k == 3:
+                raise KeyboardInterrupt
+            yield ds[i]
+
+    mapper, summary = map_frames(frames(), FAST, progress=False)
+    assert summary["interrupted"] and summary["frames"] == 3 and len(mapper.snapshot().gaussians) > 0
