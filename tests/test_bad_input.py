@@ -45,3 +45,20 @@ def test_ctrl_c_keeps_what_was_mapped(synth_dir):
 
     mapper, summary = map_frames(frames(), FAST, progress=False)
     assert summary["interrupted"] and summary["frames"] == 3 and len(mapper.snapshot().gaussians) > 0
+
+
+def test_one_future_stamp_does_not_stop_the_mapper_for_good(synth_dir):
+    """A stamp far ahead (a glitch), then the stream goes on at its own clock: after a small step back is
+    rejected as stale, the next frames are a clock reset and map again; a bag loop likewise."""
+    import dataclasses
+
+    from clipgs.mapping.mapper import IncrementalMapper
+
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(dataclasses.replace(FAST, kf_translation_m=0.0))
+    frames = [ds[i] for i in ds.train_indices[:6]]
+    stamps = [10.0, 10.1, 5000.0, 10.3, 10.4, 9.5]  # a glitch ahead, back to normal, then a stale frame
+    outcomes = [mapper.add_frame(dataclasses.replace(f, timestamp=t)) for f, t in zip(frames, stamps)]
+    assert outcomes[3] != "rejected:timestamp_backwards" and outcomes[4] != "rejected:timestamp_backwards"
+    assert outcomes[5] == "rejected:timestamp_backwards"  # 0.9 s behind: stale, not a reset
+    assert mapper.stats.clock_resets == 1 and mapper.stats.rejected["timestamp_backwards"] == 1

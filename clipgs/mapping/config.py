@@ -58,6 +58,9 @@ class MapperConfig(Settings):
     # Frame checks.
     min_valid_depth_fraction: float = setting(0.05, "reject frames with less valid depth than this fraction", UNIT)
     # Misc.
+    clock_reset_s: float = setting(3.0, "a frame stamped this far (s) behind the last is a clock reset (bag loop, "
+                                        "sim time restarted, a stamp far ahead before it): mapped and counted; "
+                                        "smaller steps back are rejected", greater_than(0.0))
     backend: str = setting("auto", "render backend (auto: gsplat on CUDA, the compiled kernel on CPU)",
                            one_of(BACKENDS))
     seed: int = setting(0, "random seed (keyframe sampling, semantic pixel sampling, decoder initialisation)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -32,6 +33,9 @@ from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import RenderOutput
 
 LossFn = Callable[[RenderOutput], tuple[Tensor, dict[str, float]]]
+
+
+log = logging.getLogger(__name__)
 
 
 class IncrementalMapper:
@@ -70,7 +74,8 @@ class IncrementalMapper:
         c = self.config
         self.stats.frames_received += 1
         try:
-            reason = rejection_reason(frame, self._size, self._last_timestamp, c.min_valid_depth_fraction)
+            reason = rejection_reason(frame, self._size, self._last_timestamp, c.min_valid_depth_fraction,
+                                      c.clock_reset_s)
             if reason is None:
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 frame = frame.resized(c.map_width) if c.map_width else frame
@@ -81,6 +86,10 @@ class IncrementalMapper:
         if reason is not None:
             self.stats.rejected[reason] += 1
             return f"rejected:{reason}"
+        if self._last_timestamp is not None and frame.timestamp < self._last_timestamp:
+            self.stats.clock_resets += 1
+            log.warning("timestamp went back %.1f s: clock reset (bag loop, sim time, a stamp far ahead "
+                        "before); mapping goes on", self._last_timestamp - frame.timestamp)
         self._size, self._last_timestamp = (frame.width, frame.height), frame.timestamp
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1

@@ -24,6 +24,7 @@ class MapperStats:
     keyframe_bytes: int = 0
     keyframes_evicted: int = 0
     poses_refined: int = 0
+    clock_resets: int = 0
     last_pose_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
