@@ -180,7 +180,7 @@ def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
     from clipgs.semantics.pipeline import evaluate_semantics
     from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
 
-    model = load_semantics(map_path)
+    model = load_semantics(map_path, gmap)
     if model is None:
         raise MapFileError(f"{map_path}: no semantic model beside it; map with --semantics to get one")
     teacher = None
@@ -210,7 +210,8 @@ def _query(args: argparse.Namespace) -> int:
 
     if not args.label.strip():
         raise ValueError("empty query: give an object name such as 'chair'")
-    gmap, model = load_ply(args.map), load_semantics(args.map)
+    gmap = load_ply(args.map)
+    model = load_semantics(args.map, gmap)
     if model is None:
         raise MapFileError(f"{args.map}: no semantic model beside it; map with --semantics to get one")
     text = TextEncoder.from_identity(model.text_encoder)

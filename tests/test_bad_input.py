@@ -62,3 +62,34 @@ def test_one_future_stamp_does_not_stop_the_mapper_for_good(synth_dir):
     assert outcomes[3] != "rejected:timestamp_backwards" and outcomes[4] != "rejected:timestamp_backwards"
     assert outcomes[5] == "rejected:timestamp_backwards"  # 0.9 s behind: stale, not a reset
     assert mapper.stats.clock_resets == 1 and mapper.stats.rejected["timestamp_backwards"] == 1
+
+
+def test_a_stale_or_foreign_semantic_model_is_refused_with_the_reason(tmp_path, capsys):
+    import pytest
+    import torch
+
+    from clipgs.errors import MapFileError
+    from clipgs.mapping import GaussianMap, save_ply
+    from clipgs.semantics.model import SemanticModel, load_semantics, save_semantics
+    from clipgs.semantics.sac import SemanticDecoder
+
+    g = torch.Generator().manual_seed(0)
+
+    def gmap(n: int, d: int) -> GaussianMap:
+        return GaussianMap(*(torch.randn(n, k, generator=g) for k in (3, 4, 3)), torch.randn(n, generator=g),
+                           torch.randn(n, 3, generator=g), torch.randn(n, d, generator=g))
+
+    def model(d: int) -> SemanticModel:
+        return SemanticModel(SemanticDecoder(d, 8), {"model": "clipgs-tiny"}, ["void", "chair"], torch.randn(2, 8))
+
+    path = save_ply(gmap(50, 4), tmp_path / "m.ply")
+    save_semantics(model(4), path)
+    assert load_semantics(path, load_ply(path)).decoder.sem_dim == 4
+    save_ply(gmap(60, 4), path)  # re-mapped: the model beside it is stale
+    with pytest.raises(MapFileError, match=r"another version of m\.ply"):
+        load_semantics(path)
+    assert main(["query", str(path), "chair"]) == 2
+    assert "another version" in capsys.readouterr().err
+    save_semantics(model(6), path)  # the right file, the wrong width
+    with pytest.raises(MapFileError, match="decodes 6 attributes"):
+        load_semantics(path, load_ply(path))

@@ -5,6 +5,7 @@ decoder and the same text encoder.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,20 @@ def semantics_path(map_path: str | Path) -> Path:
     return map_path.with_name(map_path.stem + ".semantics.pt")
 
 
+def map_fingerprint(map_path: str | Path) -> str | None:
+    """SHA-256 of the map file (None when there is none): ties a semantic model to the exact map it decodes."""
+    map_path = Path(map_path)
+    if not map_path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(map_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_semantics(model: SemanticModel, map_path: str | Path) -> Path:
+    """Write ``<map>.semantics.pt`` beside ``map_path`` (written first: the model records its fingerprint)."""
     path = semantics_path(map_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dec = model.decoder
@@ -39,15 +53,17 @@ def save_semantics(model: SemanticModel, map_path: str | Path) -> Path:
             "hidden": dec.hidden, "decoder": {k: v.cpu() for k, v in dec.state_dict().items()},
             "text_encoder": model.text_encoder, "vocabulary": model.vocabulary,
             "vocabulary_embeddings": None if model.vocabulary_embeddings is None else model.vocabulary_embeddings.cpu(),
-            "notes": model.notes}
+            "notes": model.notes, "map_sha256": map_fingerprint(map_path)}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(path)
     return path
 
 
-def load_semantics(map_path: str | Path) -> SemanticModel | None:
-    """The map's semantic model, or None if the map has none. A corrupt file raises MapFileError."""
+def load_semantics(map_path: str | Path, gmap=None) -> SemanticModel | None:
+    """The map's semantic model, or None if the map has none. A corrupt file, or one written for another map
+    (a stale ``.semantics.pt`` beside a re-mapped ``.ply``, one copied from elsewhere; with ``gmap``, also a
+    decoder for another attribute width) raises MapFileError."""
     path = semantics_path(map_path)
     if not path.is_file():
         return None
@@ -59,6 +75,13 @@ def load_semantics(map_path: str | Path) -> SemanticModel | None:
         decoder.load_state_dict(blob["decoder"])
     except Exception as exc:
         raise MapFileError(f"{path}: unreadable semantic model ({type(exc).__name__}: {exc})") from exc
+    recorded = blob.get("map_sha256")
+    if recorded is not None and recorded != map_fingerprint(map_path):
+        raise MapFileError(f"{path} was written for another version of {Path(map_path).name} (the map was re-written "
+                           "since): map again, or delete it to use the map without semantics")
+    if gmap is not None and gmap.sem_dim != decoder.sem_dim:
+        raise MapFileError(f"{path} decodes {decoder.sem_dim} attributes per Gaussian but {Path(map_path).name} has "
+                           f"{gmap.sem_dim}: it belongs to another map")
     decoder.eval()
     return SemanticModel(decoder, blob["text_encoder"], list(blob["vocabulary"]), blob["vocabulary_embeddings"],
                          dict(blob.get("notes", {})))
