@@ -373,12 +373,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 on bad input (one line), 1 on an unexpected failure (one line; ``CLIPGS_DEBUG=1``
+    prints the traceback), 130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, IndexError) as exc:  # bad input: one clear line, no traceback
         print(f"clipgs {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"clipgs {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unreadable files, OS errors, a broken model file ...: still one line
+        if os.environ.get("CLIPGS_DEBUG"):
+            raise
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(f"clipgs {args.command}: error: {type(exc).__name__}: {detail} (CLIPGS_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

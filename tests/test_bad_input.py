@@ -93,3 +93,13 @@ def test_a_stale_or_foreign_semantic_model_is_refused_with_the_reason(tmp_path, 
     save_semantics(model(6), path)  # the right file, the wrong width
     with pytest.raises(MapFileError, match="decodes 6 attributes"):
         load_semantics(path, load_ply(path))
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1(synth_dir, tmp_path, capsys):
+    garbage = tmp_path / "weights.pt"
+    garbage.write_text("not a checkpoint")
+    code = main(["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--semantics", "clip_fast",
+                 "--text-model", "clipgs-tiny", "--clip-weights", str(garbage), "--max-frames", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("clipgs map: error:")
+    assert "Traceback" not in err
