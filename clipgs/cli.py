@@ -11,6 +11,9 @@ from pathlib import Path
 def _synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
 
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ValueError(f"--out {args.out} exists and is not an empty folder; choose a new one (nothing was written)")
+
     out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=args.frames, width=args.width,
                          height=args.height, hfov_deg=args.hfov, noise=args.noise)
     print(f"wrote {args.frames} frames of '{args.scene}' (seed {args.seed}, noise {args.noise}) to {out}")
@@ -93,8 +96,26 @@ def _map(args: argparse.Namespace) -> int:
           f"peak RSS {summary['peak_rss_mb']:.0f} MB")
     if summary["rejected"]:
         print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
+    failures = snap.trainer_counters.get("semantic_failures", {})
+    if failures:
+        print(f"keyframes mapped without semantics (the 2D source failed): {sum(failures.values())}; "
+              + "; ".join(f"{k} ({v}x)" for k, v in list(failures.items())[:3]))
     print(f"map written to {path}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (a frame index), got {value}")
+    return value
 
 
 def _check_writable(path: Path) -> None:
@@ -308,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output map, e.g. map.ply")
     p.add_argument("--config", type=Path, default=None,
                    help="settings YAML, flat or the ROS params layout (clipgs params writes one with every key)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many training frames")
+    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
     p.add_argument("--semantics", choices=[*SOURCE_HELP, "simulated"], default="none",
                    help="2D supervision: " + "; ".join(f"{k}: {v}" for k, v in SOURCE_HELP.items())
@@ -348,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", type=Path)
     p.add_argument("label", help="e.g. chair")
     p.add_argument("--data", type=Path, default=None, help="dataset whose view to render the mask in")
-    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--view", type=_non_negative_int, default=0)
     p.add_argument("--out", type=Path, default=Path("query_out"))
     p.add_argument("--negatives", choices=["canonical", "vocabulary"], default="vocabulary",
                    help="relevancy against 'object, things, stuff, texture' or the map's other class names")
@@ -357,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render a map at a dataset view and write PNGs")
     p.add_argument("map", type=Path)
     p.add_argument("data", type=Path)
-    p.add_argument("--view", type=int, required=True, help="frame index in the dataset")
+    p.add_argument("--view", type=_non_negative_int, required=True, help="frame index in the dataset")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.set_defaults(func=_render)

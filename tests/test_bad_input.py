@@ -103,3 +103,23 @@ def test_an_unexpected_failure_is_one_line_and_exit_1(synth_dir, tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("clipgs map: error:")
     assert "Traceback" not in err
+
+
+def test_silent_nonsense_is_refused(synth_dir, tmp_path, capsys):
+    import numpy as np
+    import pytest
+
+    from clipgs.data.frame import FrameError
+    from clipgs.data.images import write_image
+
+    with pytest.raises(SystemExit):  # argparse: one usage line, exit 2
+        main(["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--max-frames", "0"])
+    with pytest.raises(SystemExit):
+        main(["render", str(tmp_path / "m.ply"), str(synth_dir), "--view", "-1", "--out", str(tmp_path / "r")])
+    before = sorted(p.name for p in synth_dir.iterdir())
+    assert main(["synth", "--out", str(synth_dir), "--frames", "2"]) == 2  # onto an existing dataset
+    assert sorted(p.name for p in synth_dir.iterdir()) == before and "nothing was written" in capsys.readouterr().err
+    data = shutil.copytree(synth_dir, tmp_path / "data")
+    write_image(data / "depth" / "depth_3.png", np.full((60, 80), 200, np.uint8))  # an 8-bit image as depth
+    with pytest.raises(FrameError, match="8-bit image is not depth"):
+        open_dataset(data)[3]

@@ -62,6 +62,9 @@ class ReplicaDataset(SequenceDataset):
         w, h = self.size
         rgb = read_image(self.root / "rgb" / f"rgb_{i}.png")
         depth_raw = read_image(self.root / "depth" / f"depth_{i}.png")
+        if depth_raw.dtype == np.uint8 or depth_raw.ndim != 2:
+            raise FrameError(f"{self.root}: depth_{i}.png is {depth_raw.dtype} {depth_raw.shape}, expected a 16-bit "
+                             "single-channel PNG (millimetres); an 8-bit image is not depth")
         if rgb.shape[:2] != depth_raw.shape[:2]:
             raise FrameError(f"{self.root}: frame {i} rgb {rgb.shape[:2]} and depth {depth_raw.shape[:2]} differ")
         depth = resize(depth_raw.astype(np.float32) / self.depth_scale, w, h, nearest=True)

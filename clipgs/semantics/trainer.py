@@ -106,8 +106,9 @@ class SemanticTrainer(ChannelTrainer):
             masks = self.source(frame)
         except Exception as exc:
             self.failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
-            if sum(self.failures.values()) == 1:
-                log.exception("semantic source failed on frame %s; mapping geometry only for it", frame.index)
+            if sum(self.failures.values()) == 1:  # one line; later failures are counted (the summary lists them)
+                log.warning("semantic source failed on frame %s (%s: %s); mapping geometry only for it",
+                            frame.index, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
             return None
         return dataclasses.replace(masks, mask_ids=compact_ids(masks.mask_ids))
 
