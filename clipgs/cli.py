@@ -37,11 +37,12 @@ def _map(args: argparse.Namespace) -> int:
     from clipgs.data.rosbag_io import BagReplay, is_bag
     from clipgs.mapping import save_ply
     from clipgs.mapping.offline import map_frames
+    from clipgs.mapping.ply import check_writable
     from clipgs.parameters import Parameters
 
     params = Parameters.from_yaml(args.config)
     config, training = params.mapper, params.training
-    _check_writable(args.out)  # before mapping: a run must not be lost to a bad output path
+    check_writable(args.out)  # before mapping: a run must not be lost to a bad output path
     stack, notes = None, {}
     unreadable = Counter()
     if is_bag(args.data):
@@ -104,31 +105,12 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more (a frame index), got {value}")
-    return value
-
-
-def _check_writable(path: Path) -> None:
-    """ValueError unless ``path`` can be written (a file in an existing or creatable, writable folder)."""
-    if path.is_dir():
-        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {path / 'map.ply'}")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ValueError(f"--out {path}: cannot create {folder} ({exc.strerror})") from exc
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"--out {path}: {folder} is not writable")
+def _int_at_least(low: int, meaning: str):
+    def parse(text: str) -> int:
+        if int(text) < low:
+            raise argparse.ArgumentTypeError(f"must be {meaning} (at least {low}), got {text}")
+        return int(text)
+    return parse
 
 
 def _export_bag(args: argparse.Namespace) -> int:
@@ -329,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output map, e.g. map.ply")
     p.add_argument("--config", type=Path, default=None,
                    help="settings YAML, flat or the ROS params layout (clipgs params writes one with every key)")
-    p.add_argument("--max-frames", type=_positive_int, default=None, help="stop after this many training frames")
+    p.add_argument("--max-frames", type=_int_at_least(1, "a count"), help="stop after this many training frames")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
     p.add_argument("--semantics", choices=[*SOURCE_HELP, "simulated"], default="none",
                    help="2D supervision: " + "; ".join(f"{k}: {v}" for k, v in SOURCE_HELP.items())
@@ -369,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", type=Path)
     p.add_argument("label", help="e.g. chair")
     p.add_argument("--data", type=Path, default=None, help="dataset whose view to render the mask in")
-    p.add_argument("--view", type=_non_negative_int, default=0)
+    p.add_argument("--view", type=_int_at_least(0, "a frame index"), default=0)
     p.add_argument("--out", type=Path, default=Path("query_out"))
     p.add_argument("--negatives", choices=["canonical", "vocabulary"], default="vocabulary",
                    help="relevancy against 'object, things, stuff, texture' or the map's other class names")
@@ -378,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="render a map at a dataset view and write PNGs")
     p.add_argument("map", type=Path)
     p.add_argument("data", type=Path)
-    p.add_argument("--view", type=_non_negative_int, required=True, help="frame index in the dataset")
+    p.add_argument("--view", type=_int_at_least(0, "a frame index"), required=True, help="frame index in the dataset")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.set_defaults(func=_render)

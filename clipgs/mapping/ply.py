@@ -6,6 +6,7 @@ ignore the extra ``sem_*`` properties.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -22,6 +23,19 @@ CORE = (
     + [f"rot_{i}" for i in range(4)]
 )
 HEADER_COMMENT = "clipgs gaussian map v1"
+
+
+def check_writable(path: str | Path) -> None:
+    """ValueError unless a map can be written at ``path`` (a file in an existing or creatable, writable folder)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--out {path} is a folder; give a file name, e.g. {path / 'map.ply'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {path}: cannot create {path.parent} ({exc.strerror})") from exc
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"--out {path}: {path.parent} is not writable")
 
 
 def save_ply(gmap: GaussianMap, path: str | Path) -> Path:
