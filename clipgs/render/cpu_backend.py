@@ -19,11 +19,13 @@ def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
+def _suffix(dtype: torch.dtype) -> str:
+    return "f64" if dtype == torch.float64 else "f32"
+
+
 def _kernel_suffix(dtype: torch.dtype, vectorised: bool) -> str:
     """'simd_f32' (vectorised float32), 'f32' (scalar float32) or 'f64' (scalar float64)."""
-    if dtype == torch.float64:
-        return "f64"
-    return "simd_f32" if vectorised and TILE == 16 else "f32"
+    return "simd_f32" if _suffix(dtype) == "f32" and vectorised and TILE == 16 else _suffix(dtype)
 
 
 class _Composite(torch.autograd.Function):
@@ -71,10 +73,6 @@ class _Composite(torch.autograd.Function):
                                                                                               e_feats)),
                                                              *map(_ptr, grads))
         return (*grads, *([None] * 9))
-
-
-def _suffix(dtype: torch.dtype) -> str:
-    return "f64" if dtype == torch.float64 else "f32"
 
 
 class _Project(torch.autograd.Function):

@@ -16,16 +16,16 @@ from clipgs.data.frame import Frame
 
 
 class SourceWorker:
-    """run(frame) -> result or None (failed), called on the worker thread; deliver(annotation, result, lag_s)
-    stores it. ``pending``/``skipped``/``done`` count keyframes; ``last_lag_s`` is submit-to-ready time."""
+    """run(frame) -> result or None (failed), called on the worker thread; deliver(annotation, result) stores
+    it. ``pending``/``skipped`` count keyframes; ``last_lag_s`` is the last submit-to-ready time."""
 
-    def __init__(self, run: Callable[[Frame], Any], deliver: Callable[[Any, Any, float], None]) -> None:
+    def __init__(self, run: Callable[[Frame], Any], deliver: Callable[[Any, Any], None]) -> None:
         self._run, self._deliver = run, deliver
         self._cv = threading.Condition()
         self._job: tuple[Frame, Any, float] | None = None
         self._busy = False
         self._stop = False
-        self.skipped = self.done = 0
+        self.skipped = 0
         self.last_lag_s = float("nan")
         self._thread = threading.Thread(target=self._loop, name="clipgs-semantic-source", daemon=True)
         self._thread.start()
@@ -63,12 +63,9 @@ class SourceWorker:
                 (frame, annotation, submitted), self._job = self._job, None
                 self._busy = True
             try:
-                result = self._run(frame)
-                lag = time.monotonic() - submitted
-                self._deliver(annotation, result, lag)
+                self._deliver(annotation, self._run(frame))
             finally:
                 with self._cv:
                     self._busy = False
-                    self.done += 1
                     self.last_lag_s = time.monotonic() - submitted
                     self._cv.notify_all()

@@ -113,7 +113,7 @@ class SemanticTrainer(ChannelTrainer):
         return dataclasses.replace(masks, mask_ids=compact_ids(masks.mask_ids))
 
     @staticmethod
-    def _deliver(annotation: KeyframeSemantics, masks: MaskEmbeddings | None, lag_s: float) -> None:
+    def _deliver(annotation: KeyframeSemantics, masks: MaskEmbeddings | None) -> None:
         annotation.masks = masks  # one reference assignment: the mapping thread sees None or the whole result
 
     def renders_channels(self, keyframe: Keyframe) -> bool:
