@@ -34,8 +34,9 @@ bench: install
 # their CUDA PyTorch); else the venv's, which says there is no GPU and exits 0. clipgs runs from this tree.
 GPU_PYTHON ?= $(shell for py in $(PY) $(PYTHON); do $$py -c "import torch, sys; sys.exit(not torch.cuda.is_available())" \
                 2>/dev/null && { echo $$py; exit 0; }; done; [ -x $(PY) ] && echo $(PY) || echo $(PYTHON))
+GPU_CHECK_ARGS ?=
 gpu-check:
-	PYTHONPATH=$(CURDIR) $(GPU_PYTHON) benchmarks/gpu_check.py
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build install log *.egg-info

@@ -98,6 +98,9 @@ def render_speed(sizes: list[int], backend: str, device: str, size=(640, 480), r
         sync()
         fwd = (time.perf_counter() - t0) / repeats
         leaves = [t.clone().requires_grad_(True) for t in scene]
+        out = rasterize(*leaves, cam, backend=backend)  # warm-up: the backward's first call allocates
+        (out.image.square().mean() + out.depth.mean()).backward()
+        sync()
         t0 = time.perf_counter()
         for _ in range(repeats):
             out = rasterize(*leaves, cam, backend=backend)

@@ -1,17 +1,34 @@
 """gsplat (CUDA) backend. gsplat is imported lazily: on a machine without CUDA it is never touched."""
 from __future__ import annotations
 
+import functools
+import warnings
+
 import torch
 from torch import Tensor
 
 
+@functools.cache
 def gsplat_available() -> bool:
-    """True when CUDA is usable and gsplat imports."""
+    """True when CUDA is usable, gsplat imports and its CUDA extension loads.
+
+    gsplat compiles its extension on first use (minutes, needs nvcc); a failed or impossible build leaves
+    ``_C`` unset, and the renderer then falls back to the PyTorch backend with one warning instead of failing
+    at the first frame. Cached: the answer does not change within a process.
+    """
     if not torch.cuda.is_available():
         return False
     try:
-        import gsplat  # noqa: F401
+        from gsplat.cuda._backend import _C
     except ImportError:
+        return False
+    except Exception as exc:  # a broken JIT build raises whatever the compiler wrapper raises
+        warnings.warn(f"gsplat is installed but its CUDA extension failed to build ({exc}); using the torch backend",
+                      stacklevel=2)
+        return False
+    if _C is None:
+        warnings.warn("gsplat is installed but its CUDA extension is unavailable (no CUDA toolkit?); "
+                      "using the torch backend", stacklevel=2)
         return False
     return True
 
