@@ -1,0 +1,6 @@
+"""``python -m clipgs.cli``."""
+import sys
+
+from clipgs.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,191 @@
+"""``clipgs`` commands that read datasets and bags: synth, info, map, export-bag, extract, eval."""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from clipgs.data.synthetic import generate_scene
+
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ValueError(f"--out {args.out} exists and is not an empty folder; choose a new one (nothing was written)")
+
+    out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=args.frames, width=args.width,
+                         height=args.height, hfov_deg=args.hfov, noise=args.noise)
+    print(f"wrote {args.frames} frames of '{args.scene}' (seed {args.seed}, noise {args.noise}) to {out}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from clipgs.data.dataset import open_dataset
+
+    ds = open_dataset(args.data)
+    print(ds.summary())
+    if ds.classes:
+        print("classes:", ", ".join(f"{i}:{c}" for i, c in enumerate(ds.classes)))
+    return 0
+
+
+def run_map(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.data.rosbag_io import BagReplay, is_bag
+    from clipgs.mapping import save_ply
+    from clipgs.mapping.offline import map_frames
+    from clipgs.mapping.ply import check_writable
+    from clipgs.parameters import Parameters
+
+    params = Parameters.from_yaml(args.config)
+    config, training = params.mapper, params.training
+    check_writable(args.out)  # before mapping: a run must not be lost to a bad output path
+    stack, notes = None, {}
+    unreadable = Counter()
+    if is_bag(args.data):
+        if args.semantics == "simulated":
+            raise ValueError("the simulated teacher needs a synthetic dataset folder, not a bag")
+        replay = BagReplay(args.data, Parameters.from_yaml(args.topics).stream)
+        print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
+              f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
+        frames, total, classes = replay.frames(), None, None
+    else:
+        ds = open_dataset(args.data)
+        print(ds.summary())
+        indices = ds.train_indices[:args.max_frames] if args.max_frames else ds.train_indices
+        frames, total, classes = ds.readable_frames(indices, unreadable), len(indices), ds.classes
+    if args.semantics == "simulated":
+        from clipgs.semantics.factory import SemanticStack
+        from clipgs.semantics.pipeline import simulated_setup
+        from clipgs.semantics.sources import TeacherCorruption
+
+        corruption = TeacherCorruption(wrong_fraction=args.wrong_fraction)
+        teacher, text, vocab = simulated_setup(ds, args.text_model, corruption)
+        stack = SemanticStack(teacher, text, list(ds.classes), vocab,
+                              f"simulated teacher ({corruption.describe()}), text model {args.text_model}")
+        notes["teacher"] = dataclasses.asdict(corruption)
+    elif args.semantics != "none":
+        from clipgs.semantics.factory import build_semantics
+
+        stack = build_semantics(_semantic_settings(args), classes)
+    trainer = None
+    if stack is not None:
+        trainer = stack.trainer(training)
+        print(f"semantics: {stack.description}, d={training.sem_dim}, {len(stack.classes) - 1} classes, "
+              f"3DCS {'on' if training.dcs_every else 'off'}")
+    mapper, summary = map_frames(frames, config, total, refine_iters=args.refine, max_frames=args.max_frames,
+                                 trainer=trainer, device=params.node.device, skipped=unreadable)
+    if summary["interrupted"]:
+        print(f"interrupted: saving the map of the {summary['frames']} frames mapped so far")
+    if is_bag(args.data):
+        problems = {k: v for k, v in replay.errors.items() if v}
+        if problems:
+            print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
+    snap = mapper.snapshot()
+    path = save_ply(snap.gaussians, args.out)
+    if stack is not None and snap.decoder is not None:
+        from clipgs.semantics.model import save_semantics
+
+        notes.update({"dcs_every": training.dcs_every, "source": args.semantics})
+        print(f"semantic model written to {save_semantics(stack.model(snap.decoder, notes), args.out)}")
+    print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
+          f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
+          f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
+          f"peak RSS {summary['peak_rss_mb']:.0f} MB")
+    if summary["rejected"]:
+        print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
+    failures = snap.trainer_counters.get("semantic_failures", {})
+    if failures:
+        print(f"keyframes mapped without semantics (the 2D source failed): {sum(failures.values())}; "
+              + "; ".join(f"{k} ({v}x)" for k, v in list(failures.items())[:3]))
+    print(f"map written to {path}")
+    return 0
+
+
+def run_export_bag(args: argparse.Namespace) -> int:
+    from clipgs.data.dataset import open_dataset
+    from clipgs.data.rosbag_io import export_bag
+    from clipgs.parameters import Parameters
+
+    ds = open_dataset(args.data)
+    indices = ds.train_indices if args.train_only else None
+    settings = Parameters.from_yaml(args.topics).stream
+    out = export_bag(ds, args.out, indices=indices, settings=settings, fps=args.fps)
+    print(f"wrote {len(indices) if indices else len(ds)} frames to the MCAP bag {out} "
+          f"({settings.color_topic}, {settings.depth_topic}, {settings.camera_info_topic}, /tf, /tf_static)")
+    return 0
+
+
+def _semantic_settings(args: argparse.Namespace):
+    from clipgs.semantics.factory import SemanticSettings
+
+    return SemanticSettings(
+        semantic_source=args.semantics, clip_model=args.text_model, clip_weights=str(args.clip_weights or ""),
+        sam_model=args.sam_model, sam_weights=str(args.sam_weights or ""), sam_points_per_side=args.sam_points,
+        semantics_dir=str(getattr(args, "semantics_dir", None) or ""))
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.semantics.clip_sources import write_precomputed
+    from clipgs.semantics.factory import build_semantics
+
+    ds = open_dataset(args.data)
+    args.semantics = args.source
+    source = build_semantics(_semantic_settings(args), ds.classes).source
+    for i in tqdm(ds.train_indices, desc=f"extract {args.source}", unit="frame"):
+        write_precomputed(source(ds[i]), args.out, i)
+    print(f"wrote masks + embeddings of {len(ds.train_indices)} training frames to {args.out}; map with "
+          f"clipgs map {args.data} --semantics precomputed --semantics-dir {args.out} --text-model {args.text_model}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from clipgs.data.dataset import open_dataset
+    from clipgs.eval.evaluate import evaluate
+    from clipgs.mapping import load_ply
+
+    if args.true_poses and not (args.data / "gt_traj_w_c.txt").is_file():
+        raise ValueError(f"--true-poses: {args.data} has no gt_traj_w_c.txt (scenes with odometry drift carry one)")
+    gmap = load_ply(args.map)
+    ds = open_dataset(args.data, **({"trajectory": "gt_traj_w_c.txt"} if args.true_poses else {}))
+    result = evaluate(gmap, ds, backend=args.backend)
+    if args.semantic:
+        result["semantic"] = _semantic_eval(gmap, args.map, ds, args.json)
+    print(f"held-out views: {result['views']} at {result['resolution']}, {result['gaussians']} Gaussians")
+    print(f"PSNR {result['psnr_db']:.2f} dB | depth L1 {result['depth_l1_m']:.4f} m | "
+          f"render {result['render_ms']:.1f} ms ({result['render_fps']:.1f} FPS, {result['backend']} backend)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
+    from clipgs.mapping.ply import MapFileError
+    from clipgs.semantics.model import load_semantics
+    from clipgs.semantics.pipeline import evaluate_semantics
+    from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
+
+    model = load_semantics(map_path, gmap)
+    if model is None:
+        raise MapFileError(f"{map_path}: no semantic model beside it; map with --semantics to get one")
+    teacher = None
+    if "teacher" in model.notes and ds[0].instances is not None:
+        teacher = SimulatedTeacher(model.vocabulary_embeddings, TeacherCorruption(**model.notes["teacher"]))
+    panels = (json_path.parent if json_path else map_path.parent) / "semantic_panels"
+    sem = evaluate_semantics(gmap, model, ds, teacher, panels_dir=panels)
+    line = f"semantic (held-out, {sem['views']} views): map mIoU {100 * sem['map_miou']:.1f}, pixel acc " \
+           f"{100 * sem['map_pixel_acc']:.1f}"
+    if teacher is not None:
+        line += (f" | 2D teacher mIoU {100 * sem['teacher_miou']:.1f}, pixel acc {100 * sem['teacher_pixel_acc']:.1f}"
+                 f" ({teacher.corruption.describe()})")
+    print(line + f" | semantic render {sem['semantic_render_fps']:.1f} FPS")
+    print(f"panels (ground truth | teacher | map): {panels}")
+    return sem
