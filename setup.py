@@ -38,11 +38,13 @@ setup(
         'scipy>=1.9',  # connected objects in 3D query answers
         'scikit-image>=0.21',  # fast CPU segmentation for the clip_fast source
         'segment-anything>=1.0',  # clip_sam masks; weights only from local paths
+        'viser>=1.0,<2',  # clipgs view: the web viewer (splats, live queries)
     ],
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.
         'cuda': ['gsplat==1.5.3'],
-        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3', 'mypy>=1.14', 'rclpy-intellisense>=1.2'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3', 'mypy>=1.14', 'rclpy-intellisense>=1.2',
+                 'playwright>=1.40'],  # drives the system chromium in the viewer test; no browser download
     },
     zip_safe=True,
     entry_points={

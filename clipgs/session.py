@@ -24,7 +24,7 @@ from clipgs.parameters import Parameters
 from clipgs.semantics.factory import SemanticStack, build_semantics
 from clipgs.semantics.model import save_semantics
 from clipgs.semantics.pipeline import labels_from_render
-from clipgs.semantics.query import CANONICAL_NEGATIVES, QueryInstance, describe_instances, query_map
+from clipgs.semantics.query import QueryInstance, describe_instances, negative_names, query_map
 
 log = logging.getLogger(__name__)
 POSE_TOPIC_FRAME = "__pose_topic__"
@@ -213,8 +213,8 @@ class MappingSession:
         if decoder is None:
             return QueryResult(False, f"cannot answer '{label}': no keyframe with semantics mapped yet")
         text = self.semantics.text
-        answer = query_map(gmap, decoder, text.encode([label])[0], text.encode(list(CANONICAL_NEGATIVES)),
-                           self._camera(world_from_camera))
+        negatives = text.encode(negative_names(self.semantics.classes, label))  # as `clipgs query` does
+        answer = query_map(gmap, decoder, text.encode([label])[0], negatives, self._camera(world_from_camera))
         mask = (answer.mask * 255).astype(np.uint8)
         if answer.centroid is None:
             best = float(answer.relevancy.max(initial=0.0))

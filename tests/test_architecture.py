@@ -14,7 +14,7 @@ LAYERS = [
     {"clipgs.mapping"},
     {"clipgs.eval"},
     {"clipgs.semantics"},
-    {"clipgs.parameters", "clipgs.session", "clipgs.demo", "clipgs.cli", "clipgs"},
+    {"clipgs.parameters", "clipgs.session", "clipgs.demo", "clipgs.viewer", "clipgs.cli", "clipgs"},
 ]
 
 

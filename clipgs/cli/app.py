@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from clipgs.cli import data_commands as data
+from clipgs.cli import look_commands as look
 from clipgs.cli import map_commands as maps
 
 
@@ -115,6 +116,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--backend", default="auto", choices=BACKENDS)
     p.set_defaults(func=maps.run_render)
+
+    p = sub.add_parser("view", help="look at a map in the browser: splats, class colours, live text queries")
+    p.add_argument("map", type=Path)
+    p.add_argument("--data", type=Path, default=None, help="dataset whose cameras to show (click one: its view)")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    p.add_argument("--port", type=_int_at_least(0, "a port number (0: any free port)"), default=8080)
+    p.add_argument("--seconds", type=float, default=None, help=argparse.SUPPRESS)  # tests: stop after this long
+    p.set_defaults(func=look.run_view)
+
+    p = sub.add_parser("export", help="write PLYs other tools open: class colours, per-Gaussian labels, objects")
+    p.add_argument("map", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="a .ply file (a folder with --query)")
+    p.add_argument("--semantic-colors", action="store_true",
+                   help="colour each Gaussian by its class (standard 3DGS PLY, opens in SuperSplat) + legend PNG")
+    p.add_argument("--labels", action="store_true", help="add class_id and confidence properties per Gaussian")
+    p.add_argument("--query", default=None, help="one PLY per object matching this text, and objects.json")
+    p.add_argument("--negatives", choices=["canonical", "vocabulary"], default="vocabulary",
+                   help="--query: relevancy against the map's other class names or 'object, things, stuff, texture'")
+    p.set_defaults(func=look.run_export)
 
     p = sub.add_parser("params", help="write the ROS 2 params file with every setting, its default and help")
     p.add_argument("--out", type=Path, default=None, help="file to write (default: print)")

@@ -11,7 +11,7 @@ def run_query(args: argparse.Namespace) -> int:
     from clipgs.mapping import load_ply
     from clipgs.mapping.ply import MapFileError
     from clipgs.semantics.model import load_semantics
-    from clipgs.semantics.query import CANONICAL_NEGATIVES, describe_instances, query_map, write_query_images
+    from clipgs.semantics.query import describe_instances, negative_names, query_map, write_query_images
     from clipgs.semantics.text import TextEncoder
 
     if not args.label.strip():
@@ -22,15 +22,14 @@ def run_query(args: argparse.Namespace) -> int:
         raise MapFileError(f"{args.map}: no semantic model beside it; map with --semantics to get one")
     text = TextEncoder.from_identity(model.text_encoder)
     label = args.label.strip()
-    negative_names = ([c for c in model.vocabulary[1:] if c != label] if args.negatives == "vocabulary"
-                      else list(CANONICAL_NEGATIVES))
     camera = None
     if args.data is not None:
         camera = open_dataset(args.data)[args.view].camera
-    answer = query_map(gmap, model.decoder, text.encode([label])[0], text.encode(negative_names), camera)
+    negatives = text.encode(negative_names(model.vocabulary, label, args.negatives))
+    answer = query_map(gmap, model.decoder, text.encode([label])[0], negatives, camera)
     if camera is not None:
         rgb = to_uint8(gmap.render(camera, semantic=False).image.detach().clamp(0, 1).numpy())
-        write_query_images(answer, args.out, rgb)
+        write_query_images(answer, args.out, rgb, label)
         print(f"'{label}': {int(answer.mask.sum())} pixels, score {answer.score:.2f}; wrote {args.out}/mask.png, "
               f"relevancy.png, overlay.png")
     if answer.centroid is None:

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from clipgs.data.frame import Frame
+from clipgs.data.frame import Camera, Frame
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,10 @@ class SequenceDataset(ABC):
         if not -len(self) <= i < len(self):
             raise IndexError(f"frame {i} out of range for {self.name} with {len(self)} frames")
         return self.load(i % len(self))
+
+    def camera_at(self, i: int) -> Camera:
+        """Frame ``i``'s posed camera; datasets that hold their poses answer without reading images."""
+        return self[i].camera
 
     def __iter__(self) -> Iterator[Frame]:
         for i in range(len(self)):

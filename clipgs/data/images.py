@@ -75,15 +75,98 @@ def colorize_depth(depth: np.ndarray, max_depth: float | None = None) -> np.ndar
     return rgb
 
 
+# Kelly's 22 colours of maximum contrast (less white and black), then seeded random colours.
+_DISTINCT = np.array([
+    [243, 195, 0], [135, 86, 146], [243, 132, 0], [161, 202, 241], [190, 0, 50], [194, 178, 128],
+    [0, 136, 86], [230, 143, 172], [0, 103, 165], [249, 150, 121], [96, 78, 151], [246, 166, 0],
+    [179, 68, 108], [220, 211, 0], [136, 45, 23], [141, 182, 0], [101, 69, 34], [226, 88, 34],
+    [43, 61, 38], [132, 132, 130]], np.uint8)
+
+
 def label_palette(n: int = 256) -> np.ndarray:
-    """(n, 3) uint8 distinct colours; class 0 (void) is black."""
+    """(n, 3) uint8 colours, the first 20 classes as distinct as possible; class 0 (void) is black."""
     rng = np.random.default_rng(12345)
-    pal = rng.integers(40, 256, size=(n, 3)).astype(np.uint8)
+    pal = rng.integers(40, 256, size=(max(n, 1 + len(_DISTINCT)), 3)).astype(np.uint8)
+    pal[1:1 + len(_DISTINCT)] = _DISTINCT
     pal[0] = 0
-    return pal
+    return pal[:n]
 
 
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
     """(H, W) int class ids -> (H, W, 3) uint8."""
     labels = np.asarray(labels)
     return label_palette(max(256, int(labels.max(initial=0)) + 1))[labels]
+
+
+# --- images a person reads: upscaling, titled panels, legends ----------------------------------------------------
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1 with FreeType: a scalable font
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def upscale_nearest(image: np.ndarray, min_width: int = 320) -> np.ndarray:
+    """(H, W[, 3]) uint8 -> repeated by the smallest integer factor that makes it >= ``min_width`` wide."""
+    factor = max(1, -(-min_width // image.shape[1]))
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
+
+
+def text_band(width: int, text: str, height: int = 26, size: int = 16) -> np.ndarray:
+    from PIL import ImageDraw
+
+    band = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(band).text((6, (height - size) // 2 - 1), text, fill=(0, 0, 0), font=_font(size))
+    return np.asarray(band)
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def titled_row(tiles: list[np.ndarray], titles: list[str], min_width: int = 320, gap: int = 4) -> np.ndarray:
+    """Same-size uint8 tiles side by side, each upscaled (nearest) to >= ``min_width`` px and titled above."""
+    if len(tiles) != len(titles) or not tiles:
+        raise ValueError(f"titled_row: {len(tiles)} tiles for {len(titles)} titles")
+    columns = []
+    for tile, title in zip(tiles, titles):
+        big = upscale_nearest(_rgb(tile), min_width)
+        columns.append(np.concatenate([text_band(big.shape[1], title), big]))
+    spacer = np.full((columns[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([c for col in columns for c in (col, spacer)][:-1], axis=1)
+
+
+def legend_image(names: list[str], colours: np.ndarray, width: int, swatch: int = 16, size: int = 14) -> np.ndarray:
+    """A legend (colour swatch + name per entry), as many columns as fit in ``width`` px; uint8 (H, width, 3)."""
+    from PIL import ImageDraw
+
+    font = _font(size)
+    cell = max([int(font.getlength(n)) for n in names] + [40]) + swatch + 18
+    cols = max(1, width // cell)
+    rows = -(-len(names) // cols) if names else 0
+    canvas = Image.new("RGB", (width, rows * (swatch + 8) + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k, (name, colour) in enumerate(zip(names, np.asarray(colours, np.uint8))):
+        x, y = 6 + (k % cols) * cell, 6 + (k // cols) * (swatch + 8)
+        draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
+        draw.text((x + swatch + 6, y), name, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def stack_rows(*rows: np.ndarray) -> np.ndarray:
+    """uint8 RGB images one above the other, padded white on the right to the widest."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.concatenate([r, np.full((r.shape[0], width - r.shape[1], 3), 255, np.uint8)], 1) for r in rows]
+    return np.concatenate(padded, axis=0)
+
+
+def labelled_classes_panel(tiles: list[np.ndarray], titles: list[str], class_names: list[str],
+                           min_width: int = 320) -> np.ndarray:
+    """Class-id images (H, W) side by side in class colours, titled, with a legend of the classes they show."""
+    present = sorted(set(np.unique(np.concatenate([t.ravel() for t in tiles])).tolist()) - {0})
+    row = titled_row([colorize_labels(t) for t in tiles], titles, min_width)
+    names = [class_names[c] if c < len(class_names) else f"class {c}" for c in present]
+    return stack_rows(row, legend_image(names, label_palette()[present], row.shape[1])) if present else row

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from clipgs.data.dataset import SequenceDataset, read_classes
-from clipgs.data.frame import Frame, FrameError
+from clipgs.data.frame import Camera, Frame, FrameError
 from clipgs.data.images import read_image, resize
 from clipgs.geometry import intrinsics_from_hfov, scale_intrinsics
 
@@ -57,6 +57,9 @@ class ReplicaDataset(SequenceDataset):
 
     def __len__(self) -> int:
         return len(self.poses)
+
+    def camera_at(self, i: int) -> Camera:
+        return Camera(self.K, *self.size, self.poses[i])
 
     def load(self, i: int) -> Frame:
         w, h = self.size

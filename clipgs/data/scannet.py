@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from clipgs.data.dataset import SequenceDataset, read_classes
-from clipgs.data.frame import Frame
+from clipgs.data.frame import Camera, Frame
 from clipgs.data.images import read_image, resize
 from clipgs.geometry import is_rigid, scale_intrinsics
 
@@ -46,6 +46,9 @@ class ScanNetDataset(SequenceDataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def camera_at(self, i: int) -> Camera:
+        return Camera(self.K, *self.size, self.poses[i])
 
     def load(self, i: int) -> Frame:
         fid = self.ids[i]

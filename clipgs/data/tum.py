@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from clipgs.data.dataset import SequenceDataset
-from clipgs.data.frame import Frame
+from clipgs.data.frame import Camera, Frame
 from clipgs.data.images import read_image, resize
 from clipgs.geometry import pose_from_translation_quat, scale_intrinsics
 
@@ -86,6 +86,9 @@ class TumDataset(SequenceDataset):
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def camera_at(self, i: int) -> Camera:
+        return Camera(self.K, *self.size, self.entries[i][3])
 
     def load(self, i: int) -> Frame:
         stamp, rgb_path, depth_path, pose = self.entries[i]

@@ -38,20 +38,31 @@ def check_writable(path: str | Path) -> None:
         raise ValueError(f"--out {path}: {path.parent} is not writable")
 
 
-def save_ply(gmap: GaussianMap, path: str | Path) -> Path:
-    """Write ``gmap`` as a binary little-endian PLY. Returns the path written."""
+def save_ply(gmap: GaussianMap, path: str | Path, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``gmap`` as a binary little-endian PLY. Returns the path written.
+
+    extra: more per-Gaussian vertex properties, name -> (N,) array (e.g. ``class_id`` int32, ``confidence``
+    float32), written after the map's own; readers that do not know them (3DGS viewers, :func:`load_ply`) skip them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cols = {k: v.detach().cpu().to(torch.float32).numpy() for k, v in gmap.tensors().items()}
     n = len(gmap)
     names = CORE + [f"sem_{i}" for i in range(gmap.sem_dim)]
+    extra = {k: np.asarray(v) for k, v in (extra or {}).items()}
+    clash = [k for k in extra if k in names or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+    wrong = [k for k, v in extra.items() if v.shape != (n,)]
+    if clash or wrong:
+        raise ValueError(f"save_ply: extra properties {clash or wrong} clash with the map's or are not ({n},) arrays")
     data = np.column_stack(
         [cols["means"], np.zeros((n, 3), np.float32), cols["sh0"], cols["opacity_logits"][:, None],
          cols["log_scales"], cols["quats"], cols["semantics"]]
     ).astype(np.float32)
-    vertex = np.empty(n, dtype=[(name, "<f4") for name in names])
+    vertex = np.empty(n, dtype=[(name, "<f4") for name in names] + [(k, v.dtype.str) for k, v in extra.items()])
     for i, name in enumerate(names):
         vertex[name] = data[:, i]
+    for name, values in extra.items():
+        vertex[name] = values
     tmp = path.with_name(path.name + ".tmp")
     PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<",
             comments=[HEADER_COMMENT, f"sem_dim {gmap.sem_dim}"]).write(str(tmp))

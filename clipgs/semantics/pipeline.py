@@ -11,7 +11,7 @@ from torch import Tensor
 
 from clipgs.data.dataset import SequenceDataset
 from clipgs.data.frame import Camera
-from clipgs.data.images import colorize_labels, write_image
+from clipgs.data.images import labelled_classes_panel, write_image
 from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render.api import RenderOutput
@@ -76,8 +76,12 @@ def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: Sequenc
             t_pred = teacher_labels(teacher(frame))
             row["teacher"] = semantic_scores(t_pred, frame.labels, n)
         if panels_dir is not None:
-            tiles = [colorize_labels(frame.labels)] + ([colorize_labels(t_pred)] if teacher is not None else [])
-            write_image(Path(panels_dir) / f"semantic_{i}.png", np.concatenate([*tiles, colorize_labels(pred)], 1))
+            tiles, titles = [frame.labels, pred], ["ground truth", f"map (mIoU {100 * row['map'][0]:.0f})"]
+            if teacher is not None:
+                tiles.insert(1, t_pred)
+                titles.insert(1, f"2D teacher (mIoU {100 * row['teacher'][0]:.0f})")
+            write_image(Path(panels_dir) / f"semantic_{i}.png",
+                        labelled_classes_panel(tiles, titles, model.vocabulary))
         rows.append(row)
     result = {"views": len(rows), "semantic_render_ms": float(np.mean(times)),
               "semantic_render_fps": 1000.0 / float(np.mean(times))}

@@ -12,11 +12,20 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from clipgs.data.frame import Camera
-from clipgs.data.images import colorize_unit, write_image
+from clipgs.data.images import colorize_unit, titled_row, write_image
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.sac import SemanticDecoder
 
 CANONICAL_NEGATIVES = ("object", "things", "stuff", "texture")
+
+
+def negative_names(vocabulary: list[str], label: str, mode: str = "vocabulary") -> list[str]:
+    """The texts a query is contrasted with: the map's other class names ("vocabulary", index 0 = void is left
+    out), or CLIP-LERF's canonical "object, things, stuff, texture" ("canonical", or a map with no other class)."""
+    if mode not in ("vocabulary", "canonical"):
+        raise ValueError(f"negatives must be 'vocabulary' or 'canonical', got {mode!r}")
+    others = [c for c in vocabulary[1:] if c.strip().lower() != label.strip().lower()]
+    return others if mode == "vocabulary" and others else list(CANONICAL_NEGATIVES)
 
 
 def relevancy(decoded: Tensor, query: Tensor, negatives: Tensor, tau: float = 0.01) -> Tensor:
@@ -44,6 +53,8 @@ class QueryInstance:
     box_max: np.ndarray  # (3,) 98th percentile
     gaussians: int
     weight: float
+    indices: np.ndarray | None = field(default=None, repr=False)  # (gaussians,) its Gaussians: rows of the map
+    score: float = 0.0  # mean relevancy of its Gaussians, 0..1
 
 
 @dataclass
@@ -61,6 +72,7 @@ class QueryAnswer:
     box_min: np.ndarray | None
     box_max: np.ndarray | None
     instances: list[QueryInstance] = field(default_factory=list)
+    gaussian_relevancy: np.ndarray | None = field(default=None, repr=False)  # (N,) every Gaussian's, 0..1
 
 
 _HALF_NEIGHBOURHOOD = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]  # 13 of 26
@@ -72,7 +84,8 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
 
     points: (N, 3) m; weights: (N,) >= 0. Groups smaller than ``min_gaussians`` or lighter than
     ``min_fraction`` of the strongest group are fragments (a few mislabelled Gaussians) and dropped; the
-    strongest group always stays. Returns instances sorted by weight, strongest first.
+    strongest group always stays. Returns instances sorted by weight, strongest first; each instance's
+    ``indices`` are rows of ``points``.
     """
     if len(points) == 0:
         return []
@@ -107,7 +120,7 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
             continue
         pts, w = points[g], np.maximum(weights[g], 1e-12)
         out.append(QueryInstance((pts * w[:, None]).sum(0) / w.sum(), np.percentile(pts, 2, axis=0),
-                                 np.percentile(pts, 98, axis=0), len(g), mass[k]))
+                                 np.percentile(pts, 98, axis=0), len(g), mass[k], g))
     return sorted(out, key=lambda inst: -inst.weight)
 
 
@@ -122,14 +135,23 @@ def describe_instances(instances: list[QueryInstance], limit: int = 5) -> str:
     return f"{len(instances)} object{'s' if len(instances) != 1 else ''}: " + "; ".join(parts) + more
 
 
-def write_query_images(answer: QueryAnswer, out_dir: str | Path, rgb: np.ndarray | None = None) -> list[Path]:
-    """mask.png (255 = match) and relevancy.png (turbo, 0..1); overlay.png too when the view's rgb is given."""
+def write_query_images(answer: QueryAnswer, out_dir: str | Path, rgb: np.ndarray | None = None,
+                       label: str = "") -> list[Path]:
+    """mask.png (255 = match) and relevancy.png (turbo, 0..1) at the view's size; with the view's ``rgb``
+    (H, W, 3 uint8) also overlay.png, for people: render | relevancy over it | mask over it, titled, >= 320 px each."""
     out_dir = Path(out_dir)
     paths = [write_image(out_dir / "mask.png", (answer.mask * 255).astype(np.uint8)),
              write_image(out_dir / "relevancy.png", colorize_unit(answer.relevancy))]
     if rgb is not None:
-        tint = (0.5 * rgb + 0.5 * np.array([255, 40, 40])).astype(np.uint8)
-        paths.append(write_image(out_dir / "overlay.png", np.where(answer.mask[..., None], tint, rgb)))
+        grey = np.repeat(rgb.mean(axis=2, keepdims=True), 3, axis=2)  # colours of the query stand out on grey
+        heat = 0.8 * answer.relevancy[..., None]
+        blended = (grey * (1 - heat) + colorize_unit(answer.relevancy) * heat).astype(np.uint8)
+        tint = (0.35 * grey + 0.65 * np.array([0, 230, 90])).astype(np.uint8)
+        masked = np.where(answer.mask[..., None], tint, (0.7 * grey).astype(np.uint8))
+        name = f"'{label}'" if label else "query"
+        paths.append(write_image(out_dir / "overlay.png", titled_row(
+            [rgb, blended, masked], ["render", f"relevancy of {name}",
+                                     f"mask: {int(answer.mask.sum())} px, score {answer.score:.2f}"])))
     return paths
 
 
@@ -157,7 +179,12 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
         selected = ((per_gaussian > threshold) & (gmap.opacities > 0.5)).cpu().numpy()
         weights = (per_gaussian * gmap.opacities).cpu().numpy()[selected]
     instances = group_instances(gmap.means.detach().cpu().numpy()[selected], weights, instance_voxel_m)
+    rows, gaussian_rel = np.nonzero(selected)[0], per_gaussian.cpu().numpy()
+    for inst in instances:
+        inst.indices = rows[inst.indices]
+        inst.score = float(gaussian_rel[inst.indices].mean())
     if not instances:
-        return QueryAnswer(mask, rel_np, score, selected, None, None, None, [])
+        return QueryAnswer(mask, rel_np, score, selected, None, None, None, [], gaussian_rel)
     best = instances[0]
-    return QueryAnswer(mask, rel_np, score, selected, best.centroid, best.box_min, best.box_max, instances)
+    return QueryAnswer(mask, rel_np, score, selected, best.centroid, best.box_min, best.box_max, instances,
+                       gaussian_rel)
