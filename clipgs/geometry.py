@@ -33,6 +33,7 @@ def invert_rigid(T: np.ndarray) -> np.ndarray:
 def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
     """(..., 4) quaternions (w, x, y, z), any norm -> (..., 3, 3) rotation matrices."""
     q = np.asarray(q, dtype=np.float64)
+    q = q / np.abs(q).max(axis=-1, keepdims=True)  # scale first: the norm of (1e200, 0, 0, 0) overflows
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     w, x, y, z = np.moveaxis(q, -1, 0)
     R = np.stack(

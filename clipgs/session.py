@@ -89,7 +89,6 @@ class MappingSession:
         self.assembler = FrameAssembler(params.stream.depth_scale)
         self.pose_series = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)
         self.counters = SessionCounters()
-        self.last_camera: Camera | None = None
         self._last_stats = time.monotonic()
 
     # ----------------------------------------------------------------- inputs
@@ -120,7 +119,6 @@ class MappingSession:
         except (MessageError, FrameError) as exc:
             self._bad(str(exc))
             return "bad_message"
-        self.last_camera = frame.camera
         self.worker.submit(frame)
         self.counters.submitted += 1
         return "submitted"
@@ -153,11 +151,17 @@ class MappingSession:
         self._last_stats = now
         return self.stats_line()
 
+    @property
+    def last_camera(self) -> Camera | None:
+        """The camera of the last frame the mapper took (a frame it rejected, e.g. a 1x1 image, never counts)."""
+        return self.worker.mapper.last_input_camera
+
     def _camera(self, world_from_camera: np.ndarray | None) -> Camera | None:
         """The latest camera, or its intrinsics at another pose; None before the first frame."""
-        if self.last_camera is None or world_from_camera is None:
-            return self.last_camera
-        return Camera(self.last_camera.K, self.last_camera.width, self.last_camera.height, world_from_camera)
+        last = self.last_camera
+        if last is None or world_from_camera is None:
+            return last
+        return Camera(last.K, last.width, last.height, world_from_camera)
 
     def render(self, world_from_camera: np.ndarray | None = None) -> RenderedViews | None:
         """The map from a pose or the latest camera, colour + depth + semantics in one pass (None: nothing yet)."""

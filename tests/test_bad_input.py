@@ -95,14 +95,30 @@ def test_a_stale_or_foreign_semantic_model_is_refused_with_the_reason(tmp_path, 
         load_semantics(path, load_ply(path))
 
 
-def test_an_unexpected_failure_is_one_line_and_exit_1(synth_dir, tmp_path, capsys):
+def test_garbage_weights_are_one_line_and_exit_2(synth_dir, tmp_path, capsys):
     garbage = tmp_path / "weights.pt"
     garbage.write_text("not a checkpoint")
     code = main(["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--semantics", "clip_fast",
                  "--text-model", "clipgs-tiny", "--clip-weights", str(garbage), "--max-frames", "1"])
     err = capsys.readouterr().err.strip()
-    assert code in (1, 2) and len(err.splitlines()) == 1 and err.startswith("clipgs map: error:")
-    assert "Traceback" not in err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("clipgs map: error:") and "not an open_clip clipgs-tiny checkpoint" in err
+    assert not (tmp_path / "m.ply").exists()
+    assert main(["--debug", "map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--semantics", "clip_fast",
+                 "--clip-weights", str(garbage), "--max-frames", "1"]) == 2
+    assert "Traceback" in capsys.readouterr().err  # --debug shows where
+
+
+def test_a_bug_says_so_with_the_traceback(synth_dir, monkeypatch, capsys):
+    from clipgs.cli import data_commands
+
+    def broken(args):
+        raise RuntimeError("an internal invariant broke")
+
+    monkeypatch.setattr(data_commands, "run_info", broken)
+    assert main(["info", str(synth_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "clipgs info: bug: unexpected RuntimeError (an internal invariant broke)" in err
 
 
 def test_silent_nonsense_is_refused(synth_dir, tmp_path, capsys):
@@ -123,3 +139,140 @@ def test_silent_nonsense_is_refused(synth_dir, tmp_path, capsys):
     write_image(data / "depth" / "depth_3.png", np.full((60, 80), 200, np.uint8))  # an 8-bit image as depth
     with pytest.raises(FrameError, match="8-bit image is not depth"):
         open_dataset(data)[3]
+
+
+def test_a_pose_jump_is_rejected_and_a_relocalised_robot_maps_again(synth_dir):
+    import dataclasses
+
+    from clipgs.mapping.mapper import IncrementalMapper
+
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(dataclasses.replace(FAST, kf_translation_m=0.0))
+    frames = [ds[i] for i in ds.train_indices[:8]]
+
+    def moved(frame, metres: float):
+        T = frame.world_from_camera.copy()
+        T[0, 3] += metres
+        return dataclasses.replace(frame, world_from_camera=T)
+
+    outcomes = [mapper.add_frame(f) for f in frames[:2]]  # 1 s apart (frame index stamps): 5 m allowed
+    outcomes.append(mapper.add_frame(moved(frames[2], 100.0)))  # an odometry glitch
+    outcomes.append(mapper.add_frame(frames[3]))  # back on track: accepted
+    outcomes += [mapper.add_frame(moved(f, 100.0)) for f in frames[4:8]]  # relocalised 100 m away, consistently
+    assert outcomes[2] == "rejected:pose_jump" and outcomes[3] != "rejected:pose_jump"
+    assert outcomes[4:6] == ["rejected:pose_jump"] * 2 and outcomes[6] != "rejected:pose_jump"
+    assert outcomes[7] != "rejected:pose_jump"  # the new reference holds
+    assert mapper.stats.rejected["pose_jump"] == 3 and mapper.stats.relocalisations == 1
+    off = IncrementalMapper(dataclasses.replace(FAST, kf_translation_m=0.0, max_speed_mps=0.0))
+    assert [off.add_frame(f) for f in (frames[0], moved(frames[1], 100.0))][1] != "rejected:pose_jump"
+
+
+def test_pose_jump_gate_uses_time_and_restarts_after_a_clock_reset():
+    import numpy as np
+
+    from clipgs.mapping.frame_check import PoseJumpGate
+
+    gate = PoseJumpGate(max_speed_mps=2.0)
+    assert gate.accept(np.zeros(3), 0.0)
+    assert gate.accept(np.array([0.15, 0, 0]), 0.0)  # a duplicate stamp: 0.1 s floor, 0.2 m allowed
+    assert not gate.accept(np.array([3.0, 0, 0]), 1.0)  # 2.85 m in 1 s
+    assert gate.accept(np.array([1.9, 0, 0]), 1.0)  # 1.75 m in 1 s from the last accepted
+    assert gate.accept(np.array([50.0, 0, 0]), -100.0)  # time went back: a reset, the check restarts
+
+
+def test_malformed_message_objects_are_message_errors():
+    import types
+
+    import numpy as np
+    import pytest
+
+    from clipgs.data import ros_messages as rm
+    from clipgs.errors import MessageError
+
+    for fn, msg in [(rm.rgb_from_image, object()), (rm.depth_from_image, types.SimpleNamespace(encoding=3)),
+                    (rm.intrinsics_from_camera_info, types.SimpleNamespace(k=None, width=1, height=1)),
+                    (rm.matrix_from_pose, types.SimpleNamespace(position=None)),
+                    (rm.stamp_to_seconds, "12:00")]:
+        with pytest.raises(MessageError, match=f"malformed message for {fn.__name__}|unsupported"):
+            fn(msg)
+    q = types.SimpleNamespace(w=1e200, x=0.0, y=0.0, z=0.0)
+    pose = types.SimpleNamespace(position=types.SimpleNamespace(x=1.0, y=2.0, z=3.0), orientation=q)
+    T = rm.matrix_from_pose(pose)  # a huge but finite quaternion is still a direction: no NaN
+    assert np.allclose(T[:3, :3], np.eye(3)) and np.allclose(T[:3, 3], [1, 2, 3])
+    depth = types.SimpleNamespace(encoding="16UC1", width=2, height=1, step=4, is_bigendian=0,
+                                  data=np.array([1, 0, 2, 0], np.uint8).tobytes())
+    with pytest.raises(MessageError, match="depth_scale must be a positive"):
+        rm.depth_from_image(depth, -1.0)
+
+
+def test_library_edges_raise_clear_errors(synth_dir):
+    import numpy as np
+    import pytest
+
+    from clipgs.data.frame import Camera, FrameError
+    from clipgs.data.replica import ReplicaDataset
+    from clipgs.data.ros_stream import FrameAssembler
+    from clipgs.geometry import quat_to_rotmat
+
+    K = np.array([[50.0, 0, 40], [0, 50, 30], [0, 0, 0]])
+    with pytest.raises(FrameError, match=r"last row \(0, 0, 1\)"):
+        Camera(K, 80, 60)
+    with pytest.raises(ValueError, match="depth_scale must be a positive"):
+        ReplicaDataset(synth_dir, depth_scale=-1)
+    with pytest.raises(ValueError, match="depth_scale must be a positive"):
+        FrameAssembler(depth_scale=0.0)
+    assert np.allclose(quat_to_rotmat(np.array([1e200, 0, 0, 0])), np.eye(3))
+
+
+def test_a_rejected_frame_never_becomes_the_query_camera(synth_dir):
+    import dataclasses
+    import time
+
+    import numpy as np
+
+    from clipgs.data.frame import Frame
+    from clipgs.mapping.mapper import IncrementalMapper
+
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(dataclasses.replace(FAST, kf_translation_m=0.0))
+    good = ds[ds.train_indices[0]]
+    mapper.add_frame(good)
+    tiny = Frame(np.zeros((1, 1, 3), np.uint8), np.ones((1, 1), np.float32), good.K, good.world_from_camera,
+                 timestamp=time.time())
+    assert mapper.add_frame(tiny) == "rejected:wrong_size"
+    assert mapper.last_input_camera.width == good.width and mapper.last_input_camera.height == good.height
+
+
+def test_strict_stops_at_an_unreadable_frame_and_a_plain_map_removes_a_stale_model(synth_dir, tmp_path, capsys):
+    data = shutil.copytree(synth_dir, tmp_path / "data")
+    (data / "depth" / "depth_2.png").unlink()
+    cfg = tmp_path / "fast.yaml"
+    cfg.write_text("iters_per_keyframe: 2\nw_ssim: 0.0\n")
+    out = tmp_path / "m.ply"
+    assert main(["map", str(data), "--out", str(out), "--config", str(cfg), "--max-frames", "4", "--strict"]) == 2
+    assert "frame 2 of" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "m.semantics.pt").write_bytes(b"a model of an older map")
+    assert main(["map", str(data), "--out", str(out), "--config", str(cfg), "--max-frames", "4"]) == 0
+    assert "removed the old m.semantics.pt" in capsys.readouterr().out
+    assert out.is_file() and not (tmp_path / "m.semantics.pt").exists()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_query_too_long_for_clip_is_refused_not_cut(tmp_path, capsys):
+    import torch
+
+    from clipgs.mapping import GaussianMap, save_ply
+    from clipgs.semantics.model import SemanticModel, save_semantics
+    from clipgs.semantics.sac import SemanticDecoder
+    from clipgs.semantics.text import TextEncoder
+
+    text = TextEncoder("clipgs-tiny")
+    n = 20
+    g = GaussianMap(torch.randn(n, 3), torch.randn(n, 4), torch.full((n, 3), -3.0), torch.ones(n),
+                    torch.zeros(n, 3), torch.randn(n, 4))
+    path = save_ply(g, tmp_path / "m.ply")
+    vocab = torch.cat([torch.zeros(1, 64), text.encode(["chair"])])
+    save_semantics(SemanticModel(SemanticDecoder(4, 64), text.identity, ["void", "chair"], vocab), path)
+    assert main(["query", str(path), "chair " * 2000]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "reads at most 77" in err

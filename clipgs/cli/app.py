@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
+import traceback
 from pathlib import Path
 
 from clipgs.cli import data_commands as data
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clipgs", description="CLIP-GS semantic Gaussian-splatting maps from posed RGB-D: offline tools that need "
                                    "no ROS and no GPU.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (or CLIPGS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic posed RGB-D scene with ground truth (Replica layout)")
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None,
                    help="settings YAML, flat or the ROS params layout (clipgs params writes one with every key)")
     p.add_argument("--max-frames", type=_int_at_least(1, "a count"), help="stop after this many training frames")
+    p.add_argument("--strict", action="store_true", help="stop at the first unreadable frame (default: skip it)")
     p.add_argument("--refine", type=int, default=0, help="extra iterations over all keyframes at the end")
     p.add_argument("--semantics", choices=[*SOURCE_HELP, "simulated"], default="none",
                    help="2D supervision: " + "; ".join(f"{k}: {v}" for k, v in SOURCE_HELP.items())
@@ -146,22 +150,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Anticipated failures: bad input, files that cannot be read or written. Anything else is a bug in clipgs.
+ANTICIPATED = (ValueError, OSError, IndexError, EOFError, pickle.UnpicklingError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Exit 0 on success, 2 on bad input (one line), 1 on an unexpected failure (one line; ``CLIPGS_DEBUG=1``
-    prints the traceback), 130 on Ctrl-C."""
+    """Exit 0 on success; 2 on bad input or an unreadable / unwritable file (one line saying what to fix;
+    ``--debug`` or ``CLIPGS_DEBUG=1`` adds the traceback); 1 on a bug (says so, with the traceback);
+    130 on Ctrl-C."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or bool(os.environ.get("CLIPGS_DEBUG"))
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, IndexError) as exc:  # bad input: one clear line, no traceback
-        print(f"clipgs {args.command}: error: {exc}", file=sys.stderr)
+    except ANTICIPATED as exc:
+        if debug:
+            traceback.print_exc()
+        detail = str(exc).strip() or type(exc).__name__
+        print(f"clipgs {args.command}: error: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"clipgs {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # unreadable files, OS errors, a broken model file ...: still one line
-        if os.environ.get("CLIPGS_DEBUG"):
-            raise
-        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-        print(f"clipgs {args.command}: error: {type(exc).__name__}: {detail} (CLIPGS_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+    except Exception as exc:
+        traceback.print_exc()
+        print(f"clipgs {args.command}: bug: unexpected {type(exc).__name__} ({str(exc)[:200]}); please report it "
+              "with the traceback above and the command you ran", file=sys.stderr)
         return 1

@@ -54,7 +54,7 @@ def run_map(args: argparse.Namespace) -> int:
         ds = open_dataset(args.data)
         print(ds.summary())
         indices = ds.train_indices[:args.max_frames] if args.max_frames else ds.train_indices
-        frames, total, classes = ds.readable_frames(indices, unreadable), len(indices), ds.classes
+        frames, total, classes = ds.readable_frames(indices, unreadable, args.strict), len(indices), ds.classes
     if args.semantics == "simulated":
         from clipgs.semantics.factory import SemanticStack
         from clipgs.semantics.pipeline import simulated_setup
@@ -89,6 +89,12 @@ def run_map(args: argparse.Namespace) -> int:
 
         notes.update({"dcs_every": training.dcs_every, "source": args.semantics})
         print(f"semantic model written to {save_semantics(stack.model(snap.decoder, notes), args.out)}")
+    else:
+        from clipgs.semantics.model import semantics_path
+
+        if semantics_path(args.out).is_file():  # it decoded the map this run replaced
+            semantics_path(args.out).unlink()
+            print(f"removed the old {semantics_path(args.out).name}: it belonged to the map this run replaced")
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "

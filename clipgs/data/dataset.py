@@ -56,14 +56,17 @@ class SequenceDataset(ABC):
         for i in range(len(self)):
             yield self.load(i)
 
-    def readable_frames(self, indices: Iterable[int], skipped: Counter) -> Iterator[Frame]:
+    def readable_frames(self, indices: Iterable[int], skipped: Counter, strict: bool = False) -> Iterator[Frame]:
         """Frames ``indices`` in order; one that cannot be read (missing or truncated file, wrong size, bad
         pose row, ...) is logged in one line, counted in ``skipped`` by reason and passed over, so a long run
-        never dies of one bad file."""
+        never dies of one bad file. ``strict``: raise ValueError at the first such frame instead."""
         for i in indices:
             try:
                 frame = self[i]
             except Exception as exc:  # any reader failure costs this frame only
+                if strict:
+                    raise ValueError(f"frame {i} of {self.root} unreadable ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0][:200]}); without --strict it is skipped") from exc
                 skipped[f"unreadable ({type(exc).__name__})"] += 1
                 log.warning("frame %d of %s unreadable, skipped: %s", i, self.root, str(exc).splitlines()[0][:200])
                 continue

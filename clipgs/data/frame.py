@@ -30,6 +30,8 @@ class Camera:
             raise FrameError(f"intrinsics must be a finite (3, 3) matrix with fx, fy > 0, got {K.tolist()}")
         if int(self.width) <= 0 or int(self.height) <= 0:
             raise FrameError(f"image size must be positive, got {self.width}x{self.height}")
+        if not np.allclose(K[2], [0.0, 0.0, 1.0], atol=1e-9):
+            raise FrameError(f"intrinsics must have last row (0, 0, 1), got {K[2].tolist()}")
         if not is_rigid(T):
             raise FrameError("world_from_camera must be a finite rigid 4x4 transform (orthonormal R, det +1)")
         object.__setattr__(self, "K", K)

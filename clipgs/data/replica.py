@@ -50,6 +50,8 @@ class ReplicaDataset(SequenceDataset):
         self.size = tuple(size) if size else (w, h)
         self.K = scale_intrinsics(self.native_K, self.size[0] / w, self.size[1] / h)
         self.depth_scale = float(depth_scale)
+        if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ValueError(f"depth_scale must be a positive number of PNG units per metre, got {depth_scale}")
         self.classes = read_classes(self.root / "classes.txt")
         self.has_labels = (self.root / "semantic_class").is_dir()
         self.has_instances = (self.root / "semantic_instance").is_dir()

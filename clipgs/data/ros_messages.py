@@ -7,6 +7,7 @@ for ``uint8[]`` fields: rosbags wants a numpy array (the default), rclpy is fast
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,10 +25,27 @@ COLOR_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, 
 DEPTH_ENCODINGS = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
 
 
+def _message_reader(fn: Callable) -> Callable:
+    """A reader of message objects: a missing field or a field of the wrong type is a MessageError naming the
+    reader, never an AttributeError / TypeError from deep inside (a malformed message must not crash a node)."""
+
+    @functools.wraps(fn)
+    def read(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MessageError:
+            raise
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError, OverflowError) as exc:
+            raise MessageError(f"malformed message for {fn.__name__}: {type(exc).__name__}: {exc}") from exc
+
+    return read
+
+
 def _default_bytes(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype=np.uint8).copy()
 
 
+@_message_reader
 def stamp_to_seconds(stamp: Any) -> float:
     """builtin_interfaces/Time -> float seconds."""
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
@@ -52,6 +70,7 @@ def _image_array(msg: Any, channels: int, dtype: np.dtype) -> np.ndarray:
     return arr[..., 0] if channels == 1 else arr
 
 
+@_message_reader
 def rgb_from_image(msg: Any) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB."""
     enc = str(msg.encoding)
@@ -64,6 +83,7 @@ def rgb_from_image(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(arr[..., order])
 
 
+@_message_reader
 def depth_from_image(msg: Any, depth_scale: float | None = None) -> np.ndarray:
     """sensor_msgs/Image depth -> (H, W) float32 metres, 0 = invalid (NaN, inf, <= 0 and 16-bit 0 alike).
 
@@ -74,7 +94,10 @@ def depth_from_image(msg: Any, depth_scale: float | None = None) -> np.ndarray:
         raise MessageError(f"depth encoding '{enc}' unsupported; expected 16UC1 (mm) or 32FC1 (m)")
     arr = _image_array(msg, 1, DEPTH_ENCODINGS[enc]).astype(np.float32)
     if enc != "32FC1":
-        arr /= np.float32(depth_scale or 1000.0)
+        scale = 1000.0 if depth_scale is None else float(depth_scale)
+        if not (np.isfinite(scale) and scale > 0):
+            raise MessageError(f"depth_scale must be a positive number of units per metre, got {depth_scale}")
+        arr /= np.float32(scale)
     return np.where(np.isfinite(arr) & (arr > 0), arr, np.float32(0.0)).astype(np.float32)
 
 
@@ -104,6 +127,7 @@ def image_from_array(array: np.ndarray, encoding: str, header: Any, image_cls: t
 _warned_distortion = False
 
 
+@_message_reader
 def intrinsics_from_camera_info(msg: Any) -> tuple[np.ndarray, int, int]:
     """sensor_msgs/CameraInfo -> (K (3, 3) float64, width, height). Warns once if the image is distorted."""
     global _warned_distortion
@@ -127,12 +151,14 @@ def intrinsics_from_camera_info(msg: Any) -> tuple[np.ndarray, int, int]:
 
 def _quat_wxyz(q: Any) -> np.ndarray:
     quat = np.array([q.w, q.x, q.y, q.z], dtype=np.float64)
-    norm = np.linalg.norm(quat)
-    if not np.all(np.isfinite(quat)) or norm < 1e-9:
+    big = np.abs(quat).max()  # scale first: the norm of (1e200, 0, 0, 0) overflows to inf
+    if not np.all(np.isfinite(quat)) or big < 1e-9:
         raise MessageError(f"invalid rotation quaternion (x, y, z, w) = {quat[[1, 2, 3, 0]].tolist()}")
-    return quat / norm
+    quat = quat / big
+    return quat / np.linalg.norm(quat)
 
 
+@_message_reader
 def matrix_from_pose(pose: Any) -> np.ndarray:
     """geometry_msgs/Pose -> 4x4."""
     p = np.array([pose.position.x, pose.position.y, pose.position.z], dtype=np.float64)
@@ -141,6 +167,7 @@ def matrix_from_pose(pose: Any) -> np.ndarray:
     return pose_from_translation_quat(p, _quat_wxyz(pose.orientation))
 
 
+@_message_reader
 def matrix_from_transform(transform: Any) -> np.ndarray:
     """geometry_msgs/Transform -> 4x4."""
     t = np.array([transform.translation.x, transform.translation.y, transform.translation.z], dtype=np.float64)

@@ -158,6 +158,8 @@ class FrameAssembler:
     """Colour + depth messages + the latest camera_info + a pose -> Frame (clear errors otherwise)."""
 
     def __init__(self, depth_scale: float = 1000.0) -> None:
+        if not (np.isfinite(depth_scale) and depth_scale > 0):
+            raise ValueError(f"depth_scale must be a positive number of units per metre, got {depth_scale}")
         self.depth_scale = depth_scale
         self.K: np.ndarray | None = None
         self.info_size: tuple[int, int] | None = None

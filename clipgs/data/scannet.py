@@ -39,6 +39,8 @@ class ScanNetDataset(SequenceDataset):
         self.size = tuple(size) if size else (dw, dh)
         self.K = scale_intrinsics(K_color, self.size[0] / cw, self.size[1] / ch)
         self.depth_scale = float(depth_scale)
+        if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ValueError(f"depth_scale must be a positive number of PNG units per metre, got {depth_scale}")
         self.label_map = label_map
         self.classes = read_classes(self.root / "classes.txt")
         self.has_labels = (self.root / "label-filt").is_dir()

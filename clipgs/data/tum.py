@@ -82,6 +82,8 @@ class TumDataset(SequenceDataset):
         self.size = tuple(size) if size else (w, h)
         self.K = scale_intrinsics(np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1.0]]), self.size[0] / w, self.size[1] / h)
         self.depth_scale = float(depth_scale)
+        if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ValueError(f"depth_scale must be a positive number of PNG units per metre, got {depth_scale}")
         self.test_every, self.test_offset = test_every, test_offset
 
     def __len__(self) -> int:

@@ -57,6 +57,10 @@ class MapperConfig(Settings):
     max_gaussians: int = setting(300_000, "hard cap on the number of Gaussians", at_least(1))
     # Frame checks.
     min_valid_depth_fraction: float = setting(0.05, "reject frames with less valid depth than this fraction", UNIT)
+    max_speed_mps: float = setting(5.0, "reject a frame whose camera moved faster than this (m/s) since the last "
+                                        "accepted one (odometry glitch), counted as pose_jump; 3 consistent frames "
+                                        "in a row after a jump are accepted (relocalised); 0 = no check",
+                                   at_least(0.0))
     # Misc.
     clock_reset_s: float = setting(3.0, "a frame stamped this far (s) behind the last is a clock reset (bag loop, "
                                         "sim time restarted, a stamp far ahead before it): mapped and counted; "

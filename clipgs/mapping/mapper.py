@@ -22,7 +22,7 @@ from clipgs.errors import SettingsError
 from clipgs.geometry import invert_rigid
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
-from clipgs.mapping.frame_check import rejection_reason
+from clipgs.mapping.frame_check import PoseJumpGate, rejection_reason
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
@@ -63,7 +63,9 @@ class IncrementalMapper:
         lrs = {"means": c.lr_means, "quats": c.lr_quats, "log_scales": c.lr_log_scales,
                "opacity_logits": c.lr_opacity_logits, "sh0": c.lr_sh0, "semantics": self.trainer.channel_lr}
         self.map = TrainableMap(GaussianMap.empty(self.trainer.channels, device=self.device), lrs)
+        self.jumps = PoseJumpGate(c.max_speed_mps)
         self._size: tuple[int, int] | None = None
+        self.last_input_camera: Camera | None = None  # of the last frame that passed the checks, as given
         self._last_timestamp: float | None = None
         self._correction = np.eye(4)  # odometry -> map frame, from pose refinement
         self._lock = threading.RLock()
@@ -76,13 +78,17 @@ class IncrementalMapper:
         try:
             reason = rejection_reason(frame, self._size, self._last_timestamp, c.min_valid_depth_fraction,
                                       c.clock_reset_s)
+            if reason is None and not self.jumps.accept(frame.world_from_camera[:3, 3], frame.timestamp):
+                reason = "pose_jump"
             if reason is None:
+                self.last_input_camera = frame.camera
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 frame = frame.resized(c.map_width) if c.map_width else frame
                 if c.pose_refine_iters:  # the drift found at the last keyframe applies to what follows
                     frame = dataclasses.replace(frame, world_from_camera=self._correction @ frame.world_from_camera)
         except Exception as exc:  # a malformed frame must never take the mapper down
             reason = f"invalid_frame ({type(exc).__name__})"
+        self.stats.relocalisations = self.jumps.relocalisations
         if reason is not None:
             self.stats.rejected[reason] += 1
             return f"rejected:{reason}"

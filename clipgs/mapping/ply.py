@@ -64,9 +64,12 @@ def save_ply(gmap: GaussianMap, path: str | Path, extra: dict[str, np.ndarray] |
     for name, values in extra.items():
         vertex[name] = values
     tmp = path.with_name(path.name + ".tmp")
-    PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<",
-            comments=[HEADER_COMMENT, f"sem_dim {gmap.sem_dim}"]).write(str(tmp))
-    tmp.replace(path)  # atomic: a crash mid-write never leaves a truncated map under the real name
+    try:
+        PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<",
+                comments=[HEADER_COMMENT, f"sem_dim {gmap.sem_dim}"]).write(str(tmp))
+        tmp.replace(path)  # atomic: a crash mid-write never leaves a truncated map under the real name
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full, Ctrl-C) leaves no .tmp behind
     return path
 
 

@@ -25,6 +25,7 @@ class MapperStats:
     keyframes_evicted: int = 0
     poses_refined: int = 0
     clock_resets: int = 0
+    relocalisations: int = 0  # accepted again after a pose jump (consistent poses in a row)
     last_pose_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)

@@ -55,8 +55,11 @@ def save_semantics(model: SemanticModel, map_path: str | Path) -> Path:
             "vocabulary_embeddings": None if model.vocabulary_embeddings is None else model.vocabulary_embeddings.cpu(),
             "notes": model.notes, "map_sha256": map_fingerprint(map_path)}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(blob, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full, Ctrl-C) leaves no .tmp behind
     return path
 
 

@@ -7,6 +7,7 @@ fixed). ``clipgs-tiny`` is a 3.4 M-parameter config shipped with clipgs for fast
 from __future__ import annotations
 
 import functools
+import pickle
 from pathlib import Path
 
 import torch
@@ -43,8 +44,12 @@ def _load_open_clip(model: str, weights: str | None, seed: int, device: str):
             f"for {model} on a machine with internet and set its local path in the config.")
     with torch.random.fork_rng(devices=[]):  # random initialisation is reproducible, global RNG untouched
         torch.manual_seed(seed)
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=str(Path(weights).expanduser()) if weights else None)
+        try:
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                model, pretrained=str(Path(weights).expanduser()) if weights else None)
+        except (RuntimeError, KeyError, pickle.UnpicklingError, EOFError) as exc:
+            raise ValueError(f"{weights} is not an open_clip {model} checkpoint ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
     net.to(device).eval()
     return net, preprocess, open_clip.get_tokenizer(model)
 
@@ -70,11 +75,22 @@ class TextEncoder:
         """The text encoder a saved map recorded (``identity``), to query it in the same text space."""
         return cls(identity["model"], identity["weights"], tuple(identity["templates"]), device=device)
 
+    def _check_length(self, text: str) -> None:
+        """ValueError when a prompt would not fit the text tower's context (CLIP: 77 tokens) and be cut silently."""
+        encode, context = getattr(self.tokenizer, "encode", None), getattr(self.tokenizer, "context_length", None)
+        if encode is None or not context or len(text) < context:  # a token is at least one character
+            return
+        longest = max(len(encode(tpl.format(text.strip()))) for tpl in self.templates) + 2  # + start/end tokens
+        if longest > context:
+            raise ValueError(f"text of {len(text)} characters is {longest} tokens with its prompt; the text model "
+                             f"reads at most {context}: give a short object description such as 'red mug'")
+
     @torch.no_grad()
     def encode(self, texts: list[str]) -> Tensor:
         for text in texts:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"text to encode must be a non-empty string, got {text!r}")
+            self._check_length(text)
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             prompts = [tpl.format(t.strip()) for t in missing for tpl in self.templates]
