@@ -43,8 +43,14 @@ setup(
     extras_require={
         # gsplat is the CUDA backend; on CPU its pure-PyTorch reference is the test oracle.
         'cuda': ['gsplat==1.5.3'],
-        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3', 'mypy>=1.14', 'rclpy-intellisense>=1.2',
-                 'playwright>=1.40'],  # drives the system chromium in the viewer test; no browser download
+        # ROS 2 (Kilted) client wheels from PyPI: the node runs for real in the tests, DDS on loopback only.
+        # tf2_msgs, vision_msgs, launch_ros and message builders are not among them (see README, ROS 2).
+        'ros': ['ros-rclpy>=9.1', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-geometry-msgs', 'ros-nav-msgs',
+                'ros-std-msgs', 'ros-visualization-msgs'],
+        'test': ['pytest>=7', 'hypothesis>=6', 'ruff>=0.5', 'gsplat==1.5.3', 'mypy>=1.14',
+                 'playwright>=1.40',  # drives the system chromium in the viewer test; no browser download
+                 'ros-rclpy>=9.1', 'ros-rmw-fastrtps-cpp', 'ros-sensor-msgs', 'ros-geometry-msgs', 'ros-nav-msgs',
+                 'ros-std-msgs', 'ros-visualization-msgs'],
     },
     zip_safe=True,
     entry_points={

@@ -16,7 +16,8 @@ import torch
 
 from clipgs.data.frame import Camera
 from clipgs.data.images import colorize_labels, to_uint8
-from clipgs.data.ros_stream import FrameAssembler, TransformBuffer
+from clipgs.data.ros_messages import matrix_from_transform, stamp_to_seconds
+from clipgs.data.ros_stream import ApproxTimePairer, FrameAssembler, PoseWait, TransformBuffer, WaitingPair
 from clipgs.errors import FrameError, MessageError
 from clipgs.mapping import IncrementalMapper, save_ply
 from clipgs.mapping.worker import MapperWorker
@@ -61,6 +62,7 @@ class SessionCounters:
     submitted: int = 0
     no_pose: int = 0
     bad_messages: dict = field(default_factory=dict)
+    waited_for_pose: int = 0  # pairs mapped after waiting for a late pose
 
 
 class MappingSession:
@@ -87,7 +89,10 @@ class MappingSession:
         self.worker = MapperWorker(IncrementalMapper(params.mapper, params.node.device,
                                                      self.semantics.trainer(training)))
         self.assembler = FrameAssembler(params.stream.depth_scale)
-        self.pose_series = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)
+        self.poses = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)  # tf and pose topic
+        self.pairer = ApproxTimePairer(params.stream.sync_slop_s)
+        self.waiting = PoseWait(params.stream.pose_wait_s)
+        self.last_header: Any = None
         self.counters = SessionCounters()
         self._last_stats = time.monotonic()
 
@@ -100,13 +105,57 @@ class MappingSession:
 
     def on_pose(self, stamp: float, world_from_camera: np.ndarray) -> None:
         """A pose-topic sample (PoseStamped / Odometry, already a 4x4 matrix)."""
-        self.pose_series.add(self.stream.map_frame, POSE_TOPIC_FRAME, stamp, world_from_camera)
-
-    def pose_from_topic(self, stamp: float) -> np.ndarray | None:
         try:
-            return self.pose_series.lookup(self.stream.map_frame, POSE_TOPIC_FRAME, stamp)
-        except LookupError:
-            return None
+            self.poses.add(self.stream.map_frame, POSE_TOPIC_FRAME, stamp, world_from_camera)
+        except ValueError as exc:
+            self._bad(f"pose: {exc}")
+        self.resolve_waiting()
+
+    def on_transforms(self, transforms: Any, static: bool = False) -> None:
+        """The ``transforms`` of a tf2_msgs/TFMessage from /tf (or /tf_static with ``static``)."""
+        for t in transforms:
+            try:
+                self.poses.add(t.header.frame_id, t.child_frame_id, stamp_to_seconds(t.header.stamp),
+                               matrix_from_transform(t.transform), static=static)
+            except (MessageError, ValueError, AttributeError) as exc:
+                self._bad(f"tf: {exc}")
+        self.resolve_waiting()
+
+    def on_color(self, msg: Any) -> None:
+        self._on_image("color", msg)
+
+    def on_depth(self, msg: Any) -> None:
+        self._on_image("depth", msg)
+
+    def _on_image(self, kind: str, msg: Any) -> None:
+        try:
+            stamp = stamp_to_seconds(msg.header.stamp)
+        except MessageError as exc:
+            self._bad(f"{kind} image: {exc}")
+            return
+        pair = self.pairer.push(kind, stamp, msg)
+        if pair is not None:
+            self.waiting.add(WaitingPair(pair[0], pair[1], pair[2], time.monotonic()))
+            self.resolve_waiting()
+
+    def _pose_of(self, pair: WaitingPair, wait: bool) -> np.ndarray:
+        source = POSE_TOPIC_FRAME if self.stream.pose_topic else \
+            (self.stream.camera_frame or getattr(pair.color.header, "frame_id", ""))
+        return self.poses.lookup(self.stream.map_frame, source, pair.stamp, wait=wait)
+
+    def resolve_waiting(self, now: float | None = None) -> int:
+        """Submit every waiting pair whose pose is now known; give up on those older than ``pose_wait_s``.
+        Returns the pairs submitted. Call on every pose and on a timer; it never blocks."""
+        now = time.monotonic() if now is None else now
+        lost_before = sum(self.waiting.lost.values())
+        ready = self.waiting.resolve(self._pose_of, now)
+        for pair, pose in ready:
+            self.counters.waited_for_pose += pair.waited
+            self.on_images(pair.color, pair.depth, pose)
+        lost = sum(self.waiting.lost.values()) - lost_before
+        self.counters.no_pose += lost
+        self.counters.color_depth_pairs += lost
+        return len(ready)
 
     def on_images(self, color_msg: Any, depth_msg: Any, world_from_camera: np.ndarray | None) -> str:
         """A synchronised colour/depth pair and its pose (None: no pose could be found). Never blocks."""
@@ -121,6 +170,7 @@ class MappingSession:
             return "bad_message"
         self.worker.submit(frame)
         self.counters.submitted += 1
+        self.last_header = color_msg.header  # renders are stamped like the newest mapped image
         return "submitted"
 
     def _bad(self, reason: str) -> None:
@@ -135,13 +185,18 @@ class MappingSession:
         failures = trainer_counters.get("semantic_failures", {})
         rejected = dict(s.rejected)
         return (f"pairs {self.counters.color_depth_pairs}, mapped {self.worker.processed}, dropped while busy "
-                f"{self.worker.dropped}, no pose {self.counters.no_pose}, keyframes {s.keyframes} (held "
-                f"{s.keyframes_held}, {s.keyframe_bytes / 2**20:.0f} MB), Gaussians {s.gaussians}"
+                f"{self.worker.dropped}, no pose {self.counters.no_pose}{self._no_pose_reasons()}, keyframes "
+                f"{s.keyframes} (held {s.keyframes_held}, {s.keyframe_bytes / 2**20:.0f} MB), Gaussians {s.gaussians}"
                 + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")
                 + (f", semantics lag {trainer_counters['semantic_lag_s']:.1f} s (skipped "
                    f"{trainer_counters['semantics_skipped']})" if "semantic_lag_s" in trainer_counters else ""))
+
+    def _no_pose_reasons(self) -> str:
+        lost = {k: v for k, v in self.waiting.lost.items() if v}
+        waited = f", waited for a late pose {self.counters.waited_for_pose}" if self.counters.waited_for_pose else ""
+        return (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if lost else "") + waited
 
     def due_stats(self) -> str | None:
         """The counters line if ``stats_period_s`` has passed since the last one (low-rate logging)."""

@@ -49,9 +49,10 @@ def test_node_is_thin_and_rclpy_stays_in_clipgs_ros():
 def test_node_declares_every_parameter_of_the_params_file():
     from clipgs.parameters import parameter_specs
 
-    source = NODE.read_text()
+    source = (ROOT / "clipgs_ros" / "node_parameters.py").read_text()
     assert "for spec in parameter_specs()" in source and "ParameterDescriptor(" in source
     assert "description=spec.help, additional_constraints=spec.constraints" in source
+    assert "declare_settings(self)" in NODE.read_text()
     launch = (ROOT / "launch" / "mapping.launch.py").read_text()
     calls = [n for n in ast.walk(ast.parse(launch)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     declared = [c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"]

@@ -136,14 +136,70 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     session.shutdown(autosave=False)
 
 
-def test_pose_topic_is_interpolated_by_stamp(tmp_path):
-    session = make_session(tmp_path)
-    a, b = np.eye(4), np.eye(4)
-    b[:3, 3] = [1.0, 0.0, 0.0]
-    session.on_pose(1.0, a)
-    session.on_pose(2.0, b)
-    np.testing.assert_allclose(session.pose_from_topic(1.25)[:3, 3], [0.25, 0, 0])
-    assert session.pose_from_topic(5.0) is None
+def make_stream_session(tmp_path, **stream):
+    from clipgs.data.ros_stream import StreamSettings
+
+    params = Parameters(mapper=MapperConfig(iters_per_keyframe=2, w_ssim=0.0, kf_translation_m=0.0),
+                        node=NodeSettings(autosave_path=""), stream=StreamSettings(**stream),
+                        semantics=SemanticSettings(semantic_source="none"))
+    return MappingSession(params)
+
+
+def test_late_poses_on_a_pose_topic_are_waited_for(synth_dir, tmp_path):
+    """Odometry 50 ms behind the images (typical): every pair waits for the pose at its stamp, none is lost."""
+    ds = open_dataset(synth_dir)
+    session = make_stream_session(tmp_path, pose_topic="/odom", pose_wait_s=5.0)
+    session.on_camera_info(messages(ds[0], 0.0)[2])
+    frames = [ds[i] for i in ds.train_indices[:5]]
+    for k, frame in enumerate(frames):
+        t = 1.0 + 0.2 * k
+        color, depth, _ = messages(frame, t)
+        session.on_color(color)
+        session.on_depth(depth)
+        assert session.counters.submitted == k  # this pair waits: no pose at its stamp yet
+        session.on_pose(t, frame.world_from_camera)  # the pose for it arrives after the images
+        assert session.counters.submitted == k + 1
+    assert session.counters.submitted == 5 and session.counters.no_pose == 0
+    assert session.counters.waited_for_pose == 5
+    session.shutdown(autosave=False)
+
+
+def test_pairs_whose_pose_never_comes_are_given_up_after_pose_wait_s(synth_dir, tmp_path):
+    ds = open_dataset(synth_dir)
+    session = make_stream_session(tmp_path, pose_wait_s=0.2)  # poses from tf; none arrives
+    color, depth, info = messages(ds[0], 1.0)
+    session.on_camera_info(info)
+    session.on_color(color)
+    session.on_depth(depth)
+    assert session.counters.no_pose == 0 and len(session.waiting.pairs) == 1  # waiting, nothing blocks
+    session.resolve_waiting(now=session.waiting.pairs[0].arrived + 0.3)
+    assert session.counters.no_pose == 1 and session.waiting.lost["pose_wait_expired"] == 1
+    assert "pose_wait_expired 1" in session.stats_line()
+    session.shutdown(autosave=False)
+
+
+def test_tf_from_transform_messages_maps_a_pair_through_the_frame_chain(synth_dir, tmp_path):
+    from clipgs.geometry import rotmat_to_quat
+    from tests.ros_helpers import Quaternion, TFMessage, Transform, TransformStamped, Vector3
+
+    def tf(parent, child, t, M):
+        w, x, y, z = rotmat_to_quat(M[:3, :3])
+        return TransformStamped(header=header(t, parent), child_frame_id=child, transform=Transform(
+            translation=Vector3(x=M[0, 3], y=M[1, 3], z=M[2, 3]), rotation=Quaternion(x=x, y=y, z=z, w=w)))
+
+    ds = open_dataset(synth_dir)
+    session = make_stream_session(tmp_path, pose_wait_s=5.0)
+    frame = ds[0]
+    color, depth, info = messages(frame, 1.0)
+    session.on_camera_info(info)
+    session.on_color(color)
+    session.on_depth(depth)
+    session.on_transforms(TFMessage(transforms=[tf("base", "camera_color_optical_frame", 0.0, np.eye(4))]).transforms,
+                          static=True)
+    assert session.counters.submitted == 0  # map -> base not known yet: wait
+    for t in (0.9, 1.1):
+        session.on_transforms([tf("map", "base", t, frame.world_from_camera)])
+    assert session.counters.submitted == 1 and session.counters.no_pose == 0
     session.shutdown(autosave=False)
 
 

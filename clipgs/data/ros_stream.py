@@ -1,12 +1,15 @@
 """Turning a ROS-style stream (colour, depth, camera_info, tf or a pose topic) into Frames, without ROS.
 
-The ROS node uses message_filters for synchronisation and tf2 for poses; bag replay uses the classes
-here. Both end in :class:`FrameAssembler`, so a frame from a bag and a frame from a live topic are built
-by the same code.
+The live node and bag replay share these classes (no tf2_ros, no message_filters): colour and depth are
+paired by :class:`ApproxTimePairer`, poses come from a :class:`TransformBuffer` fed by /tf, /tf_static or a
+pose topic, pairs whose pose has not arrived yet wait in :class:`PoseWait`, and :class:`FrameAssembler`
+builds every Frame.
 """
 from __future__ import annotations
 
 import bisect
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +51,16 @@ class StreamSettings(Settings):
                                  at_least(0.0))
     depth_scale: float = setting(1000.0, "16UC1 depth units per metre", greater_than(0.0))
     tf_tolerance_s: float = setting(0.1, "max extrapolation (s) of pose lookups", at_least(0.0))
+    pose_wait_s: float = setting(0.5, "how long (s) an image pair waits for a pose at its stamp (late tf or "
+                                      "odometry); no thread sleeps meanwhile", at_least(0.0))
 
     def validate(self) -> None:
         if not self.map_frame.strip("/"):
             raise SettingsError("setting map_frame must name a frame, got an empty string")
+
+
+class PoseNotYetError(LookupError):
+    """The stamp is newer than the newest transform: the pose may still arrive (late tf / odometry)."""
 
 
 class TransformBuffer:
@@ -84,13 +93,16 @@ class TransformBuffer:
             cut = bisect.bisect_left(stamps, stamps[-1] - self.max_age)
             del stamps[:cut], values[:cut]
 
-    def _edge(self, child: str, stamp: float) -> np.ndarray:
+    def _edge(self, child: str, stamp: float, wait: bool) -> np.ndarray:
         if child in self.static:
             return self.static[child]
         stamps, values = self.series[child]
         i = bisect.bisect_left(stamps, stamp)
         if i < len(stamps) and stamps[i] == stamp:
             return values[i]
+        if wait and i == len(stamps):
+            raise PoseNotYetError(f"no transform {self.parent[child]} -> {child} at t={stamp:.3f} yet (newest "
+                             f"{stamps[-1]:.3f})")
         if i == 0 or i == len(stamps):
             j = 0 if i == 0 else len(stamps) - 1
             if abs(stamps[j] - stamp) > self.tolerance:
@@ -109,19 +121,21 @@ class TransformBuffer:
                 raise LookupError(f"transform tree has a loop at '{frame}'")
         return path
 
-    def lookup(self, target: str, source: str, stamp: float) -> np.ndarray:
-        """target_from_source (4, 4) at ``stamp`` seconds."""
+    def lookup(self, target: str, source: str, stamp: float, wait: bool = False) -> np.ndarray:
+        """target_from_source (4, 4) at ``stamp`` seconds. ``wait``: raise :class:`PoseNotYetError` rather than
+        extrapolate when the stamp is newer than a chain's newest transform (a later sample may bracket it)."""
         target, source = target.lstrip("/"), source.lstrip("/")
         up_s, up_t = self._root_path(source), self._root_path(target)
         common = next((f for f in up_s if f in set(up_t)), None)
         if common is None:
-            raise LookupError(f"frames '{target}' and '{source}' are not connected (known: {sorted(self.parent)})")
+            error = PoseNotYetError if wait else LookupError  # waiting: the tree may still be growing
+            raise error(f"frames '{target}' and '{source}' are not connected (known: {sorted(self.parent)})")
         T_common_source = np.eye(4)
         for child in up_s[: up_s.index(common)]:
-            T_common_source = self._edge(child, stamp) @ T_common_source
+            T_common_source = self._edge(child, stamp, wait) @ T_common_source
         T_common_target = np.eye(4)
         for child in up_t[: up_t.index(common)]:
-            T_common_target = self._edge(child, stamp) @ T_common_target
+            T_common_target = self._edge(child, stamp, wait) @ T_common_target
         return invert_rigid(T_common_target) @ T_common_source
 
 
@@ -152,6 +166,60 @@ class ApproxTimePairer:
             queue.pop(0)
             self.dropped += 1
         return None
+
+
+@dataclass
+class WaitingPair:
+    """A colour/depth pair waiting for its pose; ``arrived``: monotonic seconds when it was paired."""
+
+    stamp: float
+    color: Any
+    depth: Any
+    arrived: float
+    waited: bool = False  # its pose was not there when it was first looked up
+
+
+class PoseWait:
+    """Image pairs waiting (bounded count, bounded time) until a pose at their stamp can be interpolated.
+
+    Pairs leave in stamp order: ``resolve`` hands out every pair whose pose is known, and gives up on a
+    pair after ``wait_s`` (then the pose is looked up once more, allowing the buffer's small extrapolation,
+    before the pair counts as no pose). Nothing blocks: call ``resolve`` when poses or time arrive.
+    """
+
+    def __init__(self, wait_s: float, capacity: int = 16) -> None:
+        self.wait_s, self.capacity = wait_s, capacity
+        self.pairs: list[WaitingPair] = []
+        self.lost: Counter = Counter()  # reason -> pairs given up on
+        self.last_error = ""  # why the last pair was given up on
+
+    def add(self, pair: WaitingPair) -> None:
+        self.pairs.append(pair)
+        self.pairs.sort(key=lambda p: p.stamp)
+        while len(self.pairs) > self.capacity:
+            self.pairs.pop(0)
+            self.lost["queue_full"] += 1
+
+    def resolve(self, lookup: Callable[[WaitingPair, bool], np.ndarray], now: float) -> list[tuple[WaitingPair,
+                                                                                                 np.ndarray]]:
+        """(pair, pose) for each pair ready now, oldest first. ``lookup(pair, wait)`` returns the pose or raises
+        :class:`PoseNotYetError` (wait on) or LookupError (no such pose)."""
+        ready = []
+        while self.pairs:
+            pair = self.pairs[0]
+            expired = now - pair.arrived >= self.wait_s
+            try:
+                pose = lookup(pair, not expired)
+            except PoseNotYetError:
+                pair.waited = True
+                break  # the oldest waits; newer pairs wait behind it (frames stay in stamp order)
+            except LookupError as exc:
+                self.pairs.pop(0)
+                self.lost["pose_wait_expired" if expired else "no_transform"] += 1
+                self.last_error = str(exc)
+                continue
+            ready.append((self.pairs.pop(0), pose))
+        return ready
 
 
 class FrameAssembler:
