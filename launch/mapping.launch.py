@@ -12,19 +12,62 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Launch the clipgs mapping node, optionally with RViz."""
+"""
+Launch the clipgs mapping node, optionally with RViz.
+
+Every argument but params_file, use_sim_time and rviz overrides one node parameter when given;
+left empty, the params file's value stands. Example:
+ros2 launch clipgs_ros mapping.launch.py clip_model:=ViT-B-16 clip_weights:=/w/vit_b_16.bin
+"""
+
+import shutil
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.conditions import IfCondition
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
+# Launch argument -> the node parameter it sets (only when given on the command line).
+OVERRIDES = {
+    'semantic_source': '2D semantics: clip_fast, clip_sam, precomputed or none',
+    'clip_model': 'open_clip architecture, e.g. ViT-B-16 (clipgs-tiny: random test model)',
+    'clip_weights': 'local open_clip checkpoint (never downloaded)',
+    'sam_weights': 'local segment-anything checkpoint (clip_sam)',
+    'vocabulary': 'comma-separated class names',
+    'color_topic': 'sensor_msgs/Image colour topic',
+    'depth_topic': 'sensor_msgs/Image depth topic aligned to colour',
+    'camera_info_topic': 'sensor_msgs/CameraInfo of the colour camera',
+    'map_frame': 'fixed frame of the map and of all outputs',
+    'pose_topic': 'PoseStamped / Odometry topic instead of tf',
+    'autosave_path': 'map written on shutdown',
+}
+
+
+def _nodes(context):
+    share = FindPackageShare('clipgs_ros')
+    use_sim_time = LaunchConfiguration('use_sim_time')
+    given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
+    overrides = {name: value for name, value in given.items() if value != ''}
+    actions = [Node(
+        package='clipgs_ros', executable='mapping_node', name='clipgs_mapping',
+        output='screen',
+        parameters=[LaunchConfiguration('params_file'), {'use_sim_time': use_sim_time},
+                    overrides])]
+    if LaunchConfiguration('rviz').perform(context).lower() in ('true', '1', 'yes'):
+        if shutil.which('rviz2') is None:
+            actions.append(LogInfo(msg='rviz:=true, but rviz2 is not installed (sudo apt install '
+                                       'ros-$ROS_DISTRO-rviz2); mapping without it'))
+        else:
+            actions.append(Node(
+                package='rviz2', executable='rviz2', name='clipgs_rviz', output='log',
+                arguments=['-d', PathJoinSubstitution([share, 'config', 'clipgs.rviz'])],
+                parameters=[{'use_sim_time': use_sim_time}]))
+    return actions
+
 
 def generate_launch_description():
     share = FindPackageShare('clipgs_ros')
-    use_sim_time = LaunchConfiguration('use_sim_time')
     return LaunchDescription([
         DeclareLaunchArgument(
             'params_file', default_value=PathJoinSubstitution([share, 'config', 'mapping.yaml']),
@@ -34,13 +77,7 @@ def generate_launch_description():
             description='use /clock (true when playing a bag with --clock)'),
         DeclareLaunchArgument(
             'rviz', default_value='false', description='start RViz with config/clipgs.rviz'),
-        Node(
-            package='clipgs_ros', executable='mapping_node', name='clipgs_mapping',
-            output='screen',
-            parameters=[LaunchConfiguration('params_file'), {'use_sim_time': use_sim_time}]),
-        Node(
-            package='rviz2', executable='rviz2', name='clipgs_rviz', output='log',
-            arguments=['-d', PathJoinSubstitution([share, 'config', 'clipgs.rviz'])],
-            parameters=[{'use_sim_time': use_sim_time}],
-            condition=IfCondition(LaunchConfiguration('rviz'))),
+        *[DeclareLaunchArgument(name, default_value='', description=f'{text} (empty: params file)')
+          for name, text in OVERRIDES.items()],
+        OpaqueFunction(function=_nodes),
     ])

@@ -55,8 +55,16 @@ def test_node_declares_every_parameter_of_the_params_file():
     assert "declare_settings(self)" in NODE.read_text()
     launch = (ROOT / "launch" / "mapping.launch.py").read_text()
     calls = [n for n in ast.walk(ast.parse(launch)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    declared = [c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"]
+    declared = [c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"
+                and isinstance(c.args[0], ast.Constant)]
     assert declared == ["params_file", "use_sim_time", "rviz"]
+    overrides = next(n.value for n in ast.walk(ast.parse(launch)) if isinstance(n, ast.Assign)
+                     and getattr(n.targets[0], "id", "") == "OVERRIDES")
+    names = [k.value for k in overrides.keys]
+    assert set(names) >= {"semantic_source", "clip_model", "clip_weights", "sam_weights", "vocabulary", "color_topic",
+                          "depth_topic", "camera_info_topic", "map_frame", "pose_topic", "autosave_path"}
+    assert set(names) <= {spec.name for spec in parameter_specs()}  # each sets a real node parameter
+    assert "shutil.which('rviz2') is None" in launch  # rviz:=true without rviz2: a message, no failed launch
     executables = [kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords
                    if kw.arg == "executable"]
     assert executables == ["mapping_node", "rviz2"]

@@ -90,6 +90,14 @@ def test_bag_replay_reproduces_the_dataset(synth_dir, tmp_path):
         ref = ds[i]
         np.testing.assert_allclose(frame.world_from_camera, ref.world_from_camera, atol=1e-6)
         assert np.array_equal(frame.rgb, ref.rgb) and np.abs(frame.depth - ref.depth).max() < 1e-3
+    from rosbags.interfaces import QosDurability, QosReliability
+    from rosbags.rosbag2 import Reader
+
+    with Reader(bag) as reader:  # what `ros2 bag play` republishes with: tf2's static listener needs transient-local
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+    assert all(len(q) == 1 and q[0].reliability == QosReliability.RELIABLE for q in qos.values()), qos
+    assert qos["/tf_static"][0].durability == QosDurability.TRANSIENT_LOCAL
+    assert qos["/tf"][0].durability == QosDurability.VOLATILE and qos["/tf"][0].depth == 100
     w, x, y, z = rotmat_to_quat(frames[0].world_from_camera[:3, :3])
     np.testing.assert_allclose(pose_from_translation_quat(frames[0].world_from_camera[:3, 3], [w, x, y, z]),
                                frames[0].world_from_camera, atol=1e-12)

@@ -41,6 +41,19 @@ def _typestore():
     return get_typestore(Stores.ROS2_JAZZY)
 
 
+def offered_qos(kind: str):
+    """The QoS a live publisher of this stream offers, recorded in the bag so ``ros2 bag play`` republishes with
+    it: /tf_static transient-local (tf2's static listener receives nothing else), /tf reliable with a deep
+    queue, camera topics reliable and volatile as camera drivers offer them."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    durability = QosDurability.TRANSIENT_LOCAL if kind == "tf_static" else QosDurability.VOLATILE
+    depth = {"tf_static": 1, "tf": 100, "pose": 50}.get(kind, 10)
+    never = QosTime(sec=0, nsec=0)  # rosbag2's "default": no deadline, lifespan or lease
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, never, never,
+               QosLiveliness.AUTOMATIC, never, False)
+
+
 def export_bag(dataset: SequenceDataset, out: str | Path, indices: list[int] | None = None,
                settings: StreamSettings | None = None, fps: float = 5.0, body_frame: str = "camera_link",
                optical_frame: str = "camera_color_optical_frame") -> Path:
@@ -82,7 +95,8 @@ def export_bag(dataset: SequenceDataset, out: str | Path, indices: list[int] | N
                   "tf": "/tf", "tf_static": "/tf_static"}
         if settings.pose_topic:  # poses on a PoseStamped topic instead of /tf
             types["pose"], topics["pose"] = "geometry_msgs/msg/PoseStamped", settings.pose_topic
-        conns = {k: writer.add_connection(topics[k], types[k], typestore=ts) for k in types}
+        conns = {k: writer.add_connection(topics[k], types[k], typestore=ts, offered_qos_profiles=[offered_qos(k)])
+                 for k in types}
         static = tf(body_frame, optical_frame, 0.0, body_from_optical())
         write(writer, conns["tf_static"], 0.0, T["tf2_msgs/msg/TFMessage"](transforms=[static]), types["tf_static"])
         optical_from_body = invert_rigid(body_from_optical())
