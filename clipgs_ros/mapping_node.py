@@ -232,26 +232,26 @@ def main(args=None):
     """Run the node; exit 2 with one line naming the parameter when a parameter is wrong."""
     # rclpy's SIGINT handler would invalidate the context before the autosave could log to /rosout.
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node, code = None, 0
     try:
         node = MappingNode()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
     except SettingsError as exc:
         rclpy.logging.get_logger('clipgs_mapping').fatal(f'cannot start: {exc}')
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
+        code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        outcome = node.session.shutdown(autosave=True)  # the context is still valid: /rosout works
-        if outcome:
-            node.get_logger().info(outcome)
-        stop_forwarding(node.log_handler)
-        node.destroy_node()
+        if node is not None:
+            outcome = node.session.shutdown(autosave=True)  # context still valid: /rosout works
+            if outcome:
+                node.get_logger().info(outcome)
+            stop_forwarding(node.log_handler)
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == '__main__':

@@ -166,3 +166,44 @@ def test_runtime_parameters_live_ones_apply_the_rest_are_refused(ros, tmp_path):
     finally:
         node.session.shutdown(autosave=False)
         node.destroy_node()
+
+
+def test_ctrl_c_autosaves_and_logs_it_without_rosout_errors(tmp_path):
+    """The installed entry point, stopped with SIGINT as a user would: autosave, its log line, a clean exit."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(150 + os.getpid() % 50),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "clipgs_ros.mapping_node", "--ros-args", "-p",
+                             "semantic_source:=none", "-p", f"autosave_path:={tmp_path / 'auto.ply'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        lines, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "mapping /camera/color/image_raw" in line or not line:
+                break
+        assert any("mapping /camera/color/image_raw" in line for line in lines), "".join(lines)
+        time.sleep(1.0)  # spinning
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    text = "".join(lines) + out
+    assert proc.returncode == 0, text
+    assert "autosave skipped: the map is empty" in text or "saved" in text, text
+    assert "Failed to publish log message to rosout" not in text and "Traceback" not in text, text
+
+
+def test_a_wrong_parameter_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(150 + os.getpid() % 50)}
+    done = subprocess.run([sys.executable, "-m", "clipgs_ros.mapping_node", "--ros-args", "-p", "max_gaussians:=lots"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot start: setting max_gaussians" in done.stdout + done.stderr and "Traceback" not in done.stderr
