@@ -276,3 +276,25 @@ def test_a_query_too_long_for_clip_is_refused_not_cut(tmp_path, capsys):
     assert main(["query", str(path), "chair " * 2000]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "reads at most 77" in err
+
+
+def test_synth_overwrite_replaces_only_its_own_dataset(tmp_path, capsys):
+    out = tmp_path / "room"
+    assert main(["synth", "--out", str(out), "--frames", "2", "--width", "32", "--height", "24"]) == 0
+    assert main(["synth", "--out", str(out), "--frames", "3", "--width", "32", "--height", "24"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["synth", "--out", str(out), "--frames", "3", "--width", "32", "--height", "24", "--overwrite"]) == 0
+    assert len(open_dataset(out)) == 3
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"precious")
+    assert main(["synth", "--out", str(other), "--frames", "2", "--overwrite"]) == 2
+    assert (other / "holiday.jpg").read_bytes() == b"precious" and "scene.json" in capsys.readouterr().err
+
+
+def test_one_negatives_default_for_cli_viewer_and_node():
+    from clipgs.semantics.query import CANONICAL_NEGATIVES, negative_names
+
+    assert negative_names(["void", "chair", "table", "sofa"], " Chair ") == ["table", "sofa"]
+    assert negative_names(["void", "chair"], "chair") == list(CANONICAL_NEGATIVES)  # nothing else to contrast
+    assert negative_names(["void", "chair", "table"], "chair", "canonical") == list(CANONICAL_NEGATIVES)

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=160)
     p.add_argument("--height", type=int, default=120)
     p.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view, degrees")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier clipgs synth dataset in --out")
     p.add_argument("--noise", choices=["none", "realistic"], default="none",
                    help="realistic: structured-light depth noise, dropouts, invalid edges, 4 m range, exposure and "
                         "pixel noise, odometry drift in traj_w_c.txt (true poses in gt_traj_w_c.txt)")

@@ -10,7 +10,14 @@ def run_synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
 
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
-        raise ValueError(f"--out {args.out} exists and is not an empty folder; choose a new one (nothing was written)")
+        if not (args.overwrite and (args.out / "scene.json").is_file()):
+            why = ("--overwrite replaces only a dataset clipgs synth wrote (it has scene.json)" if args.overwrite
+                   else "choose a new one, or --overwrite to replace an earlier clipgs synth dataset")
+            raise ValueError(f"--out {args.out} exists and is not an empty folder; {why} (nothing was written)")
+        import shutil
+
+        shutil.rmtree(args.out)
+        print(f"removed the earlier synthetic dataset in {args.out}")
 
     out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=args.frames, width=args.width,
                          height=args.height, hfov_deg=args.hfov, noise=args.noise)
