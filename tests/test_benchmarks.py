@@ -39,3 +39,13 @@ def test_long_run_streams_laps_and_sums_up(tmp_path):
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("long run: 28 frames") and "PSNR" in summary and "ATE" in summary
     assert (tmp_path / "room_16_64x48_realistic" / "gt_traj_w_c.txt").is_file()
+
+
+def test_fault_injected_replay_counts_every_fault(tmp_path):
+    out = run("faults.py", "--frames", "40", "--out", str(tmp_path))
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    for fault in ("bad_encoding", "wrong_size", "nan_pose", "stale_stamp", "pose_jump_20m"):
+        injected, counted = (rows[fault].split("|")[k].strip() for k in (2, 3))
+        assert int(injected) > 0 and int(counted.split(" x ")[0]) > 0, rows[fault]
+    assert "pose_jump" in rows["pose_jump_20m"] and "timestamp_backwards" in rows["stale_stamp"]
+    assert out.strip().splitlines()[-1].startswith("faults: PSNR clean")
