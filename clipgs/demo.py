@@ -1,7 +1,6 @@
 """The offline demo behind ``make demo``: synthetic room -> online mapping -> held-out evaluation and images."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, save_semantics
-from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
+from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup, teacher_notes
 from clipgs.semantics.query import describe_instances, query_map, write_query_images
 from clipgs.semantics.trainer import SemanticTrainer
 
@@ -40,7 +39,7 @@ def ensure_scene(folder: Path, **settings) -> Path:
 
 
 def run_demo(out: str | Path, config: MapperConfig | None = None, training: SemanticTrainingConfig | None = None,
-             scene_settings: dict | None = None, query: str = "chair") -> dict:
+             scene_settings: dict | None = None, query: str = "chair", teacher_kind: str = "realistic") -> dict:
     """Map the synthetic room with the simulated CLIP teacher (with and without 3DCS), score the held-out
     views (PSNR, depth, mIoU), answer a text query; writes PNGs, map.ply(+semantics) and metrics.json."""
     out = Path(out)
@@ -49,7 +48,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
     print(ds.summary())
     print("classes:", ", ".join(f"{i}:{c}" for i, c in enumerate(ds.classes or [])))
     config, training = config or MapperConfig(), training or SemanticTrainingConfig()
-    teacher, text, vocab = simulated_setup(ds)
+    teacher, text, vocab = simulated_setup(ds, corruption=default_corruption(teacher_kind))
     print(f"2D teacher (simulated SAM + CLIP): {teacher.corruption.describe()}")
 
     semantic_runs = {}
@@ -59,7 +58,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
         mapper, summary = map_dataset(ds, config, trainer=trainer)
         snap = mapper.snapshot()
         model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab,
-                              {"teacher": dataclasses.asdict(teacher.corruption), "dcs_every": dcs_every})
+                              {"teacher": teacher_notes(teacher.corruption), "dcs_every": dcs_every})
         semantic_runs[name] = (snap.gaussians, model, summary)
     gmap, model, summary = semantic_runs["map with 3DCS"]
     map_path = save_ply(gmap, out / "map.ply")

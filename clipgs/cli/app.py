@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; simulated: a teacher made from a synthetic scene's ground truth")
     p.add_argument("--semantics-dir", type=Path, default=None, help="folder written by clipgs extract")
     _add_model_arguments(p)
-    p.add_argument("--wrong-fraction", type=float, default=0.3, help="simulated teacher: masks with a wrong class")
+    p.add_argument("--teacher", choices=["realistic", "uniform"], default="realistic",
+                   help="simulated teacher: realistic errs like SAM + CLIP (confusions that repeat across views, "
+                        "noisy image-like embeddings, merged and split masks); uniform: a random wrong class per "
+                        "view for --wrong-fraction of the masks")
+    p.add_argument("--wrong-fraction", type=float, default=0.3, help="uniform teacher: masks with a wrong class")
     p.set_defaults(func=data.run_map)
 
     p = sub.add_parser("extract", help="run a 2D semantic source once and store masks + embeddings per frame")
@@ -147,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="synthetic scene -> Gaussian map -> rendered held-out view")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--teacher", choices=["realistic", "uniform"], default="realistic",
+                   help="simulated 2D teacher: realistic (errs like SAM + CLIP) or uniform (random per view)")
     p.set_defaults(func=maps.run_demo)
     return parser
 

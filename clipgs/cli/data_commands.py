@@ -36,7 +36,6 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_map(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from clipgs.data.dataset import open_dataset
     from clipgs.data.rosbag_io import BagReplay, is_bag
@@ -64,14 +63,13 @@ def run_map(args: argparse.Namespace) -> int:
         frames, total, classes = ds.readable_frames(indices, unreadable, args.strict), len(indices), ds.classes
     if args.semantics == "simulated":
         from clipgs.semantics.factory import SemanticStack
-        from clipgs.semantics.pipeline import simulated_setup
-        from clipgs.semantics.sources import TeacherCorruption
+        from clipgs.semantics.pipeline import default_corruption, simulated_setup, teacher_notes
 
-        corruption = TeacherCorruption(wrong_fraction=args.wrong_fraction)
+        corruption = default_corruption(args.teacher, wrong_fraction=args.wrong_fraction)
         teacher, text, vocab = simulated_setup(ds, args.text_model, corruption)
         stack = SemanticStack(teacher, text, list(ds.classes), vocab,
                               f"simulated teacher ({corruption.describe()}), text model {args.text_model}")
-        notes["teacher"] = dataclasses.asdict(corruption)
+        notes["teacher"] = teacher_notes(corruption)
     elif args.semantics != "none":
         from clipgs.semantics.factory import build_semantics
 
@@ -183,15 +181,14 @@ def run_eval(args: argparse.Namespace) -> int:
 def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
     from clipgs.mapping.ply import MapFileError
     from clipgs.semantics.model import load_semantics
-    from clipgs.semantics.pipeline import evaluate_semantics
-    from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
+    from clipgs.semantics.pipeline import evaluate_semantics, teacher_from_notes
 
     model = load_semantics(map_path, gmap)
     if model is None:
         raise MapFileError(f"{map_path}: no semantic model beside it; map with --semantics to get one")
     teacher = None
     if "teacher" in model.notes and ds[0].instances is not None:
-        teacher = SimulatedTeacher(model.vocabulary_embeddings, TeacherCorruption(**model.notes["teacher"]))
+        teacher = teacher_from_notes(model.notes["teacher"], model.vocabulary_embeddings, model.vocabulary)
     panels = (json_path.parent if json_path else map_path.parent) / "semantic_panels"
     sem = evaluate_semantics(gmap, model, ds, teacher, panels_dir=panels)
     line = f"semantic (held-out, {sem['views']} views): map mIoU {100 * sem['map_miou']:.1f}, pixel acc " \

@@ -67,5 +67,5 @@ def run_params(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from clipgs.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, teacher_kind=args.teacher)
     return 0

@@ -16,6 +16,7 @@ from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render.api import RenderOutput
 from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.realistic_teacher import RealisticCorruption, RealisticTeacher
 from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
@@ -27,14 +28,47 @@ def vocabulary_embeddings(text: TextEncoder, classes: list[str]) -> Tensor:
     return torch.cat([torch.zeros(1, emb.shape[1]), emb])
 
 
+Corruption = TeacherCorruption | RealisticCorruption
+Teacher = SimulatedTeacher | RealisticTeacher
+TEACHERS = ("realistic", "uniform")  # realistic: errs like SAM + CLIP (systematic); uniform: random per view
+
+
+def make_teacher(vocab: Tensor, classes: list[str], corruption: Corruption) -> Teacher:
+    """The simulated teacher a corruption describes (RealisticCorruption -> RealisticTeacher)."""
+    if isinstance(corruption, RealisticCorruption):
+        return RealisticTeacher(vocab, classes, corruption)
+    return SimulatedTeacher(vocab, corruption)
+
+
+def teacher_notes(corruption: Corruption) -> dict:
+    """What a saved semantic model records of its teacher (``teacher_from_notes`` rebuilds it)."""
+    kind = "realistic" if isinstance(corruption, RealisticCorruption) else "uniform"
+    return {"kind": kind, **asdict(corruption)}
+
+
+def teacher_from_notes(notes: dict, vocab: Tensor, classes: list[str]) -> Teacher:
+    settings = dict(notes)
+    kind = settings.pop("kind", "uniform")
+    corruption = RealisticCorruption(**settings) if kind == "realistic" else TeacherCorruption(**settings)
+    return make_teacher(vocab, classes, corruption)
+
+
+def default_corruption(kind: str = "realistic", seed: int = 0, wrong_fraction: float = 0.3) -> Corruption:
+    if kind not in TEACHERS:
+        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)}, got {kind!r}")
+    return RealisticCorruption(seed=seed) if kind == "realistic" else \
+        TeacherCorruption(wrong_fraction=wrong_fraction, seed=seed)
+
+
 def simulated_setup(dataset: SequenceDataset, text_model: str = "clipgs-tiny",
-                    corruption: TeacherCorruption | None = None) -> tuple[SimulatedTeacher, TextEncoder, Tensor]:
-    """Teacher, text encoder and vocabulary for a synthetic dataset (needs classes.txt and instances)."""
+                    corruption: Corruption | None = None) -> tuple[Teacher, TextEncoder, Tensor]:
+    """Teacher, text encoder and vocabulary for a synthetic dataset (needs classes.txt and instances).
+    Without a ``corruption``: the uniform teacher (random wrong class per view) with its defaults."""
     if not dataset.classes:
         raise ValueError(f"{dataset.root}: no classes.txt; the simulated teacher needs the class names")
     text = TextEncoder(text_model)
     vocab = vocabulary_embeddings(text, dataset.classes)
-    return SimulatedTeacher(vocab, corruption or TeacherCorruption()), text, vocab
+    return make_teacher(vocab, list(dataset.classes), corruption or TeacherCorruption()), text, vocab
 
 
 def teacher_labels(obs: MaskEmbeddings) -> np.ndarray:
@@ -59,7 +93,7 @@ def render_labels(gmap: GaussianMap, model: SemanticModel, camera: Camera) -> tu
 
 
 def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: SequenceDataset,
-                       teacher: SimulatedTeacher | None = None, indices: list[int] | None = None,
+                       teacher: Teacher | None = None, indices: list[int] | None = None,
                        panels_dir: str | Path | None = None) -> dict:
     """mIoU and pixel accuracy (per image, class 0 ignored) of the map, and of the teacher on the same views."""
     indices = dataset.test_indices if indices is None else indices
