@@ -197,5 +197,15 @@ def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
         line += (f" | 2D teacher mIoU {100 * sem['teacher_miou']:.1f}, pixel acc {100 * sem['teacher_pixel_acc']:.1f}"
                  f" ({teacher.corruption.describe()})")
     print(line + f" | semantic render {sem['semantic_render_fps']:.1f} FPS")
+    if ds[0].instances is not None:
+        from clipgs.semantics.query_metrics import score_queries
+        from clipgs.semantics.text import TextEncoder
+
+        q = score_queries(gmap, model, ds, TextEncoder.from_identity(model.text_encoder)).summary()
+        sem["queries"] = q
+        print(f"queries (each class name, other names as negatives): 2D per-query mIoU {100 * q['query_miou']:.1f}, "
+              f"localisation {100 * q['localisation_acc']:.1f} % ({q['classes_2d']} classes); 3D precision "
+              f"{q['precision_3d']:.2f}, recall {q['recall_3d']:.2f} ({q['objects_3d']} objects, centroid within "
+              f"0.3 m), median centroid error {q['median_error_m']:.3f} m")
     print(f"panels (ground truth | teacher | map): {panels}")
     return sem

@@ -1,0 +1,120 @@
+"""Field-standard scores of text queries against ground truth: 2D (per-query IoU, LERF-style localisation)
+and 3D (precision / recall of returned objects, centroid error).
+
+2D, per held-out view and per class present in it: the query's mask IoU with the class's pixels, and a hit when
+the most relevant pixel falls inside them (localisation accuracy, as LERF reports it). 3D, per object class: a
+returned object counts when its centroid lies within ``radius_m`` of a ground-truth instance of that class
+not matched yet (greedy, strongest object first); precision = counted / returned, recall = counted / present.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from clipgs.data.dataset import SequenceDataset
+from clipgs.geometry import unproject_depth
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.query import QueryInstance, negative_names, query_map
+from clipgs.semantics.text import TextEncoder
+
+STUFF = {"void", "wall", "floor", "ceiling"}  # no single place to point at: left out of 3D scores
+
+
+def mask_iou(mask: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of two (H, W) bool masks (1.0 when both are empty)."""
+    union = np.logical_or(mask, truth).sum()
+    return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
+
+
+def localisation_hit(relevancy: np.ndarray, truth: np.ndarray) -> bool:
+    """LERF's localisation: does the most relevant pixel of (H, W) ``relevancy`` fall inside ``truth``?"""
+    return bool(truth.reshape(-1)[int(np.argmax(relevancy))])
+
+
+def match_objects(found: list[np.ndarray], truth: list[np.ndarray], radius_m: float = 0.3) -> list[float]:
+    """Greedy matching, strongest found object first: each takes the nearest unmatched ground-truth centroid
+    within ``radius_m``. Returns the matched centroid errors (m), one per matched object."""
+    free = list(range(len(truth)))
+    errors = []
+    for centroid in found:
+        if not free:
+            break
+        dist = [float(np.linalg.norm(centroid - truth[j])) for j in free]
+        best = int(np.argmin(dist))
+        if dist[best] <= radius_m:
+            errors.append(dist[best])
+            free.pop(best)
+    return errors
+
+
+@dataclass
+class QueryScores:
+    """Per class name: 2D IoUs and localisation hits over views; 3D counts and matched errors."""
+
+    iou: dict[str, list[float]] = field(default_factory=dict)
+    hits: dict[str, list[bool]] = field(default_factory=dict)
+    returned: dict[str, int] = field(default_factory=dict)
+    present: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """query_miou, localisation_acc (2D, mean over classes); precision, recall, median_error_m (3D)."""
+        matched = sum(len(v) for v in self.errors.values())
+        all_errors = [e for v in self.errors.values() for e in v]
+        return {"query_miou": float(np.mean([np.mean(v) for v in self.iou.values()])) if self.iou else float("nan"),
+                "localisation_acc": float(np.mean([np.mean(v) for v in self.hits.values()])) if self.hits
+                else float("nan"),
+                "precision_3d": matched / max(1, sum(self.returned.values())),
+                "recall_3d": matched / max(1, sum(self.present.values())),
+                "median_error_m": float(np.median(all_errors)) if all_errors else float("nan"),
+                "classes_2d": len(self.iou), "objects_3d": sum(self.present.values())}
+
+
+def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, list[np.ndarray]]:
+    """Class name -> centroids (3,) m of its object instances, from training frames' instance maps + depth."""
+    points: dict[int, list[np.ndarray]] = {}
+    owner: dict[int, int] = {}
+    for i in ds.train_indices[::stride]:
+        f = ds[i]
+        if f.instances is None or f.labels is None:
+            raise ValueError(f"{ds.root}: frame {i} has no instance / class labels to score queries against")
+        pts, v, u = unproject_depth(f.depth, f.K, f.world_from_camera)
+        inst, cls = f.instances[v, u], f.labels[v, u]
+        for k in np.unique(inst[inst > 0]):
+            points.setdefault(int(k), []).append(pts[inst == k])
+            owner[int(k)] = int(np.bincount(cls[inst == k]).argmax())
+    out: dict[str, list[np.ndarray]] = {}
+    for k, chunks in points.items():
+        out.setdefault(ds.classes[owner[k]], []).append(np.concatenate(chunks).mean(0))
+    return out
+
+
+@torch.no_grad()
+def score_queries(gmap: GaussianMap, model: SemanticModel, ds: SequenceDataset, text: TextEncoder,
+                  radius_m: float = 0.3) -> QueryScores:
+    """Query every class name of the map's vocabulary (negatives: the other names) on the held-out views (2D)
+    and in 3D, and score against ground truth."""
+    names = model.vocabulary[1:]
+    emb = dict(zip(names, text.encode(names)))
+    negatives = {name: text.encode(negative_names(model.vocabulary, name)) for name in names}
+    scores = QueryScores()
+    for i in ds.test_indices:
+        f = ds[i]
+        for k, name in enumerate(names, start=1):
+            truth = f.labels == k
+            if not truth.any():
+                continue
+            answer = query_map(gmap, model.decoder, emb[name], negatives[name], f.camera)
+            scores.iou.setdefault(name, []).append(mask_iou(answer.mask, truth))
+            scores.hits.setdefault(name, []).append(localisation_hit(answer.relevancy, truth))
+    truth3d = ground_truth_instances(ds)
+    for name in names:
+        if name in STUFF or name not in truth3d:
+            continue
+        instances: list[QueryInstance] = query_map(gmap, model.decoder, emb[name], negatives[name], None).instances
+        scores.returned[name], scores.present[name] = len(instances), len(truth3d[name])
+        scores.errors[name] = match_objects([inst.centroid for inst in instances], truth3d[name], radius_m)
+    return scores
