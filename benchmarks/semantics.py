@@ -29,16 +29,15 @@ import torch
 from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera
 from clipgs.demo import DEMO_SCENE, ensure_scene
-from clipgs.geometry import scale_intrinsics, unproject_depth
+from clipgs.geometry import scale_intrinsics
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, load_semantics
-from clipgs.semantics.pipeline import evaluate_semantics, simulated_setup
-from clipgs.semantics.query import query_map
+from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
+from clipgs.semantics.query_metrics import score_queries
 from clipgs.semantics.sac import SemanticDecoder
-from clipgs.semantics.sources import TeacherCorruption
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.trainer import SemanticTrainer
 
@@ -51,10 +50,10 @@ LADDER = [
 DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the query and d tables use it
 
 
-def run(ds, text, vocab, wrong: float, seed: int, **training):
-    """Map the room with the simulated teacher (``training``: SemanticTrainingConfig overrides); returns
-    (map, semantic model, evaluation, seconds)."""
-    teacher = simulated_setup(ds, text.model_name, TeacherCorruption(wrong_fraction=wrong, seed=seed))[0]
+def run(ds, text, vocab, kind: str, wrong: float, seed: int, **training):
+    """Map the room with a simulated teacher (``kind`` realistic or uniform; ``training``:
+    SemanticTrainingConfig overrides); returns (map, semantic model, evaluation, seconds)."""
+    teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
     trainer = SemanticTrainer(SemanticTrainingConfig(**training), teacher, vocab)
     t0 = time.perf_counter()
     mapper, _ = map_dataset(ds, MapperConfig(seed=seed), progress=False, trainer=trainer)
@@ -64,69 +63,21 @@ def run(ds, text, vocab, wrong: float, seed: int, **training):
     return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
 
 
-def query_iou(gmap, model, ds, text) -> dict[str, float]:
-    """Mean IoU of each class name's query mask with that class's ground truth over held-out views."""
-    out: dict[str, list[float]] = {}
-    names = model.vocabulary[1:]
-    emb = text.encode(names)
-    for i in ds.test_indices:
-        f = ds[i]
-        for k, name in enumerate(names, start=1):
-            gt = f.labels == k
-            if not gt.any():
-                continue
-            negatives = torch.cat([emb[: k - 1], emb[k:]])
-            mask = query_map(gmap, model.decoder, emb[k - 1], negatives, f.camera).mask
-            out.setdefault(name, []).append(float((mask & gt).sum() / max((mask | gt).sum(), 1)))
-    return {k: float(np.mean(v)) for k, v in out.items()}
-
-
-STUFF = {"void", "wall", "floor", "ceiling"}  # no single place to point at
-
-
-def ground_truth_instances(ds, stride: int = 3) -> dict[str, list[np.ndarray]]:
-    """Class name -> centroids (3,) m of its object instances, from the training frames' instance maps + depth."""
-    points: dict[int, list[np.ndarray]] = {}
-    owner: dict[int, int] = {}
-    for i in ds.train_indices[::stride]:
-        f = ds[i]
-        pts, v, u = unproject_depth(f.depth, f.K, f.world_from_camera)
-        inst, cls = f.instances[v, u], f.labels[v, u]
-        for k in np.unique(inst[inst > 0]):
-            points.setdefault(int(k), []).append(pts[inst == k])
-            owner[int(k)] = int(np.bincount(cls[inst == k]).argmax())
-    out: dict[str, list[np.ndarray]] = {}
-    for k, chunks in points.items():
-        out.setdefault(ds.classes[owner[k]], []).append(np.concatenate(chunks).mean(0))
-    return out
-
-
-def query_localisation(gmap, model, ds, text, radius_m: float = 0.3) -> list[tuple[str, int, int, int, float]]:
-    """Per object class: (name, ground-truth instances, found ones, extra instances, strongest one's error m)."""
-    truth = ground_truth_instances(ds)
-    names = model.vocabulary[1:]
-    emb = text.encode(names)
-    rows = []
-    for k, name in enumerate(names):
-        if name in STUFF or name not in truth:
-            continue
-        answer = query_map(gmap, model.decoder, emb[k], torch.cat([emb[:k], emb[k + 1:]]), None)
-        gt = np.stack(truth[name])
-        dist = np.array([[np.linalg.norm(i.centroid - g) for g in gt] for i in answer.instances]).reshape(-1, len(gt))
-        found = int((dist.min(0, initial=np.inf) < radius_m).sum())
-        extra = int((dist.min(1, initial=np.inf) >= radius_m).sum())
-        error = float(dist[0].min()) if len(dist) else float("nan")
-        rows.append((name, len(gt), found, extra, error))
-    return rows
-
-
-def print_localisation(rows: list[tuple[str, int, int, int, float]], what: str) -> None:
-    print(f"| 3D query ({what}) | objects | found (centroid < 0.3 m) | extra | strongest: error m |")
-    print("|---|---|---|---|---|")
-    for name, n, found, extra, error in rows:
-        print(f"| {name} | {n} | {found} | {extra} | {error:.3f} |")
-    print(f"| all | {sum(r[1] for r in rows)} | {sum(r[2] for r in rows)} | {sum(r[3] for r in rows)} | "
-          f"median {np.nanmedian([r[4] for r in rows]):.3f} |\n", flush=True)
+def print_queries(gmap, model, ds, text, what: str) -> dict:
+    """The field-standard query table (clipgs.semantics.query_metrics), per class and overall."""
+    scores = score_queries(gmap, model, ds, text)
+    print(f"| query ({what}) | 2D IoU | localisation | 3D objects | returned | matched | error m |")
+    print("|---|---|---|---|---|---|---|")
+    for name in scores.iou:
+        n3 = scores.present.get(name)
+        errs = scores.errors.get(name, [])
+        cells = (f"{n3} | {scores.returned[name]} | {len(errs)} | {np.median(errs):.3f}" if n3 and errs else
+                 f"{n3} | {scores.returned[name]} | 0 | -" if n3 else "- | - | - | -")
+        print(f"| {name} | {np.mean(scores.iou[name]):.2f} | {np.mean(scores.hits[name]):.2f} | {cells} |")
+    s = scores.summary()
+    print(f"| all | {s['query_miou']:.2f} | {s['localisation_acc']:.2f} | {s['objects_3d']} | precision "
+          f"{s['precision_3d']:.2f} | recall {s['recall_3d']:.2f} | median {s['median_error_m']:.3f} |\n", flush=True)
+    return s
 
 
 @torch.no_grad()
@@ -185,7 +136,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 16, 32])
-    parser.add_argument("--wrong-fraction", type=float, default=0.3)
+    parser.add_argument("--teachers", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
+    parser.add_argument("--wrong-fraction", type=float, default=0.3, help="uniform teacher: masks with a wrong class")
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
     parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
                         "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
@@ -195,7 +147,7 @@ def main() -> int:
         gmap, model = load_ply(args.map), load_semantics(args.map)
         ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
         text = TextEncoder.from_identity(model.text_encoder)
-        print_localisation(query_localisation(gmap, model, ds, text), str(args.map))
+        print_queries(gmap, model, ds, text, str(args.map))
         timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
     default = SemanticTrainingConfig()
@@ -203,42 +155,42 @@ def main() -> int:
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     _, text, vocab = simulated_setup(ds)
     print(ds.summary())
-    print(f"teacher: {TeacherCorruption(wrong_fraction=args.wrong_fraction).describe()} (seed varies); "
-          f"text model {text.model_name} (D={vocab.shape[1]}); seeds {args.seeds}; "
-          "defaults = SemanticTrainingConfig()\n")
+    described = "; ".join(default_corruption(k, wrong_fraction=args.wrong_fraction).describe() for k in args.teachers)
+    print(f"teachers: {described} (seed varies); text model {text.model_name} (D={vocab.shape[1]}); "
+          f"seeds {args.seeds}; defaults = SemanticTrainingConfig()\n")
 
-    print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | mIoU | pixel acc | mapping s |")
-    print("|---|---|---|---|")
-    results, first = {}, None
-    for name, config in LADDER:
-        runs = [run(ds, text, vocab, args.wrong_fraction, s, **config) for s in args.seeds]
-        results[name] = runs
-        if first is None:
-            teacher = [r[2] for r in runs]
-            print(f"| 2D teacher | {mean_spread([t['teacher_miou'] for t in teacher])} | "
-                  f"{mean_spread([t['teacher_pixel_acc'] for t in teacher])} | - |")
-            first = runs
-        print(f"| {name} | {mean_spread([r[2]['map_miou'] for r in runs])} | "
-              f"{mean_spread([r[2]['map_pixel_acc'] for r in runs])} | {np.mean([r[3] for r in runs]):.0f} |",
-              flush=True)
-
+    print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | teacher | mIoU | pixel acc | mapping s |")
+    print("|---|---|---|---|---|")
+    results = {}
+    for kind in args.teachers:
+        for k, (name, config) in enumerate(LADDER):
+            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, **config) for s in args.seeds]
+            results[kind, name] = runs
+            if k == 0:
+                teacher = [r[2] for r in runs]
+                print(f"| 2D teacher | {kind} | {mean_spread([t['teacher_miou'] for t in teacher])} | "
+                      f"{mean_spread([t['teacher_pixel_acc'] for t in teacher])} | - |")
+            print(f"| {name} | {kind} | {mean_spread([r[2]['map_miou'] for r in runs])} | "
+                  f"{mean_spread([r[2]['map_pixel_acc'] for r in runs])} | {np.mean([r[3] for r in runs]):.0f} |",
+                  flush=True)
+    print()
     chosen = DEFAULT_ROW
-    gmap, model, _, _ = results[chosen][0]
-    ious = query_iou(gmap, model, ds, text)
-    print(f"\nquery IoU ({chosen}, seed {args.seeds[0]}, vocabulary negatives), mean over {len(ious)} classes: "
-          f"{np.mean(list(ious.values())):.3f}")
-    print(", ".join(f"{k} {v:.2f}" for k, v in sorted(ious.items())) + "\n", flush=True)
-    print_localisation(query_localisation(gmap, model, ds, text), f"{chosen}, seed {args.seeds[0]}")
+    for kind in args.teachers:
+        gmap, model, _, _ = results[kind, chosen][0]
+        print_queries(gmap, model, ds, text, f"{chosen}, {kind} teacher, seed {args.seeds[0]}")
+    kind = args.teachers[0]
+    gmap, model, _, _ = results[kind, chosen][0]
 
     config = dict(LADDER)[chosen]
     full_d = vocab.shape[1]
-    miou = {SemanticTrainingConfig().sem_dim: results[chosen][0][2]["map_miou"]}
+    miou = {SemanticTrainingConfig().sem_dim: results[kind, chosen][0][2]["map_miou"]}
     for d in args.dims:
         if d not in miou:
-            miou[d] = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=d, **config)[2]["map_miou"]
-    full = run(ds, text, vocab, args.wrong_fraction, args.seeds[0], sem_dim=full_d, sem_hidden=0, **config)
+            miou[d] = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], sem_dim=d,
+                          **config)[2]["map_miou"]
+    full = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], sem_dim=full_d, sem_hidden=0, **config)
     miou[full_d] = full[2]["map_miou"]
-    print(f"attribute size ({chosen}, seed {args.seeds[0]}):")
+    print(f"attribute size ({chosen}, {kind} teacher, seed {args.seeds[0]}):")
     timing_table(gmap, timing_cameras(ds), args.dims, miou, full_d)
     return 0
 

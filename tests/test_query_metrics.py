@@ -15,13 +15,19 @@ def test_mask_iou_by_hand():
     assert mask_iou(a, a) == 1.0 and mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
 
 
-def test_localisation_hit_uses_the_most_relevant_pixel():
-    rel = np.zeros((3, 3))
-    rel[2, 1] = 0.9
-    rel[0, 0] = 0.5
-    truth = np.zeros((3, 3), bool)
-    truth[2, :] = True
+def test_localisation_hit_uses_the_most_relevant_region():
+    rel = np.zeros((12, 12))
+    rel[8:11, 4:7] = 0.9  # a relevant region ...
+    rel[0, 0] = 1.0  # ... and one stray pixel: a raw argmax would pick it
+    truth = np.zeros((12, 12), bool)
+    truth[8:11, 3:8] = True
     assert localisation_hit(rel, truth) and not localisation_hit(rel, ~truth)
+    assert not localisation_hit(rel, truth, window=1)  # the raw argmax: the stray pixel
+    tied = np.zeros((12, 12))
+    tied[:, 6:] = 1.0  # saturated over half the image: the middle of it, not its first pixel, decides
+    right = np.zeros((12, 12), bool)
+    right[3:9, 7:11] = True
+    assert localisation_hit(tied, right)
 
 
 def test_greedy_matching_within_radius_each_truth_once():

@@ -29,9 +29,19 @@ def mask_iou(mask: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(mask, truth).sum() / union) if union else 1.0
 
 
-def localisation_hit(relevancy: np.ndarray, truth: np.ndarray) -> bool:
-    """LERF's localisation: does the most relevant pixel of (H, W) ``relevancy`` fall inside ``truth``?"""
-    return bool(truth.reshape(-1)[int(np.argmax(relevancy))])
+def localisation_hit(relevancy: np.ndarray, truth: np.ndarray, window: int = 5) -> bool:
+    """LERF's localisation: does the most relevant pixel of (H, W) ``relevancy`` fall inside ``truth``?
+
+    Relevancy is box-averaged over ``window`` pixels first, and remaining ties go to the pixel nearest their
+    centre: relevancy saturates at 1 over whole objects, and a raw argmax would pick the first of many tied
+    pixels (the top-left one) rather than the middle of a region."""
+    from scipy.ndimage import uniform_filter
+
+    smooth = uniform_filter(np.asarray(relevancy, np.float64), size=window, mode="constant") if window > 1 \
+        else np.asarray(relevancy, np.float64)
+    ys, xs = np.nonzero(smooth >= smooth.max() - 1e-9)  # still tied: the one nearest the ties' centre
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return bool(truth[ys[k], xs[k]])
 
 
 def match_objects(found: list[np.ndarray], truth: list[np.ndarray], radius_m: float = 0.3) -> list[float]:
