@@ -2,6 +2,8 @@
 
 - ``clip_sam``: segment-anything's automatic mask generator (local checkpoint), CLIP per mask;
 - ``clip_fast``: graph-based segmentation (Felzenszwalb) of colour + depth, fast on a CPU;
+- ``clip_dense``: the same segments, embedded from one forward pass of the image tower over the whole frame
+  (MaskCLIP: patch tokens through the last block's value path and the image projection), pooled per segment;
 - ``precomputed``: masks and embeddings written earlier by ``clipgs extract`` (e.g. SAM + CLIP run once
   on a GPU machine), read per frame.
 Each mask's embedding is CLIP's image embedding of the masked crop (outside the mask set to grey,
@@ -100,6 +102,85 @@ class MaskCLIPEmbedder:
             batch = torch.stack([self.preprocess(c) for c in crops[start:start + self.batch]]).to(self.device)
             out.append(F.normalize(self.net.encode_image(batch).float(), dim=-1).cpu())
         return torch.cat(out) if out else torch.zeros(0, self.net.text_projection.shape[1])
+
+
+class DenseCLIPEmbedder:
+    """Dense CLIP features of a whole frame in one pass (MaskCLIP): every patch token lands in the text space.
+
+    The last transformer block's query-key attention and MLP are skipped: its value path (in-projection of
+    values, out-projection) feeds ``ln_post`` and the image projection directly, which keeps each token's
+    own content instead of the image-level summary. The frame is resized so its short side is the model's
+    input size (224 for ViT-B-16) and both sides are whole patches; positional embeddings are interpolated.
+    """
+
+    def __init__(self, model: str = "clipgs-tiny", weights: str | Path | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu", short_side: int | None = None) -> None:
+        self.net, _, _ = load_open_clip(model, weights, seed, device)
+        visual = self.net.visual
+        if not hasattr(visual, "conv1") or getattr(visual, "attn_pool", None) is not None or visual.proj is None:
+            raise ValueError(f"clip_dense needs a plain ViT open_clip model (e.g. ViT-B-16); {model} is not one")
+        self.device = torch.device(device)
+        self.patch = int(visual.conv1.kernel_size[0])
+        self.short_side = short_side or int(min(visual.image_size))
+        cfg = getattr(visual, "preprocess_cfg", {})
+        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073))).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711))).view(1, 3, 1, 1)
+
+    def grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid (rows, cols) for a frame of this size."""
+        scale = self.short_side / min(height, width)
+        return max(1, round(height * scale / self.patch)), max(1, round(width * scale / self.patch))
+
+    @torch.no_grad()
+    def __call__(self, rgb: np.ndarray) -> torch.Tensor:
+        """rgb (H, W, 3) uint8 -> (rows, cols, D) unit features (CPU), one per patch."""
+        v = self.net.visual
+        rows, cols = self.grid(*rgb.shape[:2])
+        img = torch.tensor(rgb).permute(2, 0, 1)[None].float() / 255.0
+        img = F.interpolate(img, size=(rows * self.patch, cols * self.patch), mode="bilinear", align_corners=False,
+                            antialias=True)
+        x = v.conv1(((img - self.mean) / self.std).to(self.device, v.conv1.weight.dtype))  # (1, width, rows, cols)
+        x = x.flatten(2).transpose(1, 2)
+        pos = v.positional_embedding.to(x.dtype)
+        side = round((pos.shape[0] - 1) ** 0.5)
+        grid_pos = F.interpolate(pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2), size=(rows, cols),
+                                 mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(rows * cols, -1)
+        cls = v.class_embedding.to(x.dtype).reshape(1, 1, -1) + pos[:1]
+        x = v.ln_pre(torch.cat([cls, x + grid_pos], dim=1))
+        blocks = v.transformer.resblocks
+        for block in blocks[:-1]:
+            x = block(x)
+        last, width = blocks[-1], x.shape[-1]
+        values = F.linear(last.ln_1(x), last.attn.in_proj_weight[2 * width:], last.attn.in_proj_bias[2 * width:])
+        x = v.ln_post(last.attn.out_proj(values)[:, 1:])
+        return F.normalize((x @ v.proj).float(), dim=-1).reshape(rows, cols, -1).cpu()
+
+
+def pool_patches(features: torch.Tensor, mask_ids: np.ndarray) -> torch.Tensor:
+    """(rows, cols, D) patch features and (H, W) mask ids -> (M, D) unit embeddings: each mask's patches,
+    weighted by how many of its pixels fall in each (exact area weights, no upsampled feature map)."""
+    rows, cols, dim = features.shape
+    h, w = mask_ids.shape
+    n = int(mask_ids.max()) + 1 if mask_ids.size and mask_ids.max() >= 0 else 0
+    if n == 0:
+        return torch.zeros(0, dim)
+    py = (np.arange(h) * rows // h)[:, None]
+    px = (np.arange(w) * cols // w)[None, :]
+    patch = (py * cols + px)[mask_ids >= 0]
+    weights = np.zeros((n, rows * cols), np.float32)
+    np.add.at(weights, (mask_ids[mask_ids >= 0], patch), 1.0)
+    return F.normalize(torch.from_numpy(weights) @ features.reshape(-1, dim), dim=-1)
+
+
+class ClipDenseSource:
+    """``clip_dense``: Felzenszwalb segments of colour + depth, each embedded from one dense CLIP pass."""
+
+    def __init__(self, embedder: DenseCLIPEmbedder, max_masks: int = 64, **segmentation) -> None:
+        self.embedder, self.max_masks, self.segmentation = embedder, max_masks, segmentation
+
+    def __call__(self, frame: Frame) -> MaskEmbeddings:
+        ids = largest_masks(felzenszwalb_masks(frame, **self.segmentation), self.max_masks)
+        return MaskEmbeddings(torch.from_numpy(ids), pool_patches(self.embedder(frame.rgb), ids))
 
 
 class MaskedCropSource:

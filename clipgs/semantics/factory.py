@@ -26,6 +26,7 @@ DEFAULT_VOCABULARY = ("wall, floor, ceiling, door, window, chair, table, sofa, b
 SOURCE_HELP = {  # the registry of 2D sources: name -> what it is (build_semantics builds each)
     "none": "no semantics (geometry only)",
     "clip_fast": "graph-based CPU segments + CLIP per segment",
+    "clip_dense": "graph-based CPU segments pooled from one dense CLIP pass per frame (MaskCLIP)",
     "clip_sam": "segment-anything masks + CLIP per mask",
     "precomputed": "masks + embeddings written earlier by clipgs extract",
 }
@@ -108,8 +109,10 @@ def build_semantics(settings: SemanticSettings, classes: list[str] | None = None
 
 def _source(s: SemanticSettings, weights: str | None, device: str) -> Callable[[Frame], MaskEmbeddings]:
     from clipgs.semantics.clip_sources import (
+        ClipDenseSource,
         ClipFastSource,
         ClipSamSource,
+        DenseCLIPEmbedder,
         MaskCLIPEmbedder,
         PrecomputedSource,
         SamSegmenter,
@@ -120,6 +123,8 @@ def _source(s: SemanticSettings, weights: str | None, device: str) -> Callable[[
             raise ValueError("semantic source 'precomputed' needs semantics_dir (CLI: --semantics-dir), "
                              "the folder clipgs extract wrote")
         return PrecomputedSource(s.semantics_dir)
+    if s.semantic_source == "clip_dense":
+        return ClipDenseSource(DenseCLIPEmbedder(s.clip_model, weights, device=device), s.max_masks)
     embedder = MaskCLIPEmbedder(s.clip_model, weights, device=device)
     if s.semantic_source == "clip_sam":
         segmenter = SamSegmenter(s.sam_model, s.sam_weights or None, points_per_side=s.sam_points_per_side,
