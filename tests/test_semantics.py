@@ -276,7 +276,7 @@ def test_semantic_factory_needs_local_weights(tmp_path):
         build_semantics(SemanticSettings())  # the default real model without a checkpoint
     with pytest.raises(FileNotFoundError, match="CLIP weights not found"):
         build_semantics(SemanticSettings(clip_model="ViT-B-16", clip_weights=str(tmp_path / "missing.pt")))
-    with pytest.raises(ValueError, match="semantic_source must be one of none, clip_fast, clip_sam, precomputed"):
+    with pytest.raises(ValueError, match="semantic_source must be one of none, clip_fast, clip_dense, clip_sam"):
         SemanticSettings(semantic_source="sam")
     sam = SemanticSettings(semantic_source="clip_sam", clip_model="clipgs-tiny")
     with pytest.raises(ValueError, match="clip_sam needs a local SAM checkpoint for vit_b"):
