@@ -121,6 +121,8 @@ class MapViewer:
         self.arrays = splat_arrays(self.gmap)
         self.answer: QueryAnswer | None = None
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
+        # viser's share button would publish the map through a public tunnel: the viewer stays where --host says.
+        self.server.gui.configure_theme(show_share_button=False, show_logo=False)
         self.server.scene.set_up_direction(tuple(float(x) for x in up_direction(self.dataset)))
         self.splats = self.server.scene.add_gaussian_splats(
             "/map", centers=self.arrays.centers, covariances=self.arrays.covariances, rgbs=self.arrays.rgbs,
