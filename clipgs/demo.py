@@ -5,10 +5,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from clipgs.data.dataset import open_dataset
-from clipgs.data.images import to_uint8
 from clipgs.data.synthetic import generate_scene
 from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
@@ -73,9 +71,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
     answer = query_map(gmap, model.decoder, text.encode([query])[0],
                        text.encode([c for c in ds.classes[1:] if c != query]), ds[view].camera)
     qdir = out / f"query_{query}"
-    with torch.no_grad():
-        view_rgb = to_uint8(gmap.render(ds[view].camera, semantic=False).image.clamp(0, 1).cpu().numpy())
-    write_query_images(answer, qdir, view_rgb, query)
+    write_query_images(answer, qdir, answer.rgb, query)
     metrics["query"] = {"label": query, "view": view, "pixels": int(answer.mask.sum()), "score": answer.score,
                         "gaussians": int(answer.selected.sum()),
                         "centroid_m": None if answer.centroid is None else _rounded(answer.centroid),

@@ -75,14 +75,12 @@ def objects_markdown(label: str, answer: QueryAnswer, ms: float) -> str:
 
 
 def legend_html(labels: GaussianLabels, vocabulary: list[str], limit: int = 24) -> str:
-    counts = labels.counts(len(vocabulary))
-    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0][:limit]
     palette = label_palette()
     swatch = 'style="width:14px;height:14px;border:1px solid #333;background:rgb{}"'
     items = [f'<div style="display:flex;align-items:center;gap:6px;font-size:0.85em">'
              f'<span {swatch.format(tuple(int(v) for v in palette[c]))}></span>'
-             f'{html.escape(vocabulary[c])} ({100 * counts[c] / max(1, counts.sum()):.0f}%)</div>'
-             for c in present]
+             f'{html.escape(vocabulary[c])} ({share:.0f}%)</div>'
+             for c, share in labels.shares(len(vocabulary))[:limit]]
     return '<div style="display:grid;grid-template-columns:1fr 1fr;gap:2px 8px">' + "".join(items) + "</div>"
 
 
@@ -120,10 +118,12 @@ class MapViewer:
         self.dataset = open_dataset(data) if data is not None else None
         self.arrays = splat_arrays(self.gmap)
         self.answer: QueryAnswer | None = None
+        self._object_handles: list = []  # boxes and labels of the last answer
+        self._up = up_direction(self.dataset)
         self.server = viser.ViserServer(host=host, port=port, verbose=False)
         # viser's share button would publish the map through a public tunnel: the viewer stays where --host says.
         self.server.gui.configure_theme(show_share_button=False, show_logo=False)
-        self.server.scene.set_up_direction(tuple(float(x) for x in up_direction(self.dataset)))
+        self.server.scene.set_up_direction(tuple(float(x) for x in self._up))
         self.splats = self.server.scene.add_gaussian_splats(
             "/map", centers=self.arrays.centers, covariances=self.arrays.covariances, rgbs=self.arrays.rgbs,
             opacities=self.arrays.opacities)
@@ -172,7 +172,7 @@ class MapViewer:
         self.answer = query_map(self.gmap, self.model.decoder, self.text.encode([label])[0],
                                 self.text.encode(negatives), None)
         ms = (time.perf_counter() - t0) * 1e3
-        for handle in getattr(self, "_object_handles", []):
+        for handle in self._object_handles:
             handle.remove()
         self._object_handles = []
         for k, inst in enumerate(self.answer.instances, start=1):
@@ -190,7 +190,6 @@ class MapViewer:
     # ----------------------------------------------------------------- page
     def _build_gui(self) -> None:
         gui = self.server.gui
-        self._up = up_direction(self.dataset)
         gui.add_markdown(f"**{html.escape(self.map_path.name)}**: {len(self.gmap):,} Gaussians"
                          + (f", {self.gmap.sem_dim} semantic attributes" if self.gmap.sem_dim else ""))
         modes = ["colour"] + (["semantic classes"] if self.labels is not None else []) + \

@@ -27,7 +27,7 @@ from clipgs.data.ros_messages import (
 from clipgs.errors import SettingsError
 from clipgs.session import MappingSession
 from clipgs_ros.markers import box_markers, Detection3DArray, detections, point
-from clipgs_ros.node_parameters import declare_settings, LIVE
+from clipgs_ros.node_parameters import declare_settings, live_settings
 from clipgs_ros.ros_logging import forward_core_logging, stop_forwarding
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
@@ -121,16 +121,10 @@ class MappingNode(Node):
                  f'poses from {stream.pose_topic or "tf"} (waiting up to {stream.pose_wait_s} s)')
 
     def on_set_parameters(self, changes):
-        """Apply the live parameters (LIVE); refuse the rest with the reason."""
-        fixed = [p.name for p in changes if p.name not in LIVE]
-        if fixed:
-            return SetParametersResult(successful=False, reason=(
-                f'{", ".join(fixed)} is read at start-up only: restart the node to change it '
-                f'(live: {", ".join(LIVE)})'))
-        try:
-            settings = self.settings.replace(**{p.name: p.value for p in changes})
-        except (SettingsError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
+        """Apply the live parameters; refuse the rest with the reason."""
+        settings, reason = live_settings(self.settings, changes)
+        if settings is None:
+            return SetParametersResult(successful=False, reason=reason)
         self.settings = self.session.settings = settings
         self._start_timers()
         return SetParametersResult(successful=True)
@@ -195,13 +189,19 @@ class MappingNode(Node):
         """Answer a text query; publish its mask, markers and detections (the service's work)."""
         result = self.session.query(label, viewpoint)
         if result.success:
-            header = self.session.last_header or Header(frame_id=self.stream.map_frame)
-            self.mask_pub.publish(image_from_array(result.mask, 'mono8', header, Image, _bytes))
-            stamp = self.get_clock().now().to_msg()
-            self.marker_pub.publish(box_markers(label, result, self.stream.map_frame, stamp))
-            if self.detection_pub is not None:
-                self.detection_pub.publish(detections(label, result, self.stream.map_frame, stamp))
+            self._publish_answer(label, result)
         return result
+
+    def _publish_answer(self, label, result):
+        """Publish an answer's mask, markers and detections; returns the mask message."""
+        header = self.session.last_header or Header(frame_id=self.stream.map_frame)
+        mask = image_from_array(result.mask, 'mono8', header, Image, _bytes)
+        self.mask_pub.publish(mask)
+        stamp = self.get_clock().now().to_msg()
+        self.marker_pub.publish(box_markers(label, result, self.stream.map_frame, stamp))
+        if self.detection_pub is not None:
+            self.detection_pub.publish(detections(label, result, self.stream.map_frame, stamp))
+        return mask
 
     def on_query(self, request, response):
         viewpoint = None
@@ -211,15 +211,14 @@ class MappingNode(Node):
             except MessageError as exc:
                 response.success, response.message = False, f'bad viewpoint: {exc}'
                 return response
-        result = self.answer(request.label, viewpoint)
+        result = self.session.query(request.label, viewpoint)
         response.success, response.message, response.score = (
             result.success, result.message, float(result.score))
         if not result.success:
             return response
-        header = self.session.last_header or Header(frame_id=self.stream.map_frame)
-        response.mask = image_from_array(result.mask, 'mono8', header, Image, _bytes)
+        response.mask = self._publish_answer(request.label, result)
         response.relevancy = image_from_array(result.relevancy.astype(np.float32), '32FC1',
-                                              header, Image, _bytes)
+                                              response.mask.header, Image, _bytes)
         response.centroid, response.box_min, response.box_max = (
             point(result.centroid), point(result.box_min), point(result.box_max))
         response.object_centroids = [point(i.centroid) for i in result.instances]

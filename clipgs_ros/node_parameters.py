@@ -45,3 +45,19 @@ def declare_settings(node):
             dynamic_typing=True))
         values[spec.name] = node.get_parameter(spec.name).value
     return Parameters.from_flat(values)
+
+
+def live_settings(settings, changes):
+    """
+    Return the node settings after a runtime parameter set, or None and why it is refused.
+
+    Only LIVE parameters change at runtime; a wrong value is refused with what it accepts.
+    """
+    fixed = [p.name for p in changes if p.name not in LIVE]
+    if fixed:
+        return None, (f'{", ".join(fixed)} is read at start-up only: restart the node to change '
+                      f'it (live: {", ".join(LIVE)})')
+    try:
+        return settings.replace(**{p.name: p.value for p in changes}), ''
+    except (SettingsError, TypeError) as exc:
+        return None, str(exc)

@@ -7,7 +7,6 @@ import argparse
 def run_query(args: argparse.Namespace) -> int:
 
     from clipgs.data.dataset import open_dataset
-    from clipgs.data.images import to_uint8
     from clipgs.mapping import load_ply
     from clipgs.mapping.ply import MapFileError
     from clipgs.semantics.model import load_semantics
@@ -28,8 +27,7 @@ def run_query(args: argparse.Namespace) -> int:
     negatives = text.encode(negative_names(model.vocabulary, label, args.negatives))
     answer = query_map(gmap, model.decoder, text.encode([label])[0], negatives, camera)
     if camera is not None:
-        rgb = to_uint8(gmap.render(camera, semantic=False).image.detach().clamp(0, 1).numpy())
-        write_query_images(answer, args.out, rgb, label)
+        write_query_images(answer, args.out, answer.rgb, label)
         print(f"'{label}': {int(answer.mask.sum())} pixels, score {answer.score:.2f}; wrote {args.out}/mask.png, "
               f"relevancy.png, overlay.png")
     if answer.centroid is None:

@@ -191,7 +191,6 @@ class PoseWait:
         self.wait_s, self.capacity = wait_s, capacity
         self.pairs: list[WaitingPair] = []
         self.lost: Counter = Counter()  # reason -> pairs given up on
-        self.last_error = ""  # why the last pair was given up on
 
     def add(self, pair: WaitingPair) -> None:
         self.pairs.append(pair)
@@ -213,10 +212,9 @@ class PoseWait:
             except PoseNotYetError:
                 pair.waited = True
                 break  # the oldest waits; newer pairs wait behind it (frames stay in stamp order)
-            except LookupError as exc:
+            except LookupError:
                 self.pairs.pop(0)
                 self.lost["pose_wait_expired" if expired else "no_transform"] += 1
-                self.last_error = str(exc)
                 continue
             ready.append((self.pairs.pop(0), pose))
         return ready

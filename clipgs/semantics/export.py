@@ -33,6 +33,12 @@ class GaussianLabels:
         """(n_classes,) Gaussians per class."""
         return np.bincount(self.class_ids, minlength=n_classes)
 
+    def shares(self, n_classes: int) -> list[tuple[int, float]]:
+        """(class id, share of the Gaussians in %) of the classes present, most Gaussians first."""
+        counts = self.counts(n_classes)
+        total = max(1, int(counts.sum()))
+        return [(int(c), 100.0 * counts[c] / total) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+
 
 @torch.no_grad()
 def gaussian_labels(gmap: GaussianMap, model: SemanticModel, chunk: int = 262_144) -> GaussianLabels:
@@ -64,10 +70,9 @@ def class_coloured(gmap: GaussianMap, labels: GaussianLabels) -> GaussianMap:
 
 def legend(labels: GaussianLabels, vocabulary: list[str], width: int = 640) -> np.ndarray:
     """uint8 legend image of the classes present, most Gaussians first, with each class's share."""
-    counts = labels.counts(len(vocabulary))
-    present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-    names = [f"{vocabulary[c]} ({100 * counts[c] / max(1, counts.sum()):.0f}%)" for c in present]
-    return legend_image(names, label_palette()[present], width)
+    shares = labels.shares(len(vocabulary))
+    names = [f"{vocabulary[c]} ({share:.0f}%)" for c, share in shares]
+    return legend_image(names, label_palette()[[c for c, _ in shares]], width)
 
 
 def label_properties(labels: GaussianLabels) -> dict[str, np.ndarray]:

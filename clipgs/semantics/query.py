@@ -12,7 +12,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 
 from clipgs.data.frame import Camera
-from clipgs.data.images import colorize_unit, titled_row, write_image
+from clipgs.data.images import colorize_unit, titled_row, to_uint8, write_image
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.sac import SemanticDecoder
 
@@ -73,6 +73,7 @@ class QueryAnswer:
     box_max: np.ndarray | None
     instances: list[QueryInstance] = field(default_factory=list)
     gaussian_relevancy: np.ndarray | None = field(default=None, repr=False)  # (N,) every Gaussian's, 0..1
+    rgb: np.ndarray | None = field(default=None, repr=False)  # (H, W, 3) uint8: the view's colour render
 
 
 _HALF_NEIGHBOURHOOD = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]  # 13 of 26
@@ -171,8 +172,9 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
             rel = relevancy_from_cosines(decoder.similarity(out.semantics, texts), tau)
             rel = torch.where(out.alpha > 0.5, rel, torch.zeros_like(rel))
             rel_np = rel.cpu().numpy().astype(np.float32)
+            rgb = to_uint8(out.rgb.clamp(0, 1).cpu().numpy())
         else:
-            rel_np = np.zeros((0, 0), np.float32)
+            rel_np, rgb = np.zeros((0, 0), np.float32), None
         mask = rel_np > threshold
         score = float(rel_np[mask].mean()) if mask.any() else 0.0
         per_gaussian = relevancy_from_cosines(decoder.similarity(gmap.semantics, texts), tau)
@@ -184,7 +186,7 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
         inst.indices = rows[inst.indices]
         inst.score = float(gaussian_rel[inst.indices].mean())
     if not instances:
-        return QueryAnswer(mask, rel_np, score, selected, None, None, None, [], gaussian_rel)
+        return QueryAnswer(mask, rel_np, score, selected, None, None, None, [], gaussian_rel, rgb)
     best = instances[0]
     return QueryAnswer(mask, rel_np, score, selected, best.centroid, best.box_min, best.box_max, instances,
-                       gaussian_rel)
+                       gaussian_rel, rgb)

@@ -18,9 +18,8 @@ from clipgs.geometry import unproject_depth
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.query import QueryInstance, negative_names, query_map
+from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
-
-STUFF = {"void", "wall", "floor", "ceiling"}  # no single place to point at: left out of 3D scores
 
 
 def mask_iou(mask: np.ndarray, truth: np.ndarray) -> float:

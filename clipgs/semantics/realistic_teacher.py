@@ -22,9 +22,7 @@ import torch
 from torch import Tensor
 
 from clipgs.data.frame import Frame
-from clipgs.semantics.sources import MaskEmbeddings
-
-STUFF = ("wall", "floor", "ceiling")
+from clipgs.semantics.sources import STUFF, MaskEmbeddings
 
 
 @dataclass

@@ -14,6 +14,8 @@ from torch import Tensor
 
 from clipgs.data.frame import Frame
 
+STUFF = ("wall", "floor", "ceiling")  # classes without one place to point at (SAM splits them, 3D scores skip them)
+
 
 @dataclass
 class MaskEmbeddings:
