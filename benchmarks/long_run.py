@@ -5,7 +5,8 @@ Gaussians, process RSS, wall ms per keyframe over the last rows' frames, semanti
 depth L1, semantic mIoU (map and teacher) and the keyframe trajectory error (ATE RMSE), all against the true
 poses (``gt_traj_w_c.txt`` when the scene has one); the last line sums it up.
 
-    .venv/bin/python benchmarks/long_run.py [--frames 200 --laps 3] [--size 160x120] [--rate 10]
+    .venv/bin/python benchmarks/long_run.py [--scene room|apartment] [--frames 200 --laps 3] [--size 160x120]
+                                            [--rate 10]
                                             [--noise realistic] [--semantic] [--map-width 0]
                                             [--keyframe-budget-mb 1024] [--pose-refine-iters 25]
 """
@@ -29,6 +30,8 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.worker import MapperWorker
 
+LONG_RUN_DEFAULTS = {"room": (200, 3, "160x120"), "apartment": (1500, 1, "320x240")}  # frames, laps, size
+
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
@@ -41,11 +44,30 @@ def ate_rmse(mapper: IncrementalMapper, true_poses: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.sum(np.square(err), axis=1)))) if err else float("nan")
 
 
+def trend(rows: list[tuple], total: int) -> str:
+    """The issue's stability figures from the per-row table: RSS growth over the last 500 frames (or third) and
+    ms per keyframe over the last 200 frames against frames 100-300."""
+    at = {row[0]: row for row in rows}
+    span = 500 if total >= 1000 else total // 3
+    start = max((k for k in at if k <= total - span), default=None)
+    out = ""
+    if start is not None and start != rows[-1][0]:
+        out += f", RSS growth over the last {total - start} frames {100 * (rows[-1][6] / at[start][6] - 1):+.0f} %"
+    early = [row for row in rows if 100 < row[0] <= 300]
+    late = [row for row in rows if row[0] > total - 200]
+    if early and late and total >= 600:
+        ratio = np.mean([row[7] for row in late]) / np.mean([row[7] for row in early])
+        out += f", ms/keyframe last 200 frames / frames 100-300 {ratio:.2f}x"
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=200, help="frames per lap of the room")
-    parser.add_argument("--laps", type=int, default=3)
-    parser.add_argument("--size", default="160x120")
+    parser.add_argument("--scene", choices=sorted(LONG_RUN_DEFAULTS), default="room",
+                        help="room: lapped --laps times; apartment: four rooms, its 1500-frame walk laps twice")
+    parser.add_argument("--frames", type=int, help="frames of the scene (room: 200 per lap; apartment: 1500)")
+    parser.add_argument("--laps", type=int, help="times the frames are streamed (room: 3; apartment: 1)")
+    parser.add_argument("--size", help="WxH (room: 160x120; apartment: 320x240)")
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent to the worker")
     parser.add_argument("--noise", choices=["none", "realistic"], default="realistic")
     parser.add_argument("--semantic", action="store_true", help="simulated teacher on its own thread, SAC + 3DCS")
@@ -57,9 +79,11 @@ def main() -> int:
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_long")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    frames, laps, size = LONG_RUN_DEFAULTS[args.scene]
+    args.frames, args.laps, args.size = args.frames or frames, args.laps or laps, args.size or size
     w, h = (int(v) for v in args.size.split("x"))
-    settings = {"scene": "room", "seed": 0, "n_frames": args.frames, "width": w, "height": h, "noise": args.noise}
-    folder = ensure_scene(args.scene_dir / f"room_{args.frames}_{w}x{h}_{args.noise}", **settings)
+    settings = {"scene": args.scene, "seed": 0, "n_frames": args.frames, "width": w, "height": h, "noise": args.noise}
+    folder = ensure_scene(args.scene_dir / f"{args.scene}_{args.frames}_{w}x{h}_{args.noise}", **settings)
     ds = open_dataset(folder)
     truth = folder / "gt_traj_w_c.txt"
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
@@ -119,9 +143,7 @@ def main() -> int:
         sem = evaluate_semantics(snap.gaussians, SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab),
                                  scored, teacher)
         summary += f", mIoU map {100 * sem['map_miou']:.1f} / teacher {100 * sem['teacher_miou']:.1f}"
-    if len(rows) >= 3:
-        growth = rows[-1][6] / rows[len(rows) * 2 // 3][6] - 1
-        summary += f", RSS growth over the last third {100 * growth:+.0f} %"
+    summary += trend(rows, len(order))
     print("\n" + summary)
     return 0
 

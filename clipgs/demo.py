@@ -8,6 +8,7 @@ import numpy as np
 
 from clipgs.data.dataset import open_dataset
 from clipgs.data.synthetic import generate_scene
+from clipgs.data.synthetic.generate import GENERATOR_VERSION
 from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig
@@ -31,7 +32,8 @@ def ensure_scene(folder: Path, **settings) -> Path:
     meta_file = folder / "scene.json"
     if meta_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if all(meta.get(k if k != "n_frames" else "frames") == v for k, v in settings.items()):
+        same = all(meta.get(k if k != "n_frames" else "frames") == v for k, v in settings.items())
+        if same and meta.get("version") == GENERATOR_VERSION:
             return folder
     return generate_scene(folder, **settings)
 

@@ -43,12 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic posed RGB-D scene with ground truth (Replica layout)")
-    p.add_argument("--scene", default="room", help="scene name (default: room)")
+    p.add_argument("--scene", default="room", choices=["room", "apartment"],
+                   help="room: one furnished 6 x 5 m room, 120 frames at 160x120 by default; apartment: four rooms "
+                        "joined by doorways, 23 object classes, a 1500-frame walk over two laps at 320x240")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--width", type=int, default=160)
-    p.add_argument("--height", type=int, default=120)
+    p.add_argument("--frames", type=_int_at_least(1, "a count"), help="frames (default: the scene's)")
+    p.add_argument("--width", type=_int_at_least(8, "pixels"), help="image width (default: the scene's)")
+    p.add_argument("--height", type=_int_at_least(8, "pixels"), help="image height (default: the scene's)")
+    p.add_argument("--workers", type=int, default=0, help="processes rendering frames (0 = one per core for "
+                                                          "long runs)")
     p.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view, degrees")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier clipgs synth dataset in --out")
     p.add_argument("--noise", choices=["none", "realistic"], default="none",

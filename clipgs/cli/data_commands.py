@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from pathlib import Path
 
 
 def run_synth(args: argparse.Namespace) -> int:
     from clipgs.data.synthetic import generate_scene
+    from clipgs.data.synthetic.scenes import SCENE_DEFAULTS
 
     if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
         if not (args.overwrite and (args.out / "scene.json").is_file()):
@@ -19,9 +21,14 @@ def run_synth(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
         print(f"removed the earlier synthetic dataset in {args.out}")
 
-    out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=args.frames, width=args.width,
-                         height=args.height, hfov_deg=args.hfov, noise=args.noise)
-    print(f"wrote {args.frames} frames of '{args.scene}' (seed {args.seed}, noise {args.noise}) to {out}")
+    frames, width, height = (given or default for given, default in
+                             zip((args.frames, args.width, args.height), SCENE_DEFAULTS[args.scene]))
+    start = time.perf_counter()
+    out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=frames, width=width, height=height,
+                         hfov_deg=args.hfov, noise=args.noise, workers=args.workers)
+    seconds = time.perf_counter() - start
+    print(f"wrote {frames} frames of '{args.scene}' at {width}x{height} (seed {args.seed}, noise {args.noise}) "
+          f"to {out} in {seconds:.1f} s ({frames / seconds:.1f} frames/s)")
     return 0
 
 

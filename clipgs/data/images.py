@@ -20,14 +20,15 @@ def read_image(path: str | Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def write_image(path: str | Path, array: np.ndarray) -> Path:
-    """Write uint8 (H, W) / (H, W, 3) or uint16 (H, W) arrays as PNG."""
+def write_image(path: str | Path, array: np.ndarray, compress_level: int = 6) -> Path:
+    """Write uint8 (H, W) / (H, W, 3) or uint16 (H, W) arrays as PNG (zlib ``compress_level`` 0-9; 1 writes
+    ~4x faster for ~15 % more bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     array = np.ascontiguousarray(array)
     if not ((array.dtype == np.uint16 and array.ndim == 2) or (array.dtype == np.uint8 and array.ndim in (2, 3))):
         raise ValueError(f"write_image: expected uint8 (H, W[, 3]) or uint16 (H, W), got {array.dtype} {array.shape}")
-    Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, compress_level=compress_level)
     return path
 
 

@@ -1,78 +1,31 @@
 """Build (once, cached) and load the compiled CPU kernels through ctypes: the rasterizer
 (csrc/rasterize_cpu.cpp) and the fused Adam step for the map's parameters (csrc/adam_cpu.cpp).
 
-The shared library is compiled with the system C++ compiler on first use (about a second) into
-``$CLIPGS_CACHE`` (default ``~/.cache/clipgs``), keyed by the source, the compiler flags and the CPU, so
-an edited source or another machine gets its own build. ``make install`` builds it ahead of time.
-Without a compiler, clipgs falls back to the PyTorch backend.
+Compiled on first use (about a second) and cached by :mod:`clipgs.native`; ``make install`` builds it ahead
+of time. Without a compiler, clipgs falls back to the PyTorch backend.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from clipgs.native import FLAGS, NativeUnavailableError, build_library
+from clipgs.native import library_path as _library_path
+
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-# -march=native: the SIMD compositing uses this CPU's vector width; -fopenmp: the kernels share PyTorch's
-# thread team (one libgomp per process); -fno-math-errno lets sqrt/exp loops vectorise.
-FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC",
-         "-pthread", "-fopenmp"]
 ABI_VERSION = 4
-
-
-class KernelUnavailableError(RuntimeError):
-    """The compiled CPU backend cannot be built or loaded here; the message says why."""
-
-
-def _cpu_signature() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-        model = next((ln for ln in info.splitlines() if ln.startswith("model name")), "")
-        return model + flags
-    except OSError:
-        return platform.processor() or platform.machine()
+KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
 def library_path() -> Path:
-    compiler = os.environ.get("CXX", "g++")
-    key = hashlib.sha256(
-        b"".join(src.read_bytes() for src in SOURCES)
-        + " ".join([compiler, *FLAGS, _cpu_signature(), platform.machine()]).encode()
-    ).hexdigest()[:16]
-    cache = Path(os.environ.get("CLIPGS_CACHE", Path.home() / ".cache" / "clipgs"))
-    return cache / "kernels" / f"clipgs_cpu_{key}.so"
+    """Where this machine's build of the CPU kernels is cached."""
+    return _library_path("clipgs_cpu", SOURCES, FLAGS)
 
 
 def build(verbose: bool = False) -> Path:
     """Compile the library if it is not cached yet; returns its path."""
-    target = library_path()
-    if target.is_file():
-        return target
-    compiler = os.environ.get("CXX", "g++")
-    if shutil.which(compiler) is None:
-        raise KernelUnavailableError(f"no C++ compiler '{compiler}' found (install g++ or set CXX)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then an atomic rename
-        tmp_lib = Path(tmp) / target.name
-        for flags in (FLAGS, [f for f in FLAGS if f != "-fopenmp"]):  # a compiler without OpenMP: std::threads
-            cmd = [compiler, *flags, *map(str, SOURCES), "-o", str(tmp_lib)]
-            if verbose:
-                print(" ".join(cmd))
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode == 0:
-                break
-        if proc.returncode != 0:
-            names = ", ".join(src.name for src in SOURCES)
-            raise KernelUnavailableError(f"compiling {names} failed:\n{proc.stderr[-2000:]}")
-        os.replace(tmp_lib, target)
-    return target
+    return build_library("clipgs_cpu", SOURCES, FLAGS, verbose)
 
 
 @lru_cache(maxsize=1)

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
-from clipgs.data.synthetic.raycast import Box, Cylinder, Primitive, Sphere
+from clipgs.data.synthetic.raycast import Box, Cylinder, PackedPrimitives, Primitive, Sphere, pack
 from clipgs.data.synthetic.textures import Checker, Noise, Solid, Stripes
 from clipgs.geometry import look_at
 
@@ -28,6 +29,11 @@ class Scene:
     poses: list[np.ndarray]  # world_from_camera, OpenCV optical frame
     lights: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (unit direction to light, weight)
     ambient: float = 0.35
+
+    @cached_property
+    def packed(self) -> PackedPrimitives:
+        """The primitives as flat arrays for the compiled caster (built once per scene)."""
+        return pack([o.primitives for o in self.objects])
 
 
 ROOM_CLASSES = ["void", "wall", "floor", "ceiling", "table", "chair", "sofa", "cabinet", "lamp", "plant",
@@ -109,7 +115,14 @@ def _room(seed: int, n_frames: int) -> Scene:
     return Scene("room", ROOM_CLASSES, objs, poses, lights, ambient=0.35)
 
 
-SCENES: dict[str, Callable[[int, int], Scene]] = {"room": _room}
+def _apartment(seed: int, n_frames: int) -> Scene:
+    from clipgs.data.synthetic.apartment import build_apartment  # imports this module's Scene
+
+    return build_apartment(seed, n_frames)
+
+
+SCENES: dict[str, Callable[[int, int], Scene]] = {"room": _room, "apartment": _apartment}
+SCENE_DEFAULTS = {"room": (120, 160, 120), "apartment": (1500, 320, 240)}  # frames, width, height
 
 
 def build_scene(name: str, seed: int = 0, n_frames: int = 120) -> Scene:

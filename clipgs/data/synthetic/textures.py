@@ -5,6 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Cells are [k - SNAP, k + 1 - SNAP) periods: a face lying on a cell boundary (a floor at z = 0, a top at a multiple
+# of the period) gets one cell, not one per float rounding of its hit points (speckle).
+SNAP = 1e-6
+
 
 @dataclass(frozen=True)
 class Solid:
@@ -21,7 +25,7 @@ class Checker:
     period: float = 0.2
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
-        parity = np.floor(p / self.period).astype(np.int64).sum(axis=1) % 2
+        parity = np.floor(p / self.period + SNAP).astype(np.int64).sum(axis=1) % 2
         return np.where(parity[:, None] == 0, np.asarray(self.a), np.asarray(self.b))
 
 
@@ -34,7 +38,7 @@ class Stripes:
     axis: int = 2
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
-        band = np.floor(p[:, self.axis] / self.period).astype(np.int64) % len(self.colors)
+        band = np.floor(p[:, self.axis] / self.period + SNAP).astype(np.int64) % len(self.colors)
         return np.asarray(self.colors)[band]
 
 
@@ -49,19 +53,27 @@ class Noise:
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         q = p / self.scale
-        i0 = np.floor(q).astype(np.int64)
+        i0 = np.floor(q)
         f = q - i0
         f = f * f * (3 - 2 * f)
+        i0 = i0.astype(np.int64)
+        # lattice hash terms and smoothstep weights per axis, for the lower (0) and upper (1) corner
+        terms = [(i0[:, k] * m, (i0[:, k] + 1) * m) for k, m in enumerate(_PRIMES)]
+        weights = [(1 - f[:, k], f[:, k]) for k in range(3)]
+        salt = self.seed * 2654435761
         acc = np.zeros(len(p))
         for corner in range(8):
-            off = np.array([(corner >> k) & 1 for k in range(3)])
-            w = np.prod(np.where(off == 1, f, 1 - f), axis=1)
-            acc += w * _hash01(i0 + off, self.seed)
+            a, b, c = corner & 1, (corner >> 1) & 1, (corner >> 2) & 1
+            h = terms[0][a] ^ terms[1][b] ^ terms[2][c] ^ salt
+            acc += weights[0][a] * weights[1][b] * weights[2][c] * _mix01(h)
         return np.asarray(self.a) + (np.asarray(self.b) - np.asarray(self.a)) * acc[:, None]
 
 
-def _hash01(ijk: np.ndarray, seed: int) -> np.ndarray:
-    """Deterministic pseudo-random value in [0, 1) per integer lattice point."""
-    h = (ijk[:, 0] * 73856093) ^ (ijk[:, 1] * 19349663) ^ (ijk[:, 2] * 83492791) ^ (seed * 2654435761)
+_PRIMES = (73856093, 19349663, 83492791)
+
+
+def _mix01(h: np.ndarray) -> np.ndarray:
+    """Scrambled lattice hash -> pseudo-random value in [0, 1)."""
     h = (h ^ (h >> 13)) * 1274126177
     return ((h ^ (h >> 16)) & 0xFFFFFF) / float(0x1000000)
+
