@@ -74,6 +74,10 @@ def main() -> int:
     parser.add_argument("--map-width", type=int, default=0)
     parser.add_argument("--keyframe-budget-mb", type=float, default=MapperConfig().keyframe_budget_mb)
     parser.add_argument("--pose-refine-iters", type=int, default=0, help="refine keyframe poses (odometry drift)")
+    parser.add_argument("--true-poses", action="store_true", help="stream the true poses, not the drifting odometry")
+    parser.add_argument("--max-frames", type=int, default=0, help="stream only this many frames (0: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other mapper setting, e.g. --set pose_refine_min_gain=0 (repeatable)")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_long")
@@ -84,11 +88,12 @@ def main() -> int:
     w, h = (int(v) for v in args.size.split("x"))
     settings = {"scene": args.scene, "seed": 0, "n_frames": args.frames, "width": w, "height": h, "noise": args.noise}
     folder = ensure_scene(args.scene_dir / f"{args.scene}_{args.frames}_{w}x{h}_{args.noise}", **settings)
-    ds = open_dataset(folder)
     truth = folder / "gt_traj_w_c.txt"
+    ds = open_dataset(folder, trajectory=truth.name) if args.true_poses and truth.is_file() else open_dataset(folder)
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
+    extra = {name: type(getattr(MapperConfig(), name))(value) for name, value in (kv.split("=", 1) for kv in args.set)}
     config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb,
-                          pose_refine_iters=args.pose_refine_iters)
+                          pose_refine_iters=args.pose_refine_iters, **extra)
     trainer = teacher = vocab = None
     if args.semantic:
         from clipgs.semantics.config import SemanticTrainingConfig
@@ -101,11 +106,12 @@ def main() -> int:
     worker = MapperWorker(mapper)
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "
           f"{'on (own thread)' if args.semantic else 'off'}, map_width {args.map_width or w}, keyframe budget "
-          f"{args.keyframe_budget_mb:g} MB, pose refinement {args.pose_refine_iters or 'off'}\n")
+          f"{args.keyframe_budget_mb:g} MB, pose refinement {args.pose_refine_iters or 'off'}, poses "
+          f"{'true' if args.true_poses else 'as given'}{''.join(', ' + kv for kv in args.set)}\n")
     cols = ("frames", "mapped", "dropped", "keyframes held", "held MB", "Gaussians", "RSS MB", "ms/keyframe",
             "semantic lag s")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    order = [i for _ in range(args.laps) for i in ds.train_indices]
+    order = [i for _ in range(args.laps) for i in ds.train_indices][: args.max_frames or None]
     t0 = time.perf_counter()
     last = (t0, 0)
     rows = []

@@ -6,7 +6,7 @@ render forward, each loss term (L1, SSIM, depth, semantic), backward (the raster
 its own), optimiser steps, and the rest of the real step (Python overhead: what ``IncrementalMapper``'s
 step costs beyond the sum of the parts). Geometry-only and semantic (simulated teacher, d = 16) steps.
 
-    .venv/bin/python benchmarks/profile_step.py [--scenes room pybullet] [--sizes 160x120 320x240]
+    .venv/bin/python benchmarks/profile_step.py [--scenes room pybullet apartment] [--sizes 160x120 320x240]
 """
 from __future__ import annotations
 
@@ -101,13 +101,17 @@ def scenes(names: list[str], sizes: list[tuple[int, int]], scene_dir: Path):
             if name == "room":
                 settings = {**DEMO_SCENE, "width": w, "height": h}
                 yield name, (w, h), open_dataset(ensure_scene(scene_dir / f"room_{w}x{h}", **settings))
+            elif name == "apartment":  # the long run's scene, first lap's start: realistic noise and drift
+                settings = {"scene": "apartment", "seed": 0, "n_frames": 1500, "width": w, "height": h,
+                            "noise": "realistic"}
+                yield name, (w, h), open_dataset(ensure_scene(scene_dir / f"apartment_{w}x{h}", **settings))
             elif name == "pybullet":
                 if not PYBULLET.is_dir():
                     print(f"skipping pybullet: {PYBULLET} not found", file=sys.stderr)
                     continue
                 yield name, (w, h), open_dataset(PYBULLET, size=(w, h))
             else:
-                raise SystemExit(f"unknown scene {name!r}: room or pybullet")
+                raise SystemExit(f"unknown scene {name!r}: room, apartment or pybullet")
 
 
 def main() -> int:

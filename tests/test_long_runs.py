@@ -11,7 +11,7 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import intrinsics_from_hfov
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.keyframes import Keyframe, KeyframeStore
-from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.mapper import IncrementalMapper, auto_pixel_stride
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.trainer import SemanticTrainer, compact_ids
 
@@ -78,16 +78,23 @@ def test_mapper_holds_its_keyframe_budget(synth_dir):
 
 def test_first_keyframe_respects_the_gaussian_budget_at_any_resolution():
     big = flat_frame(1600, 1200)
-    mapper = IncrementalMapper(MapperConfig(**FAST, max_gaussians=20_000))
-    assert mapper.add_frame(big) == "keyframe"
+    mapper = IncrementalMapper(MapperConfig(**FAST, max_gaussians=20_000, init_pixel_stride=1))
+    assert mapper.add_frame(big) == "keyframe"  # every pixel asked for: the budget decides
     assert mapper.stats.added == 20_000 and mapper.gaussian_count <= 20_000
+    auto = IncrementalMapper(MapperConfig(**FAST, max_gaussians=20_000))  # auto stride: ~160x120 samples
+    assert auto.add_frame(big) == "keyframe" and auto.stats.added == 160 * 120
+
+
+def test_auto_growth_stride_keeps_samples_per_view_at_any_resolution():
+    assert [auto_pixel_stride(w, h) for w, h in ((160, 120), (320, 240), (640, 480), (80, 60))] == [1, 2, 4, 1]
 
 
 def test_mapping_resolution_is_independent_of_the_camera(synth_dir):
     ds = open_dataset(synth_dir)  # 80 x 60 frames
     mapper = IncrementalMapper(MapperConfig(**FAST, map_width=40))
     for i in ds.train_indices[:4]:
-        mapper.add_frame(ds[i])
+        assert not mapper.add_frame(ds[i]).startswith("rejected")  # the camera's size is checked, not the map's
+    assert sum(mapper.stats.rejected.values()) == 0 and mapper.stats.keyframes >= 2
     kf = mapper.keyframes[0]
     assert kf.color.shape == (30, 40, 3) and kf.camera.width == 40
     K = ds[ds.train_indices[0]].K  # pixel centres at integers: c' = (c + 0.5) s - 0.5

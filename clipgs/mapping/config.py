@@ -25,10 +25,12 @@ class MapperConfig(Settings):
     grow_alpha: float = setting(0.5, "add Gaussians where the rendered opacity is below this", UNIT)
     grow_depth_margin: float = setting(0.05, "add Gaussians where observed depth < rendered * (1 - margin)",
                                        in_range(0.0, 1.0, open_high=True))
-    grow_pixel_stride: int = setting(1, "pixel stride when adding Gaussians at a keyframe", at_least(1))
+    grow_pixel_stride: int = setting(0, "pixel stride when adding Gaussians at a keyframe (0: auto, about one "
+                                        "sample per pixel of a 160x120 view at any mapping resolution)", at_least(0))
     initial_opacity: float = setting(0.5, "opacity of new Gaussians", in_range(0.0, 1.0, open_low=True,
                                                                                 open_high=True))
-    init_pixel_stride: int = setting(1, "pixel stride for the first keyframe", at_least(1))
+    init_pixel_stride: int = setting(0, "pixel stride for the first keyframe (0: auto, as grow_pixel_stride)",
+                                     at_least(0))
     # Optimisation over a keyframe window.
     map_width: int = setting(0, "map frames at this width, height and intrinsics scaled alike (0: the camera's; "
                                 "e.g. 320 for a 640x480 camera); renders and queries answer at any size", at_least(0))
@@ -39,6 +41,10 @@ class MapperConfig(Settings):
                                         "it joins, and carry the correction to later frames (odometry drift; 0: "
                                         "poses are exact)", at_least(0))
     pose_refine_lr: float = setting(2e-3, "Adam learning rate of the pose correction (m, rad)", greater_than(0.0))
+    pose_refine_min_gain: float = setting(0.2, "keep a pose correction only if it lowers the loss by this share "
+                                               "(0: any decrease; long drifting walks track better with 0)", UNIT)
+    pose_refine_min_coverage: float = setting(0.7, "refine only views the map covers on this share of their "
+                                                   "valid pixels", UNIT)
     iters_per_keyframe: int = setting(15, "optimisation iterations per keyframe", at_least(1))
     window_size: int = setting(6, "recent keyframes optimised together", at_least(1))
     random_keyframes: int = setting(2, "older keyframes added to each window at random", at_least(0))

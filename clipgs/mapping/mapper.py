@@ -38,6 +38,15 @@ LossFn = Callable[[RenderOutput], tuple[Tensor, dict[str, float]]]
 log = logging.getLogger(__name__)
 
 
+AUTO_STRIDE_SAMPLES = 160 * 120  # growth samples of a full view when the stride is auto (0)
+
+
+def auto_pixel_stride(width: int, height: int) -> int:
+    """Growth stride giving a view about AUTO_STRIDE_SAMPLES samples: the map's density (and cost) per keyframe
+    does not grow with the mapping resolution; 1 at 160x120, 2 at 320x240, 4 at 640x480."""
+    return max(1, round(math.sqrt(width * height / AUTO_STRIDE_SAMPLES)))
+
+
 class IncrementalMapper:
     """Grows and optimises a Gaussian map from a stream of posed RGB-D frames.
 
@@ -81,7 +90,7 @@ class IncrementalMapper:
             if reason is None and not self.jumps.accept(frame.world_from_camera[:3, 3], frame.timestamp):
                 reason = "pose_jump"
             if reason is None:
-                self.last_input_camera = frame.camera
+                self.last_input_camera, size = frame.camera, (frame.width, frame.height)
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 frame = frame.resized(c.map_width) if c.map_width else frame
                 if c.pose_refine_iters:  # the drift found at the last keyframe applies to what follows
@@ -96,7 +105,7 @@ class IncrementalMapper:
             self.stats.clock_resets += 1
             log.warning("timestamp went back %.1f s: clock reset (bag loop, sim time, a stamp far ahead "
                         "before); mapping goes on", self._last_timestamp - frame.timestamp)
-        self._size, self._last_timestamp = (frame.width, frame.height), frame.timestamp
+        self._size, self._last_timestamp = size, frame.timestamp  # the camera's size, not the mapping size
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1
             return "skipped"
@@ -153,7 +162,7 @@ class IncrementalMapper:
         empty = len(self.map) == 0
         mask = None if empty else growth_mask(self.render(frame.camera, channels=False), frame, c.grow_alpha,
                                               c.grow_depth_margin)
-        stride = c.init_pixel_stride if empty else c.grow_pixel_stride
+        stride = (c.init_pixel_stride if empty else c.grow_pixel_stride) or auto_pixel_stride(frame.width, frame.height)
         if empty:  # seed about as many as the Gaussian budget holds (a 12 MP frame must not make 12 M first)
             stride = max(stride, math.floor(math.sqrt(frame.width * frame.height / c.max_gaussians)))
         new = GaussianMap.from_frame(frame, sem_dim=self.trainer.channels, mask=mask, pixel_stride=stride,
@@ -175,7 +184,7 @@ class IncrementalMapper:
     def _refine_pose(self, frame: Frame) -> Frame:
         c = self.config
         r = refine_pose(self.map.gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
-                        backend=c.backend)
+                        min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain, backend=c.backend)
         self._correction = rigid(r.pose @ invert_rigid(frame.world_from_camera) @ self._correction)
         self.stats.poses_refined += 1
         self.stats.last_pose_correction = (r.moved_m, r.turned_deg)
