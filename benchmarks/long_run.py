@@ -101,7 +101,7 @@ def main() -> int:
         from clipgs.semantics.trainer import SemanticTrainer
 
         teacher, text, vocab = simulated_setup(ds)
-        trainer = SemanticTrainer(SemanticTrainingConfig(async_source=True), teacher, vocab)
+        trainer = SemanticTrainer(SemanticTrainingConfig(async_source=True, dcs_spread=True), teacher, vocab)
     mapper = IncrementalMapper(config, trainer=trainer)
     worker = MapperWorker(mapper)
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "
@@ -149,6 +149,14 @@ def main() -> int:
         sem = evaluate_semantics(snap.gaussians, SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab),
                                  scored, teacher)
         summary += f", mIoU map {100 * sem['map_miou']:.1f} / teacher {100 * sem['teacher_miou']:.1f}"
+        from clipgs.semantics.query import query_map
+
+        view = scored[scored.test_indices[len(scored.test_indices) // 2]]  # at the camera's own resolution
+        t_query = time.perf_counter()
+        answer = query_map(snap.gaussians, snap.decoder, text.encode(["chair"])[0],
+                           text.encode([c for c in ds.classes[1:] if c != "chair"]), view.camera)
+        summary += (f", query 'chair' at {answer.mask.shape[1]}x{answer.mask.shape[0]}: {len(answer.instances)} "
+                    f"objects in {(time.perf_counter() - t_query) * 1e3:.0f} ms")
     summary += trend(rows, len(order))
     print("\n" + summary)
     return 0

@@ -10,8 +10,9 @@ from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import intrinsics_from_hfov
 from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.growth import auto_pixel_stride
 from clipgs.mapping.keyframes import Keyframe, KeyframeStore
-from clipgs.mapping.mapper import IncrementalMapper, auto_pixel_stride
+from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.trainer import SemanticTrainer, compact_ids
 

@@ -351,3 +351,31 @@ def test_novel_views_between_keyframes_get_pseudo_labels_and_train_semantics_onl
     assert not torch.equal(after["semantics"], before["semantics"])
     for name in ("means", "quats", "log_scales", "opacity_logits", "sh0"):
         assert torch.equal(after[name], before[name]), name
+
+
+def test_a_spread_3dcs_round_does_a_share_per_keyframe_and_labels_what_a_whole_round_does(synth_dir, class_embeddings):
+    ds = open_dataset(synth_dir)
+    teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
+    runs = {}
+    for spread in (False, True):
+        training = SemanticTrainingConfig(sem_dim=8, dcs_start=4, dcs_every=3, dcs_novel_views=1, dcs_novel_steps=0,
+                                          dcs_spread=spread)
+        trainer = SemanticTrainer(training, teacher, class_embeddings)
+        mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=5, kf_translation_m=0.0), trainer=trainer)
+        relabelled: list[int] = []
+
+        def counted(m, kf, cam, views, original=trainer._relabel, log=relabelled):
+            log.append(kf.index)
+            return original(m, kf, cam, views)
+
+        trainer._relabel = counted
+        per_keyframe = []
+        for i in range(7):  # keyframes 1..7: a round is due after the 4th and the 7th
+            before = len(relabelled)
+            mapper.add_frame(ds[i])
+            per_keyframe.append(len(relabelled) - before)
+        runs[spread] = (per_keyframe, trainer.pseudo_label_rounds, sorted(relabelled[:4]))
+    whole, spread = runs[False], runs[True]
+    assert whole[0] == [0, 0, 0, 4, 0, 0, 7] and whole[1] == 2  # a whole round at once
+    assert spread[0] == [0, 0, 0, 2, 2, 0, 3]  # ceil(4 / 3) per keyframe; the next round starts at the 7th
+    assert spread[1] == 1 and spread[2] == whole[2]  # the same keyframes, one round finished

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="write a synthetic posed RGB-D scene with ground truth (Replica layout)")
-    p.add_argument("--scene", default="room", choices=["room", "apartment"],
+    p.add_argument("--scene", default="room",
                    help="room: one furnished 6 x 5 m room, 120 frames at 160x120 by default; apartment: four rooms "
                         "joined by doorways, 23 object classes, a 1500-frame walk over two laps at 320x240")
     p.add_argument("--seed", type=int, default=0)

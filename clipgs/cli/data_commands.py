@@ -21,8 +21,9 @@ def run_synth(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
         print(f"removed the earlier synthetic dataset in {args.out}")
 
-    frames, width, height = (given or default for given, default in
-                             zip((args.frames, args.width, args.height), SCENE_DEFAULTS[args.scene]))
+    defaults = SCENE_DEFAULTS.get(args.scene, SCENE_DEFAULTS["room"])  # an unknown scene fails in generate_scene
+    frames, width, height = (given or default for given, default in zip((args.frames, args.width, args.height),
+                                                                         defaults))
     start = time.perf_counter()
     out = generate_scene(args.out, scene=args.scene, seed=args.seed, n_frames=frames, width=width, height=height,
                          hfov_deg=args.hfov, noise=args.noise, workers=args.workers)

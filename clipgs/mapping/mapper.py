@@ -24,7 +24,7 @@ from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.frame_check import PoseJumpGate, rejection_reason
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.mapping.growth import growth_mask
+from clipgs.mapping.growth import auto_pixel_stride, growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.pose_refine import refine_pose, rigid
@@ -36,15 +36,6 @@ LossFn = Callable[[RenderOutput], tuple[Tensor, dict[str, float]]]
 
 
 log = logging.getLogger(__name__)
-
-
-AUTO_STRIDE_SAMPLES = 160 * 120  # growth samples of a full view when the stride is auto (0)
-
-
-def auto_pixel_stride(width: int, height: int) -> int:
-    """Growth stride giving a view about AUTO_STRIDE_SAMPLES samples: the map's density (and cost) per keyframe
-    does not grow with the mapping resolution; 1 at 160x120, 2 at 320x240, 4 at 640x480."""
-    return max(1, round(math.sqrt(width * height / AUTO_STRIDE_SAMPLES)))
 
 
 class IncrementalMapper:

@@ -1,6 +1,8 @@
 """MapperWorker: runs an IncrementalMapper on a background thread with a queue of one frame."""
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import threading
 from collections import Counter
@@ -10,6 +12,24 @@ from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.state import MapSnapshot
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _libc_trim():
+    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the system. A keyframe's renders allocate large temporaries whose sizes
+    change as the map grows, and glibc keeps such freed blocks in its arenas: without this the process's RSS
+    creeps up over a long run although nothing is held (apartment: +45 % over the last 550 frames)."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class MapperWorker:
@@ -79,6 +99,8 @@ class MapperWorker:
                 frame, self._pending, self._busy = self._pending, None, True
             try:
                 outcome = self.mapper.add_frame(frame)
+                if outcome == "keyframe":
+                    release_free_memory()
             except Exception as exc:  # keep mapping: the next frame may be fine
                 log.exception("mapper failed on frame %s", getattr(frame, "index", "?"))
                 self.error, outcome = exc, f"error:{type(exc).__name__}"

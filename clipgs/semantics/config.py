@@ -51,5 +51,8 @@ class SemanticTrainingConfig(Settings):
                                       "labelled (0: off)", at_least(0))
     dcs_max_keyframes: int = setting(48, "3DCS: keyframes relabelled per round (the newest half, the rest in turn "
                                          "from older ones): bounds a round's time on long runs", at_least(1))
+    dcs_spread: bool = setting(False, "3DCS: spread each round's relabelling over the dcs_every keyframes after "
+                                      "it (the same work, no multi-second stall on a live stream; the last "
+                                      "round's labels serve meanwhile)")
     dcs_novel_steps: int = setting(2, "3DCS: semantic-only training steps on those novel views per keyframe",
                                    at_least(0))

@@ -73,6 +73,9 @@ class SemanticTrainer(ChannelTrainer):
         self.novel_views: list[NovelView] = []
         self.pseudo_label_rounds = 0
         self._dcs_cursor = 0  # next older keyframe a bounded 3DCS round relabels
+        self._dcs_queue: list[tuple[Keyframe, Camera | None]] = []  # a spread round: what is left to relabel
+        self._dcs_next_views: list[NovelView] = []  # the novel views a spread round has labelled so far
+        self._dcs_per_keyframe = 1
         self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
@@ -191,8 +194,16 @@ class SemanticTrainer(ChannelTrainer):
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
         c, n = self.config, mapper.stats.keyframes
-        if self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0:
-            self.refresh_pseudo_labels(mapper)
+        due = self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0
+        if not c.dcs_spread:
+            if due:
+                self.refresh_pseudo_labels(mapper)
+            return
+        if due:  # a new round: any unfinished one is finished first (it is due after dcs_every keyframes)
+            self._dcs_work(mapper, len(self._dcs_queue))
+            self._dcs_queue = self._round_items(mapper)
+            self._dcs_per_keyframe = -(-len(self._dcs_queue) // c.dcs_every)  # ceil: done before the next round
+        self._dcs_work(mapper, self._dcs_per_keyframe)
 
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
@@ -205,29 +216,50 @@ class SemanticTrainer(ChannelTrainer):
         return counters
 
     # ----------------------------------------------------------------- 3DCS
+    def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:
+        """A round's work: (keyframe to relabel, the next annotated keyframe's camera or None)."""
+        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+        return [(annotated[i], annotated[i + 1].camera if i + 1 < len(annotated) else None)
+                for i in self.relabel_set(len(annotated))]
+
+    @torch.no_grad()
+    def _relabel(self, mapper: IncrementalMapper, kf: Keyframe, next_camera: Camera | None,
+                 views: list[NovelView]) -> None:
+        """Pseudo-labels for one keyframe (votes of the decoded map inside its 2D masks) and for the novel views
+        between it and ``next_camera`` (appended to ``views``)."""
+        c = self.config
+        vocab = self.vocabulary.to(self.device)
+        out = mapper.render(kf.camera)
+        labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
+                               kf.annotation.masks.mask_ids.to(self.device).long(), c.dcs_confidence)
+        kf.annotation.pseudo_labels = compact_ids(labels)
+        for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
+            pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
+                                         c.dcs_tau)
+            if bool((pseudo >= 0).any()):
+                views.append(NovelView(camera, compact_ids(pseudo)))
+
+    def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
+        """Do up to ``count`` items of the spread round; its novel views replace the last round's when done."""
+        if not self._dcs_queue or count <= 0:
+            return
+        for kf, next_camera in self._dcs_queue[:count]:
+            self._relabel(mapper, kf, next_camera, self._dcs_next_views)
+        del self._dcs_queue[:count]
+        if not self._dcs_queue:
+            self.novel_views, self._dcs_next_views = self._dcs_next_views, []
+            self.pseudo_label_rounds += 1
+
     @torch.no_grad()
     def refresh_pseudo_labels(self, mapper: IncrementalMapper) -> None:
         """3DCS: render keyframes' semantics, label by the vocabulary, vote inside their 2D masks; likewise
         for ``dcs_novel_views`` views between each relabelled keyframe and the next, segmented from their own
         renders. At most ``dcs_max_keyframes`` per round (see :meth:`relabel_set`), so a round costs the
         same after 50 keyframes as after 5000; the others keep their last pseudo-labels."""
-        c = self.config
-        vocab = self.vocabulary.to(self.device)
-        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
-        chosen = self.relabel_set(len(annotated))
-        for i in chosen:
-            kf = annotated[i]
-            out = mapper.render(kf.camera)
-            labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
-                                   kf.annotation.masks.mask_ids.to(self.device).long(), c.dcs_confidence)
-            kf.annotation.pseudo_labels = compact_ids(labels)
-        self.novel_views = []
-        pairs = [(annotated[i].camera, annotated[i + 1].camera) for i in chosen if i + 1 < len(annotated)]
-        for camera in (cam for a, b in pairs for cam in novel_cameras([a, b], c.dcs_novel_views)):
-            pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
-                                         c.dcs_tau)
-            if bool((pseudo >= 0).any()):
-                self.novel_views.append(NovelView(camera, compact_ids(pseudo)))
+        views: list[NovelView] = []
+        for kf, next_camera in self._round_items(mapper):
+            self._relabel(mapper, kf, next_camera, views)
+        self.novel_views = views
         self.pseudo_label_rounds += 1
 
     def relabel_set(self, count: int) -> list[int]:
