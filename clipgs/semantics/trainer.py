@@ -201,7 +201,7 @@ class SemanticTrainer(ChannelTrainer):
             return
         if due:  # a new round: any unfinished one is finished first (it is due after dcs_every keyframes)
             self._dcs_work(mapper, len(self._dcs_queue))
-            self._dcs_queue = self._round_items(mapper)
+            self._dcs_queue = self._round_items(mapper)[::-1]  # newest first: they are the ones still trained on
             self._dcs_per_keyframe = -(-len(self._dcs_queue) // c.dcs_every)  # ceil: done before the next round
         self._dcs_work(mapper, self._dcs_per_keyframe)
 
