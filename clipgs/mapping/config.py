@@ -34,6 +34,9 @@ class MapperConfig(Settings):
     # Optimisation over a keyframe window.
     map_width: int = setting(0, "map frames at this width, height and intrinsics scaled alike (0: the camera's; "
                                 "e.g. 320 for a 640x480 camera); renders and queries answer at any size", at_least(0))
+    max_map_width: int = setting(1280, "frames wider than this are mapped at this width when map_width is 0 (a "
+                                       "12 MP frame: 10 s for its first keyframe instead of 207 s; 0: no cap)",
+                                 at_least(0))
     keyframe_budget_mb: float = setting(1024.0, "memory for stored keyframes (colour, depth, masks, labels); past "
                                                 "it the most redundant older keyframes go (0: no limit)",
                                         at_least(0.0))

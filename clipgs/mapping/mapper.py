@@ -83,7 +83,8 @@ class IncrementalMapper:
             if reason is None:
                 self.last_input_camera, size = frame.camera, (frame.width, frame.height)
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
-                frame = frame.resized(c.map_width) if c.map_width else frame
+                width = c.map_width or (c.max_map_width if frame.width > c.max_map_width > 0 else 0)
+                frame = frame.resized(width) if width else frame
                 if c.pose_refine_iters:  # the drift found at the last keyframe applies to what follows
                     frame = dataclasses.replace(frame, world_from_camera=self._correction @ frame.world_from_camera)
         except Exception as exc:  # a malformed frame must never take the mapper down
