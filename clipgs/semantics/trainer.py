@@ -73,7 +73,7 @@ class SemanticTrainer(ChannelTrainer):
         self.novel_views: list[NovelView] = []
         self.pseudo_label_rounds = 0
         self._dcs_cursor = 0  # next older keyframe a bounded 3DCS round relabels
-        self._dcs_queue: list[tuple[Keyframe, Camera | None]] = []  # a spread round: what is left to relabel
+        self._dcs_queue: list[tuple[Keyframe, Camera | None]] | None = None  # an open round: what is left to do
         self._dcs_next_views: list[NovelView] = []  # the novel views a spread round has labelled so far
         self._dcs_per_keyframe = 1
         self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
@@ -200,7 +200,7 @@ class SemanticTrainer(ChannelTrainer):
                 self.refresh_pseudo_labels(mapper)
             return
         if due:  # a new round: any unfinished one is finished first (it is due after dcs_every keyframes)
-            self._dcs_work(mapper, len(self._dcs_queue))
+            self._dcs_work(mapper, len(self._dcs_queue or ()))
             self._dcs_queue = self._round_items(mapper)[::-1]  # newest first: they are the ones still trained on
             self._dcs_per_keyframe = -(-len(self._dcs_queue) // c.dcs_every)  # ceil: done before the next round
         self._dcs_work(mapper, self._dcs_per_keyframe)
@@ -240,14 +240,15 @@ class SemanticTrainer(ChannelTrainer):
                 views.append(NovelView(camera, compact_ids(pseudo)))
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
-        """Do up to ``count`` items of the spread round; its novel views replace the last round's when done."""
-        if not self._dcs_queue or count <= 0:
+        """Do up to ``count`` items of the open round; when none are left its novel views replace the last
+        round's and the round closes."""
+        if self._dcs_queue is None:
             return
         for kf, next_camera in self._dcs_queue[:count]:
             self._relabel(mapper, kf, next_camera, self._dcs_next_views)
         del self._dcs_queue[:count]
         if not self._dcs_queue:
-            self.novel_views, self._dcs_next_views = self._dcs_next_views, []
+            self.novel_views, self._dcs_next_views, self._dcs_queue = self._dcs_next_views, [], None
             self.pseudo_label_rounds += 1
 
     @torch.no_grad()
@@ -256,11 +257,8 @@ class SemanticTrainer(ChannelTrainer):
         for ``dcs_novel_views`` views between each relabelled keyframe and the next, segmented from their own
         renders. At most ``dcs_max_keyframes`` per round (see :meth:`relabel_set`), so a round costs the
         same after 50 keyframes as after 5000; the others keep their last pseudo-labels."""
-        views: list[NovelView] = []
-        for kf, next_camera in self._round_items(mapper):
-            self._relabel(mapper, kf, next_camera, views)
-        self.novel_views = views
-        self.pseudo_label_rounds += 1
+        self._dcs_queue, self._dcs_next_views = self._round_items(mapper), []  # a whole round, now
+        self._dcs_work(mapper, len(self._dcs_queue))
 
     def relabel_set(self, count: int) -> list[int]:
         """Indices (ascending) of the keyframes one 3DCS round relabels, out of ``count``: all of them up to

@@ -53,8 +53,8 @@ def render_view(scene: Scene, K: np.ndarray, width: int, height: int, world_from
 
     ``compiled`` False forces the NumPy reference caster (same images, ~10x slower); ``threads`` 0 = all cores.
     """
-    hits = cast_pixels(scene.packed, [o.primitives for o in scene.objects], K, world_from_camera, width, height,
-                       ((0.0, 0.0), *SUPERSAMPLE), compiled, threads)
+    hits = cast_pixels(scene.packed, K, world_from_camera, width, height, ((0.0, 0.0), *SUPERSAMPLE), compiled,
+                       threads)
     obj = hits.obj
     depth = hits.z[0]
     hit = obj[0] >= 0
@@ -142,7 +142,7 @@ def generate_scene(out: str | Path, scene: str = "room", seed: int = 0, n_frames
     if not (0 < hfov_deg < 180):
         raise ValueError(f"hfov must be in (0, 180) degrees, got {hfov_deg}")
     out = Path(out)
-    sc = build_scene(scene, seed, n_frames)
+    sc = _scene_cached(scene, seed, n_frames)  # the writer below finds it there when it runs in this process
     K = intrinsics_from_hfov(width, height, hfov_deg)
     for sub in ("rgb", "depth", "semantic_class", "semantic_instance"):
         (out / sub).mkdir(parents=True, exist_ok=True)

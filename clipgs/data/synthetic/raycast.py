@@ -8,6 +8,7 @@ distance t (R,) (inf = miss, only t > 1e-6 counts) and the outward unit normal (
 from __future__ import annotations
 
 import ctypes
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,13 +158,15 @@ class PackedPrimitives:
     """A scene's primitives as flat arrays for the compiled caster.
 
     kinds (P,) int32 (0 box, 1 sphere, 2 cylinder); params (P, 8) float64 (see csrc/raycast.cpp);
-    owner (P,) int32 object index, non-decreasing; spheres (P, 4) float64 bounding spheres (x, y, z, r).
+    owner (P,) int32 object index, non-decreasing; spheres (P, 4) float64 bounding spheres (x, y, z, r);
+    objects: the primitives per object they were packed from (what the NumPy reference casts against).
     """
 
     kinds: np.ndarray
     params: np.ndarray
     owner: np.ndarray
     spheres: np.ndarray
+    objects: tuple[tuple[Primitive, ...], ...]
 
 
 def pack(objects: Sequence[Sequence[Primitive]]) -> PackedPrimitives:
@@ -183,7 +186,8 @@ def pack(objects: Sequence[Sequence[Primitive]]) -> PackedPrimitives:
                 params.append([*prim.base, prim.radius, prim.height, 0.0, 0.0, 0.0])
             owner.append(k)
     return PackedPrimitives(np.asarray(kinds, np.int32), np.asarray(params, np.float64).reshape(-1, 8),
-                            np.asarray(owner, np.int32), np.asarray(spheres, np.float64).reshape(-1, 4))
+                            np.asarray(owner, np.int32), np.asarray(spheres, np.float64).reshape(-1, 4),
+                            tuple(tuple(prims) for prims in objects))
 
 
 @lru_cache(maxsize=1)
@@ -216,9 +220,8 @@ class PixelHits:
     point: np.ndarray
 
 
-def cast_pixels(packed: PackedPrimitives, objects: Sequence[Sequence[Primitive]], K: np.ndarray,
-                world_from_camera: np.ndarray, width: int, height: int, offsets: Sequence[tuple[float, float]],
-                compiled: bool = True, threads: int = 0) -> PixelHits:
+def cast_pixels(packed: PackedPrimitives, K: np.ndarray, world_from_camera: np.ndarray, width: int, height: int,
+                offsets: Sequence[tuple[float, float]], compiled: bool = True, threads: int = 0) -> PixelHits:
     """Cast one ray through (x + du, y + dv) of every pixel (x, y) for each (du, dv) in ``offsets``.
 
     K (3, 3) pinhole without skew; world_from_camera (4, 4) OpenCV axes. ``compiled`` False (or no compiler)
@@ -228,9 +231,7 @@ def cast_pixels(packed: PackedPrimitives, objects: Sequence[Sequence[Primitive]]
     off = np.ascontiguousarray(offsets, np.float64).reshape(S, 2)
     lib = _library() if compiled else None
     if lib is None:
-        return _cast_pixels_numpy(objects, K, world_from_camera, width, height, off)
-    import os
-
+        return _cast_pixels_numpy(packed.objects, K, world_from_camera, width, height, off)
     c2w, Kc = np.ascontiguousarray(world_from_camera, np.float64), np.ascontiguousarray(K, np.float64)
     z, obj = np.empty((S, height, width)), np.empty((S, height, width), np.int32)
     normal, point = np.empty((S, height, width, 3)), np.empty((S, height, width, 3))
