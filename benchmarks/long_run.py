@@ -78,6 +78,7 @@ def main() -> int:
     parser.add_argument("--max-frames", type=int, default=0, help="stream only this many frames (0: all)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="any other mapper setting, e.g. --set pose_refine_min_gain=0 (repeatable)")
+    parser.add_argument("--device", default="cpu", help="torch device of the map and its optimisation (cpu, cuda)")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_long")
@@ -102,12 +103,12 @@ def main() -> int:
 
         teacher, text, vocab = simulated_setup(ds)
         trainer = SemanticTrainer(SemanticTrainingConfig(async_source=True, dcs_spread=True), teacher, vocab)
-    mapper = IncrementalMapper(config, trainer=trainer)
+    mapper = IncrementalMapper(config, device=args.device, trainer=trainer)
     worker = MapperWorker(mapper)
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "
           f"{'on (own thread)' if args.semantic else 'off'}, map_width {args.map_width or w}, keyframe budget "
           f"{args.keyframe_budget_mb:g} MB, pose refinement {args.pose_refine_iters or 'off'}, poses "
-          f"{'true' if args.true_poses else 'as given'}{''.join(', ' + kv for kv in args.set)}\n")
+          f"{'true' if args.true_poses else 'as given'}, device {args.device}{''.join(', ' + kv for kv in args.set)}\n")
     cols = ("frames", "mapped", "dropped", "keyframes held", "held MB", "Gaussians", "RSS MB", "ms/keyframe",
             "semantic lag s")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
