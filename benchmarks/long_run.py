@@ -149,7 +149,8 @@ def main() -> int:
 
         sem = evaluate_semantics(snap.gaussians, SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab),
                                  scored, teacher)
-        summary += f", mIoU map {100 * sem['map_miou']:.1f} / teacher {100 * sem['teacher_miou']:.1f}"
+        summary += (f", mIoU map {100 * sem['map_miou']:.1f} (per pixel {100 * sem['map_pixelwise_miou']:.1f}) / "
+                    f"teacher {100 * sem['teacher_miou']:.1f}")
         from clipgs.semantics.query import query_map
 
         view = scored[scored.test_indices[len(scored.test_indices) // 2]]  # at the camera's own resolution

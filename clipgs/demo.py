@@ -93,7 +93,8 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
     print("\nsemantics, held-out views (mIoU / pixel accuracy, %):")
     print(f"  2D teacher        {100 * t['teacher_miou']:5.1f} / {100 * t['teacher_pixel_acc']:5.1f}")
     for name, r in sem.items():
-        print(f"  {name:17} {100 * r['map_miou']:5.1f} / {100 * r['map_pixel_acc']:5.1f}")
+        print(f"  {name:17} {100 * r['map_miou']:5.1f} / {100 * r['map_pixel_acc']:5.1f}   (per pixel "
+              f"{100 * r['map_pixelwise_miou']:.1f} / {100 * r['map_pixelwise_pixel_acc']:.1f})")
     print(f"  semantic render {t['semantic_render_fps']:.1f} FPS (RGB + {training.sem_dim} attributes + decoder)")
     q = metrics["query"]
     print(f"query '{query}' in view {view}: {q['pixels']} pixels, score {q['score']:.2f}; 3D: {q['gaussians']} "

@@ -230,7 +230,8 @@ class MappingSession:
         rgb = to_uint8(out.rgb.cpu().numpy())
         semantic = labels = None
         if decoder is not None:
-            labels = labels_from_render(out, decoder, self.semantics.vocabulary).astype(np.uint16)
+            labels = labels_from_render(out, decoder, self.semantics.vocabulary,
+                                        self.settings.coherent_labels).astype(np.uint16)
             semantic = colorize_labels(labels)
         return RenderedViews(rgb, out.expected_depth().cpu().numpy().astype(np.float32), semantic, labels)
 
@@ -273,7 +274,8 @@ class MappingSession:
             return QueryResult(False, f"cannot answer '{label}': no keyframe with semantics mapped yet")
         text = self.semantics.text
         negatives = text.encode(negative_names(self.semantics.classes, label))  # as `clipgs query` does
-        answer = query_map(gmap, decoder, text.encode([label])[0], negatives, self._camera(world_from_camera))
+        answer = query_map(gmap, decoder, text.encode([label])[0], negatives, self._camera(world_from_camera),
+                           coherent=self.settings.coherent_labels)
         mask = (answer.mask * 255).astype(np.uint8)
         if answer.centroid is None:
             best = float(answer.relevancy.max(initial=0.0))

@@ -268,41 +268,6 @@ def test_overlapping_masks_to_ids_keep_nested_parts_and_largest():
     np.testing.assert_array_equal(largest_masks(raw, 9), [[0, 0, 0, 1], [2, 2, -1, 1]])
 
 
-def test_wide_frames_are_segmented_coarser_with_the_same_regions():
-    from clipgs.data.frame import Frame
-    from clipgs.semantics.segmentation import felzenszwalb_masks
-
-    rgb = np.zeros((480, 640, 3), np.uint8)  # four flat blocks, one with a hole in its depth
-    rgb[:240, 320:] = (200, 30, 30)
-    rgb[240:, :320] = (30, 200, 30)
-    rgb[240:, 320:] = (30, 30, 200)
-    depth = np.full((480, 640), 2.0, np.float32)
-    depth[100:110, 100:117] = 0.0
-    frame = Frame(rgb, depth, np.array([[500.0, 0, 320], [0, 500, 240], [0, 0, 1]]), np.eye(4))
-    coarse, full = felzenszwalb_masks(frame), felzenszwalb_masks(frame, max_width=0)
-    assert coarse.shape == full.shape == (480, 640)
-    assert (coarse[depth <= 0] == -1).all() and (coarse[depth > 0] >= 0).all()
-    for ids in (coarse, full):  # one segment covers each block, whatever the resolution it was found at
-        dominant = []
-        for block in (ids[:240, :320], ids[:240, 320:], ids[240:, :320], ids[240:, 320:]):
-            labels, counts = np.unique(block[block >= 0], return_counts=True)
-            assert counts.max() > 0.95 * block.size
-            dominant.append(labels[counts.argmax()])
-        assert len(set(dominant)) == 4
-
-
-def test_mask_pixels_are_sampled_from_masks_only():
-    from clipgs.semantics.sac import sample_mask_pixels
-
-    ids = torch.full((100, 100), -1)
-    ids[20:60, 10:90] = 3
-    idx = sample_mask_pixels(ids, 500, torch.Generator().manual_seed(0))
-    assert len(idx) == 500 and (ids.reshape(-1)[idx] == 3).all()
-    assert torch.equal(idx, sample_mask_pixels(ids, 500, torch.Generator().manual_seed(0)))
-    few = sample_mask_pixels(ids, 10**6, torch.Generator())  # fewer mask pixels than asked: all of them, once
-    assert torch.equal(few, torch.nonzero(ids.reshape(-1) >= 0).squeeze(1))
-
-
 def test_semantic_factory_needs_local_weights(tmp_path):
     from clipgs.semantics.factory import SemanticSettings, build_semantics
 

@@ -200,7 +200,8 @@ def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:
     panels = (json_path.parent if json_path else map_path.parent) / "semantic_panels"
     sem = evaluate_semantics(gmap, model, ds, teacher, panels_dir=panels)
     line = f"semantic (held-out, {sem['views']} views): map mIoU {100 * sem['map_miou']:.1f}, pixel acc " \
-           f"{100 * sem['map_pixel_acc']:.1f}"
+           f"{100 * sem['map_pixel_acc']:.1f} (per pixel, not by segment: {100 * sem['map_pixelwise_miou']:.1f} / " \
+           f"{100 * sem['map_pixelwise_pixel_acc']:.1f})"
     if teacher is not None:
         line += (f" | 2D teacher mIoU {100 * sem['teacher_miou']:.1f}, pixel acc {100 * sem['teacher_pixel_acc']:.1f}"
                  f" ({teacher.corruption.describe()})")

@@ -8,9 +8,15 @@ import numpy as np
 from clipgs.data.frame import Frame
 
 
-def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, min_size: int = 40,
-                       depth_weight: float = 0.5, max_width: int = 320) -> np.ndarray:
-    """(H, W) int64 mask ids from colour and depth (depth as a fourth channel, scaled to the colour range).
+def felzenszwalb_masks(frame: Frame, **options) -> np.ndarray:
+    """(H, W) int64 mask ids of a frame's colour and depth (see ``segment_image`` for the options)."""
+    return segment_image(frame.rgb, frame.depth, **options)
+
+
+def segment_image(rgb: np.ndarray, depth: np.ndarray, scale: float = 200.0, sigma: float = 0.8, min_size: int = 40,
+                  depth_weight: float = 0.5, max_width: int = 320) -> np.ndarray:
+    """(H, W) int64 segment ids, -1 where depth is 0, from colour and depth (depth as a fourth channel, scaled
+    to the colour range). rgb: (H, W, 3) uint8; depth: (H, W) float32 metres, 0 = invalid.
 
     Frames wider than ``max_width`` (0: no limit) are segmented on a block-averaged copy (an integer factor f,
     ``min_size`` in those coarser pixels) and the ids repeated back to full size: segmentation time grows faster
@@ -19,9 +25,8 @@ def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, m
     """
     from skimage.segmentation import felzenszwalb
 
-    rgb = frame.rgb.astype(np.float32) / 255.0
-    depth = frame.depth / max(float(frame.depth.max()), 1e-6)
-    image = np.concatenate([rgb, depth_weight * depth[..., None]], axis=-1)
+    scaled = depth / max(float(depth.max()), 1e-6)
+    image = np.concatenate([rgb.astype(np.float32) / 255.0, depth_weight * scaled[..., None]], axis=-1)
     h, w = image.shape[:2]
     f = -(-w // max_width) if max_width > 0 else 1
     if f > 1:  # block mean over f x f (edge blocks partial), then segment the small image
@@ -35,7 +40,7 @@ def felzenszwalb_masks(frame: Frame, scale: float = 200.0, sigma: float = 0.8, m
     ids = ids.astype(np.int64)
     if f > 1:
         ids = np.repeat(np.repeat(ids, f, axis=0), f, axis=1)[:h, :w]
-    ids[frame.depth <= 0] = -1  # no depth, no 3D: these pixels cannot supervise the map
+    ids[depth <= 0] = -1  # no depth, no 3D: these pixels cannot supervise the map
     return ids
 
 

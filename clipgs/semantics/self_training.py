@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from clipgs.data.frame import Camera, Frame
-from clipgs.data.images import to_uint8
+from clipgs.data.frame import Camera
 from clipgs.geometry import interpolate_pose
 from clipgs.render import RenderOutput
+from clipgs.semantics.coherence import rendered_segments
 from clipgs.semantics.sac import SemanticDecoder
-from clipgs.semantics.segmentation import felzenszwalb_masks
 
 
 def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_class: int | None = 0) -> Tensor:
@@ -56,14 +54,11 @@ def novel_cameras(cameras: list[Camera], per_pair: int) -> list[Camera]:
 
 
 @torch.no_grad()
-def label_rendered_view(out: RenderOutput, camera: Camera, decoder: SemanticDecoder, vocabulary: Tensor,
+def label_rendered_view(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor,
                         confidence: float, tau: float) -> Tensor:
     """(H, W) pseudo-labels (-1 = none) for a view without a 2D teacher: class-agnostic segments of the
     rendered colour + depth (where opacity > 0.5) stand in for its masks, the decoded semantics vote inside them.
     """
-    rgb = to_uint8(out.rgb.cpu().numpy())
-    depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
-    frame = Frame(rgb, depth, camera.K, camera.world_from_camera)
-    ids = torch.from_numpy(felzenszwalb_masks(frame)).to(out.image.device)
+    ids = rendered_segments(out)
     logits = decoder.similarity(out.semantics, vocabulary) / tau
     return vote_in_masks(logits, ids, confidence)

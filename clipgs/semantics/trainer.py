@@ -234,7 +234,7 @@ class SemanticTrainer(ChannelTrainer):
                                kf.annotation.masks.mask_ids.to(self.device).long(), c.dcs_confidence)
         kf.annotation.pseudo_labels = compact_ids(labels)
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
-            pseudo = label_rendered_view(mapper.render(camera), camera, self.decoder, vocab, c.dcs_confidence,
+            pseudo = label_rendered_view(mapper.render(camera), self.decoder, vocab, c.dcs_confidence,
                                          c.dcs_tau)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo)))
