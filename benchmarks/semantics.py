@@ -46,6 +46,7 @@ LADDER = [
     ("+ 3DCS on keyframes", {"dcs_novel_views": 0}),
     ("+ 3DCS novel views", {"dcs_novel_views": 1}),
     ("+ KNN 3D term (paper v2)", {"dcs_novel_views": 1, "w_sem_knn": 0.1}),
+    ("3DCS novel views, masks split by the render", {"dcs_novel_views": 1, "dcs_split_masks": True}),
 ]
 DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the query and d tables use it
 
@@ -139,6 +140,8 @@ def main() -> int:
     parser.add_argument("--teachers", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
     parser.add_argument("--wrong-fraction", type=float, default=0.3, help="uniform teacher: masks with a wrong class")
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
+    parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "
+                        "default: all; the teacher row comes with row 0)")
     parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
                         "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
     args = parser.parse_args()
@@ -165,6 +168,8 @@ def main() -> int:
     results = {}
     for kind in args.teachers:
         for k, (name, config) in enumerate(LADDER):
+            if args.rows is not None and k not in args.rows:
+                continue
             runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, **config) for s in args.seeds]
             results[kind, name] = runs
             if k == 0:
@@ -177,6 +182,8 @@ def main() -> int:
                   flush=True)
     print()
     chosen = DEFAULT_ROW
+    if any((kind, chosen) not in results for kind in args.teachers):
+        return 0  # --rows left the default row out: no query and attribute tables
     for kind in args.teachers:
         gmap, model, _, _ = results[kind, chosen][0]
         print_queries(gmap, model, ds, text, f"{chosen}, {kind} teacher, seed {args.seeds[0]}")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from clipgs.render import RenderOutput
-from clipgs.semantics.coherence import rendered_segments, segment_majority, segment_mean
+from clipgs.semantics.coherence import rendered_segments, segment_majority, segment_mean, split_masks
 from clipgs.semantics.pipeline import labels_from_render
 from clipgs.semantics.sac import SemanticDecoder
 
@@ -20,6 +20,13 @@ def test_segment_majority_and_mean_by_hand():
                                torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.5, 0.5, 0.4, 0.9]]))
     none = torch.full((2, 4), -1)
     assert torch.equal(segment_majority(labels, none), labels) and torch.equal(segment_mean(values, none), values)
+
+
+def test_masks_split_by_render_segments():
+    masks = torch.tensor([[0, 0, 1, -1], [0, 0, 1, 1]])  # mask 0 took in two segments (3 and 4)
+    segments = torch.tensor([[3, 4, 4, 4], [3, 3, -1, 4]])
+    assert split_masks(masks, segments).tolist() == [[0, 1, 2, -1], [0, 0, -1, 2]]
+    assert (split_masks(masks, torch.full((2, 4), -1)) == -1).all()
 
 
 def two_object_render(speckle: bool) -> RenderOutput:

@@ -51,3 +51,14 @@ def segment_mean(values: Tensor, segments: Tensor) -> Tensor:
     out = values.clone()
     out[inside] = (sums / counts)[seg]
     return out
+
+
+def split_masks(masks: Tensor, segments: Tensor) -> Tensor:
+    """(H, W) mask ids cut by (H, W) segment ids: one id per (mask, segment) pair present, -1 where either is.
+    A 2D mask that took in a small object and its support comes apart where the render's segments do."""
+    valid = (masks >= 0) & (segments >= 0)
+    out = torch.full_like(masks, -1)
+    if bool(valid.any()):
+        pair = masks[valid] * (int(segments.max()) + 1) + segments[valid]
+        out[valid] = torch.unique(pair, return_inverse=True)[1]
+    return out

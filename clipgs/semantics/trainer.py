@@ -22,6 +22,7 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.mapping import ChannelTrainer, GaussianMap, IncrementalMapper
 from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
+from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
 from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
@@ -230,8 +231,10 @@ class SemanticTrainer(ChannelTrainer):
         c = self.config
         vocab = self.vocabulary.to(self.device)
         out = mapper.render(kf.camera)
-        labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau,
-                               kf.annotation.masks.mask_ids.to(self.device).long(), c.dcs_confidence)
+        masks = kf.annotation.masks.mask_ids.to(self.device).long()
+        if c.dcs_split_masks:
+            masks = split_masks(masks, rendered_segments(out))
+        labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
         kf.annotation.pseudo_labels = compact_ids(labels)
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
             pseudo = label_rendered_view(mapper.render(camera), self.decoder, vocab, c.dcs_confidence,
