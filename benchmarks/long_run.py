@@ -61,6 +61,22 @@ def trend(rows: list[tuple], total: int) -> str:
     return out
 
 
+def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
+    """NAME=VALUE pairs -> (MapperConfig, SemanticTrainingConfig) keyword overrides, typed by the default."""
+    from clipgs.semantics.config import SemanticTrainingConfig
+
+    out: tuple[dict, dict] = ({}, {})
+    for name, value in (kv.split("=", 1) for kv in pairs):
+        for target, defaults in zip(out, (MapperConfig(), SemanticTrainingConfig())):
+            if hasattr(defaults, name):
+                kind = type(getattr(defaults, name))
+                target[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+                break
+        else:
+            raise SystemExit(f"--set {name}: not a mapper or semantic training setting")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene", choices=sorted(LONG_RUN_DEFAULTS), default="room",
@@ -77,7 +93,7 @@ def main() -> int:
     parser.add_argument("--true-poses", action="store_true", help="stream the true poses, not the drifting odometry")
     parser.add_argument("--max-frames", type=int, default=0, help="stream only this many frames (0: all)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="any other mapper setting, e.g. --set pose_refine_min_gain=0 (repeatable)")
+                        help="any other mapper or semantic training setting, e.g. --set dcs_every=0 (repeatable)")
     parser.add_argument("--device", default="cpu", help="torch device of the map and its optimisation (cpu, cuda)")
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
@@ -92,7 +108,7 @@ def main() -> int:
     truth = folder / "gt_traj_w_c.txt"
     ds = open_dataset(folder, trajectory=truth.name) if args.true_poses and truth.is_file() else open_dataset(folder)
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
-    extra = {name: type(getattr(MapperConfig(), name))(value) for name, value in (kv.split("=", 1) for kv in args.set)}
+    extra, training = parse_overrides(args.set)
     config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb,
                           pose_refine_iters=args.pose_refine_iters, **extra)
     trainer = teacher = vocab = None
@@ -102,7 +118,8 @@ def main() -> int:
         from clipgs.semantics.trainer import SemanticTrainer
 
         teacher, text, vocab = simulated_setup(ds)
-        trainer = SemanticTrainer(SemanticTrainingConfig(async_source=True, dcs_spread=True), teacher, vocab)
+        trainer = SemanticTrainer(SemanticTrainingConfig(**{"async_source": True, "dcs_spread": True, **training}),
+                                  teacher, vocab)
     mapper = IncrementalMapper(config, device=args.device, trainer=trainer)
     worker = MapperWorker(mapper)
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "

@@ -46,7 +46,7 @@ LADDER = [
     ("+ 3DCS on keyframes", {"dcs_novel_views": 0}),
     ("+ 3DCS novel views", {"dcs_novel_views": 1}),
     ("+ KNN 3D term (paper v2)", {"dcs_novel_views": 1, "w_sem_knn": 0.1}),
-    ("3DCS novel views, masks split by the render", {"dcs_novel_views": 1, "dcs_split_masks": True}),
+    ("3DCS novel views, whole masks vote", {"dcs_novel_views": 1, "dcs_split_masks": False}),
 ]
 DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the query and d tables use it
 

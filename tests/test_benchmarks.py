@@ -33,7 +33,8 @@ def test_profile_step_breaks_a_step_into_its_parts(tmp_path):
 
 def test_long_run_streams_laps_and_sums_up(tmp_path):
     out = run("long_run.py", "--frames", "16", "--laps", "2", "--size", "64x48", "--rate", "40", "--every", "10",
-              "--scene-dir", str(tmp_path))
+              "--scene-dir", str(tmp_path), "--set", "window_size=4", "--set", "dcs_split_masks=true")
+    assert "window_size=4, dcs_split_masks=true" in out  # mapper and semantic training settings alike
     rows = [line for line in out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(rows) == 3  # frames 10, 20 and the last (28: 14 training frames x 2 laps)
     summary = out.strip().splitlines()[-1]

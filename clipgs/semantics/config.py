@@ -56,6 +56,6 @@ class SemanticTrainingConfig(Settings):
                                       "round's labels serve meanwhile)")
     dcs_novel_steps: int = setting(2, "3DCS: semantic-only training steps on those novel views per keyframe",
                                    at_least(0))
-    dcs_split_masks: bool = setting(False, "3DCS: vote inside each 2D mask's parts cut by segments of the keyframe's "
+    dcs_split_masks: bool = setting(True, "3DCS: vote inside each 2D mask's parts cut by segments of the keyframe's "
                                            "render (a small object a mask merged into its support keeps its own "
-                                           "vote), not inside whole masks")
+                                           "vote); false: inside whole masks")
