@@ -64,9 +64,9 @@ def run(ds, text, vocab, kind: str, wrong: float, seed: int, **training):
     return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
 
 
-def print_queries(gmap, model, ds, text, what: str) -> dict:
+def print_queries(gmap, model, ds, text, what: str, coherent: bool = False) -> dict:
     """The field-standard query table (clipgs.semantics.query_metrics), per class and overall."""
-    scores = score_queries(gmap, model, ds, text)
+    scores = score_queries(gmap, model, ds, text, coherent=coherent)
     print(f"| query ({what}) | 2D IoU | localisation | 3D objects | returned | matched | error m |")
     print("|---|---|---|---|---|---|---|")
     for name in scores.iou:
@@ -151,6 +151,7 @@ def main() -> int:
         ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
         text = TextEncoder.from_identity(model.text_encoder)
         print_queries(gmap, model, ds, text, str(args.map))
+        print_queries(gmap, model, ds, text, f"{args.map}, masks by segment", coherent=True)
         timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
     default = SemanticTrainingConfig()

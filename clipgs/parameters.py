@@ -36,9 +36,9 @@ class NodeSettings(Settings):
                                           "rejected)", at_least(0.0))
     autosave_path: str = setting("~/.ros/clipgs_map.ply", "map written on shutdown (PLY); empty: no autosave")
     device: str = setting("cpu", "torch device for mapping", TORCH_DEVICE)
-    coherent_labels: bool = setting(True, "semantic images and query masks by segments of the render (each takes "
-                                          "its pixels' majority class / mean relevancy: no speckle; ~0.1 s per "
-                                          "320x240 image on a CPU); false: per pixel")
+    coherent_labels: bool = setting(True, "semantic images labelled by segments of the render (each takes its "
+                                          "pixels' majority class: no speckle; ~0.05-0.2 s per image on a CPU); "
+                                          "false: per pixel")
 
 
 # (file section title, group): the params file's order.

@@ -274,8 +274,7 @@ class MappingSession:
             return QueryResult(False, f"cannot answer '{label}': no keyframe with semantics mapped yet")
         text = self.semantics.text
         negatives = text.encode(negative_names(self.semantics.classes, label))  # as `clipgs query` does
-        answer = query_map(gmap, decoder, text.encode([label])[0], negatives, self._camera(world_from_camera),
-                           coherent=self.settings.coherent_labels)
+        answer = query_map(gmap, decoder, text.encode([label])[0], negatives, self._camera(world_from_camera))
         mask = (answer.mask * 255).astype(np.uint8)
         if answer.centroid is None:
             best = float(answer.relevancy.max(initial=0.0))

@@ -89,7 +89,7 @@ def labels_from_render(out: RenderOutput, decoder: SemanticDecoder, vocabulary: 
     scores = decoder.similarity(out.semantics, vocabulary[1:], unnormalised=True)
     labels = torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0)
     if coherent:
-        labels = torch.where(out.alpha > 0.5, segment_majority(labels, rendered_segments(out)), 0)
+        labels = torch.where(out.alpha > 0.5, segment_majority(labels, rendered_segments(out, scale_with_size=True)), 0)
     return labels.cpu().numpy()
 
 

@@ -103,9 +103,9 @@ def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, li
 
 @torch.no_grad()
 def score_queries(gmap: GaussianMap, model: SemanticModel, ds: SequenceDataset, text: TextEncoder,
-                  radius_m: float = 0.3) -> QueryScores:
+                  radius_m: float = 0.3, coherent: bool = False) -> QueryScores:
     """Query every class name of the map's vocabulary (negatives: the other names) on the held-out views (2D)
-    and in 3D, and score against ground truth."""
+    and in 3D, and score against ground truth (coherent: 2D masks by segment, see ``query_map``)."""
     names = model.vocabulary[1:]
     emb = dict(zip(names, text.encode(names)))
     negatives = {name: text.encode(negative_names(model.vocabulary, name)) for name in names}
@@ -116,7 +116,7 @@ def score_queries(gmap: GaussianMap, model: SemanticModel, ds: SequenceDataset, 
             truth = f.labels == k
             if not truth.any():
                 continue
-            answer = query_map(gmap, model.decoder, emb[name], negatives[name], f.camera)
+            answer = query_map(gmap, model.decoder, emb[name], negatives[name], f.camera, coherent=coherent)
             scores.iou.setdefault(name, []).append(mask_iou(answer.mask, truth))
             scores.hits.setdefault(name, []).append(localisation_hit(answer.relevancy, truth))
     truth3d = ground_truth_instances(ds)
