@@ -51,6 +51,12 @@ def test_coherent_labels_remove_speckle_inside_an_object_and_keep_empty_pixels_v
     out = two_object_render(speckle=True)
     segments = rendered_segments(out)
     assert (segments[:8] == -1).all() and (segments[8:] >= 0).all()
+    shifted = two_object_render(speckle=False)  # the objects' border at an odd column, inside a 2 x 2 block
+    shifted.image[8:, 47, :3] = shifted.image[8:, 48, :3]
+    blocks = rendered_segments(shifted, max_width=48)[8:]  # 3DCS's dcs_segment_width: a segment per 2 x 2 block
+    assert torch.equal(blocks, blocks.reshape(28, 2, 48, 2)[:, :1, :, :1].expand(28, 2, 48, 2).reshape(56, 96))
+    full = rendered_segments(shifted)[8:]
+    assert not torch.equal(full, full.reshape(28, 2, 48, 2)[:, :1, :, :1].expand(28, 2, 48, 2).reshape(56, 96))
     pixelwise = labels_from_render(out, decoder, vocabulary, coherent=False)
     coherent = labels_from_render(out, decoder, vocabulary)
     assert (pixelwise[30:33, 20:23] == 3).all()  # the speckle decodes to the third class

@@ -23,16 +23,18 @@ LABEL_REFERENCE_PIXELS = 320 * 240
 SEGMENT_SCALE, SEGMENT_MIN_SIZE = 200.0, 40
 
 
-def rendered_segments(out: RenderOutput, scale_with_size: bool = False) -> Tensor:
+def rendered_segments(out: RenderOutput, scale_with_size: bool = False, max_width: int = 320) -> Tensor:
     """(H, W) int64 segment ids of a render's colour + depth where opacity > 0.5, -1 elsewhere (out's device).
 
     scale_with_size: segments as fine, relative to the image, at any size below 320x240 (labels and queries);
-    False: the segmentation's fixed defaults (3DCS pseudo-labels).
+    False: the segmentation's fixed defaults (3DCS pseudo-labels). max_width: wider renders are segmented on a
+    block-averaged copy this wide (see ``segment_image``).
     """
     rgb = to_uint8(out.rgb.clamp(0, 1).cpu().numpy())
     depth = torch.where(out.alpha > 0.5, out.expected_depth(), 0.0).cpu().numpy().astype(np.float32)
     f = min(1.0, depth.size / LABEL_REFERENCE_PIXELS) if scale_with_size else 1.0
-    ids = segment_image(rgb, depth, scale=SEGMENT_SCALE * f, min_size=max(1, round(SEGMENT_MIN_SIZE * f)))
+    ids = segment_image(rgb, depth, scale=SEGMENT_SCALE * f, min_size=max(1, round(SEGMENT_MIN_SIZE * f)),
+                        max_width=max_width)
     return torch.from_numpy(ids).to(out.image.device)
 
 

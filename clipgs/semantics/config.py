@@ -56,6 +56,8 @@ class SemanticTrainingConfig(Settings):
                                       "round's labels serve meanwhile)")
     dcs_novel_steps: int = setting(2, "3DCS: semantic-only training steps on those novel views per keyframe",
                                    at_least(0))
+    dcs_segment_width: int = setting(160, "3DCS: renders wider than this are segmented on a block-averaged copy "
+                                          "this wide (segmentation is most of a 3DCS round's time)", at_least(16))
     dcs_split_masks: bool = setting(True, "3DCS: vote inside each 2D mask's parts cut by segments of the keyframe's "
                                            "render (a small object a mask merged into its support keeps its own "
                                            "vote); false: inside whole masks")

@@ -55,10 +55,10 @@ def novel_cameras(cameras: list[Camera], per_pair: int) -> list[Camera]:
 
 @torch.no_grad()
 def label_rendered_view(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor,
-                        confidence: float, tau: float) -> Tensor:
+                        confidence: float, tau: float, segment_width: int = 320) -> Tensor:
     """(H, W) pseudo-labels (-1 = none) for a view without a 2D teacher: class-agnostic segments of the
     rendered colour + depth (where opacity > 0.5) stand in for its masks, the decoded semantics vote inside them.
     """
-    ids = rendered_segments(out)
+    ids = rendered_segments(out, max_width=segment_width)
     logits = decoder.similarity(out.semantics, vocabulary) / tau
     return vote_in_masks(logits, ids, confidence)

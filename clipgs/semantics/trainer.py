@@ -233,12 +233,12 @@ class SemanticTrainer(ChannelTrainer):
         out = mapper.render(kf.camera)
         masks = kf.annotation.masks.mask_ids.to(self.device).long()
         if c.dcs_split_masks:
-            masks = split_masks(masks, rendered_segments(out))
+            masks = split_masks(masks, rendered_segments(out, max_width=c.dcs_segment_width))
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
         kf.annotation.pseudo_labels = compact_ids(labels)
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
             pseudo = label_rendered_view(mapper.render(camera), self.decoder, vocab, c.dcs_confidence,
-                                         c.dcs_tau)
+                                         c.dcs_tau, c.dcs_segment_width)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo)))
 
