@@ -62,18 +62,16 @@ def trend(rows: list[tuple], total: int) -> str:
 
 
 def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """NAME=VALUE pairs -> (MapperConfig, SemanticTrainingConfig) keyword overrides, typed by the default."""
+    """NAME=VALUE pairs -> (MapperConfig, SemanticTrainingConfig) overrides; the settings coerce the strings."""
     from clipgs.semantics.config import SemanticTrainingConfig
 
     out: tuple[dict, dict] = ({}, {})
     for name, value in (kv.split("=", 1) for kv in pairs):
-        for target, defaults in zip(out, (MapperConfig(), SemanticTrainingConfig())):
-            if hasattr(defaults, name):
-                kind = type(getattr(defaults, name))
-                target[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-                break
-        else:
+        target = next((o for o, group in zip(out, (MapperConfig, SemanticTrainingConfig)) if name in group.names()),
+                      None)
+        if target is None:
             raise SystemExit(f"--set {name}: not a mapper or semantic training setting")
+        target[name] = value
     return out
 
 

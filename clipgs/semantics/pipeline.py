@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from clipgs.data.dataset import SequenceDataset
-from clipgs.data.frame import Camera
 from clipgs.data.images import labelled_classes_panel, write_image
 from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.gaussian_map import GaussianMap
@@ -86,20 +85,20 @@ def labels_from_render(out: RenderOutput, decoder: SemanticDecoder, vocabulary: 
     coherent: each segment of the render's colour + depth takes its pixels' majority class (see
     :mod:`clipgs.semantics.coherence`); False: every pixel its own argmax.
     """
-    scores = decoder.similarity(out.semantics, vocabulary[1:], unnormalised=True)
-    labels = torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0)
-    if coherent:
-        labels = torch.where(out.alpha > 0.5, segment_majority(labels, rendered_segments(out, scale_with_size=True)), 0)
-    return labels.cpu().numpy()
+    labels = pixel_labels(out, decoder, vocabulary)
+    return (coherent_labels(labels, out) if coherent else labels).cpu().numpy()
 
 
 @torch.no_grad()
-def render_labels(gmap: GaussianMap, model: SemanticModel, camera: Camera,
-                  coherent: bool = True) -> tuple[np.ndarray, float]:
-    """(H, W) class ids decoded from the rendered attributes (0 where the map is empty), and ms taken."""
-    t0 = time.perf_counter()
-    labels = labels_from_render(gmap.render(camera), model.decoder, model.vocabulary_embeddings, coherent)
-    return labels, (time.perf_counter() - t0) * 1e3
+def pixel_labels(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor) -> Tensor:
+    """(H, W) int64 class ids, each pixel's own argmax; 0 where opacity <= 0.5."""
+    scores = decoder.similarity(out.semantics, vocabulary[1:], unnormalised=True)
+    return torch.where(out.alpha > 0.5, scores.argmax(-1) + 1, 0)
+
+
+def coherent_labels(labels: Tensor, out: RenderOutput) -> Tensor:
+    """Per-pixel labels of ``out`` -> each rendered segment's majority (empty pixels are in no segment: stay 0)."""
+    return segment_majority(labels, rendered_segments(out, scale_with_size=True))
 
 
 def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: SequenceDataset,
@@ -120,9 +119,9 @@ def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: Sequenc
             raise ValueError(f"{dataset.root}: frame {i} has no ground-truth labels to score against")
         t0 = time.perf_counter()
         out = gmap.render(frame.camera)
-        pixelwise = labels_from_render(out, model.decoder, model.vocabulary_embeddings, coherent=False)
+        labels = pixel_labels(out, model.decoder, model.vocabulary_embeddings)
         t1 = time.perf_counter()
-        pred = labels_from_render(out, model.decoder, model.vocabulary_embeddings, coherent=True)
+        pred, pixelwise = coherent_labels(labels, out).cpu().numpy(), labels.cpu().numpy()
         times.append(((t1 - t0) * 1e3, (time.perf_counter() - t1) * 1e3))
         row = {"index": i, "map": semantic_scores(pred, frame.labels, n),
                "map_pixelwise": semantic_scores(pixelwise, frame.labels, n)}
