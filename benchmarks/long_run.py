@@ -8,7 +8,7 @@ poses (``gt_traj_w_c.txt`` when the scene has one); the last line sums it up.
     .venv/bin/python benchmarks/long_run.py [--scene room|apartment] [--frames 200 --laps 3] [--size 160x120]
                                             [--rate 10]
                                             [--noise realistic] [--semantic] [--map-width 0]
-                                            [--keyframe-budget-mb 1024] [--pose-refine-iters 25]
+                                            [--keyframe-budget-mb 1024] [--pose-refine-iters 15]
 """
 from __future__ import annotations
 
@@ -87,7 +87,8 @@ def main() -> int:
     parser.add_argument("--semantic", action="store_true", help="simulated teacher on its own thread, SAC + 3DCS")
     parser.add_argument("--map-width", type=int, default=0)
     parser.add_argument("--keyframe-budget-mb", type=float, default=MapperConfig().keyframe_budget_mb)
-    parser.add_argument("--pose-refine-iters", type=int, default=0, help="refine keyframe poses (odometry drift)")
+    parser.add_argument("--pose-refine-iters", type=int, default=MapperConfig().pose_refine_iters,
+                        help="refine keyframe poses (odometry drift; 0: off)")
     parser.add_argument("--true-poses", action="store_true", help="stream the true poses, not the drifting odometry")
     parser.add_argument("--max-frames", type=int, default=0, help="stream only this many frames (0: all)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -40,9 +40,14 @@ class MapperConfig(Settings):
     keyframe_budget_mb: float = setting(1024.0, "memory for stored keyframes (colour, depth, masks, labels); past "
                                                 "it the most redundant older keyframes go (0: no limit)",
                                         at_least(0.0))
-    pose_refine_iters: int = setting(0, "refine each new keyframe's pose against the map for this many steps before "
-                                        "it joins, and carry the correction to later frames (odometry drift; 0: "
-                                        "poses are exact)", at_least(0))
+    pose_refine_iters: int = setting(15, "refine each new keyframe's pose for this many steps before it joins, and "
+                                         "carry the correction to later frames (odometry drift: apartment, 1350 "
+                                         "drifting frames, keyframe ATE 26 -> 10 cm; on exact poses it costs ~0.1 "
+                                         "dB); 0: poses are taken as exact", at_least(0))
+    pose_refine_method: str = setting("icp", "how a keyframe's pose is refined: 'icp' (its depth against the last "
+                                             "keyframe's, point-to-plane), 'photometric' (colour + depth against the "
+                                             "map's render) or 'icp+photometric'",
+                                      one_of(("icp", "photometric", "icp+photometric")))
     pose_refine_lr: float = setting(2e-3, "Adam learning rate of the pose correction (m, rad)", greater_than(0.0))
     pose_refine_min_gain: float = setting(0.2, "keep a pose correction only if it lowers the loss by this share "
                                                "(0: any decrease; long drifting walks track better with 0)", UNIT)
@@ -59,6 +64,9 @@ class MapperConfig(Settings):
     w_color: float = setting(1.0, "weight of the colour loss", at_least(0.0))
     w_ssim: float = setting(0.2, "share of (1 - SSIM) in the colour loss", UNIT)
     w_depth: float = setting(0.5, "weight of the L1 depth loss", at_least(0.0))
+    color_radius_px: int = setting(3, "fit colour only within this many pixels of valid depth (beyond the depth "
+                                      "sensor's range nothing is grown, and fitting colour there pulls floaters "
+                                      "in front of the camera); -1: everywhere", at_least(-1))
     # Pruning and limits.
     prune_opacity: float = setting(0.02, "remove Gaussians less opaque than this", in_range(0.0, 1.0,
                                                                                           open_high=True))

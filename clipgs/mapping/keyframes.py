@@ -160,6 +160,13 @@ class KeyframeStore:
         self.evicted += len(dropped)
         return dropped
 
+    def nearest(self, world_from_camera: np.ndarray) -> int:
+        """Index of the keyframe whose pose is closest to ``world_from_camera`` (the distance above); ties: the
+        newest. The store must not be empty."""
+        d = np.linalg.norm(np.stack(self._centres) - world_from_camera[:3, 3], axis=-1)
+        d += ROTATION_M_PER_RAD * np.arccos(np.clip(np.stack(self._forwards) @ world_from_camera[:3, 2], -1.0, 1.0))
+        return len(d) - 1 - int(np.argmin(d[::-1]))
+
     def most_redundant(self) -> int:
         """Index of the unprotected keyframe closest (in pose) to any other keyframe; ties: the oldest."""
         centres, forwards = np.stack(self._centres), np.stack(self._forwards)

@@ -27,7 +27,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride, growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
-from clipgs.mapping.pose_refine import refine_pose, rigid
+from clipgs.mapping.pose_refine import icp_against_keyframes, refine_pose, rigid
 from clipgs.mapping.state import MapperStats, MapSnapshot
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import RenderOutput
@@ -101,8 +101,7 @@ class IncrementalMapper:
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1
             return "skipped"
-        if c.pose_refine_iters and len(self.map):
-            frame = self._refine_pose(frame)
+        frame = self._refine_pose(frame) if c.pose_refine_iters and len(self.map) else frame
         self.gate.accept(frame)
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
@@ -174,13 +173,18 @@ class IncrementalMapper:
             self.stats.keyframe_bytes = self.keyframes.nbytes
 
     def _refine_pose(self, frame: Frame) -> Frame:
-        c = self.config
-        r = refine_pose(self.map.gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
-                        min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain, backend=c.backend)
-        self._correction = rigid(r.pose @ invert_rigid(frame.world_from_camera) @ self._correction)
+        c, given, moved, turned = self.config, frame.world_from_camera, 0.0, 0.0
+        for method in c.pose_refine_method.split("+"):
+            r = (icp_against_keyframes(frame, self.keyframes, c.pose_refine_iters) if method == "icp" else
+                 refine_pose(self.map.gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
+                             min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain,
+                             backend=c.backend))
+            frame = dataclasses.replace(frame, world_from_camera=r.pose)
+            moved, turned = moved + r.moved_m, turned + r.turned_deg
+        self._correction = rigid(frame.world_from_camera @ invert_rigid(given) @ self._correction)
         self.stats.poses_refined += 1
-        self.stats.last_pose_correction = (r.moved_m, r.turned_deg)
-        return dataclasses.replace(frame, world_from_camera=r.pose)
+        self.stats.last_pose_correction = (moved, turned)
+        return frame
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""
@@ -218,7 +222,8 @@ class IncrementalMapper:
         channels = self.trainer.renders_channels(kf)
 
         def loss_fn(out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
-            loss, parts = mapping_loss(out.rgb, out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim, c.w_depth)
+            loss, parts = mapping_loss(out.rgb, out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim, c.w_depth,
+                                       c.color_radius_px)
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 

@@ -1,0 +1,119 @@
+"""Point-to-plane ICP (clipgs.mapping.icp) on ray-cast box rooms with known poses, and the colour mask."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipgs.geometry import invert_rigid, quat_to_rotmat
+from clipgs.mapping.icp import icp_align, normal_map, rotation_deg, vertex_map
+from clipgs.mapping.losses import mapping_loss, near_depth
+
+K = np.array([[80.0, 0.0, 79.5], [0.0, 80.0, 59.5], [0.0, 0.0, 1.0]])
+ROOM = (np.array([-2.0, -1.2, -1.0]), np.array([2.5, 1.0, 4.0]))  # axis-aligned box room (world, y down)
+
+
+def raycast_box(world_from_camera: np.ndarray, box=ROOM, h: int = 120, w: int = 160,
+                cube: tuple | None = ((0.2, 0.3, 2.2), 0.35)) -> np.ndarray:
+    """(h, w) depth (metres along the optical axis) of a camera inside the box room, with a cube standing in it."""
+    v, u = np.mgrid[0:h, 0:w]
+    rays_c = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1)
+    R, o = world_from_camera[:3, :3], world_from_camera[:3, 3]
+    d = rays_c @ R.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_exit = np.min(np.maximum((box[0] - o) / d, (box[1] - o) / d), axis=-1)  # inside a box: the exit face
+        t = t_exit
+        if cube is not None:
+            c, half = np.array(cube[0]), cube[1]
+            lo, hi = (c - half - o) / d, (c + half - o) / d
+            t_in = np.max(np.minimum(lo, hi), axis=-1)
+            t_out = np.min(np.maximum(lo, hi), axis=-1)
+            hit = (t_in <= t_out) & (t_in > 0)
+            t = np.where(hit, np.minimum(t_in, t_exit), t_exit)
+    return t.astype(np.float32)  # rays_c has z = 1: t is the depth
+
+
+def pose(translation, axis=(0.0, 1.0, 0.0), degrees=0.0) -> np.ndarray:
+    T = np.eye(4)
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    T[:3, :3] = quat_to_rotmat(np.r_[np.cos(np.radians(degrees) / 2), np.sin(np.radians(degrees) / 2) * a])
+    T[:3, 3] = translation
+    return T
+
+
+def errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), rotation_deg(invert_rigid(a) @ b)
+
+
+def test_normal_map_of_a_wall_faces_the_camera():
+    depth = np.full((20, 30), 2.0)
+    n = normal_map(vertex_map(depth, K))
+    assert np.allclose(n[1:-1, 1:-1], [0, 0, -1], atol=1e-9)
+    assert np.all(n[0] == 0) and np.all(n[:, -1] == 0)  # no neighbours on the border: no normal
+    depth[10:, :] = 3.0  # an occlusion edge: no normal across it
+    n = normal_map(vertex_map(depth, K))
+    assert np.all(n[9:11, 5] == 0) and np.allclose(n[5, 5], [0, 0, -1])
+
+
+def test_icp_recovers_a_known_motion_in_a_box_room():
+    reference = pose([0.1, 0.0, 0.2], degrees=5.0)
+    true = reference @ pose([0.04, -0.02, 0.05], axis=(0.2, 1.0, 0.1), degrees=3.0)  # the frame, truly
+    predicted = true @ pose([0.03, 0.02, -0.025], axis=(1.0, 0.3, 0.0), degrees=1.5)  # what odometry says
+    ref_depth, frame_depth = raycast_box(reference), raycast_box(true)
+    r = icp_align(frame_depth, ref_depth.astype(np.float64), ref_depth > 0, K, iterations=20,
+                  model_from_predicted=invert_rigid(reference) @ predicted)
+    before, after = errors(predicted, true), errors(predicted @ r.correction, true)
+    assert r.ok and r.inliers > 0.8 and before[0] > 0.04 and before[1] > 1.4
+    assert after[0] < 1e-3 and after[1] < 0.02, (before, after)
+    assert r.rmse_m < 0.2 * r.rmse_before_m
+
+
+def test_icp_keeps_the_prediction_along_what_the_view_cannot_see():
+    """Facing one flat wall, sliding along it changes nothing: the damped step leaves those directions alone."""
+    wall = (np.array([-50.0, -50.0, -1.0]), np.array([50.0, 50.0, 3.0]))
+    reference = np.eye(4)
+    predicted = pose([0.05, 0.0, 0.02])  # 5 cm sideways (invisible) and 2 cm towards the wall (visible)
+    depth = raycast_box(reference, wall, cube=None)
+    r = icp_align(depth, depth.astype(np.float64), depth > 0, K, iterations=20,
+                  model_from_predicted=invert_rigid(reference) @ predicted)
+    corrected = predicted @ r.correction
+    assert r.ok
+    assert abs(corrected[2, 3]) < 1e-3  # the distance to the wall is found
+    assert corrected[0, 3] == pytest.approx(0.05, abs=2e-3)  # the sideways offset stays as predicted
+
+
+def test_icp_refuses_a_view_that_does_not_overlap():
+    reference = np.eye(4)
+    far = pose([0.0, 0.0, 0.0], degrees=150.0)  # looking the other way
+    r = icp_align(raycast_box(far), raycast_box(reference).astype(np.float64), np.ones((120, 160), bool), K,
+                  model_from_predicted=invert_rigid(reference) @ far)
+    assert not r.ok and np.array_equal(r.correction, np.eye(4))
+
+
+def test_icp_refine_pose_moves_a_frame_onto_the_reference():
+    import dataclasses
+
+    from clipgs.data.frame import Frame
+    from clipgs.mapping.pose_refine import icp_refine_pose
+
+    reference, true = pose([0.0, 0.0, 0.0]), pose([0.05, 0.0, 0.1], degrees=4.0)
+    drifted = true @ pose([-0.02, 0.01, 0.02], axis=(0.0, 0.0, 1.0), degrees=1.0)
+    frame = Frame(np.zeros((120, 160, 3), np.uint8), raycast_box(true), K, drifted, 0.0)
+    r = icp_refine_pose(frame, raycast_box(reference).astype(np.float64), reference, iterations=20)
+    assert errors(r.pose, true)[0] < 1e-3 and errors(r.pose, true)[1] < 0.02
+    assert r.moved_m > 0.02 and r.turned_deg > 0.9 and r.loss_after < r.loss_before
+    blind = dataclasses.replace(frame, depth=np.zeros_like(frame.depth))  # nothing to align: the pose stays
+    assert np.array_equal(icp_refine_pose(blind, raycast_box(reference), reference, 10).pose, drifted)
+
+
+def test_colour_loss_ignores_pixels_far_from_valid_depth():
+    depth = torch.zeros(12, 16)
+    depth[:, :8] = 2.0  # the right half is beyond the sensor's range
+    near = near_depth(depth, 2)
+    assert near[:, :10].all() and not near[:, 10:].any()
+    rgb = torch.rand(12, 16, 3)
+    target = rgb.clone()
+    target[:, 12:] = 1.0 - target[:, 12:]  # colours the map could only fit by moving Gaussians there
+    masked, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=2)
+    everywhere, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=-1)
+    assert masked.item() == pytest.approx(0.0, abs=1e-6) and everywhere.item() > 0.05
