@@ -87,8 +87,8 @@ def main() -> int:
     parser.add_argument("--semantic", action="store_true", help="simulated teacher on its own thread, SAC + 3DCS")
     parser.add_argument("--map-width", type=int, default=0)
     parser.add_argument("--keyframe-budget-mb", type=float, default=MapperConfig().keyframe_budget_mb)
-    parser.add_argument("--pose-refine-iters", type=int, default=MapperConfig().pose_refine_iters,
-                        help="refine keyframe poses (odometry drift; 0: off)")
+    parser.add_argument("--pose-refine-iters", type=int, default=-1,
+                        help="refine keyframe poses (odometry drift; 0: off; -1: on unless --true-poses)")
     parser.add_argument("--true-poses", action="store_true", help="stream the true poses, not the drifting odometry")
     parser.add_argument("--max-frames", type=int, default=0, help="stream only this many frames (0: all)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -109,7 +109,7 @@ def main() -> int:
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
     extra, training = parse_overrides(args.set)
     config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb,
-                          pose_refine_iters=args.pose_refine_iters, **extra)
+                          pose_refine_iters=args.pose_refine_iters, **extra).resolved(ds.poses_from_odometry)
     trainer = teacher = vocab = None
     if args.semantic:
         from clipgs.semantics.config import SemanticTrainingConfig

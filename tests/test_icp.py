@@ -117,3 +117,14 @@ def test_colour_loss_ignores_pixels_far_from_valid_depth():
     masked, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=2)
     everywhere, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=-1)
     assert masked.item() == pytest.approx(0.0, abs=1e-6) and everywhere.item() > 0.05
+
+
+def test_pose_refinement_is_on_by_default_only_for_odometry():
+    from clipgs.mapping.config import AUTO_POSE_REFINE_ITERS, MapperConfig
+
+    auto = MapperConfig()
+    assert auto.pose_refine_iters == -1
+    assert auto.resolved(poses_from_odometry=True).pose_refine_iters == AUTO_POSE_REFINE_ITERS > 0
+    assert auto.resolved(poses_from_odometry=False).pose_refine_iters == 0
+    assert MapperConfig(pose_refine_iters=7).resolved(True).pose_refine_iters == 7  # an explicit value stays
+    assert MapperConfig(pose_refine_iters=0).resolved(True).pose_refine_iters == 0

@@ -78,6 +78,7 @@ def test_a_drifted_scene_can_be_scored_against_its_true_poses(tmp_path, capsys):
     truth = open_dataset(noisy, trajectory="gt_traj_w_c.txt")
     assert np.allclose(truth.poses.reshape(len(truth.poses), 16), np.loadtxt(noisy / "gt_traj_w_c.txt"))
     assert not np.allclose(truth.poses, open_dataset(noisy).poses)
+    assert open_dataset(noisy).poses_from_odometry and not truth.poses_from_odometry  # pose refinement: auto
     save_ply(GaussianMap.from_frame(truth[0]), tmp_path / "m.ply")
     assert main(["eval", str(tmp_path / "m.ply"), str(noisy), "--true-poses"]) == 0
     clean = generate_scene(tmp_path / "clean", n_frames=2, width=8, height=6, progress=False)

@@ -235,3 +235,15 @@ def test_core_warnings_reach_a_forwarded_logger(tmp_path):
     assert ros.lines[0][1].startswith("clipgs.session: ignoring input: camera_info:")
     assert ros.lines[1][1] == "clipgs.mapping.worker: mapper failed"
     assert logging.getLogger("clipgs").propagate and handler not in logging.getLogger("clipgs").handlers
+
+
+def test_odometry_poses_turn_pose_refinement_on():
+    from clipgs.data.ros_stream import StreamSettings
+
+    for pose_topic, kind, expected in (("/odom", "Odometry", 15), ("/pose", "PoseStamped", 0), ("", "Odometry", 0)):
+        session = MappingSession(Parameters(stream=StreamSettings(pose_topic=pose_topic, pose_topic_type=kind),
+                                            semantics=SemanticSettings(semantic_source="none")))
+        try:
+            assert session.worker.mapper.config.pose_refine_iters == expected, (pose_topic, kind)
+        finally:
+            session.shutdown(autosave=False)

@@ -64,11 +64,13 @@ def run_map(args: argparse.Namespace) -> int:
         print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
               f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
         frames, total, classes = replay.frames(), None, None
+        config = config.resolved(replay.settings.pose_topic_type == "Odometry" and bool(replay.settings.pose_topic))
     else:
         ds = open_dataset(args.data)
         print(ds.summary())
         indices = ds.train_indices[:args.max_frames] if args.max_frames else ds.train_indices
         frames, total, classes = ds.readable_frames(indices, unreadable, args.strict), len(indices), ds.classes
+        config = config.resolved(ds.poses_from_odometry)
     if args.semantics == "simulated":
         from clipgs.semantics.factory import SemanticStack
         from clipgs.semantics.pipeline import default_corruption, simulated_setup, teacher_notes

@@ -35,6 +35,7 @@ class SequenceDataset(ABC):
     classes: list[str] | None = None  # class names by id when labels exist; id 0 = void / ignored
     test_every: int = 10
     test_offset: int = 5
+    poses_from_odometry: bool = False  # the poses drift (odometry), not a ground-truth trajectory
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -42,6 +42,7 @@ class ReplicaDataset(SequenceDataset):
         if traj.shape[1] != 16:
             raise ValueError(f"{traj_file}: expected 16 numbers per row (a 4x4 pose), got {traj.shape[1]}")
         self.poses = traj.reshape(-1, 4, 4)
+        self.poses_from_odometry = trajectory == "traj_w_c.txt" and (self.root / "gt_traj_w_c.txt").is_file()
         first = self.root / "rgb" / "rgb_0.png"
         h, w = read_image(first).shape[:2]
         k_file = self.root / "intrinsics.txt"

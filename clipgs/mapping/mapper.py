@@ -85,7 +85,7 @@ class IncrementalMapper:
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 width = c.map_width or (c.max_map_width if frame.width > c.max_map_width > 0 else 0)
                 frame = frame.resized(width) if width else frame
-                if c.pose_refine_iters:  # the drift found at the last keyframe applies to what follows
+                if c.pose_refine_iters > 0:  # the drift found at the last keyframe applies to what follows
                     frame = dataclasses.replace(frame, world_from_camera=self._correction @ frame.world_from_camera)
         except Exception as exc:  # a malformed frame must never take the mapper down
             reason = f"invalid_frame ({type(exc).__name__})"
@@ -101,7 +101,7 @@ class IncrementalMapper:
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1
             return "skipped"
-        frame = self._refine_pose(frame) if c.pose_refine_iters and len(self.map) else frame
+        frame = self._refine_pose(frame) if c.pose_refine_iters > 0 and len(self.map) else frame
         self.gate.accept(frame)
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)

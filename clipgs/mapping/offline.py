@@ -27,6 +27,7 @@ def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int 
     """
     indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
     unreadable = Counter()
+    config = config.resolved(dataset.poses_from_odometry)
     return map_frames(dataset.readable_frames(indices, unreadable), config, len(indices), refine_iters, progress,
                       trainer=trainer, device=device, skipped=unreadable)
 
