@@ -74,7 +74,7 @@ def _skew_exp(xi: np.ndarray) -> np.ndarray:
 
 def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.ndarray, K: np.ndarray, *,
               iterations: int = 12, max_distance_m: float = 0.1, min_normal_cos: float = 0.8,
-              huber_m: float = 0.01, damping: float = 1e-3, pixel_stride: int = 2, min_inliers: float = 0.3,
+              huber_m: float = 0.01, damping: float = 1e-3, pixel_stride: int = 1, min_inliers: float = 0.3,
               tolerance: float = 1e-5, model_from_predicted: np.ndarray | None = None) -> IcpResult:
     """Point-to-plane ICP of the frame's depth against a model depth rendered at the predicted pose.
 
