@@ -236,6 +236,7 @@ def test_mapper_with_pose_refinement_corrects_drifting_odometry(room_160):
                            for kf in late])
         drifts[refine] = errors.max(axis=0)  # worst (metres, degrees) over the drifted keyframes
         assert (mapper.stats.poses_refined > 0) == bool(refine)
+        assert (mapper.stats.drift_correction[0] > 0.01) == bool(refine)  # reported: how far odometry is off
     # Without refinement the whole offset goes into the map; with it, the first drifted keyframe finds most of
     # it and the correction carries to the frames after it.
     assert drifts[0][0] > 0.03 and drifts[0][1] > 0.9

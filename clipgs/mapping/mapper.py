@@ -27,7 +27,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride, growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
-from clipgs.mapping.pose_refine import icp_against_keyframes, refine_pose, rigid
+from clipgs.mapping.pose_refine import correction_size, icp_against_keyframes, refine_pose, rigid
 from clipgs.mapping.state import MapperStats, MapSnapshot
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import RenderOutput
@@ -184,6 +184,7 @@ class IncrementalMapper:
         self._correction = rigid(frame.world_from_camera @ invert_rigid(given) @ self._correction)
         self.stats.poses_refined += 1
         self.stats.last_pose_correction = (moved, turned)
+        self.stats.drift_correction = correction_size(self._correction)
         return frame
 
     def _window(self) -> list[Keyframe]:

@@ -71,5 +71,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "seconds_per_iteration": s.seconds_per_iteration,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "interrupted": interrupted,
+        "poses_refined": s.poses_refined,
+        "drift_correction": s.drift_correction,
     }
     return mapper, summary

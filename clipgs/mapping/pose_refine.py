@@ -42,6 +42,13 @@ class PoseRefinement:
     loss_after: float
 
 
+def correction_size(T: np.ndarray) -> tuple[float, float]:
+    """(metres, degrees) a rigid transform moves and turns."""
+    from clipgs.mapping.icp import rotation_deg
+
+    return float(np.linalg.norm(T[:3, 3])), rotation_deg(T)
+
+
 def rigid(T: np.ndarray) -> np.ndarray:
     """The nearest rigid transform (rotation projected onto SO(3)): float32 corrections compose without drift."""
     U, _, Vt = np.linalg.svd(T[:3, :3])

@@ -27,6 +27,7 @@ class MapperStats:
     clock_resets: int = 0
     relocalisations: int = 0  # accepted again after a pose jump (consistent poses in a row)
     last_pose_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees
+    drift_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees: odometry -> map, all refinements
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
     optimise_seconds: float = 0.0
