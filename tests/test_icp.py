@@ -103,7 +103,8 @@ def test_icp_refine_pose_moves_a_frame_onto_the_reference():
     assert errors(r.pose, true)[0] < 1e-3 and errors(r.pose, true)[1] < 0.02
     assert r.moved_m > 0.02 and r.turned_deg > 0.9 and r.loss_after < r.loss_before
     blind = dataclasses.replace(frame, depth=np.zeros_like(frame.depth))  # nothing to align: the pose stays
-    assert np.array_equal(icp_refine_pose(blind, raycast_box(reference), reference, 10).pose, drifted)
+    refused = icp_refine_pose(blind, raycast_box(reference), reference, 10)
+    assert not refused.ok and np.array_equal(refused.pose, drifted) and r.ok
 
 
 def test_colour_loss_ignores_pixels_far_from_valid_depth():

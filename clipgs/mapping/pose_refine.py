@@ -19,6 +19,7 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import invert_rigid, rotmat_to_quat
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride
+from clipgs.mapping.icp import icp_align, rotation_deg
 from clipgs.mapping.keyframes import KeyframeStore
 from clipgs.render.projection import quat_to_rotmat
 
@@ -33,19 +34,19 @@ def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
 
 @dataclass
 class PoseRefinement:
-    """pose: refined world_from_camera (4, 4); moved_m / turned_deg: size of the correction; loss before/after."""
+    """pose: refined world_from_camera (4, 4); moved_m / turned_deg: size of the correction; loss before/after;
+    ok: whether the method could run at all."""
 
     pose: np.ndarray
     moved_m: float
     turned_deg: float
     loss_before: float
     loss_after: float
+    ok: bool = True  # False: the refinement could not run (too little overlap) and the pose is unchanged
 
 
 def correction_size(T: np.ndarray) -> tuple[float, float]:
     """(metres, degrees) a rigid transform moves and turns."""
-    from clipgs.mapping.icp import rotation_deg
-
     return float(np.linalg.norm(T[:3, 3])), rotation_deg(T)
 
 
@@ -130,17 +131,15 @@ def icp_refine_pose(frame: Frame, reference_depth: np.ndarray, reference_pose: n
     off (blended, still-converging Gaussians), and ICP against it moved true poses by 1-3 cm (apartment,
     realistic noise), where against the last keyframe it moves them by 1 mm and 0.03 degrees. Frame points are
     taken at the growth stride (every pixel at 160 x 120: apartment, 1350 drifting frames, keyframe ATE 9.8 cm
-    at stride 2 -> 7.1 cm; ~40 ms per keyframe here). The frame keeps
-    its pose when fewer than ``min_overlap`` of its valid points pair up. loss_before/after: point-to-plane RMS
-    (m) at the first and the last step."""
-    from clipgs.mapping.icp import icp_align, rotation_deg
-
+    at stride 2 -> 7.1 cm; ~40 ms per keyframe here). The frame keeps its pose (``ok`` False) when fewer than
+    ``min_overlap`` of its valid points pair up. loss_before/after: point-to-plane RMS (m) at the first and the
+    last step."""
     P = frame.world_from_camera
     icp_options.setdefault("pixel_stride", auto_pixel_stride(frame.width, frame.height))  # ~19k points
     r = icp_align(frame.depth, reference_depth, reference_depth > 0, frame.K, iterations=iterations,
                   min_inliers=min_overlap, model_from_predicted=invert_rigid(reference_pose) @ P, **icp_options)
     if not r.ok:
-        return PoseRefinement(P.copy(), 0.0, 0.0, r.rmse_before_m, r.rmse_before_m)
+        return PoseRefinement(P.copy(), 0.0, 0.0, r.rmse_before_m, r.rmse_before_m, ok=False)
     D = rigid(r.correction)
     return PoseRefinement(rigid(P @ D), float(np.linalg.norm(D[:3, 3])), rotation_deg(D), r.rmse_before_m, r.rmse_m)
 
@@ -152,6 +151,6 @@ def icp_against_keyframes(frame: Frame, keyframes: KeyframeStore, iterations: in
     nearest, last = keyframes[keyframes.nearest(frame.world_from_camera)], keyframes[-1]
     for ref in (nearest,) if nearest is last else (nearest, last):
         r = icp_refine_pose(frame, ref.depth.double().cpu().numpy(), ref.camera.world_from_camera, iterations)
-        if r.moved_m or r.turned_deg:
+        if r.ok:
             break
     return r
