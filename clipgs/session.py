@@ -86,9 +86,8 @@ class MappingSession:
                                     f"{len(self.semantics.classes) - 1} classes"
         # A live stream never waits for CLIP / SAM: the 2D source always runs on its own thread here.
         training = params.training.replace(async_source=True)
-        from_odometry = params.stream.pose_topic_type == "Odometry" and bool(params.stream.pose_topic)
-        self.worker = MapperWorker(IncrementalMapper(params.mapper.resolved(from_odometry), params.node.device,
-                                                     self.semantics.trainer(training)))
+        self.worker = MapperWorker(IncrementalMapper(params.mapper.resolved(params.stream.poses_from_odometry),
+                                                     params.node.device, self.semantics.trainer(training)))
         self.assembler = FrameAssembler(params.stream.depth_scale)
         self.poses = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)  # tf and pose topic
         self.pairer = ApproxTimePairer(params.stream.sync_slop_s)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from clipgs.geometry import invert_rigid, quat_to_rotmat
-from clipgs.mapping.icp import icp_align, normal_map, rotation_deg, vertex_map
+from clipgs.mapping.icp import icp_align, normal_map, vertex_map
+from clipgs.mapping.keyframes import rotation_angle_deg
 from clipgs.mapping.losses import mapping_loss, near_depth
 
 K = np.array([[80.0, 0.0, 79.5], [0.0, 80.0, 59.5], [0.0, 0.0, 1.0]])
@@ -42,7 +43,7 @@ def pose(translation, axis=(0.0, 1.0, 0.0), degrees=0.0) -> np.ndarray:
 
 
 def errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), rotation_deg(invert_rigid(a) @ b)
+    return float(np.linalg.norm(a[:3, 3] - b[:3, 3])), rotation_angle_deg(a[:3, :3], b[:3, :3])
 
 
 def test_normal_map_of_a_wall_faces_the_camera():
@@ -115,8 +116,8 @@ def test_colour_loss_ignores_pixels_far_from_valid_depth():
     rgb = torch.rand(12, 16, 3)
     target = rgb.clone()
     target[:, 12:] = 1.0 - target[:, 12:]  # colours the map could only fit by moving Gaussians there
-    masked, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=2)
-    everywhere, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_radius_px=-1)
+    masked, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_mask=near_depth(depth, 2))
+    everywhere, _ = mapping_loss(rgb, depth, target, depth, 1.0, 0.2, 0.0, color_mask=None)
     assert masked.item() == pytest.approx(0.0, abs=1e-6) and everywhere.item() > 0.05
 
 

@@ -64,7 +64,7 @@ def run_map(args: argparse.Namespace) -> int:
         print(f"ROS bag '{args.data}': colour {replay.settings.color_topic}, depth {replay.settings.depth_topic}, "
               f"poses from {replay.settings.pose_topic or 'tf (' + replay.settings.map_frame + ')'}")
         frames, total, classes = replay.frames(), None, None
-        config = config.resolved(replay.settings.pose_topic_type == "Odometry" and bool(replay.settings.pose_topic))
+        config = config.resolved(replay.settings.poses_from_odometry)
     else:
         ds = open_dataset(args.data)
         print(ds.summary())

@@ -54,6 +54,11 @@ class StreamSettings(Settings):
     pose_wait_s: float = setting(0.5, "how long (s) an image pair waits for a pose at its stamp (late tf or "
                                       "odometry); no thread sleeps meanwhile", at_least(0.0))
 
+    @property
+    def poses_from_odometry(self) -> bool:
+        """The poses come from an Odometry topic (they drift: pose refinement turns on, see MapperConfig)."""
+        return bool(self.pose_topic) and self.pose_topic_type == "Odometry"
+
     def validate(self) -> None:
         if not self.map_frame.strip("/"):
             raise SettingsError("setting map_frame must name a frame, got an empty string")

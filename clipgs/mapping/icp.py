@@ -133,8 +133,3 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
             result.converged = True
             break
     return result
-
-
-def rotation_deg(T: np.ndarray) -> float:
-    """Angle (degrees) of a rigid transform's rotation."""
-    return float(np.degrees(np.arccos(np.clip((np.trace(T[:3, :3]) - 1) / 2, -1.0, 1.0))))

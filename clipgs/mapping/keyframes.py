@@ -1,7 +1,7 @@
 """Keyframes: what the mapper keeps of a frame, and the gate that decides which frames become keyframes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
+from clipgs.mapping.losses import near_depth
 
 MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
 
@@ -27,6 +28,7 @@ class Keyframe:
     color: torch.Tensor
     depth_mm: torch.Tensor
     annotation: Any = None
+    _near_depth: tuple[int, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_frame(cls, frame: Frame, device: torch.device, annotation: Any = None) -> Keyframe:
@@ -45,9 +47,17 @@ class Keyframe:
         """(H, W) float32 metres, 0 = invalid."""
         return self.depth_mm.float() / 1000.0
 
+    def near_depth(self, radius_px: int) -> torch.Tensor:
+        """(H, W) bool: pixels within ``radius_px`` of valid depth (:func:`clipgs.mapping.losses.near_depth`),
+        computed once per keyframe: every optimisation step on it uses the same mask."""
+        if self._near_depth is None or self._near_depth[0] != radius_px:
+            self._near_depth = (radius_px, near_depth(self.depth, radius_px))
+        return self._near_depth[1]
+
     @property
     def nbytes(self) -> int:
-        """Bytes held: images plus the annotation's (when it says)."""
+        """Bytes held: images plus the annotation's (when it says); not the colour mask, a cache of 1 byte per
+        pixel derived from the depth."""
         extra = getattr(self.annotation, "nbytes", 0)
         return self.color.numel() * self.color.element_size() + self.depth_mm.numel() * 2 + int(extra)
 

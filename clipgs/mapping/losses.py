@@ -51,18 +51,18 @@ def near_depth(depth: Tensor, radius_px: int) -> Tensor:
 
 
 def mapping_loss(rgb: Tensor, depth: Tensor, target_rgb: Tensor, target_depth: Tensor, w_color: float,
-                 w_ssim: float, w_depth: float, color_radius_px: int = -1) -> tuple[Tensor, dict[str, float]]:
+                 w_ssim: float, w_depth: float, color_mask: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Weighted L1 colour + (1 - SSIM) + L1 depth. rgb/target_rgb (H, W, 3) in [0, 1]; depths (H, W) metres.
 
     ``depth`` is the accumulated depth (sum of w_i z_i), so matching it also drives coverage (alpha) to 1.
-    ``color_radius_px`` >= 0: the colour terms see only pixels within that many pixels of valid depth. Gaussians
+    ``color_mask`` (H, W) bool, e.g. :func:`near_depth`: the colour terms see only these pixels (None: all). Gaussians
     are only grown where depth is valid; fitting the colour of a wall beyond the sensor's range pulls existing
     Gaussians into the view as floaters in front of the camera (apartment, true poses: the map's depth in front
     of the measured one by 60 cm on average in views through a door, 10 cm with the mask).
     """
-    if color_radius_px >= 0:
-        near = near_depth(target_depth, color_radius_px)[..., None].to(rgb.dtype)
-        rgb, target_rgb = rgb * near, target_rgb * near
+    if color_mask is not None:
+        keep = color_mask[..., None].to(rgb.dtype)
+        rgb, target_rgb = rgb * keep, target_rgb * keep
     l1 = (rgb - target_rgb).abs().mean()
     loss = w_color * (1 - w_ssim) * l1
     parts = {"l1": float(l1.detach())}

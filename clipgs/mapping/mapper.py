@@ -224,7 +224,7 @@ class IncrementalMapper:
 
         def loss_fn(out: RenderOutput) -> tuple[Tensor, dict[str, float]]:
             loss, parts = mapping_loss(out.rgb, out.depth, kf.rgb, kf.depth, c.w_color, c.w_ssim, c.w_depth,
-                                       c.color_radius_px)
+                                       kf.near_depth(c.color_radius_px) if c.color_radius_px >= 0 else None)
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 

@@ -19,8 +19,8 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import invert_rigid, rotmat_to_quat
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride
-from clipgs.mapping.icp import icp_align, rotation_deg
-from clipgs.mapping.keyframes import KeyframeStore
+from clipgs.mapping.icp import icp_align
+from clipgs.mapping.keyframes import KeyframeStore, rotation_angle_deg
 from clipgs.render.projection import quat_to_rotmat
 
 
@@ -47,7 +47,7 @@ class PoseRefinement:
 
 def correction_size(T: np.ndarray) -> tuple[float, float]:
     """(metres, degrees) a rigid transform moves and turns."""
-    return float(np.linalg.norm(T[:3, 3])), rotation_deg(T)
+    return float(np.linalg.norm(T[:3, 3])), rotation_angle_deg(np.eye(3), T[:3, :3])
 
 
 def rigid(T: np.ndarray) -> np.ndarray:
@@ -114,12 +114,10 @@ def refine_pose(gaussians: GaussianMap, frame: Frame, iterations: int, lr: float
         qd = F.normalize(torch.cat([one, omega / 2]), dim=0)
         D[:3, :3] = quat_to_rotmat(qd[None])[0].double().cpu().numpy()
         D[:3, 3] = tau.double().cpu().numpy()
-    angle = float(np.degrees(np.arccos(np.clip((np.trace(D[:3, :3]) - 1) / 2, -1.0, 1.0))))
     if not losses or losses[-1] >= (1.0 - min_gain) * losses[0]:  # nothing to compare, or no gain: keep it
         return PoseRefinement(P.copy(), 0.0, 0.0, losses[0] if losses else float("nan"),
                               losses[0] if losses else float("nan"))
-    return PoseRefinement(rigid(P @ invert_rigid(rigid(D))), float(np.linalg.norm(D[:3, 3])), angle, losses[0],
-                          losses[-1])
+    return PoseRefinement(rigid(P @ invert_rigid(rigid(D))), *correction_size(D), losses[0], losses[-1])
 
 
 def icp_refine_pose(frame: Frame, reference_depth: np.ndarray, reference_pose: np.ndarray, iterations: int,
@@ -141,7 +139,7 @@ def icp_refine_pose(frame: Frame, reference_depth: np.ndarray, reference_pose: n
     if not r.ok:
         return PoseRefinement(P.copy(), 0.0, 0.0, r.rmse_before_m, r.rmse_before_m, ok=False)
     D = rigid(r.correction)
-    return PoseRefinement(rigid(P @ D), float(np.linalg.norm(D[:3, 3])), rotation_deg(D), r.rmse_before_m, r.rmse_m)
+    return PoseRefinement(rigid(P @ D), *correction_size(D), r.rmse_before_m, r.rmse_m)
 
 
 def icp_against_keyframes(frame: Frame, keyframes: KeyframeStore, iterations: int) -> PoseRefinement:
