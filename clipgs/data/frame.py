@@ -118,8 +118,9 @@ class Frame:
 
     def resized(self, width: int) -> Frame:
         """The frame at ``width`` pixels (height keeps the aspect ratio; intrinsics scaled): colour bilinear,
-        depth, labels and instances nearest (no depth mixed across edges). Itself when already that wide."""
-        from clipgs.data.images import resize
+        depth edge-aware at the scaled pixel centres (:func:`clipgs.data.images.resize_depth`), labels and
+        instances nearest. Itself when already that wide."""
+        from clipgs.data.images import resize, resize_depth
 
         if width == self.width:
             return self
@@ -129,5 +130,5 @@ class Frame:
         def nearest(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else resize(a, width, height, nearest=True)
 
-        return Frame(resize(self.rgb, width, height, nearest=False), nearest(self.depth), cam.K,
+        return Frame(resize(self.rgb, width, height, nearest=False), resize_depth(self.depth, width, height), cam.K,
                      self.world_from_camera, self.timestamp, nearest(self.labels), self.index, nearest(self.instances))

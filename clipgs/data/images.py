@@ -46,6 +46,33 @@ def resize(array: np.ndarray, width: int, height: int, nearest: bool) -> np.ndar
     )
 
 
+def resize_depth(depth: np.ndarray, width: int, height: int, rel_tol: float = 0.05) -> np.ndarray:
+    """Resample depth (H, W) metres, 0 = invalid, to (height, width) at the pixel centres the scaled intrinsics
+    assume (:func:`clipgs.geometry.scale_intrinsics`): new pixel u sits at source (u + 0.5) * W / width - 0.5.
+
+    Edge-aware bilinear: of the four source pixels around that point, those within ``rel_tol`` (relative) of the
+    valid one with the largest weight are blended by their weights, so depth is never mixed across an edge nor
+    with invalid pixels (0 only where all four are invalid). Nearest sampling is not centred: halving takes
+    pixel 2u + 1 where the intrinsics assume 2u + 0.5, a quarter-pixel shift of every ray that biased ICP
+    tracking by ~1 mm per keyframe (apartment at 160 x 120, true poses: keyframe ATE 4.3 -> 1.3 cm).
+    """
+    h0, w0 = depth.shape
+    if (w0, h0) == (width, height):
+        return depth
+    x = np.clip((np.arange(width) + 0.5) * w0 / width - 0.5, 0.0, w0 - 1.0)
+    y = np.clip((np.arange(height) + 0.5) * h0 / height - 0.5, 0.0, h0 - 1.0)
+    x0, y0 = np.minimum(x.astype(np.int64), max(w0 - 2, 0)), np.minimum(y.astype(np.int64), max(h0 - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, w0 - 1), np.minimum(y0 + 1, h0 - 1)
+    fx, fy = x - x0, y - y0
+    d = np.stack([depth[np.ix_(y0, x0)], depth[np.ix_(y0, x1)], depth[np.ix_(y1, x0)], depth[np.ix_(y1, x1)]])
+    w = np.stack([np.outer(1 - fy, 1 - fx), np.outer(1 - fy, fx), np.outer(fy, 1 - fx), np.outer(fy, fx)])
+    valid = d > 0
+    anchor = np.take_along_axis(d, np.argmax(np.where(valid, w + 1e-6, -1.0), axis=0)[None], axis=0)[0]
+    w = np.where(valid & (np.abs(d - anchor) <= rel_tol * anchor), w, 0.0)
+    total = w.sum(axis=0)
+    return np.where(total > 0, (w * d).sum(axis=0) / np.maximum(total, 1e-12), 0.0).astype(depth.dtype)
+
+
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """Float image in [0, 1] -> uint8."""
     return (np.clip(np.asarray(rgb, np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)

@@ -16,7 +16,7 @@ import numpy as np
 
 from clipgs.data.dataset import SequenceDataset, read_classes
 from clipgs.data.frame import Camera, Frame, FrameError
-from clipgs.data.images import read_image, resize
+from clipgs.data.images import read_image, resize, resize_depth
 from clipgs.geometry import intrinsics_from_hfov, scale_intrinsics
 
 
@@ -73,7 +73,7 @@ class ReplicaDataset(SequenceDataset):
                              "single-channel PNG (millimetres); an 8-bit image is not depth")
         if rgb.shape[:2] != depth_raw.shape[:2]:
             raise FrameError(f"{self.root}: frame {i} rgb {rgb.shape[:2]} and depth {depth_raw.shape[:2]} differ")
-        depth = resize(depth_raw.astype(np.float32) / self.depth_scale, w, h, nearest=True)
+        depth = resize_depth(depth_raw.astype(np.float32) / self.depth_scale, w, h)
         labels = None
         if self.has_labels:
             labels = resize(read_image(self.root / "semantic_class" / f"semantic_class_{i}.png"), w, h, nearest=True)

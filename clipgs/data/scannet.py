@@ -7,7 +7,7 @@ import numpy as np
 
 from clipgs.data.dataset import SequenceDataset, read_classes
 from clipgs.data.frame import Camera, Frame
-from clipgs.data.images import read_image, resize
+from clipgs.data.images import read_image, resize, resize_depth
 from clipgs.geometry import is_rigid, scale_intrinsics
 
 
@@ -56,8 +56,8 @@ class ScanNetDataset(SequenceDataset):
         fid = self.ids[i]
         w, h = self.size
         rgb = resize(read_image(self.root / "color" / f"{fid}.jpg"), w, h, nearest=False)
-        depth = resize(read_image(self.root / "depth" / f"{fid}.png").astype(np.float32) / self.depth_scale,
-                       w, h, nearest=True)
+        depth = resize_depth(read_image(self.root / "depth" / f"{fid}.png").astype(np.float32) / self.depth_scale,
+                             w, h)
         labels = None
         if self.has_labels:
             raw = resize(read_image(self.root / "label-filt" / f"{fid}.png").astype(np.int32), w, h, nearest=True)

@@ -7,7 +7,7 @@ import numpy as np
 
 from clipgs.data.dataset import SequenceDataset
 from clipgs.data.frame import Camera, Frame
-from clipgs.data.images import read_image, resize
+from clipgs.data.images import read_image, resize, resize_depth
 from clipgs.geometry import pose_from_translation_quat, scale_intrinsics
 
 # Published calibrations (fx, fy, cx, cy) of the Kinects used per sequence family; others use the ROS default.
@@ -96,5 +96,5 @@ class TumDataset(SequenceDataset):
         stamp, rgb_path, depth_path, pose = self.entries[i]
         w, h = self.size
         rgb = resize(read_image(self.root / rgb_path), w, h, nearest=False)
-        depth = resize(read_image(self.root / depth_path).astype(np.float32) / self.depth_scale, w, h, nearest=True)
+        depth = resize_depth(read_image(self.root / depth_path).astype(np.float32) / self.depth_scale, w, h)
         return Frame(rgb, depth, self.K, pose, timestamp=stamp, index=i)
