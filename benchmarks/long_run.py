@@ -159,6 +159,8 @@ def main() -> int:
                f"{worker.dropped}, {mapper.stats.keyframes} keyframes ({mapper.stats.keyframes_held} held, "
                f"{mapper.stats.keyframe_bytes / 2**20:.0f} MB), {len(snap)} Gaussians, RSS {rss_mb():.0f} MB, "
                f"PSNR {q['psnr_db']:.2f} dB, depth L1 {q['depth_l1_m']:.3f} m, ATE {ate * 100:.1f} cm")
+    if mapper.stats.frames_tracked:
+        summary += f" ({mapper.stats.frames_tracked} frames tracked, {mapper.stats.frames_not_tracked} not paired)"
     if args.semantic:
         from clipgs.semantics.model import SemanticModel
         from clipgs.semantics.pipeline import evaluate_semantics

@@ -189,6 +189,7 @@ class MappingSession:
                 f"{s.keyframes} (held {s.keyframes_held}, {s.keyframe_bytes / 2**20:.0f} MB), Gaussians {s.gaussians}"
                 + (f", poses refined {s.poses_refined} (drift corrected {s.drift_correction[0] * 100:.1f} cm, "
                    f"{s.drift_correction[1]:.1f} deg)" if s.poses_refined else "")
+                + (f", frames tracked {s.frames_tracked} (lost {s.frames_not_tracked})" if s.frames_tracked else "")
                 + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -65,13 +66,18 @@ def test_keyframe_gate_by_motion_and_overlap(synth_dir):
 
 
 class BlockingMapper:
-    """Stands in for IncrementalMapper: add_frame blocks until released, so 'busy' is under test control."""
+    """Stands in for IncrementalMapper: prepare passes every frame on at once (or rejects 'bad'), integrate
+    blocks until released, so 'busy' is under test control."""
 
     def __init__(self):
-        self.started, self.release, self.seen = threading.Event(), threading.Event(), []
+        self.started, self.release, self.seen, self.prepared = threading.Event(), threading.Event(), [], []
 
-    def add_frame(self, frame):
-        self.seen.append(frame)
+    def prepare(self, frame):
+        self.prepared.append(frame)
+        return "rejected:bad" if frame == "bad" else ("prepared", frame)
+
+    def integrate(self, prepared):
+        self.seen.append(prepared[1])
         self.started.set()
         assert self.release.wait(10)
         return "keyframe"
@@ -85,13 +91,18 @@ def test_worker_drops_frames_that_arrive_while_busy():
     worker = MapperWorker(mapper)
     assert worker.submit("a")
     assert mapper.started.wait(10)  # 'a' is being mapped
-    assert worker.submit("b")  # waits in the slot of one
-    assert not worker.submit("c")  # displaces 'b'
-    assert not worker.submit("d")  # displaces 'c'
-    assert worker.busy and worker.dropped == 2
+    for name in "bcd":  # each is prepared (pose tracking sees every frame), then waits in the map slot of one
+        worker.submit(name)
+        deadline = time.monotonic() + 10
+        while mapper.prepared[-1:] != [name] and time.monotonic() < deadline:
+            time.sleep(0.001)
+    worker.submit("bad")  # rejected by prepare: finished without reaching the map stage
+    assert worker.busy
     mapper.release.set()
     assert worker.wait_idle(10)
-    assert mapper.seen == ["a", "d"] and worker.processed == 2 and worker.outcomes["keyframe"] == 2
+    assert mapper.prepared == ["a", "b", "c", "d", "bad"] and mapper.seen == ["a", "d"]
+    assert worker.dropped == 2 and worker.processed == 3  # 'b' and 'c' displaced by the newer prepared frames
+    assert worker.outcomes == {"keyframe": 2, "rejected": 1}
     worker.stop(10)
     with pytest.raises(RuntimeError, match="stopped"):
         worker.submit("e")
@@ -102,10 +113,13 @@ def test_worker_keeps_running_after_a_mapper_error():
         def __init__(self):
             self.calls = 0
 
-        def add_frame(self, frame):
+        def prepare(self, frame):
             self.calls += 1
             if frame == "bad":
                 raise RuntimeError("boom")
+            return [frame]
+
+        def integrate(self, prepared):
             return "skipped"
 
     worker = MapperWorker(Flaky())

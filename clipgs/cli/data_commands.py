@@ -114,9 +114,11 @@ def run_map(args: argparse.Namespace) -> int:
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB")
-    if summary["poses_refined"]:
-        print(f"poses refined: {summary['poses_refined']} keyframes; odometry drift corrected by the end: "
-              f"{summary['drift_correction'][0] * 100:.1f} cm, {summary['drift_correction'][1]:.2f} deg")
+    if summary["poses_refined"] or summary["frames_tracked"]:
+        print(f"poses refined: {summary['poses_refined']} keyframes against the nearest keyframe, "
+              f"{summary['frames_tracked']} frames against the previous one ({summary['frames_not_tracked']} could "
+              f"not be paired); odometry drift corrected by the end: {summary['drift_correction'][0] * 100:.1f} cm, "
+              f"{summary['drift_correction'][1]:.2f} deg")
     if summary["rejected"]:
         print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
     failures = snap.trainer_counters.get("semantic_failures", {})

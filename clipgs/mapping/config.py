@@ -15,6 +15,7 @@ UNIT = in_range(0.0, 1.0)
 
 
 AUTO_POSE_REFINE_ITERS = 15  # pose_refine_iters: -1 with poses from odometry
+AUTO_TRACK_ITERS = 6  # track_iters: -1 with poses from odometry
 
 
 @dataclass
@@ -52,6 +53,9 @@ class MapperConfig(Settings):
                                              "keyframe's, point-to-plane), 'photometric' (colour + depth against the "
                                              "map's render) or 'icp+photometric'",
                                       one_of(("icp", "photometric", "icp+photometric")))
+    track_iters: int = setting(-1, "refine every frame's pose by ICP against the previous frame's depth for this "
+                                   "many steps (~13 ms a frame at 160x120), so fast turns between keyframes are "
+                                   "followed; -1: auto, 6 when the poses come from odometry, else 0", at_least(-1))
     pose_refine_lr: float = setting(2e-3, "Adam learning rate of the pose correction (m, rad)", greater_than(0.0))
     pose_refine_min_gain: float = setting(0.2, "keep a pose correction only if it lowers the loss by this share "
                                                "(0: any decrease; long drifting walks track better with 0)", UNIT)
@@ -94,9 +98,12 @@ class MapperConfig(Settings):
         """This config with ``pose_refine_iters: -1`` (auto) made concrete. ICP against the nearest keyframe
         takes the drifting apartment's keyframe ATE from 26 to 7 cm, but on exact poses it adds a small random
         walk of its own (apartment, true poses: ATE 2.8 cm, 24.7 against 27.7 dB): on for odometry only."""
-        if self.pose_refine_iters >= 0:
-            return self
-        return self.replace(pose_refine_iters=AUTO_POSE_REFINE_ITERS if poses_from_odometry else 0)
+        auto = {}
+        if self.pose_refine_iters < 0:
+            auto["pose_refine_iters"] = AUTO_POSE_REFINE_ITERS if poses_from_odometry else 0
+        if self.track_iters < 0:
+            auto["track_iters"] = AUTO_TRACK_ITERS if poses_from_odometry else 0
+        return self.replace(**auto) if auto else self
 
     def validate(self) -> None:
         if self.w_color == 0 and self.w_depth == 0:

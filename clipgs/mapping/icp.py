@@ -40,6 +40,13 @@ def vertex_map(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     return np.stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z], axis=-1)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross product of (..., 3) arrays (np.cross's axis handling costs more than the arithmetic)."""
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    return np.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], axis=-1)
+
+
 def normal_map(vertices: np.ndarray, max_jump: float = 0.05) -> np.ndarray:
     """(H, W, 3) points -> (H, W, 3) unit normals facing the camera from central differences; zero where a
     neighbour is invalid (z = 0) or lies more than ``max_jump`` x depth away in z (an occlusion edge)."""
@@ -47,7 +54,7 @@ def normal_map(vertices: np.ndarray, max_jump: float = 0.05) -> np.ndarray:
     c = vertices[1:-1, 1:-1]
     right, left = vertices[1:-1, 2:], vertices[1:-1, :-2]
     down, up = vertices[2:, 1:-1], vertices[:-2, 1:-1]
-    cross = np.cross(right - left, down - up)
+    cross = _cross(right - left, down - up)
     z = c[..., 2]
     good = (z > 0) & np.all([(p[..., 2] > 0) & (np.abs(p[..., 2] - z) < max_jump * z)
                              for p in (right, left, down, up)], axis=0)
@@ -121,7 +128,7 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
         if len(r) < 6 or share < min_inliers:
             return IcpResult(T, share, nan, result.rmse_before_m, it, False, False)
         wgt = np.where(np.abs(r) <= huber_m, 1.0, huber_m / np.maximum(np.abs(r), 1e-12))
-        J = np.concatenate([np.cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
+        J = np.concatenate([_cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
         A = (J * wgt[:, None]).T @ J
         b = -(J * wgt[:, None]).T @ r
         A += damping * np.trace(A) / 6 * np.eye(6)

@@ -19,7 +19,6 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.errors import SettingsError
-from clipgs.geometry import invert_rigid
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.frame_check import PoseJumpGate, rejection_reason
@@ -27,8 +26,8 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride, growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
-from clipgs.mapping.pose_refine import correction_size, icp_against_keyframes, refine_pose, rigid
 from clipgs.mapping.state import MapperStats, MapSnapshot
+from clipgs.mapping.tracker import PoseTracker
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import RenderOutput
 
@@ -42,8 +41,9 @@ class IncrementalMapper:
     """Grows and optimises a Gaussian map from a stream of posed RGB-D frames.
 
     ``add_frame`` returns what happened to the frame: 'keyframe', 'skipped' (not a keyframe) or
-    'rejected:<reason>'. Bad frames never raise; they are counted in ``stats.rejected``.
-    Thread-safe: ``snapshot()`` may be called from another thread while ``add_frame`` runs.
+    'rejected:<reason>'. Bad frames never raise; they are counted in ``stats.rejected``. It is ``prepare`` (checks,
+    mapping resolution, pose tracking) then ``integrate`` (the mapping); a worker may run the two on different
+    threads, each in frame order. Thread-safe: ``snapshot()`` may be called from another thread meanwhile.
     """
 
     def __init__(self, config: MapperConfig | None = None, device: str | torch.device = "cpu",
@@ -67,12 +67,21 @@ class IncrementalMapper:
         self._size: tuple[int, int] | None = None
         self.last_input_camera: Camera | None = None  # of the last frame that passed the checks, as given
         self._last_timestamp: float | None = None
-        self._correction = np.eye(4)  # odometry -> map frame, from pose refinement
+        self.tracker = PoseTracker(self.config, self.stats)
         self._lock = threading.RLock()
+        self._stats_lock = threading.Lock()  # prepare (one thread) and counters (any) meet here
         self.trainer.attach(self)
 
     # ----------------------------------------------------------------- public API
     def add_frame(self, frame: Frame) -> str:
+        """``prepare`` then ``integrate``: 'keyframe', 'skipped' or 'rejected:<reason>'."""
+        prepared = self.prepare(frame)
+        return prepared if isinstance(prepared, str) else self.integrate(prepared)
+
+    def prepare(self, frame: Frame) -> Frame | str:
+        """Check a frame, bring it to the mapping resolution and put its pose in the map frame (pose tracking);
+        cheap, so a worker can run it on every frame while ``integrate`` maps the newest. Returns the frame or
+        'rejected:<reason>'."""
         c = self.config
         self.stats.frames_received += 1
         try:
@@ -85,23 +94,29 @@ class IncrementalMapper:
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
                 width = c.map_width or (c.max_map_width if frame.width > c.max_map_width > 0 else 0)
                 frame = frame.resized(width) if width else frame
-                if c.pose_refine_iters > 0:  # the drift found at the last keyframe applies to what follows
-                    frame = dataclasses.replace(frame, world_from_camera=self._correction @ frame.world_from_camera)
+                frame = self.tracker.track(frame) if self.tracker.enabled else frame
         except Exception as exc:  # a malformed frame must never take the mapper down
             reason = f"invalid_frame ({type(exc).__name__})"
-        self.stats.relocalisations = self.jumps.relocalisations
-        if reason is not None:
-            self.stats.rejected[reason] += 1
-            return f"rejected:{reason}"
-        if self._last_timestamp is not None and frame.timestamp < self._last_timestamp:
-            self.stats.clock_resets += 1
-            log.warning("timestamp went back %.1f s: clock reset (bag loop, sim time, a stamp far ahead "
-                        "before); mapping goes on", self._last_timestamp - frame.timestamp)
+        with self._stats_lock:
+            self.stats.relocalisations = self.jumps.relocalisations
+            if reason is not None:
+                self.stats.rejected[reason] += 1
+                return f"rejected:{reason}"
+            if self._last_timestamp is not None and frame.timestamp < self._last_timestamp:
+                self.stats.clock_resets += 1
+                log.warning("timestamp went back %.1f s: clock reset (bag loop, sim time, a stamp far ahead "
+                            "before); mapping goes on", self._last_timestamp - frame.timestamp)
         self._size, self._last_timestamp = size, frame.timestamp  # the camera's size, not the mapping size
+        return frame
+
+    def integrate(self, frame: Frame) -> str:
+        """Map a prepared frame: 'keyframe' (refined, grown, optimised, pruned) or 'skipped' (not a keyframe)."""
+        c = self.config
         if not self.gate.is_keyframe(frame):
             self.stats.skipped_non_keyframes += 1
             return "skipped"
-        frame = self._refine_pose(frame) if c.pose_refine_iters > 0 and len(self.map) else frame
+        if c.pose_refine_iters > 0 and len(self.map):
+            frame = self.tracker.refine_keyframe(frame, self.keyframes, self.map.gaussians)
         self.gate.accept(frame)
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
@@ -117,7 +132,7 @@ class IncrementalMapper:
 
     def counters(self) -> tuple[MapperStats, dict]:
         """Copies of the mapper's and the trainer's counters (cheap: no map copy), e.g. for a log line."""
-        with self._lock:
+        with self._lock, self._stats_lock:
             return copy.deepcopy(self.stats), self.trainer.counters()
 
     @property
@@ -171,21 +186,6 @@ class IncrementalMapper:
             self.stats.gaussians = len(self.map)
             self.stats.keyframes_held, self.stats.keyframes_evicted = len(self.keyframes), self.keyframes.evicted
             self.stats.keyframe_bytes = self.keyframes.nbytes
-
-    def _refine_pose(self, frame: Frame) -> Frame:
-        c, given, moved, turned = self.config, frame.world_from_camera, 0.0, 0.0
-        for method in c.pose_refine_method.split("+"):
-            r = (icp_against_keyframes(frame, self.keyframes, c.pose_refine_iters) if method == "icp" else
-                 refine_pose(self.map.gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
-                             min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain,
-                             backend=c.backend))
-            frame = dataclasses.replace(frame, world_from_camera=r.pose)
-            moved, turned = moved + r.moved_m, turned + r.turned_deg
-        self._correction = rigid(frame.world_from_camera @ invert_rigid(given) @ self._correction)
-        self.stats.poses_refined += 1
-        self.stats.last_pose_correction = (moved, turned)
-        self.stats.drift_correction = correction_size(self._correction)
-        return frame
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""

@@ -73,5 +73,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "interrupted": interrupted,
         "poses_refined": s.poses_refined,
         "drift_correction": s.drift_correction,
+        "frames_tracked": s.frames_tracked,
+        "frames_not_tracked": s.frames_not_tracked,
     }
     return mapper, summary

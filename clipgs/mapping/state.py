@@ -23,7 +23,9 @@ class MapperStats:
     keyframes_held: int = 0  # in the keyframe store now (keyframes counts every keyframe ever made)
     keyframe_bytes: int = 0
     keyframes_evicted: int = 0
-    poses_refined: int = 0
+    poses_refined: int = 0  # keyframes whose pose was refined (against the nearest keyframe)
+    frames_tracked: int = 0  # frames whose pose was refined against the previous frame
+    frames_not_tracked: int = 0  # of those, frames ICP could not pair (kept the corrected odometry pose)
     clock_resets: int = 0
     relocalisations: int = 0  # accepted again after a pose jump (consistent poses in a row)
     last_pose_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees

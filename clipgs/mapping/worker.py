@@ -35,35 +35,37 @@ def release_free_memory() -> None:
 class MapperWorker:
     """Feeds frames to a mapper without ever blocking the caller or queueing without bound.
 
-    ``submit`` puts the frame in a one-frame slot; if a frame is already waiting (the mapper is busy),
-    the waiting one is replaced by the newer one and counted in ``dropped``: a live robot wants the
-    freshest view, and memory stays flat however fast frames arrive.
+    Two threads, each taking frames from a one-frame slot: *prepare* checks every frame it gets, brings it to
+    the mapping resolution and tracks its pose against the previous one (``IncrementalMapper.prepare``, a few
+    milliseconds), *map* integrates the newest prepared frame (``IncrementalMapper.integrate``, a keyframe can
+    take a second). A frame arriving while a slot is full replaces the waiting one, counted in ``dropped``: a
+    live robot wants the freshest view, and memory stays flat however fast frames arrive. Pose tracking sees far
+    more frames than the mapper, so a fast turn between two keyframes is followed in small steps.
     """
+
+    STAGES = ("prepare", "map")
 
     def __init__(self, mapper: IncrementalMapper) -> None:
         self.mapper = mapper
         self.dropped = 0
-        self.processed = 0
+        self.processed = 0  # frames the mapper finished with: rejected, skipped or mapped as a keyframe
         self.outcomes: Counter = Counter()
         self.error: BaseException | None = None
-        self._pending: Frame | None = None
-        self._busy = False
+        self._pending: dict[str, Frame | None] = dict.fromkeys(self.STAGES)
+        self._busy = dict.fromkeys(self.STAGES, False)
         self._stop = False
         self._cv = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="clipgs-mapper", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, args=(stage,), name=f"clipgs-{stage}", daemon=True)
+                         for stage in self.STAGES]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, frame: Frame) -> bool:
         """Hand a frame over; returns False if it displaced a waiting frame (one frame was dropped)."""
         with self._cv:
             if self._stop:
                 raise RuntimeError("MapperWorker is stopped")
-            displaced = self._pending is not None
-            if displaced:
-                self.dropped += 1
-            self._pending = frame
-            self._cv.notify_all()
-            return not displaced
+            return self._put("prepare", frame)
 
     def snapshot(self) -> MapSnapshot:
         """Map + decoder + counters of one instant (see ``IncrementalMapper.snapshot``); never waits for a
@@ -73,39 +75,61 @@ class MapperWorker:
     @property
     def busy(self) -> bool:
         with self._cv:
-            return self._busy or self._pending is not None
+            return self._working()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until no frame is waiting or being mapped; False on timeout."""
         with self._cv:
-            return self._cv.wait_for(lambda: not self._busy and self._pending is None, timeout)
+            return self._cv.wait_for(lambda: not self._working(), timeout)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Finish the frame in hand (a waiting one is dropped), then end the thread."""
+        """Finish the frames in hand (waiting ones are dropped), then end the threads."""
         with self._cv:
             self._stop = True
-            if self._pending is not None:
-                self.dropped += 1
-                self._pending = None
+            for stage in self.STAGES:
+                if self._pending[stage] is not None:
+                    self.dropped += 1
+                    self._pending[stage] = None
             self._cv.notify_all()
-        self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    def _run(self) -> None:
+    def _working(self) -> bool:
+        return any(self._busy.values()) or any(f is not None for f in self._pending.values())
+
+    def _put(self, stage: str, frame: Frame) -> bool:
+        """Into a stage's slot (the caller holds the lock); False if a waiting frame was displaced."""
+        displaced = self._pending[stage] is not None
+        self.dropped += displaced
+        self._pending[stage] = frame
+        self._cv.notify_all()
+        return not displaced
+
+    def _run(self, stage: str) -> None:
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._pending is not None or self._stop)
-                if self._pending is None:  # stopping
+                self._cv.wait_for(lambda: self._pending[stage] is not None or self._stop)
+                if self._pending[stage] is None:  # stopping
                     return
-                frame, self._pending, self._busy = self._pending, None, True
+                frame, self._pending[stage], self._busy[stage] = self._pending[stage], None, True
             try:
-                outcome = self.mapper.add_frame(frame)
-                if outcome == "keyframe":
-                    release_free_memory()
+                if stage == "prepare":
+                    outcome = self.mapper.prepare(frame)
+                else:
+                    outcome = self.mapper.integrate(frame)
+                    if outcome == "keyframe":
+                        release_free_memory()
             except Exception as exc:  # keep mapping: the next frame may be fine
                 log.exception("mapper failed on frame %s", getattr(frame, "index", "?"))
                 self.error, outcome = exc, f"error:{type(exc).__name__}"
             with self._cv:
-                self.processed += 1
-                self.outcomes[outcome.split(":")[0]] += 1
-                self._busy = False
+                if stage == "prepare" and not isinstance(outcome, str):  # prepared: on to the map stage
+                    if self._stop:
+                        self.dropped += 1
+                    else:
+                        self._put("map", outcome)
+                else:
+                    self.processed += 1
+                    self.outcomes[outcome.split(":")[0]] += 1
+                self._busy[stage] = False
                 self._cv.notify_all()
