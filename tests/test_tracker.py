@@ -40,7 +40,7 @@ def test_tracking_every_frame_follows_a_turn_the_first_view_no_longer_sees():
 
 
 def test_a_keyframe_fix_carries_to_the_frames_after_it():
-    true, odometry = turn(steps=6, degrees=10.0)
+    true, _ = turn(steps=6, degrees=10.0)
     stats = MapperStats()
     tracker = PoseTracker(MapperConfig(pose_refine_iters=15, track_iters=0), stats)
     store = KeyframeStore(2**30)

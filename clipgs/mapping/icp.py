@@ -95,7 +95,8 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
     """
     h, w = model_depth.shape
     model_v = vertex_map(np.where(model_valid, model_depth, 0.0), K)
-    model_n = normal_map(model_v)
+    model_n = normal_map(model_v).reshape(-1, 3)  # flat: one gather per pairing instead of two
+    model_v = model_v.reshape(-1, 3)
     has_model = np.any(model_n != 0, axis=-1)
     frame_v = vertex_map(frame_depth, K)
     src = frame_v[::pixel_stride, ::pixel_stride].reshape(-1, 3)
@@ -107,6 +108,43 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
     result = IcpResult(T, 0.0, nan, nan, 0, False, False)
     if len(src) < 6:
         return result
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    for it in range(1, iterations + 1):
+        MT = M @ T
+        p = src @ MT[:3, :3].T + MT[:3, 3]  # in the model camera
+        z = p[:, 2]
+        front = z > 1e-6
+        inv_z = 1.0 / np.where(front, z, 1.0)
+        u = np.rint(fx * p[:, 0] * inv_z + cx).astype(np.int64)
+        v = np.rint(fy * p[:, 1] * inv_z + cy).astype(np.int64)
+        idx = np.flatnonzero(front & (u >= 0) & (u < w) & (v >= 0) & (v < h))
+        pix = v[idx] * w + u[idx]
+        paired = has_model[pix]
+        idx, pix = idx[paired], pix[paired]
+        q, n, pi = model_v[pix], model_n[pix], p[idx]
+        d = pi - q
+        r = np.einsum("ij,ij->i", d, n)
+        agree = np.einsum("ij,ij->i", src_n[idx] @ MT[:3, :3].T, n) >= min_normal_cos  # 0 where the frame has none
+        keep = (np.einsum("ij,ij->i", d, d) < max_distance_m**2) & agree
+        idx, n, r = idx[keep], n[keep] @ M[:3, :3], r[keep]  # the step is taken in the predicted camera
+        share = len(r) / len(src)
+        if len(r) < 6 or share < min_inliers:
+            return IcpResult(T, share, nan, result.rmse_before_m, it, False, False)
+        pi = src[idx] @ T[:3, :3].T + T[:3, 3]
+        wgt = np.where(np.abs(r) <= huber_m, 1.0, huber_m / np.maximum(np.abs(r), 1e-12))
+        J = np.concatenate([_cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
+        Jw = J * wgt[:, None]
+        A = Jw.T @ J
+        b = -Jw.T @ r
+        A += damping * np.trace(A) / 6 * np.eye(6)
+        xi = np.linalg.solve(A, b)
+        T = _skew_exp(xi) @ T
+        rmse = float(np.sqrt(np.mean(r**2)))
+        result = IcpResult(T, share, rmse, rmse if it == 1 else result.rmse_before_m, it, False, True)
+        if np.linalg.norm(xi) < tolerance:
+            result.converged = True
+            break
+    return result
     for it in range(1, iterations + 1):
         p_pred = src @ T[:3, :3].T + T[:3, 3]
         p = p_pred @ M[:3, :3].T + M[:3, 3]  # in the model camera
