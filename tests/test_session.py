@@ -240,10 +240,12 @@ def test_core_warnings_reach_a_forwarded_logger(tmp_path):
 def test_odometry_poses_turn_pose_refinement_on():
     from clipgs.data.ros_stream import StreamSettings
 
-    for pose_topic, kind, expected in (("/odom", "Odometry", 15), ("/pose", "PoseStamped", 0), ("", "Odometry", 0)):
+    for pose_topic, kind, on in (("/odom", "Odometry", True), ("/pose", "PoseStamped", False), ("", "Odometry", False)):
         session = MappingSession(Parameters(stream=StreamSettings(pose_topic=pose_topic, pose_topic_type=kind),
                                             semantics=SemanticSettings(semantic_source="none")))
         try:
-            assert session.worker.mapper.config.pose_refine_iters == expected, (pose_topic, kind)
+            config = session.worker.mapper.config
+            assert (config.pose_refine_iters, config.track_iters) == ((15, 6) if on else (0, 0)), (pose_topic, kind)
+            assert session.worker.mapper.tracker.enabled == on
         finally:
             session.shutdown(autosave=False)
