@@ -85,6 +85,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="frames per second sent to the worker")
     parser.add_argument("--noise", choices=["none", "realistic"], default="realistic")
     parser.add_argument("--semantic", action="store_true", help="simulated teacher on its own thread, SAC + 3DCS")
+    parser.add_argument("--teacher", choices=["uniform", "realistic"], default="uniform",
+                        help="the simulated 2D teacher: uniform (a random wrong class for 30 %% of masks, per view; "
+                             "what the issue's 'teacher + 15' is measured against) or realistic (confusions that "
+                             "repeat across views, see clipgs.semantics.realistic_teacher)")
     parser.add_argument("--map-width", type=int, default=0)
     parser.add_argument("--keyframe-budget-mb", type=float, default=MapperConfig().keyframe_budget_mb)
     parser.add_argument("--pose-refine-iters", type=int, default=-1,
@@ -113,16 +117,17 @@ def main() -> int:
     trainer = teacher = vocab = None
     if args.semantic:
         from clipgs.semantics.config import SemanticTrainingConfig
-        from clipgs.semantics.pipeline import simulated_setup
+        from clipgs.semantics.pipeline import default_corruption, simulated_setup
         from clipgs.semantics.trainer import SemanticTrainer
 
-        teacher, text, vocab = simulated_setup(ds)
+        teacher, text, vocab = simulated_setup(ds, corruption=default_corruption(args.teacher))
         trainer = SemanticTrainer(SemanticTrainingConfig(**{"async_source": True, "dcs_spread": True, **training}),
                                   teacher, vocab)
     mapper = IncrementalMapper(config, device=args.device, trainer=trainer)
     worker = MapperWorker(mapper)
-    print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics "
-          f"{'on (own thread)' if args.semantic else 'off'}, map_width {args.map_width or w}, keyframe budget "
+    semantics = f"on (own thread, {args.teacher} teacher)" if args.semantic else "off"
+    print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics {semantics}, "
+          f"map_width {args.map_width or w}, keyframe budget "
           f"{args.keyframe_budget_mb:g} MB, pose refinement {args.pose_refine_iters or 'off'}, poses "
           f"{'true' if args.true_poses else 'as given'}, device {args.device}{''.join(', ' + kv for kv in args.set)}\n")
     cols = ("frames", "mapped", "dropped", "keyframes held", "held MB", "Gaussians", "RSS MB", "ms/keyframe",
