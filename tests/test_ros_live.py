@@ -32,9 +32,10 @@ def ros(monkeypatch):
     rclpy.try_shutdown()
 
 
-def _messages(frame, t: float):
+def _messages(frame, t: float, pose_type: str = "PoseStamped"):
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Header
 
@@ -50,12 +51,19 @@ def _messages(frame, t: float):
     pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in M[:3, 3])
     w, x, y, z = rotmat_to_quat(M[:3, :3])
     pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = w, x, y, z
+    if pose_type == "Odometry":
+        odometry = Odometry(header=pose.header, child_frame_id="camera_optical")
+        odometry.pose.pose = pose.pose
+        pose = odometry
     return (image_from_array(frame.rgb, "rgb8", header, Image, bytes),
             image_from_array(mm, "16UC1", header, Image, bytes), info, pose)
 
 
-def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp_path):
+@pytest.mark.parametrize("pose_type", ["PoseStamped", "Odometry"])
+def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp_path, pose_type):
+    """Odometry poses also turn pose tracking on: every frame is tracked on the worker's prepare thread."""
     from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -63,7 +71,8 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
 
     from clipgs_ros.mapping_node import MappingNode
 
-    ros(["--ros-args", "-p", "pose_topic:=/odom", "-p", "iters_per_keyframe:=2", "-p", "w_ssim:=0.0",
+    ros(["--ros-args", "-p", "pose_topic:=/odom", "-p", f"pose_topic_type:={pose_type}", "-p", "iters_per_keyframe:=2",
+         "-p", "w_ssim:=0.0",
          "-p", "clip_model:=clipgs-tiny", "-p", "render_rate_hz:=4.0", "-p", "cloud_rate_hz:=2.0",
          "-p", f"autosave_path:={tmp_path / 'auto.ply'}", "-p", "kf_translation_m:=0.0", "-p", "pose_wait_s:=2.0"])
     node = MappingNode()
@@ -73,7 +82,7 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
             "depth": stream.create_publisher(Image, "/camera/aligned_depth_to_color/image_raw",
                                              qos_profile_sensor_data),
             "info": stream.create_publisher(CameraInfo, "/camera/color/camera_info", qos_profile_sensor_data),
-            "pose": stream.create_publisher(PoseStamped, "/odom", 50)}
+            "pose": stream.create_publisher(Odometry if pose_type == "Odometry" else PoseStamped, "/odom", 50)}
     got: dict[str, list] = {"rgb": [], "semantic": [], "cloud": [], "markers": []}
     for key, msg_type, topic, qos in (("rgb", Image, "/clipgs_mapping/rendered_rgb", 2),
                                       ("semantic", Image, "/clipgs_mapping/semantic_image", 2),
@@ -92,7 +101,7 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
         ds = open_dataset(synth_dir)
         sent = ds.train_indices[:12]
         for k, i in enumerate(sent):
-            color, depth, info, pose = _messages(ds[i], 100.0 + 0.2 * k)
+            color, depth, info, pose = _messages(ds[i], 100.0 + 0.2 * k, pose_type)
             pubs["info"].publish(info)
             pubs["color"].publish(color)
             pubs["depth"].publish(depth)
@@ -105,6 +114,8 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
         c = node.session.counters
         assert c.submitted >= len(sent) - 1 and c.no_pose == 0, node.session.stats_line()
         assert c.waited_for_pose >= len(sent) - 2, node.session.stats_line()  # they did wait for the late pose
+        tracked = node.session.worker.mapper.counters()[0].frames_tracked
+        assert (tracked > 0) == (pose_type == "Odometry"), node.session.stats_line()
         while time.monotonic() < deadline and not (got["rgb"] and got["semantic"] and got["cloud"]):
             time.sleep(0.1)
         assert got["rgb"] and (got["rgb"][-1].width, got["rgb"][-1].height) == (ds[0].width, ds[0].height)
