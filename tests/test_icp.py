@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from clipgs.geometry import invert_rigid, quat_to_rotmat
+from clipgs.mapping import icp as icp_module
 from clipgs.mapping.icp import icp_align, normal_map, vertex_map
 from clipgs.mapping.keyframes import rotation_angle_deg
 from clipgs.mapping.losses import mapping_loss, near_depth
@@ -130,3 +131,27 @@ def test_pose_refinement_is_on_by_default_only_for_odometry():
     assert auto.resolved(poses_from_odometry=False).pose_refine_iters == 0
     assert MapperConfig(pose_refine_iters=7).resolved(True).pose_refine_iters == 7  # an explicit value stays
     assert MapperConfig(pose_refine_iters=0).resolved(True).pose_refine_iters == 0
+
+
+@pytest.mark.skipif(not icp_module.compiled_available(), reason="no C++ compiler here")
+def test_compiled_normal_equations_match_the_numpy_reference():
+    """csrc/icp.cpp against _normal_equations_numpy on a box room: the same pairs, the same sums to rounding."""
+    reference, true = pose([0.1, 0.0, 0.2], degrees=5.0), pose([0.14, -0.02, 0.25], axis=(0.2, 1.0, 0.1), degrees=8.0)
+    model_v = vertex_map(raycast_box(reference), K)
+    model_n = normal_map(model_v).reshape(-1, 3)
+    frame_v = vertex_map(raycast_box(true), K)
+    src, src_n = frame_v.reshape(-1, 3), normal_map(frame_v).reshape(-1, 3)
+    src, src_n = src[src[:, 2] > 0], src_n[src[:, 2] > 0]
+    predicted = true @ pose([0.02, 0.01, -0.02], axis=(1.0, 0.3, 0.0), degrees=1.0)
+    M, T = invert_rigid(reference) @ predicted, pose([0.003, 0.0, -0.002], degrees=0.2)
+    args = (src, src_n, T, M, K, 160, 120, model_v.reshape(-1, 3), model_n, 0.1, 0.8, 0.01)
+    A, b, kept, sum_r2 = icp_module._normal_equations(*args, compiled=True)
+    A_ref, b_ref, kept_ref, sum_r2_ref = icp_module._normal_equations_numpy(*args)
+    assert kept_ref > 0.5 * len(src) and abs(kept - kept_ref) <= 2  # a pixel-centre tie may round either way
+    assert np.allclose(A, A_ref, rtol=1e-6) and np.allclose(b, b_ref, rtol=1e-6, atol=1e-9)
+    assert sum_r2 == pytest.approx(sum_r2_ref, rel=1e-6) and np.allclose(A, A.T)
+    ref_depth = raycast_box(reference).astype(np.float64)
+    runs = [icp_align(raycast_box(true), ref_depth, ref_depth > 0, K, iterations=10, compiled=c,
+                      model_from_predicted=M) for c in (True, False)]
+    assert np.allclose(runs[0].correction, runs[1].correction, atol=1e-6)
+    assert runs[0].inliers == pytest.approx(runs[1].inliers, abs=1e-3) and runs[0].ok and runs[1].ok

@@ -11,9 +11,15 @@ few 6 x 6 solves cost a few milliseconds, far less than a photometric refinement
 """
 from __future__ import annotations
 
+import ctypes
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+
+from clipgs.native import NativeUnavailableError, build_library
 
 
 @dataclass
@@ -79,10 +85,79 @@ def _skew_exp(xi: np.ndarray) -> np.ndarray:
     return T
 
 
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    """The compiled normal equations (csrc/icp.cpp), or None (one warning) when they cannot be built here."""
+    try:
+        lib = ctypes.CDLL(str(build_library("clipgs_icp", [Path(__file__).with_name("csrc") / "icp.cpp"])))
+    except (NativeUnavailableError, OSError) as exc:
+        warnings.warn(f"compiled ICP unavailable, pose tracking runs in NumPy (~5x slower): {exc}", stacklevel=3)
+        return None
+    p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    lib.clipgs_icp_normal_equations.argtypes = [i64, *([p] * 6), i64, i64, p, p, f64, f64, f64, p, p, p]
+    lib.clipgs_icp_normal_equations.restype = None
+    return lib
+
+
+def compiled_available() -> bool:
+    return _library() is not None
+
+
+def _normal_equations_numpy(src: np.ndarray, src_n: np.ndarray, T: np.ndarray, M: np.ndarray, K: np.ndarray,
+                            w: int, h: int, model_v: np.ndarray, model_n: np.ndarray, max_distance_m: float,
+                            min_normal_cos: float, huber_m: float) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """One Gauss-Newton step's (A (6, 6), b (6,), pairs kept, sum of their squared residuals), the reference.
+
+    src, src_n: (n, 3) frame points and normals; T (4, 4): frame -> predicted camera (the estimate); M (4, 4):
+    predicted -> model camera; model_v, model_n: (h * w, 3) the model view's points and normals (zero: none).
+    Frame points moved by M T are projected into the model view and paired with the point there; pairs further
+    than ``max_distance_m`` or whose normals disagree are dropped, the rest Huber-weighted. The step is taken in
+    the predicted camera."""
+    MT = M @ T
+    p = src @ MT[:3, :3].T + MT[:3, 3]  # in the model camera
+    z = p[:, 2]
+    front = z > 1e-6
+    inv_z = 1.0 / np.where(front, z, 1.0)
+    u = np.rint(K[0, 0] * p[:, 0] * inv_z + K[0, 2]).astype(np.int64)
+    v = np.rint(K[1, 1] * p[:, 1] * inv_z + K[1, 2]).astype(np.int64)
+    idx = np.flatnonzero(front & (u >= 0) & (u < w) & (v >= 0) & (v < h))
+    pix = v[idx] * w + u[idx]
+    paired = np.any(model_n[pix] != 0, axis=-1)
+    idx, pix = idx[paired], pix[paired]
+    q, n, pi = model_v[pix], model_n[pix], p[idx]
+    d = pi - q
+    r = np.einsum("ij,ij->i", d, n)
+    agree = np.einsum("ij,ij->i", src_n[idx] @ MT[:3, :3].T, n) >= min_normal_cos  # 0 where the frame has none
+    keep = (np.einsum("ij,ij->i", d, d) < max_distance_m**2) & agree
+    idx, n, r = idx[keep], n[keep] @ M[:3, :3], r[keep]
+    pi = src[idx] @ T[:3, :3].T + T[:3, 3]
+    wgt = np.where(np.abs(r) <= huber_m, 1.0, huber_m / np.maximum(np.abs(r), 1e-12))
+    J = np.concatenate([_cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
+    Jw = J * wgt[:, None]
+    return Jw.T @ J, -Jw.T @ r, len(r), float(np.sum(r**2))
+
+
+def _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m, min_normal_cos, huber_m,
+                      compiled: bool = True) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """:func:`_normal_equations_numpy`, through the compiled kernel when it is available and ``compiled``."""
+    lib = _library() if compiled else None
+    if lib is None:
+        return _normal_equations_numpy(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m,
+                                       min_normal_cos, huber_m)
+    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (src, src_n, M @ T, M[:3, :3], T, K, model_v,
+                                                                 model_n)]
+    A, b, stats = np.empty((6, 6)), np.empty(6), np.empty(2)
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
+    lib.clipgs_icp_normal_equations(len(src), *ptr[:6], w, h, *ptr[6:], max_distance_m**2, min_normal_cos, huber_m,
+                                    *(x.ctypes.data_as(ctypes.c_void_p) for x in (A, b, stats)))
+    return A, b, int(stats[0]), float(stats[1])
+
+
 def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.ndarray, K: np.ndarray, *,
               iterations: int = 12, max_distance_m: float = 0.1, min_normal_cos: float = 0.8,
               huber_m: float = 0.01, damping: float = 1e-3, pixel_stride: int = 1, min_inliers: float = 0.3,
-              tolerance: float = 1e-5, model_from_predicted: np.ndarray | None = None) -> IcpResult:
+              tolerance: float = 1e-5, model_from_predicted: np.ndarray | None = None,
+              compiled: bool = True) -> IcpResult:
     """Point-to-plane ICP of the frame's depth against a model depth rendered at the predicted pose.
 
     frame_depth: (H, W) metres, 0 = invalid (the new frame); model_depth: (H, W) metres (the map's expected
@@ -92,12 +167,12 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
     motion. ``model_from_predicted`` (4, 4): where the model's camera is not the predicted one (e.g. the last
     keyframe's depth as the model), the rigid transform from the predicted camera into it. ``ok`` is False
     when fewer than ``min_inliers`` of the frame's valid points pair up: the result should then not be used.
+    compiled: the normal equations through csrc/icp.cpp when it builds here (False: the NumPy reference).
     """
     h, w = model_depth.shape
     model_v = vertex_map(np.where(model_valid, model_depth, 0.0), K)
     model_n = normal_map(model_v).reshape(-1, 3)  # flat: one gather per pairing instead of two
     model_v = model_v.reshape(-1, 3)
-    has_model = np.any(model_n != 0, axis=-1)
     frame_v = vertex_map(frame_depth, K)
     src = frame_v[::pixel_stride, ::pixel_stride].reshape(-1, 3)
     src_n = normal_map(frame_v)[::pixel_stride, ::pixel_stride].reshape(-1, 3)
@@ -108,71 +183,16 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
     result = IcpResult(T, 0.0, nan, nan, 0, False, False)
     if len(src) < 6:
         return result
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     for it in range(1, iterations + 1):
-        MT = M @ T
-        p = src @ MT[:3, :3].T + MT[:3, 3]  # in the model camera
-        z = p[:, 2]
-        front = z > 1e-6
-        inv_z = 1.0 / np.where(front, z, 1.0)
-        u = np.rint(fx * p[:, 0] * inv_z + cx).astype(np.int64)
-        v = np.rint(fy * p[:, 1] * inv_z + cy).astype(np.int64)
-        idx = np.flatnonzero(front & (u >= 0) & (u < w) & (v >= 0) & (v < h))
-        pix = v[idx] * w + u[idx]
-        paired = has_model[pix]
-        idx, pix = idx[paired], pix[paired]
-        q, n, pi = model_v[pix], model_n[pix], p[idx]
-        d = pi - q
-        r = np.einsum("ij,ij->i", d, n)
-        agree = np.einsum("ij,ij->i", src_n[idx] @ MT[:3, :3].T, n) >= min_normal_cos  # 0 where the frame has none
-        keep = (np.einsum("ij,ij->i", d, d) < max_distance_m**2) & agree
-        idx, n, r = idx[keep], n[keep] @ M[:3, :3], r[keep]  # the step is taken in the predicted camera
-        share = len(r) / len(src)
-        if len(r) < 6 or share < min_inliers:
+        A, b, kept, sum_r2 = _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m,
+                                               min_normal_cos, huber_m, compiled)
+        share = kept / len(src)
+        if kept < 6 or share < min_inliers:
             return IcpResult(T, share, nan, result.rmse_before_m, it, False, False)
-        pi = src[idx] @ T[:3, :3].T + T[:3, 3]
-        wgt = np.where(np.abs(r) <= huber_m, 1.0, huber_m / np.maximum(np.abs(r), 1e-12))
-        J = np.concatenate([_cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
-        Jw = J * wgt[:, None]
-        A = Jw.T @ J
-        b = -Jw.T @ r
         A += damping * np.trace(A) / 6 * np.eye(6)
         xi = np.linalg.solve(A, b)
         T = _skew_exp(xi) @ T
-        rmse = float(np.sqrt(np.mean(r**2)))
-        result = IcpResult(T, share, rmse, rmse if it == 1 else result.rmse_before_m, it, False, True)
-        if np.linalg.norm(xi) < tolerance:
-            result.converged = True
-            break
-    return result
-    for it in range(1, iterations + 1):
-        p_pred = src @ T[:3, :3].T + T[:3, 3]
-        p = p_pred @ M[:3, :3].T + M[:3, 3]  # in the model camera
-        z = p[:, 2]
-        front = z > 1e-6
-        u = np.rint(K[0, 0] * p[:, 0] / np.where(front, z, 1.0) + K[0, 2]).astype(np.int64)
-        v = np.rint(K[1, 1] * p[:, 1] / np.where(front, z, 1.0) + K[1, 2]).astype(np.int64)
-        inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        idx = np.flatnonzero(inside)
-        idx = idx[has_model[v[idx], u[idx]]]
-        q, n = model_v[v[idx], u[idx]], model_n[v[idx], u[idx]]
-        pi = p[idx]
-        r = np.sum((pi - q) * n, axis=-1)
-        RM = M[:3, :3] @ T[:3, :3]
-        agree = np.sum((src_n[idx] @ RM.T) * n, axis=-1) >= min_normal_cos  # 0 where the frame has none
-        keep = (np.linalg.norm(pi - q, axis=-1) < max_distance_m) & agree
-        pi, n, r = p_pred[idx][keep], n[keep] @ M[:3, :3], r[keep]  # the step is taken in the predicted camera
-        share = len(r) / len(src)
-        if len(r) < 6 or share < min_inliers:
-            return IcpResult(T, share, nan, result.rmse_before_m, it, False, False)
-        wgt = np.where(np.abs(r) <= huber_m, 1.0, huber_m / np.maximum(np.abs(r), 1e-12))
-        J = np.concatenate([_cross(pi, n), n], axis=1)  # d r / d (omega, t) for p -> p + omega x p + t
-        A = (J * wgt[:, None]).T @ J
-        b = -(J * wgt[:, None]).T @ r
-        A += damping * np.trace(A) / 6 * np.eye(6)
-        xi = np.linalg.solve(A, b)
-        T = _skew_exp(xi) @ T
-        rmse = float(np.sqrt(np.mean(r**2)))
+        rmse = float(np.sqrt(sum_r2 / kept))
         result = IcpResult(T, share, rmse, rmse if it == 1 else result.rmse_before_m, it, False, True)
         if np.linalg.norm(xi) < tolerance:
             result.converged = True

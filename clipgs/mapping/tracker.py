@@ -3,7 +3,7 @@
 Two refinements, both ICP of a frame's sensor depth against an earlier view's sensor depth
 (:func:`clipgs.mapping.pose_refine.icp_refine_pose`):
 
-- ``track``, every frame the mapper is given (the growth-stride pixels, a few steps: ~30 ms at 160 x 120): against
+- ``track``, every frame the mapper is given (the growth-stride pixels, a few steps: ~12 ms at 160 x 120): against
   the previous tracked frame, so the pose chain follows the camera in small steps that always overlap. A fast
   turn between two keyframes, which the keyframe refinement alone could not bridge, is followed frame by frame.
 - ``refine_keyframe``, each new keyframe: against the held keyframe nearest in pose, so a revisit snaps back
