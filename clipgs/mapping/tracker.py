@@ -22,8 +22,8 @@ import numpy as np
 
 from clipgs.data.frame import Frame
 from clipgs.geometry import invert_rigid
+from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.mapping.growth import auto_pixel_stride
 from clipgs.mapping.keyframes import KeyframeStore
 from clipgs.mapping.pose_refine import correction_size, icp_against_keyframes, icp_refine_pose, refine_pose, rigid
 from clipgs.mapping.state import MapperStats
@@ -32,9 +32,8 @@ from clipgs.mapping.state import MapperStats
 class PoseTracker:
     """Holds the odometry -> map correction and the last tracked frame; reports into ``stats``."""
 
-    def __init__(self, config, stats: MapperStats) -> None:
-        """config: a resolved :class:`clipgs.mapping.config.MapperConfig` (pose_refine_*, track_iters, w_depth,
-        backend)."""
+    def __init__(self, config: MapperConfig, stats: MapperStats) -> None:
+        """config: resolved (pose_refine_*, track_iters, w_depth, backend are read)."""
         self.config, self.stats = config, stats
         self.correction = np.eye(4)  # odometry -> map frame
         self._fixes = np.eye(4)  # product of every keyframe fix so far (world frame)
@@ -54,8 +53,7 @@ class PoseTracker:
         pose = correction @ given
         if self.config.track_iters > 0 and previous is not None and previous.depth.shape == frame.depth.shape:
             r = icp_refine_pose(dataclasses.replace(frame, world_from_camera=pose), previous.depth,
-                                previous.world_from_camera, self.config.track_iters,
-                                pixel_stride=auto_pixel_stride(frame.width, frame.height))
+                                previous.world_from_camera, self.config.track_iters)  # growth-stride points
             self.stats.frames_tracked += 1
             if r.ok:
                 pose = r.pose
