@@ -1,8 +1,8 @@
 """Semantic mapping benchmark on the default synthetic room with the simulated teacher.
 
 Prints, on held-out views (never trained on):
-1. mIoU / pixel accuracy of the 2D teacher and of the map for the ablation ladder (SAC only; + 3DCS on
-   keyframes; + 3DCS novel views; + the paper-v2 KNN 3D term), mean and spread over seeds (each seed
+1. mIoU / pixel accuracy of the 2D teacher and of the map for the ablation ladder (SAC only; + 3D label
+   fusion; + 3DCS on keyframes; + 3DCS novel views; + the paper-v2 KNN 3D term), mean and spread over seeds (each seed
    changes the teacher's mistakes and the mapper's sampling);
 2. the text-query IoU per class name against ground truth (default configuration, first seed), and 3D
    localisation: each object class's query split into 3D instances, matched to the ground-truth instances
@@ -43,8 +43,10 @@ from clipgs.semantics.trainer import SemanticTrainer
 
 LADDER = [
     (f"SAC d={SemanticTrainingConfig().sem_dim}, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
+    ("+ 3D label fusion, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0, "w_fused": 0.5}),
     ("+ 3DCS on keyframes", {"dcs_novel_views": 0}),
     ("+ 3DCS novel views", {"dcs_novel_views": 1}),
+    ("3DCS novel views + 3D label fusion", {"dcs_novel_views": 1, "w_fused": 0.5}),
     ("+ KNN 3D term (paper v2)", {"dcs_novel_views": 1, "w_sem_knn": 0.1}),
     ("3DCS novel views, whole masks vote", {"dcs_novel_views": 1, "dcs_split_masks": False}),
 ]

@@ -60,6 +60,7 @@ class TrainableMap:
         self._exp_avg = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
         self._exp_avg_sq = {k: torch.zeros_like(v) for k, v in gaussians.tensors().items()}
         self._steps = torch.zeros(len(gaussians), dtype=torch.float64, device=gaussians.means.device)
+        self._extras: dict[str, Tensor] = {}  # per-Gaussian rows that are not optimised (see ``extra``)
 
     @staticmethod
     def _leaves(tensors: dict[str, Tensor]) -> GaussianMap:
@@ -91,6 +92,14 @@ class TrainableMap:
             fused = self.fused and p.dtype == p.grad.dtype == bias[0].dtype and _fusable(p, m, v)
             (adam_step_fused if fused else adam_step_torch)(p, p.grad, m, v, bias, lr, self.betas, self.eps)
 
+    def extra(self, name: str, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        """(N, width) per-Gaussian buffer ``name`` (e.g. a channel trainer's label votes), created zero on first
+        use and kept in step with ``select`` and ``extend`` (new Gaussians get zero rows). Update it in place."""
+        rows = self._extras.get(name)
+        if rows is None or rows.shape[1] != width:
+            rows = self._extras[name] = torch.zeros(len(self), width, dtype=dtype, device=self.gaussians.means.device)
+        return rows
+
     # ----------------------------------------------------------------- edits
     def select(self, index: Tensor) -> None:
         """Keep only the Gaussians selected by ``index`` (bool mask (N,) or indices), optimiser state included."""
@@ -98,6 +107,7 @@ class TrainableMap:
         self._exp_avg = {k: v[index] for k, v in self._exp_avg.items()}
         self._exp_avg_sq = {k: v[index] for k, v in self._exp_avg_sq.items()}
         self._steps = self._steps[index]
+        self._extras = {k: v[index] for k, v in self._extras.items()}
 
     def extend(self, new: GaussianMap) -> None:
         """Append Gaussians with fresh (zero) optimiser state; ``new`` must have the same channels."""
@@ -111,3 +121,4 @@ class TrainableMap:
             for k, v in new.tensors().items():
                 state[k] = torch.cat([state[k], torch.zeros_like(v).to(state[k])])
         self._steps = torch.cat([self._steps, self._steps.new_zeros(len(new))])
+        self._extras = {k: torch.cat([v, v.new_zeros(len(new), v.shape[1])]) for k, v in self._extras.items()}

@@ -144,3 +144,22 @@ def rasterize(
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
     return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen)
+
+
+def splat_to_gaussians(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera,
+                       values: Tensor, *, backend: str = "auto") -> Tensor:
+    """(N, C): for each Gaussian, the sum over pixels of its compositing weight times ``values`` (H, W, C).
+
+    The transpose of compositing (rendering features F gives image(p) = sum_i w_i(p) F_i, so this is
+    d sum_p <image(p), values(p)> / dF): one backward pass through any backend. With one-hot class images it
+    counts, per Gaussian, how much of each class the pixels it was seen on carry (label fusion).
+    """
+    if tuple(values.shape[:2]) != (camera.height, camera.width) or values.dim() != 3:
+        raise ValueError(f"values must have shape ({camera.height}, {camera.width}, C), got {tuple(values.shape)}")
+    features = torch.zeros(means.shape[0], values.shape[2], dtype=means.dtype, device=means.device,
+                           requires_grad=True)
+    with torch.enable_grad():
+        out = rasterize(means.detach(), quats.detach(), log_scales.detach(), opacity_logits.detach(), features,
+                        camera, backend=backend)
+        (grad,) = torch.autograd.grad((out.image * values.to(out.image)).sum(), features)
+    return grad

@@ -37,6 +37,16 @@ class SemanticTrainingConfig(Settings):
     sem_knn_k: int = setting(8, "3D term: neighbours per sampled Gaussian", at_least(1))
     sem_knn_anchors: int = setting(2048, "3D term: Gaussians sampled per keyframe", at_least(1))
     sem_knn_radius_m: float = setting(0.03, "3D term: only neighbours closer than this (m)", greater_than(0.0))
+    # 3D label fusion: per-Gaussian class votes of the teacher's masks over every keyframe; needs a vocabulary.
+    w_fused: float = setting(0.0, "3D label fusion: weight of the cross-entropy pulling a keyframe's decoded pixels "
+                                  "to the classes its Gaussians got from the teacher's masks over all keyframes "
+                                  "(0: off; 0.5 where the teacher's errors differ between views)", at_least(0.0))
+    fused_tau: float = setting(0.1, "3D label fusion: temperature of the softmax that turns a mask's cosines to the "
+                                    "vocabulary into its votes (small: one hard vote per mask; larger keeps the "
+                                    "runner-up, which a teacher that leans to a wrong class still carries)",
+                               greater_than(0.0))
+    fused_revote: int = setting(1, "3D label fusion: older keyframes voting again per keyframe, in turn (Gaussians "
+                                   "grown after a keyframe voted get its votes too)", at_least(0))
     # 3DCS (3D coherent self-training): needs a vocabulary.
     dcs_start: int = setting(20, "3DCS: keyframes mapped before the first relabelling round (warm-up)",
                              at_least(1))

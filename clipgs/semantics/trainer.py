@@ -24,6 +24,7 @@ from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
 from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
 from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
 from clipgs.semantics.source_worker import SourceWorker
@@ -40,10 +41,13 @@ class KeyframeSemantics:
 
     masks: MaskEmbeddings | None  # None while the source still works on it (``async_source``)
     pseudo_labels: Tensor | None = None
+    voted: bool = False  # its masks' classes were splatted onto the Gaussians (3D label fusion)
+    fused_labels: Tensor | None = None  # (H, W) the fused classes rendered into it at its last vote, -1 = none
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.pseudo_labels] + ([self.masks.mask_ids, self.masks.embeddings] if self.masks else [])
+        tensors = [self.pseudo_labels, self.fused_labels]
+        tensors += [self.masks.mask_ids, self.masks.embeddings] if self.masks else []
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
@@ -81,11 +85,17 @@ class SemanticTrainer(ChannelTrainer):
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
         self._knn: tuple[Tensor, Tensor, Tensor] | None = None  # anchors, neighbours, valid
+        self._vote_cursor = 0  # next older keyframe to vote again
+        self.fusion_votes = 0  # keyframe views splatted onto the Gaussians so far
         self.worker: SourceWorker | None = None  # the source's thread, with async_source
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
         self._generator = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def fusion_enabled(self) -> bool:
+        return self.config.w_fused > 0 and self.vocabulary is not None
 
     @property
     def self_training_enabled(self) -> bool:
@@ -162,6 +172,12 @@ class SemanticTrainer(ChannelTrainer):
             if bool(keep.any()):
                 terms["dcs"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
                 loss = loss + c.w_dcs * terms["dcs"]
+        if sem.fused_labels is not None and self.fusion_enabled:
+            target = sem.fused_labels.reshape(-1)[idx.to(sem.fused_labels.device)].to(decoded.device).long()
+            keep = target >= 0
+            if bool(keep.any()):
+                terms["fused"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
+                loss = loss + c.w_fused * terms["fused"]
         if self._knn is not None:
             anchors, neighbours, valid = self._knn
             attrs = gaussians.semantics
@@ -194,6 +210,7 @@ class SemanticTrainer(ChannelTrainer):
             mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"})
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
+        self._vote(mapper)
         c, n = self.config, mapper.stats.keyframes
         due = self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0
         if not c.dcs_spread:
@@ -210,11 +227,42 @@ class SemanticTrainer(ChannelTrainer):
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
 
     def counters(self) -> dict[str, Any]:
-        counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures)}
+        counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures),
+                    "fusion_votes": self.fusion_votes}
         if self.worker is not None:
             counters.update(semantic_lag_s=self.worker.last_lag_s, semantics_skipped=self.worker.skipped,
                             semantics_pending=self.worker.pending)
         return counters
+
+    # ----------------------------------------------------------------- 3D label fusion
+    @torch.no_grad()
+    def _vote(self, mapper: IncrementalMapper) -> None:
+        """Keyframes whose masks have not voted yet (the new one; late ones with ``async_source``) and
+        ``fused_revote`` older ones in turn splat their masks' classes onto the Gaussians; then each of them gets
+        the fused classes rendered into its view as pixel targets (``keyframe_loss`` trains the decoded
+        rendered attributes towards them, as 3DCS does with its pseudo-labels)."""
+        if not self.fusion_enabled:
+            return
+        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+        todo = [kf for kf in annotated if not kf.annotation.voted]
+        older = [kf for kf in annotated if kf.annotation.voted]
+        if older:
+            todo += [older[(self._vote_cursor + j) % len(older)] for j in range(min(self.config.fused_revote,
+                                                                                    len(older)))]
+            self._vote_cursor = (self._vote_cursor + self.config.fused_revote) % len(older)
+        if not todo:
+            return
+        vocab = self.vocabulary.to(self.device)
+        votes = mapper.map.extra("class_votes", len(vocab))
+        for kf in todo:
+            classes = mask_class_image(kf.annotation.masks, vocab, self.config.fused_tau)
+            splat_votes(votes, mapper.map.gaussians, kf.camera, classes, mapper.config.backend)
+            kf.annotation.voted = True
+            self.fusion_votes += 1
+        for kf in todo:
+            labels = render_fused_labels(mapper.map.gaussians, votes, kf.camera, self.config.dcs_confidence,
+                                         mapper.config.backend)
+            kf.annotation.fused_labels = compact_ids(labels.cpu())
 
     # ----------------------------------------------------------------- 3DCS
     def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:

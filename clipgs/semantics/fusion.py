@@ -1,0 +1,85 @@
+"""3D label fusion: every Gaussian counts the classes the 2D teacher's masks gave it over all the views that saw it.
+
+A teacher that errs independently between views (a wrong class for one mask in one view) is outvoted per
+Gaussian: each keyframe's masks are classified against the vocabulary, and the class image is splatted back
+onto the Gaussians with their compositing weights (:func:`clipgs.render.splat_to_gaussians`), so a Gaussian
+seen by many keyframes holds many votes. Each Gaussian's plurality class, rendered into a keyframe, gives
+pixel targets for the decoded attributes there. Unlike 3DCS' pseudo-labels (the decoded map voted inside
+one view's masks) the evidence is the teacher's, gathered over every view of each Gaussian, and the decoded
+map's own speckle does not vote. Errors the teacher repeats in most views (a cabinet read as a table from
+everywhere) win the vote as well: fusion does not undo those.
+
+Only the classes a view involves are rendered (a vote splats the classes its masks read; labels render the
+classes of the Gaussians in front of the camera): the kernels' cost grows with the channel count.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipgs.data.frame import Camera
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.semantics.sources import MaskEmbeddings
+
+MIN_CLASS_SHARE = 0.01  # a class carrying less than this of every mask's soft vote is left out of the splat
+
+
+def mask_class_image(masks: MaskEmbeddings, vocabulary: Tensor, tau: float) -> Tensor:
+    """(H, W, C) soft class of each pixel's mask: softmax over the vocabulary rows 1.. of the mask embedding's
+    cosine / tau (row 0, void, gets 0), zeros outside masks. vocabulary: (C, D) unit text embeddings."""
+    ids = masks.mask_ids.to(vocabulary.device).long()
+    emb = F.normalize(masks.embeddings.to(vocabulary), dim=-1)
+    soft = torch.softmax(emb @ vocabulary[1:].T / tau, dim=-1)  # (M, C-1)
+    per_mask = torch.cat([soft.new_zeros(len(soft), 1), soft], dim=1)
+    image = per_mask[ids.clamp(min=0)]
+    return torch.where((ids >= 0)[..., None], image, 0.0)
+
+
+def splat_votes(votes: Tensor, gaussians: GaussianMap, camera: Camera, class_image: Tensor,
+                backend: str = "auto") -> None:
+    """Add one view's votes to ``votes`` (N, C) in place: each Gaussian's compositing weight on the pixels of
+    each class (``class_image`` (H, W, C)); classes with under 1 % of every pixel's vote are skipped."""
+    present = torch.nonzero(class_image.reshape(-1, class_image.shape[-1]).amax(dim=0) >= MIN_CLASS_SHARE)
+    present = present.squeeze(1)
+    if len(present) == 0 or len(gaussians) == 0:
+        return
+    part = splat_to_gaussians(gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits,
+                              camera, class_image[..., present].to(gaussians.means), backend=backend)
+    votes[:, present.to(votes.device)] += part.to(votes)
+
+
+def in_front(gaussians: GaussianMap, camera: Camera, margin: float = 0.1) -> Tensor:
+    """(N,) bool: Gaussians whose centre is in front of the camera and projects within the image (plus a
+    ``margin`` of its size on each side)."""
+    pose = torch.as_tensor(camera.world_from_camera, dtype=gaussians.means.dtype, device=gaussians.means.device)
+    cam = (gaussians.means.detach() - pose[:3, 3]) @ pose[:3, :3]
+    z = cam[:, 2].clamp(min=1e-6)
+    fx, fy, cx, cy = (float(camera.K[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    u, v = fx * cam[:, 0] / z + cx, fy * cam[:, 1] / z + cy
+    mu, mv = margin * camera.width, margin * camera.height
+    return (cam[:, 2] > 0.01) & (u > -mu) & (u < camera.width + mu) & (v > -mv) & (v < camera.height + mv)
+
+
+def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, min_share: float,
+                        backend: str = "auto") -> Tensor:
+    """(H, W) int64 the fused class (vocabulary row) a view sees, -1 where the map is empty (alpha <= 0.5) or no
+    class has ``min_share`` of the rendered weight. Each Gaussian renders its plurality class one-hot (none
+    when it has no votes), so a pixel's classes come from the Gaussians it blends, never from a blend."""
+    h, w = camera.height, camera.width
+    labels = torch.full((h, w), -1, dtype=torch.long, device=gaussians.means.device)
+    voted = votes.sum(dim=1) > 0
+    plurality = votes.argmax(dim=1)
+    classes = torch.unique(plurality[voted & in_front(gaussians, camera).to(voted.device)])
+    if len(classes) == 0:
+        return labels
+    channel = torch.full((votes.shape[1],), -1, dtype=torch.long, device=votes.device)
+    channel[classes] = torch.arange(len(classes), device=votes.device)
+    onehot = F.one_hot(channel[plurality].clamp(min=0), len(classes)).to(gaussians.means.dtype)
+    onehot = onehot * (voted & (channel[plurality] >= 0))[:, None].to(onehot)
+    out = rasterize(gaussians.means.detach(), gaussians.quats.detach(), gaussians.log_scales.detach(),
+                    gaussians.opacity_logits.detach(), onehot.to(gaussians.means.device), camera, backend=backend)
+    share, pick = out.image.max(dim=-1)
+    keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
+    return torch.where(keep, classes.to(pick.device)[pick], labels)

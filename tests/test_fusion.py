@@ -1,0 +1,146 @@
+"""3D label fusion: splatting images onto Gaussians, mask class images, fused targets, votes in the trainer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clipgs.data.dataset import open_dataset
+from clipgs.data.frame import Camera
+from clipgs.eval.metrics import semantic_scores
+from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.trainable_map import TrainableMap
+from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
+from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
+from clipgs.semantics.text import TextEncoder
+from clipgs.semantics.trainer import SemanticTrainer
+
+
+def _random_scene(n: int = 300, seed: int = 0) -> tuple[GaussianMap, Camera]:
+    g = torch.Generator().manual_seed(seed)
+    means = torch.rand(n, 3, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.5, 1.0]) + \
+        torch.tensor([-1.0, -0.75, 2.0])
+    gmap = GaussianMap(means, torch.randn(n, 4, generator=g, dtype=torch.float64),
+                       torch.full((n, 3), -3.0, dtype=torch.float64) + 0.3 * torch.randn(n, 3, generator=g),
+                       torch.randn(n, generator=g, dtype=torch.float64), torch.zeros(n, 3, dtype=torch.float64),
+                       torch.zeros(n, 0, dtype=torch.float64))
+    camera = Camera(np.array([[40.0, 0, 19.5], [0, 40.0, 14.5], [0, 0, 1]]), 40, 30)
+    return gmap, camera
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_splat_is_the_transpose_of_compositing(backend):
+    """<render(F), V> = <F, splat(V)> for any features F and image V (float64: exact to rounding)."""
+    gmap, camera = _random_scene()
+    g = torch.Generator().manual_seed(1)
+    values = torch.randn(camera.height, camera.width, 5, generator=g, dtype=torch.float64)
+    splat = splat_to_gaussians(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, camera, values,
+                               backend=backend)
+    assert splat.shape == (len(gmap), 5) and bool(splat.abs().sum() > 0)
+    for _trial in range(3):
+        feats = torch.randn(len(gmap), 5, generator=g, dtype=torch.float64)
+        image = rasterize(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, feats, camera,
+                          backend=backend).image
+        assert float((image * values).sum()) == pytest.approx(float((feats * splat).sum()), rel=1e-9, abs=1e-9)
+    # A constant image of ones gives each Gaussian its total compositing weight; they sum to the rendered alpha.
+    ones = splat_to_gaussians(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, camera,
+                              torch.ones(camera.height, camera.width, 1, dtype=torch.float64), backend=backend)
+    alpha = rasterize(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, torch.zeros(len(gmap), 1,
+                      dtype=torch.float64), camera, backend=backend).alpha
+    assert float(ones.sum()) == pytest.approx(float(alpha.sum()), rel=1e-9) and bool((ones >= 0).all())
+    with pytest.raises(ValueError, match="values must have shape"):
+        splat_to_gaussians(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, camera, values[1:])
+
+
+def test_mask_class_image_by_hand():
+    vocab = torch.eye(4)  # row 0 void, then three classes
+    masks = MaskEmbeddings(torch.tensor([[0, 0, -1], [1, 1, 2]]), torch.tensor([[0.0, 0, 1, 0], [0, 1, 0, 0],
+                                                                               [0, 0.6, 0.8, 0]]))
+    image = mask_class_image(masks, vocab, tau=0.01)
+    assert image.shape == (2, 3, 4)
+    np.testing.assert_allclose(image[0, 0].numpy(), [0, 0, 1, 0], atol=1e-6)  # mask 0 reads class 2
+    np.testing.assert_allclose(image[1, 0].numpy(), [0, 1, 0, 0], atol=1e-6)  # mask 1 reads class 1
+    assert image[0, 2].abs().sum() == 0  # no mask: no vote
+    soft = mask_class_image(masks, vocab, tau=1.0)[1, 2]  # cosines 0.6 / 0.8 / 0 at temperature 1
+    np.testing.assert_allclose(soft.numpy(), np.r_[0, np.exp([0.6, 0.8, 0]) / np.exp([0.6, 0.8, 0]).sum()],
+                               atol=1e-6)
+
+
+
+def test_fused_labels_render_each_gaussians_plurality_class_and_votes_add_up():
+    gmap, camera = _random_scene(200)
+    gmap = gmap.to(dtype=torch.float32)
+    votes = torch.zeros(len(gmap), 5)
+    left = gmap.means[:, 0] < 0
+    votes[left, 2], votes[~left, 4] = 3.0, 2.0
+    votes[~left, 1] = 1.0  # a minority that never wins
+    votes[:10] = 0.0  # no votes: rendered with no class
+    labels = render_fused_labels(gmap, votes, camera, min_share=0.5, backend="torch")
+    alpha = gmap.render(camera, backend="torch").alpha
+    assert labels.shape == (30, 40) and set(labels.unique().tolist()) <= {-1, 2, 4}
+    assert bool((labels[alpha <= 0.5] == -1).all()) and {2, 4} <= set(labels.unique().tolist())
+    # A one-hot class image splats exactly the class's weight: votes add the same as a splat of ones.
+    image = torch.zeros(30, 40, 5)
+    image[:, :20, 3] = 1.0
+    image[:, 20:, 1] = 1.0
+    added = torch.zeros(len(gmap), 5)
+    splat_votes(added, gmap, camera, image, backend="torch")
+    ones = splat_to_gaussians(gmap.means, gmap.quats, gmap.log_scales, gmap.opacity_logits, camera,
+                              torch.ones(30, 40, 1), backend="torch")
+    torch.testing.assert_close(added.sum(1), ones[:, 0], rtol=1e-4, atol=1e-6)
+    assert float(added[:, [0, 2, 4]].abs().sum()) == 0.0 and float(added[:, 3].sum()) > 0
+
+
+def test_trainable_map_extras_follow_select_and_extend():
+    gmap, _ = _random_scene(6)
+    tmap = TrainableMap(gmap.to(dtype=torch.float32), {"means": 1e-3})
+    votes = tmap.extra("votes", 2)
+    votes += torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    tmap.select(torch.tensor([True, False, True, False, False, True]))
+    assert tmap.extra("votes", 2).tolist() == [[0, 1], [4, 5], [10, 11]]
+    tmap.extend(gmap.select(torch.tensor([0, 1])).to(dtype=torch.float32))
+    assert tmap.extra("votes", 2).tolist() == [[0, 1], [4, 5], [10, 11], [0, 0], [0, 0]]
+    assert tmap.extra("other", 3).shape == (5, 3)
+
+
+def test_fusion_votes_every_keyframe_once_plus_revotes_and_outvotes_a_per_view_teacher(synth_dir):
+    ds = open_dataset(synth_dir)
+    text = TextEncoder("clipgs-tiny")
+    vocab = torch.cat([torch.zeros(1, 64), text.encode(ds.classes[1:])])
+    teacher = SimulatedTeacher(vocab, TeacherCorruption(wrong_fraction=0.3, seed=0))
+    scores, counters = {}, {}
+    for w in (0.0, 0.5):
+        training = SemanticTrainingConfig(sem_dim=8, dcs_every=0, w_fused=w, fused_revote=1)
+        trainer = SemanticTrainer(training, teacher, vocab)
+        mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=15, w_ssim=0.0), trainer=trainer)
+        for i in ds.train_indices:
+            mapper.add_frame(ds[i])
+        snap = mapper.snapshot()
+        counters[w] = snap.trainer_counters
+        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+        if w:
+            votes = mapper.map.extra("class_votes", len(vocab))
+            assert all(kf.annotation.voted for kf in annotated)
+            for kf in annotated:  # the fused classes rendered into each keyframe: pixel targets, vocabulary rows
+                labels = kf.annotation.fused_labels
+                assert labels.shape == (kf.camera.height, kf.camera.width) and labels.dtype == torch.int16
+                assert int(labels.max()) < len(vocab) and int(labels.min()) >= -1 and bool((labels != 0).all())
+            assert votes.shape == (len(mapper.map), len(vocab)) and bool((votes[:, 0] == 0).all())
+            assert 0.8 * len(mapper.map) < int((votes.sum(1) > 0).sum())  # nearly every Gaussian was seen
+        else:
+            assert not any(kf.annotation.voted for kf in annotated)
+        vals = []
+        with torch.no_grad():
+            for i in range(len(ds)):
+                decoded = snap.decoder(snap.gaussians.render(ds[i].camera).semantics)
+                pred = (decoded @ vocab[1:].T).argmax(-1).numpy() + 1
+                vals.append(semantic_scores(pred, ds[i].labels, len(ds.classes))[0])
+        scores[w] = np.nanmean(vals)
+    assert counters[0.0]["fusion_votes"] == 0
+    assert counters[0.5]["fusion_votes"] >= 2 * len(annotated) - 1  # each once, then one older one per keyframe
+    # Per-view errors are outvoted per Gaussian: fusion lifts the per-pixel labels of this small scene.
+    assert scores[0.5] > scores[0.0] + 0.05, scores
