@@ -21,6 +21,7 @@ from torch import Tensor
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.render.api import camera_tensors
 from clipgs.semantics.sources import MaskEmbeddings
 
 MIN_CLASS_SHARE = 0.01  # a class carrying less than this of every mask's soft vote is left out of the splat
@@ -53,13 +54,11 @@ def splat_votes(votes: Tensor, gaussians: GaussianMap, camera: Camera, class_ima
 def in_front(gaussians: GaussianMap, camera: Camera, margin: float = 0.1) -> Tensor:
     """(N,) bool: Gaussians whose centre is in front of the camera and projects within the image (plus a
     ``margin`` of its size on each side)."""
-    pose = torch.as_tensor(camera.world_from_camera, dtype=gaussians.means.dtype, device=gaussians.means.device)
-    cam = (gaussians.means.detach() - pose[:3, 3]) @ pose[:3, :3]
-    z = cam[:, 2].clamp(min=1e-6)
-    fx, fy, cx, cy = (float(camera.K[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-    u, v = fx * cam[:, 0] / z + cx, fy * cam[:, 1] / z + cy
-    mu, mv = margin * camera.width, margin * camera.height
-    return (cam[:, 2] > 0.01) & (u > -mu) & (u < camera.width + mu) & (v > -mv) & (v < camera.height + mv)
+    viewmat, K = camera_tensors(camera, gaussians.means.dtype, gaussians.means.device)
+    cam = gaussians.means.detach() @ viewmat[:3, :3].T + viewmat[:3, 3]
+    uv = (cam @ K.T)[:, :2] / cam[:, 2:].clamp(min=1e-6)  # pixel-edge convention: the image is [0, W] x [0, H]
+    size = torch.tensor([camera.width, camera.height], dtype=uv.dtype, device=uv.device)
+    return (cam[:, 2] > 0.01) & ((uv > -margin * size) & (uv < (1 + margin) * size)).all(dim=1)
 
 
 def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, min_share: float,
@@ -67,8 +66,7 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     """(H, W) int64 the fused class (vocabulary row) a view sees, -1 where the map is empty (alpha <= 0.5) or no
     class has ``min_share`` of the rendered weight. Each Gaussian renders its plurality class one-hot (none
     when it has no votes), so a pixel's classes come from the Gaussians it blends, never from a blend."""
-    h, w = camera.height, camera.width
-    labels = torch.full((h, w), -1, dtype=torch.long, device=gaussians.means.device)
+    labels = torch.full((camera.height, camera.width), -1, dtype=torch.long, device=gaussians.means.device)
     voted = votes.sum(dim=1) > 0
     plurality = votes.argmax(dim=1)
     classes = torch.unique(plurality[voted & in_front(gaussians, camera).to(voted.device)])
@@ -79,7 +77,7 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     onehot = F.one_hot(channel[plurality].clamp(min=0), len(classes)).to(gaussians.means.dtype)
     onehot = onehot * (voted & (channel[plurality] >= 0))[:, None].to(onehot)
     out = rasterize(gaussians.means.detach(), gaussians.quats.detach(), gaussians.log_scales.detach(),
-                    gaussians.opacity_logits.detach(), onehot.to(gaussians.means.device), camera, backend=backend)
+                    gaussians.opacity_logits.detach(), onehot, camera, backend=backend)
     share, pick = out.image.max(dim=-1)
     keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
     return torch.where(keep, classes.to(pick.device)[pick], labels)

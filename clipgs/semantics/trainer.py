@@ -166,18 +166,12 @@ class SemanticTrainer(ChannelTrainer):
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(decoded.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(decoded), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
-        if sem.pseudo_labels is not None and self.vocabulary is not None:
-            target = sem.pseudo_labels.reshape(-1)[idx.to(sem.pseudo_labels.device)].to(decoded.device).long()
-            keep = target >= 0
-            if bool(keep.any()):
-                terms["dcs"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
-                loss = loss + c.w_dcs * terms["dcs"]
-        if sem.fused_labels is not None and self.fusion_enabled:
-            target = sem.fused_labels.reshape(-1)[idx.to(sem.fused_labels.device)].to(decoded.device).long()
-            keep = target >= 0
-            if bool(keep.any()):
-                terms["fused"] = F.cross_entropy(self._logits(decoded[keep]), target[keep])
-                loss = loss + c.w_fused * terms["fused"]
+        for name, labels, weight, on in (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
+                                         ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
+            term = self._label_loss(decoded, labels, idx) if on and labels is not None else None
+            if term is not None:
+                terms[name] = term
+                loss = loss + weight * term
         if self._knn is not None:
             anchors, neighbours, valid = self._knn
             attrs = gaussians.semantics
@@ -243,7 +237,7 @@ class SemanticTrainer(ChannelTrainer):
         rendered attributes towards them, as 3DCS does with its pseudo-labels)."""
         if not self.fusion_enabled:
             return
-        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+        annotated = self._annotated(mapper)
         todo = [kf for kf in annotated if not kf.annotation.voted]
         older = [kf for kf in annotated if kf.annotation.voted]
         if older:
@@ -267,7 +261,7 @@ class SemanticTrainer(ChannelTrainer):
     # ----------------------------------------------------------------- 3DCS
     def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:
         """A round's work: (keyframe to relabel, the next annotated keyframe's camera or None)."""
-        annotated = [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+        annotated = self._annotated(mapper)
         return [(annotated[i], annotated[i + 1].camera if i + 1 < len(annotated) else None)
                 for i in self.relabel_set(len(annotated))]
 
@@ -325,6 +319,18 @@ class SemanticTrainer(ChannelTrainer):
         return sorted(take) + list(range(older, count))
 
     # ----------------------------------------------------------------- helpers
+    def _label_loss(self, decoded: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
+        """Cross-entropy of decoded pixels (the sampled flat indices ``idx``) to (H, W) vocabulary labels;
+        None when none of them is labelled (-1)."""
+        target = labels.reshape(-1)[idx.to(labels.device)].to(decoded.device).long()
+        keep = target >= 0
+        return F.cross_entropy(self._logits(decoded[keep]), target[keep]) if bool(keep.any()) else None
+
+    @staticmethod
+    def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:
+        """The held keyframes that have their masks (oldest first)."""
+        return [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+
     def _logits(self, decoded: Tensor) -> Tensor:
         return decoded @ self.vocabulary.to(decoded).T / self.config.sem_tau
 
