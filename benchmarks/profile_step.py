@@ -71,10 +71,10 @@ def real_step_ms(mapper: IncrementalMapper, kf) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def run(ds, semantic: bool, warm: int, repeats: int) -> dict[str, float]:
+def run(ds, semantic: bool, warm: int, repeats: int, text_model: str = "clipgs-tiny") -> dict[str, float]:
     trainer = None
     if semantic:
-        teacher, _, vocab = simulated_setup(ds)
+        teacher, _, vocab = simulated_setup(ds, text_model)
         trainer = SemanticTrainer(SemanticTrainingConfig(dcs_every=0, dcs_novel_views=0), teacher, vocab)
     mapper = IncrementalMapper(MapperConfig(), trainer=trainer)
     for i in ds.train_indices:
@@ -122,17 +122,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_profile")
+    parser.add_argument("--text-model", default="clipgs-tiny",
+                        help="text tower whose embedding width the semantic step trains towards (random weights "
+                             "are fine for timing): clipgs-tiny (64) or ViT-B-16 (512, a real teacher's width)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     print(f"ms per mapping iteration, median of {args.repeats}, after {args.warm_keyframes} keyframes, "
           f"{args.threads} threads; '(raster bwd)' is part of 'backward'; overhead = real step - parts (timing "
-          "noise can make it slightly negative)\n")
+          f"noise can make it slightly negative); semantic steps towards {args.text_model} embeddings\n")
     print("| scene | size | step | Gaussians | " + " | ".join(PARTS) + " |")
     print("|---" * (len(PARTS) + 4) + "|")
     for name, (w, h), ds in scenes(args.scenes, sizes, args.scene_dir):
         for semantic in (False, True):
-            m = run(ds, semantic, args.warm_keyframes, args.repeats)
+            m = run(ds, semantic, args.warm_keyframes, args.repeats, args.text_model)
             label = f"{name} ({'semantic' if semantic else 'geometry'})"
             print(f"| {label} | {w}x{h} | {m['step']:.0f} | {m['gaussians'] // 1000}k | "
                   + " | ".join(f"{m[k]:.1f}" for k in PARTS) + " |", flush=True)

@@ -59,3 +59,35 @@ def test_decoder_similarity_equals_decoding_then_dot_product(embed_dim):
     full = SemanticDecoder(embed_dim, embed_dim, hidden=0)
     x = torch.randn(4, embed_dim)
     torch.testing.assert_close(full.similarity(x, text), full(x) @ text.T)
+
+
+@pytest.mark.parametrize("embed_dim", [512, 64])
+def test_sac_losses_in_the_hidden_space_equal_decoding_in_full(embed_dim):
+    """DecodedPixels (folded when D > hidden) against decoding every row: the three SAC terms and a label
+    cross-entropy, their values and the gradients of the attributes and of both decoder layers."""
+    from clipgs.semantics.sac import DecodedPixels, sac_losses
+
+    torch.manual_seed(0)
+    dec = SemanticDecoder(16, embed_dim, 128).double()
+    with torch.no_grad():
+        dec.net[2].bias.normal_()  # a bias that matters for the norms
+    attributes = torch.randn(300, 16, dtype=torch.float64)
+    ids = torch.randint(0, 6, (300,))
+    ids[ids == 4] = 5  # a mask id without pixels
+    embeddings = torch.nn.functional.normalize(torch.randn(6, embed_dim, dtype=torch.float64), dim=-1)
+    embeddings[3] = embeddings[1]  # two masks of one class share an embedding
+    vocabulary = torch.nn.functional.normalize(torch.randn(4, embed_dim, dtype=torch.float64), dim=-1)
+    results = []
+    for make in (lambda x: DecodedPixels(dec, x), lambda x: DecodedPixels.of(dec(x))):
+        dec.zero_grad()
+        x = attributes.clone().requires_grad_(True)
+        decoded = make(x)
+        terms = sac_losses(decoded, ids, embeddings, tau=0.1)
+        labels = torch.nn.functional.cross_entropy(decoded.cosines(vocabulary) / 0.1, ids % 4)
+        (terms["cosine"] + 0.3 * terms["contrast"] + 2.0 * terms["variance"] + 0.5 * labels).backward()
+        results.append([*(terms[k].detach() for k in ("cosine", "contrast", "variance")), labels.detach(), x.grad,
+                        *(p.grad.clone() for p in dec.parameters())])
+    assert (DecodedPixels(dec, attributes).full is None) == (embed_dim > 128)  # the fast path is the one tested
+    for got, expected in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
+    assert 0.0 < float(results[0][2]) < 2.0  # the spread is a real, non-trivial number

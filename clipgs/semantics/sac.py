@@ -33,6 +33,26 @@ class SemanticDecoder(nn.Module):
     def forward(self, attributes: Tensor) -> Tensor:
         return F.normalize(self.net(attributes), dim=-1)
 
+    @property
+    def folds(self) -> bool:
+        """Whether products with D-dim embeddings are cheaper in the hidden space (D > hidden: 512 vs 128 for a
+        ViT-B/16 teacher): the last layer folded into the embeddings, norms through its Gram matrix."""
+        return self.hidden > 0 and self.embed_dim > self.hidden
+
+    def hidden_features(self, attributes: Tensor) -> Tensor:
+        """(..., d) -> (..., hidden): the activations the last layer maps to W h + b."""
+        return torch.relu(self.net[0](attributes))
+
+    def fold(self, embeddings: Tensor) -> tuple[Tensor, Tensor]:
+        """(K, D) embeddings t -> ((K, hidden), (K,)) with (W h + b) . t = folded h + offset."""
+        last = self.net[2]
+        return embeddings @ last.weight, embeddings @ last.bias
+
+    def gram(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(W^T W (hidden, hidden), W^T b (hidden,), b . b): |W h + b|^2 = h^T WW h + 2 h . Wb + bb."""
+        last = self.net[2]
+        return last.weight.T @ last.weight, last.weight.T @ last.bias, last.bias @ last.bias
+
     def similarity(self, attributes: Tensor, text: Tensor, unnormalised: bool = False) -> Tensor:
         """Cosine of each decoded attribute with each text embedding: (..., d), (K, D) -> (..., K).
 
@@ -41,12 +61,10 @@ class SemanticDecoder(nn.Module):
         pixel follows the decoder width and K, not D (512 for ViT-B/16). ``unnormalised``: skip the per-pixel
         norm (a positive factor per pixel): same argmax, cheaper, for labels only.
         """
-        if self.hidden == 0 or self.embed_dim <= self.hidden:
+        if not self.folds:
             return self(attributes) @ text.T.to(attributes)
-        last = self.net[2]
-        text = text.to(attributes)
-        folded, offset = text @ last.weight, text @ last.bias  # (K, hidden), (K,): (W h + b) . t = folded h + offset
-        gram = None if unnormalised else (last.weight.T @ last.weight, last.weight.T @ last.bias, last.bias @ last.bias)
+        folded, offset = self.fold(text.to(attributes))
+        gram = None if unnormalised else self.gram()
         rows = attributes.reshape(-1, attributes.shape[-1])
         # Row chunks keep the (rows, hidden) activations in cache: 4x faster than one pass over a 640x480 image.
         out = [self._rows_similarity(rows[i:i + self.CHUNK], folded, offset, gram)
@@ -62,11 +80,10 @@ class SemanticDecoder(nn.Module):
         norms are taken in the hidden space through the Gram matrix of the last layer (hidden² instead of
         hidden·D per pair: 4x less for ViT-B/16's 512).
         """
-        if self.hidden == 0 or self.embed_dim <= self.hidden:
+        if not self.folds:
             return (self(anchors)[:, None, :] * self(neighbours)).sum(-1)
-        last = self.net[2]
-        ha, hb = torch.relu(self.net[0](anchors)), torch.relu(self.net[0](neighbours))  # (S, H), (S, k, H)
-        gram, wb, bb = last.weight.T @ last.weight, last.weight.T @ last.bias, last.bias @ last.bias
+        ha, hb = self.hidden_features(anchors), self.hidden_features(neighbours)  # (S, H), (S, k, H)
+        gram, wb, bb = self.gram()
         ga = ha @ gram  # (S, H)
         ua, ub = ha @ wb, hb @ wb  # (S,), (S, k)
         dot = (ga[:, None, :] * hb).sum(-1) + ua[:, None] + ub + bb  # (W ha + b) . (W hb + b)
@@ -76,7 +93,7 @@ class SemanticDecoder(nn.Module):
 
     def _rows_similarity(self, rows: Tensor, folded: Tensor, offset: Tensor,
                          gram: tuple[Tensor, Tensor, Tensor] | None) -> Tensor:
-        h = torch.relu(self.net[0](rows))  # (P, hidden)
+        h = self.hidden_features(rows)  # (P, hidden)
         scores = h @ folded.T + offset
         if gram is None:
             return scores
@@ -97,18 +114,70 @@ def sample_mask_pixels(mask_ids: Tensor, max_pixels: int, generator: torch.Gener
     return idx
 
 
-def sac_losses(decoded: Tensor, ids: Tensor, embeddings: Tensor, tau: float = 0.1) -> dict[str, Tensor]:
-    """decoded: (P, D) unit; ids: (P,) mask ids; embeddings: (M, D) unit, one per mask id."""
-    target = embeddings[ids]
-    cosine = (1 - (decoded * target).sum(-1)).mean()
+class DecodedPixels:
+    """The decoded unit embeddings u_p of P rendered attribute rows (P, d), as the semantic losses use them.
+
+    When the decoder folds (D > hidden) nothing (P, D) is built: cosines to a set of embeddings and the sums
+    of u over each mask are taken in the hidden space (``SemanticDecoder.fold`` and ``gram``): at D = 512 the
+    SAC losses cost a quarter of decoding in full, forward and backward. Otherwise the rows are decoded in
+    full (``full``). Same values and gradients either way (tests/test_semantic_decoder.py).
+    """
+
+    def __init__(self, decoder: SemanticDecoder | None, attributes: Tensor | None = None,
+                 full: Tensor | None = None) -> None:
+        self.decoder, self.full = decoder, full
+        if full is None and not decoder.folds:
+            self.full = decoder(attributes)
+        if self.full is None:
+            self.h = decoder.hidden_features(attributes)  # (P, hidden)
+            self._gram = decoder.gram()
+            ww, wb, bb = self._gram
+            self.norm = (((self.h @ ww) * self.h).sum(-1) + 2 * (self.h @ wb) + bb).clamp_min(1e-24).sqrt()  # (P,)
+
+    @classmethod
+    def of(cls, decoded: Tensor) -> DecodedPixels:
+        """Wrap already decoded (P, D) unit rows (the reference path)."""
+        return cls(None, full=decoded)
+
+    def __len__(self) -> int:
+        return len(self.full if self.full is not None else self.h)
+
+    def cosines(self, embeddings: Tensor) -> Tensor:
+        """(P, K) cosines u_p . t_k with (K, D) unit embeddings."""
+        if self.full is not None:
+            return self.full @ embeddings.to(self.full).T
+        folded, offset = self.decoder.fold(embeddings.to(self.h))
+        return (self.h @ folded.T + offset) / self.norm[:, None]
+
+    def mask_spread(self, ids: Tensor, masks: int) -> Tensor:
+        """Mean over pixels of |u_p - m|^2, m the mean of u over the pixel's mask; ids (P,) in [0, masks)."""
+        counts = torch.bincount(ids, minlength=masks).clamp(min=1)
+        if self.full is not None:
+            means = self.full.new_zeros(masks, self.full.shape[1]).index_add_(0, ids, self.full)
+            means = means / counts[:, None].to(self.full.dtype)
+            return ((self.full - means[ids]) ** 2).sum(-1).mean()
+        # sum_p |u_p - m|^2 over a mask of n pixels = n - |S|^2 / n (|u_p| = 1), S = sum_p u_p = W a + b c with
+        # a = sum_p h_p / |W h_p + b| and c = sum_p 1 / |W h_p + b|.
+        inv = 1.0 / self.norm
+        a = self.h.new_zeros(masks, self.h.shape[1]).index_add_(0, ids, self.h * inv[:, None])
+        c = inv.new_zeros(masks).index_add_(0, ids, inv)
+        ww, wb, bb = self._gram
+        sums_sq = ((a @ ww) * a).sum(-1) + 2 * c * (a @ wb) + c * c * bb
+        return 1.0 - (sums_sq / counts.to(sums_sq.dtype)).sum() / len(ids)
+
+
+def sac_losses(decoded: Tensor | DecodedPixels, ids: Tensor, embeddings: Tensor, tau: float = 0.1) -> dict[str, Tensor]:
+    """decoded: (P, D) unit rows, or the same kept implicit (:class:`DecodedPixels`); ids: (P,) mask ids;
+    embeddings: (M, D) unit, one per mask id."""
+    if not isinstance(decoded, DecodedPixels):
+        decoded = DecodedPixels.of(decoded)
     # Contrast against the distinct embeddings of this frame (masks of one class share an embedding).
     unique, inverse = torch.unique(embeddings, dim=0, return_inverse=True)
-    contrast = F.cross_entropy(decoded @ unique.T / tau, inverse[ids])
-    means = decoded.new_zeros(len(embeddings), decoded.shape[1]).index_add_(0, ids, decoded)
-    counts = torch.bincount(ids, minlength=len(embeddings)).clamp(min=1).to(decoded.dtype)
-    means = means / counts[:, None]
-    variance = ((decoded - means[ids]) ** 2).sum(-1).mean()
-    return {"cosine": cosine, "contrast": contrast, "variance": variance}
+    target = inverse[ids]
+    cosines = decoded.cosines(unique)  # (P, K)
+    cosine = (1 - cosines.gather(1, target[:, None])).mean()
+    contrast = F.cross_entropy(cosines / tau, target)
+    return {"cosine": cosine, "contrast": contrast, "variance": decoded.mask_spread(ids, len(embeddings))}
 
 
 def knn_neighbours(means: Tensor, anchors: Tensor, k: int, radius: float, chunk: int = 256) -> tuple[Tensor, Tensor]:

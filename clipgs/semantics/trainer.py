@@ -25,7 +25,14 @@ from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
-from clipgs.semantics.sac import SemanticDecoder, knn_consistency, knn_neighbours, sac_losses, sample_mask_pixels
+from clipgs.semantics.sac import (
+    DecodedPixels,
+    SemanticDecoder,
+    knn_consistency,
+    knn_neighbours,
+    sac_losses,
+    sample_mask_pixels,
+)
 from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
 from clipgs.semantics.source_worker import SourceWorker
 from clipgs.semantics.sources import MaskEmbeddings
@@ -162,9 +169,9 @@ class SemanticTrainer(ChannelTrainer):
         idx = sample_mask_pixels(sem.masks.mask_ids, c.sem_pixels, self._generator)
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
-        decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx.to(out.image.device)])
-        ids = sem.masks.mask_ids.reshape(-1)[idx].to(decoded.device).long()  # masks stay where the source made them
-        terms = sac_losses(decoded, ids, sem.masks.embeddings.to(decoded), c.sem_tau)
+        decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim)[idx.to(out.image.device)])
+        ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
+        terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
         for name, labels, weight, on in (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
                                          ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
@@ -196,8 +203,8 @@ class SemanticTrainer(ChannelTrainer):
 
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
-                decoded = self.decoder(out.semantics.reshape(-1, c.sem_dim)[idx])
-                target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(decoded.device).long()
+                decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim)[idx])
+                target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(out.image.device).long()
                 loss = c.w_dcs * F.cross_entropy(self._logits(decoded), target)
                 return loss, {"novel_dcs": float(loss.detach())}
 
@@ -319,20 +326,20 @@ class SemanticTrainer(ChannelTrainer):
         return sorted(take) + list(range(older, count))
 
     # ----------------------------------------------------------------- helpers
-    def _label_loss(self, decoded: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
+    def _label_loss(self, decoded: DecodedPixels, labels: Tensor, idx: Tensor) -> Tensor | None:
         """Cross-entropy of decoded pixels (the sampled flat indices ``idx``) to (H, W) vocabulary labels;
         None when none of them is labelled (-1)."""
-        target = labels.reshape(-1)[idx.to(labels.device)].to(decoded.device).long()
+        target = labels.reshape(-1)[idx.to(labels.device)].to(self.device).long()
         keep = target >= 0
-        return F.cross_entropy(self._logits(decoded[keep]), target[keep]) if bool(keep.any()) else None
+        return F.cross_entropy(self._logits(decoded)[keep], target[keep]) if bool(keep.any()) else None
 
     @staticmethod
     def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:
         """The held keyframes that have their masks (oldest first)."""
         return [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
 
-    def _logits(self, decoded: Tensor) -> Tensor:
-        return decoded @ self.vocabulary.to(decoded).T / self.config.sem_tau
+    def _logits(self, decoded: DecodedPixels) -> Tensor:
+        return decoded.cosines(self.vocabulary) / self.config.sem_tau
 
     def _build_decoder(self, embed_dim: int) -> None:
         c = self.config
