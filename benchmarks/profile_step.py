@@ -2,9 +2,10 @@
 
 For each scene and resolution, the mapper first maps ``--warm-keyframes`` keyframes (so the map has a
 realistic size), then one iteration on a window keyframe is taken apart, median over ``--repeats``:
-render forward, each loss term (L1, SSIM, depth, semantic), backward (the rasterizer's share measured on
-its own), optimiser steps, and the rest of the real step (Python overhead: what ``IncrementalMapper``'s
-step costs beyond the sum of the parts). Geometry-only and semantic (simulated teacher, d = 16) steps.
+the view's working set (``view_steps``: the Gaussians the camera sees), render forward, each loss term (L1,
+SSIM, depth, semantic), backward (the rasterizer's share measured on its own), optimiser steps, and the rest
+of the real step (Python overhead: what ``IncrementalMapper``'s step costs beyond the sum of the parts).
+Geometry-only and semantic (simulated teacher, d = 16) steps.
 
     .venv/bin/python benchmarks/profile_step.py [--scenes room pybullet apartment] [--sizes 160x120 320x240]
 """
@@ -29,7 +30,7 @@ from clipgs.semantics.trainer import SemanticTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 PYBULLET = ROOT.parent / "shared" / "scenes" / "pybullet_room_s100"
-PARTS = ("render fwd", "L1", "SSIM", "depth", "semantic", "backward", "(raster bwd)", "optimiser", "overhead")
+PARTS = ("view", "render fwd", "L1", "SSIM", "depth", "semantic", "backward", "(raster bwd)", "optimiser", "overhead")
 
 
 def timed(fn, times: dict, key: str):
@@ -46,19 +47,21 @@ def profile_step(mapper: IncrementalMapper, kf) -> dict[str, float]:
     t: dict[str, float] = {}
     state.zero_grad()
     trainer.zero_grad()
-    out = timed(lambda: state.gaussians.render(kf.camera, semantic=channels, backend=c.backend), t,
-                "render fwd")
+    view = c.view_steps and not trainer.needs_whole_map
+    work, rows = timed(lambda: state.working_set(kf.camera if view else None, c.backend), t, "view")
+    out = timed(lambda: work.render(kf.camera, semantic=channels, backend=c.backend), t, "render fwd")
     l1 = timed(lambda: (out.rgb - kf.rgb).abs().mean(), t, "L1")
     s = timed(lambda: ssim(out.rgb, kf.rgb), t, "SSIM")
     d = timed(lambda: depth_l1(out.depth, kf.depth), t, "depth")
     loss = c.w_color * (1 - c.w_ssim) * l1 + c.w_color * c.w_ssim * (1 - s) + c.w_depth * d
     if channels:
-        loss = loss + timed(lambda: trainer.keyframe_loss(out, kf, state.gaussians, {}), t, "semantic")
+        loss = loss + timed(lambda: trainer.keyframe_loss(out, kf, work, {}), t, "semantic")
     timed(loss.backward, t, "backward")
-    timed(lambda: (state.step(), trainer.step() if channels else None), t, "optimiser")
+    timed(lambda: (state.step(None, rows, work, out.visible if view else None), trainer.step() if channels else None),
+          t, "optimiser")
     # The rasterizer's backward alone: the same render, a gradient of the same shape.
-    state.zero_grad()
-    again = state.gaussians.render(kf.camera, semantic=channels, backend=c.backend)
+    work, _ = state.working_set(kf.camera if view else None, c.backend)
+    again = work.render(kf.camera, semantic=channels, backend=c.backend)
     grads = [torch.ones_like(again.image) * 1e-3, torch.ones_like(again.depth) * 1e-3]
     timed(lambda: torch.autograd.backward([again.image, again.depth], grads), t, "(raster bwd)")
     state.zero_grad()

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from clipgs.data.dataset import open_dataset
+from clipgs.data.frame import Camera
 from clipgs.eval.metrics import psnr
 from clipgs.mapping import GaussianMap
 from clipgs.mapping.config import MapperConfig
@@ -221,6 +222,86 @@ def test_fused_adam_step_matches_the_torch_step(dtype):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=tol, atol=tol)
         assert not torch.equal(a[0], p)
+
+
+def test_maybe_in_view_holds_every_gaussian_the_render_composites():
+    from clipgs.geometry import intrinsics_from_hfov
+    from clipgs.render import maybe_in_view, rasterize
+
+    g = torch.Generator().manual_seed(5)
+    n = 20000
+    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([12.0, 12.0, 12.0])
+    log_scales = torch.empty(n, 3).uniform_(-6.0, -0.5, generator=g)
+    logits = torch.empty(n).uniform_(-9.0, 3.0, generator=g)
+    camera = Camera(intrinsics_from_hfov(64, 48, 70.0), 64, 48, np.eye(4))
+    out = rasterize(means, torch.randn(n, 4, generator=g), log_scales, logits, torch.rand(n, 3, generator=g), camera)
+    maybe = maybe_in_view(means, log_scales, logits, camera, backend="cpu")  # the compiled cull
+    assert bool(maybe[out.visible].all())  # never drops one the render uses
+    assert out.visible.sum() > 1000 and maybe.sum() < 0.5 * n  # and culls most of what it does not use
+    reference = maybe_in_view(means, log_scales, logits, camera, backend="torch")
+    assert (reference != maybe).sum() <= 2  # the same bound in PyTorch ops (float rounding at the edge aside)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_adam_on_listed_rows_matches_the_torch_step_and_leaves_other_rows(dtype):
+    from clipgs.mapping.trainable_map import adam_rows_fused, adam_rows_torch, adam_step_torch, bias_corrections
+
+    g = torch.Generator().manual_seed(4)
+    rows = torch.tensor([0, 3, 4, 9, 517, 999])
+    bias = bias_corrections(torch.randint(1, 50, (len(rows),), generator=g).double(), (0.9, 0.999), dtype)
+    for shape in ((1000,), (1000, 3), (1000, 16)):
+        p, m = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(2))
+        v = torch.rand(shape, generator=g, dtype=dtype)
+        grad = torch.randn((len(rows), *shape[1:]), generator=g, dtype=dtype)
+        a, b = [t.clone() for t in (p, m, v)], [t.clone() for t in (p, m, v)]
+        adam_rows_fused(a[0], grad, a[1], a[2], rows, bias, 0.01, (0.9, 0.999), 1e-15)
+        adam_rows_torch(b[0], grad, b[1], b[2], rows, bias, 0.01, (0.9, 0.999), 1e-15)
+        c = [t[rows].clone() for t in (p, m, v)]  # the same step on the gathered rows
+        adam_step_torch(c[0], grad, c[1], c[2], bias, 0.01, (0.9, 0.999), 1e-15)
+        tol = 1e-12 if dtype == torch.float64 else 1e-6
+        others = torch.ones(1000, dtype=torch.bool)
+        others[rows] = False
+        for x, y, z, before in zip(a, b, c, (p, m, v)):
+            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+            torch.testing.assert_close(x[rows], z, rtol=tol, atol=tol)
+            assert torch.equal(x[others], before[others]) and not torch.equal(x[rows], before[rows])
+
+
+def test_a_step_on_the_view_trains_only_the_gaussians_in_view(synth_dir):
+    """working_set(camera): the Gaussians the camera may see render the same image as the whole map; a step
+    moves the rows the render touched and their Adam state only (selective Adam), nothing else."""
+    ds = open_dataset(synth_dir)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=2, w_ssim=0.0))
+    mapper.add_frame(ds[0])
+    state, camera = mapper.map, ds[0].camera
+    far = state.gaussians.detach().select(torch.arange(300))
+    far.means = far.means + torch.tensor([0.0, 0.0, -50.0])  # behind the camera
+    state.extend(far)
+    work, rows = state.working_set(camera)
+    n = len(state)
+    assert rows is not None and len(work) == len(rows) and int(rows.max()) < n - 300
+    assert state.working_set(None)[1] is None and state.working_set(None)[0] is state.gaussians
+    with torch.no_grad():
+        full, part = state.gaussians.render(camera, semantic=False), work.render(camera, semantic=False)
+    torch.testing.assert_close(part.image, full.image, rtol=0, atol=1e-6)
+    torch.testing.assert_close(part.alpha, full.alpha, rtol=0, atol=1e-6)
+    before = {k: v.detach().clone() for k, v in state.gaussians.tensors().items()}
+    steps = state._steps.clone()
+    out = work.render(camera, semantic=False)
+    (out.image - torch.from_numpy(ds[0].rgb / 255.0).float()).abs().mean().backward()
+    rendered = out.visible.clone()
+    rendered[::3] = False  # as if the render had not composited these: they must not step
+    state.step(None, rows, work, rendered)
+    seen = torch.zeros(n, dtype=torch.bool)
+    seen[rows[rendered]] = True
+    assert torch.equal(state._steps[~seen], steps[~seen]) and torch.equal(state._steps[seen], steps[seen] + 1)
+    for k, v in state.gaussians.tensors().items():
+        assert torch.equal(v.detach()[~seen], before[k][~seen]), k
+    assert not torch.equal(state.gaussians.means.detach()[seen], before["means"][seen])
+    # The mapper's steps go through the working set, and keep mapping as well as before.
+    assert mapper.add_frame(ds[1]) == "keyframe"
+    means = state.gaussians.means.detach()
+    assert torch.equal(means[means[:, 2] < -40], before["means"][n - 300:])  # never seen, never moved
 
 
 def test_config_yaml_round_trip_and_ros_layout(tmp_path):

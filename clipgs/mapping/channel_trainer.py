@@ -34,6 +34,12 @@ class ChannelTrainer:
         for a bad observation: a keyframe without an annotation is still mapped for its geometry."""
         return None
 
+    @property
+    def needs_whole_map(self) -> bool:
+        """Whether ``keyframe_loss`` puts terms on Gaussians out of the camera's view (the step then trains the
+        whole map rather than the Gaussians in view)."""
+        return False
+
     def renders_channels(self, keyframe: Keyframe) -> bool:
         """Whether the step on ``keyframe`` renders the extra channels and calls ``keyframe_loss``."""
         return False

@@ -64,6 +64,8 @@ class MapperConfig(Settings):
     iters_per_keyframe: int = setting(15, "optimisation iterations per keyframe", at_least(1))
     window_size: int = setting(6, "recent keyframes optimised together", at_least(1))
     random_keyframes: int = setting(2, "older keyframes added to each window at random", at_least(0))
+    view_steps: bool = setting(True, "each step trains only the Gaussians its keyframe sees (selective Adam: the "
+                                     "others keep their moments), so a step costs what the view holds, not the map")
     lr_means: float = setting(5e-4, "Adam learning rate, means (m)", greater_than(0.0))
     lr_quats: float = setting(1e-3, "Adam learning rate, rotations", greater_than(0.0))
     lr_log_scales: float = setting(5e-3, "Adam learning rate, log-scales", greater_than(0.0))

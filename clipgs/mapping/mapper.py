@@ -135,9 +135,7 @@ class IncrementalMapper:
         with self._lock, self._stats_lock:
             return copy.deepcopy(self.stats), self.trainer.counters()
 
-    @property
-    def gaussian_count(self) -> int:
-        return len(self.map)
+    gaussian_count = property(lambda self: len(self.map), doc="Gaussians in the map now")
 
     # ----------------------------------------------------------------- what a channel trainer calls
     def render(self, camera: Camera, channels: bool = True) -> RenderOutput:
@@ -147,16 +145,18 @@ class IncrementalMapper:
 
     def train_step(self, camera: Camera, loss_fn: LossFn, channels: bool,
                    only: Collection[str] | None = None) -> tuple[Tensor, dict[str, float]]:
-        """One optimisation step: render ``camera``, ``loss_fn(render)``, backward, step the map (``only``: just
-        these fields) and, when the channels were rendered, the trainer's own optimiser."""
+        """One optimisation step: render ``camera``, ``loss_fn(render)``, backward, step the map (``only``: these
+        fields; ``view_steps``: the Gaussians in view) and, if the channels were rendered, the trainer's optimiser."""
         with self._lock:
+            view = self.config.view_steps and not self.trainer.needs_whole_map
+            work, rows = self.map.working_set(camera if view else None, self.config.backend)
             self.map.zero_grad()
             if channels:
                 self.trainer.zero_grad()
-            out = self.map.gaussians.render(camera, semantic=channels, backend=self.config.backend)
+            out = work.render(camera, semantic=channels, backend=self.config.backend)
             loss, parts = loss_fn(out)
             loss.backward()
-            self.map.step(only)
+            self.map.step(only, rows, work, out.visible if view else None)
             if channels:
                 self.trainer.step()
         return loss, parts

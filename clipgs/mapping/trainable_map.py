@@ -5,6 +5,10 @@ change which Gaussians exist, and both keep the optimiser state in step. Each Ga
 Adam step count, so a Gaussian added late gets Adam's bias correction from its first step. On the CPU the
 step is one fused pass per field (compiled, csrc/adam_cpu.cpp); elsewhere, or with ``fused=False``, the
 same arithmetic in PyTorch ops.
+
+A step may train only the Gaussians its camera sees (``working_set(camera)`` -> render ->
+``step(only, rows, working, rendered)``: selective Adam, as gsplat's ``visible_adam``): the others keep their
+parameters, moments and step counts, and the step's cost follows the view instead of the map.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from collections.abc import Collection
 import torch
 from torch import Tensor
 
+from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.render import cpu_kernel
+from clipgs.render import cpu_kernel, maybe_in_view
 
 
 def bias_corrections(steps: Tensor, betas: tuple[float, float], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -42,6 +47,25 @@ def adam_step_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[T
     fn = getattr(cpu_kernel.load(), f"clipgs_adam_{suffix}")
     ptr = [ctypes.c_void_p(t.data_ptr()) for t in (p, grad.contiguous(), m, v, *bias)]
     fn(p.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
+
+
+def adam_rows_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, rows: Tensor, bias: tuple[Tensor, Tensor],
+                    lr: float, betas: tuple[float, float], eps: float) -> None:
+    """:func:`adam_step_fused` on the rows ``rows`` (V,) of ``p``, ``m``, ``v`` only; ``grad`` and ``bias`` are
+    compact (V rows), as a working set's gradients are."""
+    suffix = "f64" if p.dtype == torch.float64 else "f32"
+    fn = getattr(cpu_kernel.load(), f"clipgs_adam_rows_{suffix}")
+    ptr = [ctypes.c_void_p(t.data_ptr()) for t in (rows.contiguous(), p, grad.contiguous(), m, v, *bias)]
+    fn(rows.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
+
+
+def adam_rows_torch(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, rows: Tensor, bias: tuple[Tensor, Tensor],
+                    lr: float, betas: tuple[float, float], eps: float) -> None:
+    """Reference of :func:`adam_rows_fused`: gather the rows, step them, write them back."""
+    pr, mr, vr = p[rows], m[rows], v[rows]
+    adam_step_torch(pr, grad, mr, vr, bias, lr, betas, eps)
+    for full, part in ((p, pr), (m, mr), (v, vr)):
+        full.index_copy_(0, rows, part)
 
 
 def _fusable(*tensors: Tensor) -> bool:
@@ -79,18 +103,50 @@ class TrainableMap:
         for p in self.gaussians.tensors().values():
             p.grad = None
 
+    def working_set(self, camera: Camera | None = None, backend: str = "auto") -> tuple[GaussianMap, Tensor | None]:
+        """What a step on ``camera`` trains: fresh leaf copies of the Gaussians it may see (a cheap superset,
+        :func:`clipgs.render.maybe_in_view`; in map order, so they render the same image) and their indices
+        (V,); or the live map itself and None when ``camera`` is None or may see all of them or none."""
+        g = self.gaussians
+        if camera is None or len(g) == 0:
+            return g, None
+        seen = maybe_in_view(g.means, g.log_scales, g.opacity_logits, camera, backend=backend)
+        if int(seen.sum()) in (0, len(g)):
+            return g, None
+        rows = torch.nonzero(seen).squeeze(1)
+        return self._leaves({k: v.detach()[rows] for k, v in g.tensors().items()}), rows
+
     @torch.no_grad()
-    def step(self, only: Collection[str] | None = None) -> None:
-        """One Adam step on the fields with a gradient (``only``: just these fields, e.g. {'semantics'})."""
-        self._steps += 1
-        bias = bias_corrections(self._steps, self.betas, self.gaussians.means.dtype)
+    def step(self, only: Collection[str] | None = None, rows: Tensor | None = None,
+             working: GaussianMap | None = None, rendered: Tensor | None = None) -> None:
+        """One Adam step on the fields with a gradient (``only``: just these fields, e.g. {'semantics'}).
+
+        rows, working: the step trained ``working_set(...)``; rendered: (len(working),) bool, those of them
+        the render composited (``RenderOutput.visible``). Only those rows step (selective Adam, as gsplat's
+        ``visible_adam``): the others keep their parameters, moments and step counts. Without ``rows``,
+        ``rendered`` alone selects rows of the whole map the same way."""
+        source = self.gaussians if rows is None else working
+        if rendered is not None:
+            pick = torch.nonzero(rendered).squeeze(1)
+            rows = pick if rows is None else rows[pick]
+        if rows is None:
+            self._steps += 1
+            steps = self._steps
+        else:
+            self._steps[rows] += 1
+            steps = self._steps[rows]
+        bias = bias_corrections(steps, self.betas, self.gaussians.means.dtype)
         for k, p in self.gaussians.tensors().items():
-            lr = self.lrs.get(k, 0.0)
-            if p.grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
+            lr, grad = self.lrs.get(k, 0.0), getattr(source, k).grad
+            if grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
                 continue
             m, v = self._exp_avg[k], self._exp_avg_sq[k]
-            fused = self.fused and p.dtype == p.grad.dtype == bias[0].dtype and _fusable(p, m, v)
-            (adam_step_fused if fused else adam_step_torch)(p, p.grad, m, v, bias, lr, self.betas, self.eps)
+            grad = grad if rendered is None else grad[pick]
+            fused = self.fused and p.dtype == grad.dtype == bias[0].dtype and _fusable(p, m, v)
+            if rows is None:
+                (adam_step_fused if fused else adam_step_torch)(p, grad, m, v, bias, lr, self.betas, self.eps)
+            else:
+                (adam_rows_fused if fused else adam_rows_torch)(p, grad, m, v, rows, bias, lr, self.betas, self.eps)
 
     def extra(self, name: str, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """(N, width) per-Gaussian buffer ``name`` (e.g. a channel trainer's label votes), created zero on first

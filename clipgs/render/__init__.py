@@ -1,4 +1,13 @@
 """Rendering: one interface (:func:`rasterize`), several numerically agreeing backends."""
-from clipgs.render.api import BACKENDS, COLOR_CHANNELS, RenderOutput, rasterize, resolve_backend, splat_to_gaussians
+from clipgs.render.api import (
+    BACKENDS,
+    COLOR_CHANNELS,
+    RenderOutput,
+    maybe_in_view,
+    rasterize,
+    resolve_backend,
+    splat_to_gaussians,
+)
 
-__all__ = ["BACKENDS", "COLOR_CHANNELS", "RenderOutput", "rasterize", "resolve_backend", "splat_to_gaussians"]
+__all__ = ["BACKENDS", "COLOR_CHANNELS", "RenderOutput", "maybe_in_view", "rasterize", "resolve_backend",
+           "splat_to_gaussians"]

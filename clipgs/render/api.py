@@ -9,7 +9,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.render import cpu_kernel
-from clipgs.render.cpu_backend import composite_cpu, project_cpu
+from clipgs.render.cpu_backend import composite_cpu, cull_cpu, project_cpu
 from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
 from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
@@ -144,6 +144,31 @@ def rasterize(
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
     return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen)
+
+
+@torch.no_grad()
+def maybe_in_view(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera, *, near: float = 0.01,
+                  far: float = 1e10, eps2d: float = 0.3, backend: str = "auto") -> Tensor:
+    """(N,) bool: a superset of the Gaussians ``rasterize`` composites into ``camera``, from centres and largest
+    scales only (no covariance): depth inside (near, far), opacity >= 1/255, and the centre within a bound of
+    the footprint's radius from the image (the largest scale seen at the clamped field-of-view edge, 3.33
+    sigma). The compiled projection's own cull on the CPU; these PyTorch ops on other devices."""
+    viewmat, K = camera_tensors(camera, means.dtype, means.device)
+    W, H = camera.width, camera.height
+    if resolve_backend(backend, means.device) in ("cpu", "cpu_scalar"):
+        return cull_cpu(means, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d)
+    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2]
+    keep = (z > near) & (z < far) & (torch.sigmoid(opacity_logits) >= 1 / 255)
+    zs = torch.where(keep, z, torch.ones_like(z))
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    lim_x = torch.maximum((W - cx) / fx, cx / fx) + 0.3 * 0.5 * W / fx  # the projection's clamp of x/z, y/z
+    lim_y = torch.maximum((H - cy) / fy, cy / fy) + 0.3 * 0.5 * H / fy
+    s_max = log_scales.max(dim=1).values.exp()
+    reach_x = 3.33 * torch.sqrt((fx / zs * s_max) ** 2 * (1 + lim_x**2) + eps2d) + 1
+    reach_y = 3.33 * torch.sqrt((fy / zs * s_max) ** 2 * (1 + lim_y**2) + eps2d) + 1
+    mx, my = fx * cam[:, 0] / zs + cx, fy * cam[:, 1] / zs + cy
+    return keep & (mx + reach_x > 0) & (mx - reach_x < W) & (my + reach_y > 0) & (my - reach_y < H)
 
 
 def splat_to_gaussians(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera,

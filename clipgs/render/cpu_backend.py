@@ -119,6 +119,18 @@ def project_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Ten
     return Projected(means2d=means2d, conics=conics, depths=depths, opacities=opacities.to(dtype), radii=radii)
 
 
+def cull_cpu(means: Tensor, log_scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
+             near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> Tensor:
+    """(N,) bool: the projection's cheap cull alone, a superset of the Gaussians it gives a footprint (compiled
+    twin of the PyTorch formula in :func:`clipgs.render.api.maybe_in_view`)."""
+    dtype = means.dtype if means.dtype in (torch.float32, torch.float64) else torch.float32
+    args = [t.detach().to(dtype).contiguous() for t in (means, log_scales, opacities, viewmat, K)]
+    keep = torch.empty(means.shape[0], dtype=torch.uint8)
+    getattr(load(), f"clipgs_cull_{_suffix(dtype)}")(means.shape[0], *map(_ptr, args), width, height, near, far, eps2d,
+                                                     _ptr(keep), torch.get_num_threads())
+    return keep.bool()
+
+
 def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
     """Compiled twin of :func:`clipgs.render.torch_backend.bin_tiles` (same outputs, same order)."""
     lib, suffix = load(), _suffix(proj.means2d.dtype)

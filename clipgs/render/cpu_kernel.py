@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 4
+ABI_VERSION = 6
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -45,6 +45,8 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_project_backward_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, ctypes.c_double,
                                                                       *([p] * 7), i32]
         getattr(lib, f"clipgs_project_backward_{suffix}").restype = None
+        getattr(lib, f"clipgs_cull_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, *([ctypes.c_double] * 3), p, i32]
+        getattr(lib, f"clipgs_cull_{suffix}").restype = None
         getattr(lib, f"clipgs_bin_tiles_{suffix}").argtypes = [i64, p, p, p, i64, i64, i64, p, p, p, i32]
         getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None
         getattr(lib, f"clipgs_forward_{suffix}").restype = None
@@ -59,6 +61,9 @@ def load() -> ctypes.CDLL:
     for suffix in ("f32", "f64"):
         fn = getattr(lib, f"clipgs_adam_{suffix}")
         fn.argtypes = [i64, i64, p, p, p, p, p, p, *([ctypes.c_double] * 4), i32]
+        fn.restype = None
+        fn = getattr(lib, f"clipgs_adam_rows_{suffix}")
+        fn.argtypes = [i64, i64, *([p] * 7), *([ctypes.c_double] * 4), i32]
         fn.restype = None
     return lib
 

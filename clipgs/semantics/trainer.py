@@ -137,6 +137,10 @@ class SemanticTrainer(ChannelTrainer):
     def _deliver(annotation: KeyframeSemantics, masks: MaskEmbeddings | None) -> None:
         annotation.masks = masks  # one reference assignment: the mapping thread sees None or the whole result
 
+    @property
+    def needs_whole_map(self) -> bool:
+        return self._knn is not None  # the 3D term's anchors index the whole map
+
     def renders_channels(self, keyframe: Keyframe) -> bool:
         sem = keyframe.annotation
         if sem is None or sem.masks is None:

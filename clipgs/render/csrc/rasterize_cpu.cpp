@@ -138,36 +138,60 @@ inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat,
 
 // EWA projection, the same math as the PyTorch projection; its gradient is `project_backward` below.
 // viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
+// Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
+// at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
+// a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
+template <typename T>
+struct Cull {
+  const T* viewmat;
+  T fx, fy, cx, cy, lim_x, lim_y, width, height, near_plane, far_plane, eps2d;
+  Cull(const T* vm, const T* K, int64_t w, int64_t h, T near, T far, T eps)
+      : viewmat(vm), fx(K[0]), fy(K[4]), cx(K[2]), cy(K[5]), width(T(w)), height(T(h)), near_plane(near),
+        far_plane(far), eps2d(eps) {
+    lim_x = std::max((width - cx) / fx, cx / fx) + T(0.3) * T(0.5) * width / fx;
+    lim_y = std::max((height - cy) / fy, cy / fy) + T(0.3) * T(0.5) * height / fy;
+  }
+  T depth(const T* m) const { return viewmat[8] * m[0] + viewmat[9] * m[1] + viewmat[10] * m[2] + viewmat[11]; }
+  // False when the projection would surely drop the Gaussian (depth, opacity, or off the image by its reach).
+  bool maybe(const T* m, const T* ls, T opacity, T z) const {
+    if (!(z > near_plane && z < far_plane) || opacity < alpha_threshold<T>()) return false;
+    const T s_max = std::exp(std::max(ls[0], std::max(ls[1], ls[2])));
+    const T mx = fx * (viewmat[0] * m[0] + viewmat[1] * m[1] + viewmat[2] * m[2] + viewmat[3]) / z + cx;
+    const T my = fy * (viewmat[4] * m[0] + viewmat[5] * m[1] + viewmat[6] * m[2] + viewmat[7]) / z + cy;
+    const T reach_x = T(3.33) * std::sqrt(fx * fx / (z * z) * (T(1) + lim_x * lim_x) * s_max * s_max + eps2d) + 1;
+    const T reach_y = T(3.33) * std::sqrt(fy * fy / (z * z) * (T(1) + lim_y * lim_y) * s_max * s_max + eps2d) + 1;
+    return !(mx + reach_x <= 0 || mx - reach_x >= width || my + reach_y <= 0 || my - reach_y >= height);
+  }
+};
+
+// The cull alone: keep[i] = 1 where `project` might give Gaussian i a footprint (a superset of radii > 0).
+template <typename T>
+void cull(int64_t n, const T* means, const T* log_scales, const T* opacities, const T* viewmat, const T* K,
+          int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, uint8_t* keep, int threads) {
+  const Cull<T> cu(viewmat, K, width, height, near_plane, far_plane, eps2d);
+  const int64_t chunk = 8192;
+  parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
+    for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i)
+      keep[i] = cu.maybe(means + 3 * i, log_scales + 3 * i, opacities[i], cu.depth(means + 3 * i)) ? 1 : 0;
+  });
+}
+
 template <typename T>
 void project(int64_t n, const T* means, const T* quats, const T* log_scales, const T* opacities, const T* viewmat,
              const T* K, int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, T* means2d, T* conics,
              T* depths, int32_t* radii, int threads) {
   const int64_t chunk = 4096;
-  // Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
-  // at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
-  // a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
+  const Cull<T> cu(viewmat, K, width, height, near_plane, far_plane, eps2d);
   const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
-  const T tan_x = T(0.5) * T(width) / fx, tan_y = T(0.5) * T(height) / fy;
-  const T lim_x = std::max((T(width) - cx) / fx, cx / fx) + T(0.3) * tan_x;
-  const T lim_y = std::max((T(height) - cy) / fy, cy / fy) + T(0.3) * tan_y;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
       const T* m = means + 3 * i;
-      const T z = viewmat[8] * m[0] + viewmat[9] * m[1] + viewmat[10] * m[2] + viewmat[11];
+      const T z = cu.depth(m);
       depths[i] = z;
       radii[2 * i] = radii[2 * i + 1] = 0;
       means2d[2 * i] = means2d[2 * i + 1] = 0;
       conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
-      if (!(z > near_plane && z < far_plane) || opacities[i] < alpha_threshold<T>()) continue;  // cheap cull first
-      {
-        const T* ls = log_scales + 3 * i;
-        const T s_max = std::exp(std::max(ls[0], std::max(ls[1], ls[2])));
-        const T mx = fx * (viewmat[0] * m[0] + viewmat[1] * m[1] + viewmat[2] * m[2] + viewmat[3]) / z + cx;
-        const T my = fy * (viewmat[4] * m[0] + viewmat[5] * m[1] + viewmat[6] * m[2] + viewmat[7]) / z + cy;
-        const T reach_x = T(3.33) * std::sqrt(fx * fx / (z * z) * (T(1) + lim_x * lim_x) * s_max * s_max + eps2d) + 1;
-        const T reach_y = T(3.33) * std::sqrt(fy * fy / (z * z) * (T(1) + lim_y * lim_y) * s_max * s_max + eps2d) + 1;
-        if (mx + reach_x <= 0 || mx - reach_x >= T(width) || my + reach_y <= 0 || my - reach_y >= T(height)) continue;
-      }
+      if (!cu.maybe(m, log_scales + 3 * i, opacities[i], z)) continue;  // cheap cull first
       const Ewa<T> e = ewa(m, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane, far_plane,
                            eps2d);
       const T a = e.a, b = e.b, cc = e.c, tz = e.tz;
@@ -751,7 +775,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 4; }
+int clipgs_abi_version() { return 6; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 void clipgs_forward_simd_f32(SCENE_ARGS, float* out, float* out_alpha, float* final_T, int32_t* last,
@@ -804,6 +828,12 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
     project_backward(n, means, quats, log_scales, viewmat, K, width, height, T(eps2d), radii, g_means2d,     \
                      g_conics, g_depths, g_means, g_quats, g_log_scales, threads);                          \
   }                                                                                                         \
+  void clipgs_cull_##SUFFIX(int64_t n, const T* means, const T* log_scales, const T* opacities, const T* viewmat,    \
+                            const T* K, int64_t width, int64_t height, double near_plane, double far_plane,     \
+                            double eps2d, uint8_t* keep, int threads) {                                        \
+    cull(n, means, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane), T(eps2d), keep, \
+         threads);                                                                                              \
+  }                                                                                                             \
   void clipgs_bin_tiles_##SUFFIX(int64_t n, const T* means2d, const int32_t* radii, const T* depths,          \
                                  int64_t tiles_x, int64_t tiles_y, int64_t tile, int64_t* tile_count,       \
                                  const int64_t* tile_start, int64_t* ids, int threads) {                    \
