@@ -9,8 +9,9 @@ one view's masks) the evidence is the teacher's, gathered over every view of eac
 map's own speckle does not vote. Errors the teacher repeats in most views (a cabinet read as a table from
 everywhere) win the vote as well: fusion does not undo those.
 
-Only the classes a view involves are rendered (a vote splats the classes its masks read; labels render the
-classes of the Gaussians in front of the camera): the kernels' cost grows with the channel count.
+Only the Gaussians a view may see and only the classes it involves are rendered (a vote splats the classes
+its masks read; labels render the classes of the Gaussians in view): the kernels' cost grows with the channel
+count, and a vote costs what the view holds, not what the map holds.
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.render import rasterize, splat_to_gaussians
-from clipgs.render.api import camera_tensors
+from clipgs.render import maybe_in_view, rasterize, splat_to_gaussians
 from clipgs.semantics.sources import MaskEmbeddings
 
 MIN_CLASS_SHARE = 0.01  # a class carrying less than this of every mask's soft vote is left out of the splat
@@ -41,43 +41,52 @@ def mask_class_image(masks: MaskEmbeddings, vocabulary: Tensor, tau: float) -> T
 def splat_votes(votes: Tensor, gaussians: GaussianMap, camera: Camera, class_image: Tensor,
                 backend: str = "auto") -> None:
     """Add one view's votes to ``votes`` (N, C) in place: each Gaussian's compositing weight on the pixels of
-    each class (``class_image`` (H, W, C)); classes with under 1 % of every pixel's vote are skipped."""
+    each class (``class_image`` (H, W, C)); classes with under 1 % of every pixel's vote are skipped. Only
+    the Gaussians the camera may see are splatted (the same weights, a cost that follows the view)."""
     present = torch.nonzero(class_image.reshape(-1, class_image.shape[-1]).amax(dim=0) >= MIN_CLASS_SHARE)
     present = present.squeeze(1)
-    if len(present) == 0 or len(gaussians) == 0:
+    rows = _in_view(gaussians, camera, backend)
+    if len(present) == 0 or len(rows) == 0:
         return
-    part = splat_to_gaussians(gaussians.means, gaussians.quats, gaussians.log_scales, gaussians.opacity_logits,
-                              camera, class_image[..., present].to(gaussians.means), backend=backend)
-    votes[:, present.to(votes.device)] += part.to(votes)
-
-
-def in_front(gaussians: GaussianMap, camera: Camera, margin: float = 0.1) -> Tensor:
-    """(N,) bool: Gaussians whose centre is in front of the camera and projects within the image (plus a
-    ``margin`` of its size on each side)."""
-    viewmat, K = camera_tensors(camera, gaussians.means.dtype, gaussians.means.device)
-    cam = gaussians.means.detach() @ viewmat[:3, :3].T + viewmat[:3, 3]
-    uv = (cam @ K.T)[:, :2] / cam[:, 2:].clamp(min=1e-6)  # pixel-edge convention: the image is [0, W] x [0, H]
-    size = torch.tensor([camera.width, camera.height], dtype=uv.dtype, device=uv.device)
-    return (cam[:, 2] > 0.01) & ((uv > -margin * size) & (uv < (1 + margin) * size)).all(dim=1)
+    g = _rows(gaussians, rows)
+    part = splat_to_gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, camera,
+                              class_image[..., present].to(g.means), backend=backend)
+    votes[rows.to(votes.device)[:, None], present.to(votes.device)[None, :]] += part.to(votes)
 
 
 def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, min_share: float,
                         backend: str = "auto") -> Tensor:
     """(H, W) int64 the fused class (vocabulary row) a view sees, -1 where the map is empty (alpha <= 0.5) or no
     class has ``min_share`` of the rendered weight. Each Gaussian renders its plurality class one-hot (none
-    when it has no votes), so a pixel's classes come from the Gaussians it blends, never from a blend."""
+    when it has no votes), so a pixel's classes come from the Gaussians it blends, never from a blend. Only
+    the Gaussians the camera may see are rendered, with the classes among them as channels."""
     labels = torch.full((camera.height, camera.width), -1, dtype=torch.long, device=gaussians.means.device)
+    rows = _in_view(gaussians, camera, backend)
+    votes = votes[rows.to(votes.device)]
     voted = votes.sum(dim=1) > 0
     plurality = votes.argmax(dim=1)
-    classes = torch.unique(plurality[voted & in_front(gaussians, camera).to(voted.device)])
+    classes = torch.unique(plurality[voted])
     if len(classes) == 0:
         return labels
     channel = torch.full((votes.shape[1],), -1, dtype=torch.long, device=votes.device)
     channel[classes] = torch.arange(len(classes), device=votes.device)
     onehot = F.one_hot(channel[plurality].clamp(min=0), len(classes)).to(gaussians.means.dtype)
-    onehot = onehot * (voted & (channel[plurality] >= 0))[:, None].to(onehot)
-    out = rasterize(gaussians.means.detach(), gaussians.quats.detach(), gaussians.log_scales.detach(),
-                    gaussians.opacity_logits.detach(), onehot, camera, backend=backend)
+    onehot = onehot * voted[:, None].to(onehot)  # no votes: no class
+    g = _rows(gaussians, rows)
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, onehot.to(g.means.device), camera,
+                    backend=backend)
     share, pick = out.image.max(dim=-1)
     keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
     return torch.where(keep, classes.to(pick.device)[pick], labels)
+
+
+def _in_view(gaussians: GaussianMap, camera: Camera, backend: str) -> Tensor:
+    """Indices of the Gaussians ``camera`` may see (see :func:`clipgs.render.maybe_in_view`)."""
+    seen = maybe_in_view(gaussians.means.detach(), gaussians.log_scales.detach(), gaussians.opacity_logits.detach(),
+                         camera, backend=backend)
+    return torch.nonzero(seen).squeeze(1)
+
+
+def _rows(gaussians: GaussianMap, rows: Tensor) -> GaussianMap:
+    """Detached copies of the Gaussians ``rows``, in map order (they render what the whole map renders)."""
+    return GaussianMap(**{k: v.detach()[rows] for k, v in gaussians.tensors().items()})
