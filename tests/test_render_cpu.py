@@ -155,3 +155,20 @@ def test_kernel_cache_key_follows_the_source(tmp_path, monkeypatch):
     path = cpu_kernel.library_path()
     assert path.parent == tmp_path / "kernels" and path.suffix == ".so"
     assert cpu_kernel.build() == path and path.is_file()
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_per_gaussian_sums_split_over_threads_match_index_add(threads):
+    """The backward's per-intersection gradients summed per Gaussian: threads own ranges of Gaussians, and
+    every split gives what index_add gives (a map big enough for several ranges)."""
+    import ctypes
+
+    g = torch.Generator().manual_seed(0)
+    n, m, C = 20000, 70000, 5
+    ids = torch.sort(torch.randint(0, n, (m,), generator=g)).values[torch.randperm(m, generator=g)].contiguous()
+    parts = [torch.randn(m, k, generator=g) for k in (2, 3, 1, C)]
+    outs = [torch.full((n, k), 7.0) for k in (2, 3, 1, C)]  # not zero: the kernel zeroes them first
+    ptr = [ctypes.c_void_p(t.data_ptr()) for t in (ids, *parts, *outs)]
+    cpu_kernel.load().clipgs_sum_by_gaussian_f32(m, n, C, *ptr, threads)
+    for part, out in zip(parts, outs, strict=True):
+        torch.testing.assert_close(out, torch.zeros_like(out).index_add_(0, ids, part), rtol=1e-5, atol=1e-5)

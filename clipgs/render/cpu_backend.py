@@ -71,7 +71,7 @@ class _Composite(torch.autograd.Function):
                  torch.empty(n, C, dtype=dt)]
         getattr(lib, f"clipgs_sum_by_gaussian_{_suffix(dt)}")(M, n, C, _ptr(ids), *map(_ptr, (e_means, e_conics, e_opac,
                                                                                               e_feats)),
-                                                             *map(_ptr, grads))
+                                                             *map(_ptr, grads), torch.get_num_threads())
         return (*grads, *([None] * 9))
 
 

@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 6
+ABI_VERSION = 7
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -51,7 +51,7 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None
         getattr(lib, f"clipgs_forward_{suffix}").restype = None
         getattr(lib, f"clipgs_backward_{suffix}").restype = None
-        getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").argtypes = [i64, i64, i64, *([p] * 9)]
+        getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").argtypes = [i64, i64, i64, *([p] * 9), i32]
         getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").restype = None
     lib.clipgs_forward_simd_f32.argtypes = lib.clipgs_forward_f32.argtypes
     lib.clipgs_backward_simd_f32.argtypes = lib.clipgs_backward_f32.argtypes

@@ -735,25 +735,31 @@ void dispatch_channels(int64_t C, F&& run) {
 }
 
 // Per-intersection gradients -> per-Gaussian sums: out_k[ids[e]] += in_k[e] for the four gradient arrays
-// of `backward` (widths 2, 3, 1, C), in one pass; `out_*` are zeroed first. Serial: the adds per Gaussian
-// are few and scattered, and one pass beats four scatter-adds through PyTorch.
+// of `backward` (widths 2, 3, 1, C), in one pass; `out_*` are zeroed first. Threads own contiguous ranges of
+// Gaussians: each scans every intersection and adds those of its own (the adds, not the scan, are the cost),
+// so no two threads write one row and the sums come out in the same order as a serial pass.
 template <typename T>
 void sum_by_gaussian(int64_t m, int64_t n, int64_t C, const int64_t* ids, const T* e_means2d, const T* e_conics,
-                     const T* e_opac, const T* e_feats, T* means2d, T* conics, T* opac, T* feats) {
-  std::fill(means2d, means2d + 2 * n, T(0));
-  std::fill(conics, conics + 3 * n, T(0));
-  std::fill(opac, opac + n, T(0));
-  std::fill(feats, feats + C * n, T(0));
-  for (int64_t e = 0; e < m; ++e) {
-    const int64_t g = ids[e];
-    means2d[2 * g] += e_means2d[2 * e];
-    means2d[2 * g + 1] += e_means2d[2 * e + 1];
-    for (int k = 0; k < 3; ++k) conics[3 * g + k] += e_conics[3 * e + k];
-    opac[g] += e_opac[e];
-    const T* src = e_feats + e * C;
-    T* dst = feats + g * C;
-    for (int64_t ch = 0; ch < C; ++ch) dst[ch] += src[ch];
-  }
+                     const T* e_opac, const T* e_feats, T* means2d, T* conics, T* opac, T* feats, int threads) {
+  threads = std::max(1, std::min<int>(threads, (int)std::max<int64_t>(n / 4096, 1)));
+  parallel_tiles(threads, threads, [&](int64_t part) {
+    const int64_t lo = n * part / threads, hi = n * (part + 1) / threads;
+    std::fill(means2d + 2 * lo, means2d + 2 * hi, T(0));
+    std::fill(conics + 3 * lo, conics + 3 * hi, T(0));
+    std::fill(opac + lo, opac + hi, T(0));
+    std::fill(feats + C * lo, feats + C * hi, T(0));
+    for (int64_t e = 0; e < m; ++e) {
+      const int64_t g = ids[e];
+      if (g < lo || g >= hi) continue;
+      means2d[2 * g] += e_means2d[2 * e];
+      means2d[2 * g + 1] += e_means2d[2 * e + 1];
+      for (int k = 0; k < 3; ++k) conics[3 * g + k] += e_conics[3 * e + k];
+      opac[g] += e_opac[e];
+      const T* src = e_feats + e * C;
+      T* dst = feats + g * C;
+      for (int64_t ch = 0; ch < C; ++ch) dst[ch] += src[ch];
+    }
+  });
 }
 
 template <typename T>
@@ -775,7 +781,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 6; }
+int clipgs_abi_version() { return 7; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 void clipgs_forward_simd_f32(SCENE_ARGS, float* out, float* out_alpha, float* final_T, int32_t* last,
@@ -843,8 +849,8 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
 #define DEFINE_SUM(SUFFIX, T)                                                                             \
   void clipgs_sum_by_gaussian_##SUFFIX(int64_t m, int64_t n, int64_t C, const int64_t* ids, const T* e_means2d, \
                                        const T* e_conics, const T* e_opac, const T* e_feats, T* means2d,       \
-                                       T* conics, T* opac, T* feats) {                                         \
-    sum_by_gaussian(m, n, C, ids, e_means2d, e_conics, e_opac, e_feats, means2d, conics, opac, feats);          \
+                                       T* conics, T* opac, T* feats, int threads) {                            \
+    sum_by_gaussian(m, n, C, ids, e_means2d, e_conics, e_opac, e_feats, means2d, conics, opac, feats, threads); \
   }
 
 DEFINE_SUM(f32, float)
