@@ -114,7 +114,7 @@ class TrainableMap:
         if int(seen.sum()) in (0, len(g)):
             return g, None
         rows = torch.nonzero(seen).squeeze(1)
-        return self._leaves({k: v.detach()[rows] for k, v in g.tensors().items()}), rows
+        return self._leaves({k: v.detach().index_select(0, rows) for k, v in g.tensors().items()}), rows
 
     @torch.no_grad()
     def step(self, only: Collection[str] | None = None, rows: Tensor | None = None,
@@ -126,6 +126,8 @@ class TrainableMap:
         ``visible_adam``): the others keep their parameters, moments and step counts. Without ``rows``,
         ``rendered`` alone selects rows of the whole map the same way."""
         source = self.gaussians if rows is None else working
+        if rendered is not None and bool(rendered.all()):
+            rendered = None  # every row of the working set steps: no gather
         if rendered is not None:
             pick = torch.nonzero(rendered).squeeze(1)
             rows = pick if rows is None else rows[pick]
@@ -141,7 +143,7 @@ class TrainableMap:
             if grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
                 continue
             m, v = self._exp_avg[k], self._exp_avg_sq[k]
-            grad = grad if rendered is None else grad[pick]
+            grad = grad if rendered is None else grad.index_select(0, pick)
             fused = self.fused and p.dtype == grad.dtype == bias[0].dtype and _fusable(p, m, v)
             if rows is None:
                 (adam_step_fused if fused else adam_step_torch)(p, grad, m, v, bias, lr, self.betas, self.eps)

@@ -89,4 +89,4 @@ def _in_view(gaussians: GaussianMap, camera: Camera, backend: str) -> Tensor:
 
 def _rows(gaussians: GaussianMap, rows: Tensor) -> GaussianMap:
     """Detached copies of the Gaussians ``rows``, in map order (they render what the whole map renders)."""
-    return GaussianMap(**{k: v.detach()[rows] for k, v in gaussians.tensors().items()})
+    return GaussianMap(**{k: v.detach().index_select(0, rows) for k, v in gaussians.tensors().items()})
