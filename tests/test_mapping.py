@@ -267,27 +267,29 @@ def test_fused_adam_on_listed_rows_matches_the_torch_step_and_leaves_other_rows(
             assert torch.equal(x[others], before[others]) and not torch.equal(x[rows], before[rows])
 
 
-def test_a_step_on_the_view_trains_only_the_gaussians_in_view(synth_dir):
+@pytest.mark.parametrize("backend", ["auto", "torch"])  # the compiled cull, and the PyTorch one (GPU path)
+def test_a_step_on_the_view_trains_only_the_gaussians_in_view(synth_dir, backend):
     """working_set(camera): the Gaussians the camera may see render the same image as the whole map; a step
     moves the rows the render touched and their Adam state only (selective Adam), nothing else."""
     ds = open_dataset(synth_dir)
-    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=2, w_ssim=0.0))
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=2, w_ssim=0.0, backend=backend))
     mapper.add_frame(ds[0])
     state, camera = mapper.map, ds[0].camera
     far = state.gaussians.detach().select(torch.arange(300))
     far.means = far.means + torch.tensor([0.0, 0.0, -50.0])  # behind the camera
     state.extend(far)
-    work, rows = state.working_set(camera)
+    work, rows = state.working_set(camera, backend)
     n = len(state)
     assert rows is not None and len(work) == len(rows) and int(rows.max()) < n - 300
     assert state.working_set(None)[1] is None and state.working_set(None)[0] is state.gaussians
     with torch.no_grad():
-        full, part = state.gaussians.render(camera, semantic=False), work.render(camera, semantic=False)
+        full = state.gaussians.render(camera, semantic=False, backend=backend)
+        part = work.render(camera, semantic=False, backend=backend)
     torch.testing.assert_close(part.image, full.image, rtol=0, atol=1e-6)
     torch.testing.assert_close(part.alpha, full.alpha, rtol=0, atol=1e-6)
     before = {k: v.detach().clone() for k, v in state.gaussians.tensors().items()}
     steps = state._steps.clone()
-    out = work.render(camera, semantic=False)
+    out = work.render(camera, semantic=False, backend=backend)
     (out.image - torch.from_numpy(ds[0].rgb / 255.0).float()).abs().mean().backward()
     rendered = out.visible.clone()
     rendered[::3] = False  # as if the render had not composited these: they must not step
