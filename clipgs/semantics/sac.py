@@ -152,15 +152,17 @@ class DecodedPixels:
     def mask_spread(self, ids: Tensor, masks: int) -> Tensor:
         """Mean over pixels of |u_p - m|^2, m the mean of u over the pixel's mask; ids (P,) in [0, masks)."""
         counts = torch.bincount(ids, minlength=masks).clamp(min=1)
+        # Per-mask sums as products with the (P, masks) one-hot matrix, not index_add / indexing: their
+        # backwards accumulate with atomics on a multi-threaded CPU, so runs would not repeat bit for bit.
+        onehot = F.one_hot(ids, masks).to(self.full.dtype if self.full is not None else self.h.dtype)
         if self.full is not None:
-            means = self.full.new_zeros(masks, self.full.shape[1]).index_add_(0, ids, self.full)
-            means = means / counts[:, None].to(self.full.dtype)
-            return ((self.full - means[ids]) ** 2).sum(-1).mean()
+            means = onehot.T @ self.full / counts[:, None].to(self.full.dtype)
+            return ((self.full - onehot @ means) ** 2).sum(-1).mean()
         # sum_p |u_p - m|^2 over a mask of n pixels = n - |S|^2 / n (|u_p| = 1), S = sum_p u_p = W a + b c with
         # a = sum_p h_p / |W h_p + b| and c = sum_p 1 / |W h_p + b|.
         inv = 1.0 / self.norm
-        a = self.h.new_zeros(masks, self.h.shape[1]).index_add_(0, ids, self.h * inv[:, None])
-        c = inv.new_zeros(masks).index_add_(0, ids, inv)
+        a = onehot.T @ (self.h * inv[:, None])
+        c = onehot.T @ inv
         ww, wb, bb = self._gram
         sums_sq = ((a @ ww) * a).sum(-1) + 2 * c * (a @ wb) + c * c * bb
         return 1.0 - (sums_sq / counts.to(sums_sq.dtype)).sum() / len(ids)

@@ -173,7 +173,8 @@ class SemanticTrainer(ChannelTrainer):
         idx = sample_mask_pixels(sem.masks.mask_ids, c.sem_pixels, self._generator)
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
-        decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim)[idx.to(out.image.device)])
+        rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
+        decoded = DecodedPixels(self.decoder, rows)
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
@@ -207,7 +208,7 @@ class SemanticTrainer(ChannelTrainer):
 
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
-                decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim)[idx])
+                decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim).index_select(0, idx))
                 target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(out.image.device).long()
                 loss = c.w_dcs * F.cross_entropy(self._logits(decoded), target)
                 return loss, {"novel_dcs": float(loss.detach())}
