@@ -155,29 +155,6 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
     assert scores["sac+3dcs split"] > teacher_miou + 0.03 and scores["sac+3dcs split"] > scores["sac"] + 0.04, scores
 
 
-def test_semantic_mapping_repeats_bit_for_bit_on_two_threads(synth_dir, class_embeddings):
-    """The same frames and settings give the same map: no op whose multi-threaded CPU backward accumulates
-    in a varying order (the per-mask spread once did, through index_add and indexing)."""
-    ds = open_dataset(synth_dir)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        maps = []
-        for _ in range(2):
-            config = SemanticTrainingConfig(sem_dim=8, dcs_every=0)
-            trainer = SemanticTrainer(config, SimulatedTeacher(class_embeddings), class_embeddings)
-            mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=5, w_ssim=0.0), trainer=trainer)
-            for i in ds.train_indices[:6]:
-                mapper.add_frame(ds[i])
-            maps.append(mapper.snapshot())
-    finally:
-        torch.set_num_threads(threads)
-    a, b = (m.gaussians for m in maps)
-    assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in ("means", "sh0", "opacity_logits", "semantics"))
-    assert all(torch.equal(x, y) for x, y in zip(maps[0].decoder.state_dict().values(),
-                                                  maps[1].decoder.state_dict().values(), strict=True))
-
-
 def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys):
     import json
 
