@@ -20,7 +20,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.render import cpu_kernel, maybe_in_view
+from clipgs.render import cpu_kernel
 
 
 def bias_corrections(steps: Tensor, betas: tuple[float, float], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -105,16 +105,16 @@ class TrainableMap:
 
     def working_set(self, camera: Camera | None = None, backend: str = "auto") -> tuple[GaussianMap, Tensor | None]:
         """What a step on ``camera`` trains: fresh leaf copies of the Gaussians it may see (a cheap superset,
-        :func:`clipgs.render.maybe_in_view`; in map order, so they render the same image) and their indices
+        ``GaussianMap.rows_in_view``; in map order, so they render the same image) and their indices
         (V,); or the live map itself and None when ``camera`` is None or may see all of them or none."""
         g = self.gaussians
         if camera is None or len(g) == 0:
             return g, None
-        seen = maybe_in_view(g.means, g.log_scales, g.opacity_logits, camera, backend=backend)
-        if int(seen.sum()) in (0, len(g)):
+        rows = g.rows_in_view(camera, backend)
+        if len(rows) in (0, len(g)):
             return g, None
-        rows = torch.nonzero(seen).squeeze(1)
-        return self._leaves({k: v.detach().index_select(0, rows) for k, v in g.tensors().items()}), rows
+        with torch.no_grad():
+            return self._leaves(g.select(rows).tensors()), rows
 
     @torch.no_grad()
     def step(self, only: Collection[str] | None = None, rows: Tensor | None = None,

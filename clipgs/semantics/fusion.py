@@ -21,7 +21,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.render import maybe_in_view, rasterize, splat_to_gaussians
+from clipgs.render import rasterize, splat_to_gaussians
 from clipgs.semantics.sources import MaskEmbeddings
 
 MIN_CLASS_SHARE = 0.01  # a class carrying less than this of every mask's soft vote is left out of the splat
@@ -45,15 +45,16 @@ def splat_votes(votes: Tensor, gaussians: GaussianMap, camera: Camera, class_ima
     the Gaussians the camera may see are splatted (the same weights, a cost that follows the view)."""
     present = torch.nonzero(class_image.reshape(-1, class_image.shape[-1]).amax(dim=0) >= MIN_CLASS_SHARE)
     present = present.squeeze(1)
-    rows = _in_view(gaussians, camera, backend)
+    rows = gaussians.rows_in_view(camera, backend)
     if len(present) == 0 or len(rows) == 0:
         return
-    g = _rows(gaussians, rows)
+    g = gaussians.select(rows)  # splat_to_gaussians takes no gradient through them
     part = splat_to_gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, camera,
                               class_image[..., present].to(g.means), backend=backend)
     votes[rows.to(votes.device)[:, None], present.to(votes.device)[None, :]] += part.to(votes)
 
 
+@torch.no_grad()
 def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, min_share: float,
                         backend: str = "auto") -> Tensor:
     """(H, W) int64 the fused class (vocabulary row) a view sees, -1 where the map is empty (alpha <= 0.5) or no
@@ -61,7 +62,7 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     when it has no votes), so a pixel's classes come from the Gaussians it blends, never from a blend. Only
     the Gaussians the camera may see are rendered, with the classes among them as channels."""
     labels = torch.full((camera.height, camera.width), -1, dtype=torch.long, device=gaussians.means.device)
-    rows = _in_view(gaussians, camera, backend)
+    rows = gaussians.rows_in_view(camera, backend)
     votes = votes[rows.to(votes.device)]
     voted = votes.sum(dim=1) > 0
     plurality = votes.argmax(dim=1)
@@ -72,21 +73,10 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     channel[classes] = torch.arange(len(classes), device=votes.device)
     onehot = F.one_hot(channel[plurality].clamp(min=0), len(classes)).to(gaussians.means.dtype)
     onehot = onehot * voted[:, None].to(onehot)  # no votes: no class
-    g = _rows(gaussians, rows)
+    g = gaussians.select(rows)
     out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, onehot.to(g.means.device), camera,
                     backend=backend)
     share, pick = out.image.max(dim=-1)
     keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
     return torch.where(keep, classes.to(pick.device)[pick], labels)
 
-
-def _in_view(gaussians: GaussianMap, camera: Camera, backend: str) -> Tensor:
-    """Indices of the Gaussians ``camera`` may see (see :func:`clipgs.render.maybe_in_view`)."""
-    seen = maybe_in_view(gaussians.means.detach(), gaussians.log_scales.detach(), gaussians.opacity_logits.detach(),
-                         camera, backend=backend)
-    return torch.nonzero(seen).squeeze(1)
-
-
-def _rows(gaussians: GaussianMap, rows: Tensor) -> GaussianMap:
-    """Detached copies of the Gaussians ``rows``, in map order (they render what the whole map renders)."""
-    return GaussianMap(**{k: v.detach().index_select(0, rows) for k, v in gaussians.tensors().items()})

@@ -139,9 +139,6 @@ class DecodedPixels:
         """Wrap already decoded (P, D) unit rows (the reference path)."""
         return cls(None, full=decoded)
 
-    def __len__(self) -> int:
-        return len(self.full if self.full is not None else self.h)
-
     def cosines(self, embeddings: Tensor) -> Tensor:
         """(P, K) cosines u_p . t_k with (K, D) unit embeddings."""
         if self.full is not None:

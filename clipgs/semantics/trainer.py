@@ -178,9 +178,13 @@ class SemanticTrainer(ChannelTrainer):
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        logits = None  # the vocabulary logits, computed once for both label terms
         for name, labels, weight, on in (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
                                          ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
-            term = self._label_loss(decoded, labels, idx) if on and labels is not None else None
+            if not on or labels is None:
+                continue
+            logits = self._logits(decoded) if logits is None else logits
+            term = self._label_loss(logits, labels, idx)
             if term is not None:
                 terms[name] = term
                 loss = loss + weight * term
@@ -331,12 +335,12 @@ class SemanticTrainer(ChannelTrainer):
         return sorted(take) + list(range(older, count))
 
     # ----------------------------------------------------------------- helpers
-    def _label_loss(self, decoded: DecodedPixels, labels: Tensor, idx: Tensor) -> Tensor | None:
-        """Cross-entropy of decoded pixels (the sampled flat indices ``idx``) to (H, W) vocabulary labels;
-        None when none of them is labelled (-1)."""
-        target = labels.reshape(-1)[idx.to(labels.device)].to(self.device).long()
+    def _label_loss(self, logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
+        """Cross-entropy of the sampled pixels' vocabulary logits (P, C) (flat indices ``idx``) to (H, W)
+        vocabulary labels; None when none of them is labelled (-1)."""
+        target = labels.reshape(-1)[idx.to(labels.device)].to(logits.device).long()
         keep = target >= 0
-        return F.cross_entropy(self._logits(decoded)[keep], target[keep]) if bool(keep.any()) else None
+        return F.cross_entropy(logits[keep], target[keep]) if bool(keep.any()) else None
 
     @staticmethod
     def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:

@@ -54,7 +54,8 @@ void adam_rows(int64_t rows, int64_t width, T* param, const T* grad, T* exp_avg,
 
 // The same step on listed rows only (selective Adam: a step touches the Gaussians its camera sees). grad,
 // bias1 and bias2 are compact (one row per listed row); param, exp_avg and exp_avg_sq are the whole fields,
-// updated in place at rows[i]. Rows are distinct, so threads never write the same row.
+// updated in place at rows[i]. Rows are distinct, so threads never write the same row. Its own loop: calling
+// adam_span row by row (a runtime-width division per element, no vectorising) was 5x slower at width 16.
 template <typename T>
 void adam_listed_rows(int64_t n_rows, int64_t width, const int64_t* rows, T* param, const T* grad, T* exp_avg,
                       T* exp_avg_sq, const T* bias1, const T* bias2, double lr, double beta1, double beta2,
