@@ -65,6 +65,29 @@ def test_vectorised_kernel_matches_scalar_for_every_channel_count(channels, scen
     assert out.alpha.mean() > 0.3 and all(g.abs().max() > 0 for g in grads)
 
 
+@pytest.mark.parametrize("channels", [19, 40])
+def test_attribute_gradient_on_few_pixels_matches_scalar(channels, scene_factory, camera_factory):
+    """A semantic loss on sampled pixels: the attribute channels' gradient is zero in most 8-pixel segments,
+    which the vectorised backward skips; the gradients must be those of the scalar kernel, which does not."""
+    scene = scene_factory(1500, 7, torch.float32, channels=channels, spread=1.5, scale_range=(-4.0, -1.5))
+    camera = camera_factory(83, 45)
+    g = torch.Generator().manual_seed(0)
+    picked = torch.zeros(45 * 83, dtype=torch.bool)
+    picked[torch.randint(45 * 83, (40,), generator=g)] = True
+    grads = []
+    for backend in ("cpu", "cpu_scalar"):
+        leaves = [t.clone().requires_grad_(True) for t in scene]
+        out = rasterize(*leaves, camera, backend=backend)
+        weights = torch.randn(out.image.shape, generator=torch.Generator().manual_seed(1))
+        weights[..., 3:].reshape(-1, channels - 3)[~picked] = 0.0
+        ((out.image * weights).sum() + out.depth.sum()).backward()
+        grads.append([t.grad for t in leaves])
+    for name, x, y in zip(NAMES, *grads):
+        assert rel(x, y) <= 1e-4, name
+    attributes = grads[0][4][:, 3:]
+    assert attributes.abs().max() > 0 and (attributes == 0).all(dim=1).any()  # some Gaussians got none
+
+
 def test_fast_exp_error_bound():
     """The vectorised compositor's exp: relative error <= 3e-7 against float64 exp over [-87, 0]."""
     x = torch.cat([torch.linspace(-87.0, 0.0, 200_003), -torch.logspace(-8, 0, 1001), torch.zeros(1)]).float()

@@ -158,12 +158,13 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int,
     if features.device.type != "cpu":
         raise ValueError("the compiled CPU backend needs CPU tensors")
     dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
-    C = features.shape[1]
-    feats = torch.cat([features, proj.depths[:, None]], dim=-1).to(dtype).contiguous()
+    # Depth first, then the features (colour leading): the vectorised backward always composites the first four
+    # channels and the rest only in pixel segments whose gradient there is non-zero (sampled semantic pixels).
+    feats = torch.cat([proj.depths[:, None], features], dim=-1).to(dtype).contiguous()
     ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles_cpu(proj, width, height, TILE)
     out, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),
         width, height, tiles_x, tiles_y, vectorised,
     )
-    return out[..., :C], out[..., C], alpha
+    return out[..., 1:], out[..., 0], alpha

@@ -624,11 +624,18 @@ void forward_simd(const Scene<float>& s, float* out, float* out_alpha, float* fi
   });
 }
 
+// Channels [0, kHead) are always composited in the backward; the rest only in the row segments where their
+// output gradient is not all zero (the rest add exactly zero there). The caller lays the depth and colour
+// channels first; a semantic loss on sampled pixels leaves most segments' attribute gradients zero.
+constexpr int kHead = 4;
+
 template <int kC>
 void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* last, const float* g_out,
                    const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac, float* g_feats,
                    int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
+  constexpr int kH = kC > 0 && kC < kHead ? kC : kHead;  // compile-time when kC > 0
+  const int64_t head = kC > 0 ? kH : std::min<int64_t>(C, kHead);
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
@@ -638,6 +645,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
     std::vector<vf> gout(C * kSlots, vf{}), gf(C);  // gout: [channel][slot]
     vf trans[kSlots], galpha[kSlots], suffix_alpha[kSlots], suffix_dot[kSlots];
     vi lastk[kSlots];
+    bool tail[kSlots];  // the segment has a non-zero gradient in a channel >= head
     for (int q = 0; q < kSlots; ++q) {  // pixels outside the image: last = -1, never active
       trans[q] = splat(1.f), galpha[q] = suffix_alpha[q] = suffix_dot[q] = vf{}, lastk[q] = splat_i(-1);
     }
@@ -654,6 +662,11 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
         const float* go_pix = g_out + pix * C;
         for (int64_t ch = 0; ch < C; ++ch) goutf[ch * kSlots * kLanes + p] = go_pix[ch];
       }
+    for (int q = 0; q < kSlots; ++q) {
+      vi nonzero{};
+      for (int64_t ch = head; ch < C; ++ch) nonzero |= gout[ch * kSlots + q] != splat(0.f);
+      tail[q] = any(nonzero);
+    }
     // Gaussians behind every pixel's last contributor got no weight: zero gradients, no work.
     int32_t last_any = -1;
     for (int p = 0; p < kSlots * kLanes; ++p) last_any = std::max(last_any, lastf[p]);
@@ -691,11 +704,17 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const vf T_before = trans[q] * inv_one_minus;
           const vf wgt = select(valid, alpha * T_before, splat(0.f));
           vf f_dot{};
-          for (int64_t ch = 0; ch < C; ++ch) {
+          for (int64_t ch = 0; ch < head; ++ch) {
             const vf go_ch = gout[ch * kSlots + q];
             gf[ch] += wgt * go_ch;
             f_dot += splat(f[ch]) * go_ch;
           }
+          if (tail[q])
+            for (int64_t ch = head; ch < C; ++ch) {
+              const vf go_ch = gout[ch * kSlots + q];
+              gf[ch] += wgt * go_ch;
+              f_dot += splat(f[ch]) * go_ch;
+            }
           const vf dL_dalpha =
               T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
           suffix_dot[q] += wgt * f_dot;
@@ -781,7 +800,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 7; }
+int clipgs_abi_version() { return 8; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 void clipgs_forward_simd_f32(SCENE_ARGS, float* out, float* out_alpha, float* final_T, int32_t* last,
