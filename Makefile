@@ -11,13 +11,14 @@ DEMO_OUT ?= demo_out
 install: $(STAMP)
 
 # torch/torchvision pinned by constraints.txt on every pip call: a loose torch pulls GBs of CUDA wheels.
-$(STAMP): setup.py constraints.txt $(wildcard clipgs/render/csrc/*.cpp clipgs/data/synthetic/csrc/*.cpp clipgs/mapping/csrc/*.cpp)
+$(STAMP): setup.py constraints.txt $(wildcard clipgs/render/csrc/*.cpp clipgs/data/synthetic/csrc/*.cpp clipgs/mapping/csrc/*.cpp clipgs/semantics/csrc/*.cpp)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -c constraints.txt torch==2.13.0
 	$(PIP) install -c constraints.txt -e '.[test]'
 	$(PY) -c "from clipgs.render import cpu_kernel; cpu_kernel.load(); print('CPU rasterizer:', cpu_kernel.library_path())"
 	$(PY) -c "from clipgs.data.synthetic import raycast; assert raycast.compiled_available(); print('ray caster built')"
 	$(PY) -c "from clipgs.mapping import icp; assert icp.compiled_available(); print('ICP built')"
+	$(PY) -c "from clipgs.semantics import segmentation as s; assert s.compiled_available(); print('segmentation built')"
 	touch $(STAMP)
 
 demo: install

@@ -19,7 +19,7 @@ setup(
     # The CPU rasterizer's C++ source is compiled on first use (or by `make install`), not at setup time,
     # so colcon and pip need no torch headers and no build step.
     package_data={'clipgs.render': ['csrc/*.cpp'], 'clipgs.data.synthetic': ['csrc/*.cpp'],
-                  'clipgs.mapping': ['csrc/*.cpp']},
+                  'clipgs.mapping': ['csrc/*.cpp'], 'clipgs.semantics': ['csrc/*.cpp']},
     data_files=[
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
