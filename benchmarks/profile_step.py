@@ -49,7 +49,9 @@ def profile_step(mapper: IncrementalMapper, kf) -> dict[str, float]:
     trainer.zero_grad()
     view = c.view_steps and not trainer.needs_whole_map
     work, rows = timed(lambda: state.working_set(kf.camera if view else None, c.backend), t, "view")
-    out = timed(lambda: work.render(kf.camera, semantic=channels, backend=c.backend), t, "render fwd")
+    pixels = trainer.channel_pixels(kf)  # the semantic loss's sampled pixels: the render composites attributes there
+    out = timed(lambda: work.render(kf.camera, semantic=channels, backend=c.backend, attribute_pixels=pixels), t,
+                "render fwd")
     l1 = timed(lambda: (out.rgb - kf.rgb).abs().mean(), t, "L1")
     s = timed(lambda: ssim(out.rgb, kf.rgb), t, "SSIM")
     d = timed(lambda: depth_l1(out.depth, kf.depth), t, "depth")

@@ -88,6 +88,32 @@ def test_attribute_gradient_on_few_pixels_matches_scalar(channels, scene_factory
     assert attributes.abs().max() > 0 and (attributes == 0).all(dim=1).any()  # some Gaussians got none
 
 
+def test_attributes_rendered_only_where_asked(scene_factory, camera_factory):
+    """attribute_pixels: colour, depth and alpha as ever; the attribute channels exact at the asked pixels, 0 or
+    exact elsewhere (skipped per segment); a loss on the asked pixels gets the gradients of the full render."""
+    scene = scene_factory(1500, 3, torch.float32, channels=19, spread=1.5, scale_range=(-4.0, -1.5))
+    camera = camera_factory(83, 45)
+    asked = torch.randint(45 * 83, (30,), generator=torch.Generator().manual_seed(0))
+    outs, grads = [], []
+    for pixels in (None, asked):
+        leaves = [t.clone().requires_grad_(True) for t in scene]
+        out = rasterize(*leaves, camera, backend="cpu", attribute_pixels=pixels)
+        attrs = out.semantics.reshape(-1, 16)[asked]
+        (attrs.sum() + out.rgb.sum() + out.depth.sum()).backward()
+        outs.append(out)
+        grads.append([t.grad for t in leaves])
+    full, sparse = outs
+    assert sparse.attribute_pixels is asked and full.attribute_pixels is None
+    for x, y in ((full.rgb, sparse.rgb), (full.depth, sparse.depth), (full.alpha, sparse.alpha)):
+        assert torch.equal(x, y)
+    a, b = full.semantics.reshape(-1, 16), sparse.semantics.reshape(-1, 16)
+    assert torch.equal(a[asked], b[asked])
+    skipped = (b == 0).all(dim=1) & (a != 0).any(dim=1)
+    assert skipped.float().mean() > 0.5 and torch.equal(b[~skipped], a[~skipped])
+    for name, x, y in zip(NAMES, *grads):
+        assert rel(x, y) <= 1e-5, name
+
+
 def test_fast_exp_error_bound():
     """The vectorised compositor's exp: relative error <= 3e-7 against float64 exp over [-87, 0]."""
     x = torch.cat([torch.linspace(-87.0, 0.0, 200_003), -torch.logspace(-8, 0, 1001), torch.zeros(1)]).float()

@@ -44,6 +44,12 @@ class ChannelTrainer:
         """Whether the step on ``keyframe`` renders the extra channels and calls ``keyframe_loss``."""
         return False
 
+    def channel_pixels(self, keyframe: Keyframe) -> Tensor | None:
+        """(P,) flat pixel indices: the only pixels whose extra channels the coming ``keyframe_loss`` reads (it
+        finds them again as ``out.attribute_pixels``; the render may skip the others), or None: all of them, or
+        the step renders no channels (``renders_channels`` False)."""
+        return None
+
     def begin_round(self, mapper: IncrementalMapper) -> None:
         """Before a round of optimisation steps (one per keyframe, and the final refinement)."""
 

@@ -156,9 +156,10 @@ class GaussianMap:
 
     # ----------------------------------------------------------------- rendering
     def render(self, camera: Camera, *, semantic: bool = True, background: Tensor | None = None,
-               backend: str = "auto") -> RenderOutput:
-        """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D)."""
+               backend: str = "auto", attribute_pixels: Tensor | None = None) -> RenderOutput:
+        """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D). attribute_pixels: see
+        :func:`clipgs.render.rasterize` (the semantic channels only wanted at these flat pixel indices)."""
         return rasterize(
             self.means, self.quats, self.log_scales, self.opacity_logits, self.features(semantic), camera,
-            background=background, backend=backend,
+            background=background, backend=backend, attribute_pixels=attribute_pixels,
         )

@@ -143,17 +143,17 @@ class IncrementalMapper:
         with self._lock, torch.no_grad():
             return self.map.gaussians.render(camera, semantic=channels, backend=self.config.backend)
 
-    def train_step(self, camera: Camera, loss_fn: LossFn, channels: bool,
-                   only: Collection[str] | None = None) -> tuple[Tensor, dict[str, float]]:
-        """One optimisation step: render ``camera``, ``loss_fn(render)``, backward, step the map (``only``: these
-        fields; ``view_steps``: the Gaussians in view) and, if the channels were rendered, the trainer's optimiser."""
+    def train_step(self, camera: Camera, loss_fn: LossFn, channels: bool, only: Collection[str] | None = None,
+                   pixels: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+        """One step: render ``camera`` (the channels wanted at ``pixels``, None: all), ``loss_fn(render)``, backward,
+        step the map (``only``: these fields; ``view_steps``: the Gaussians in view) and, with channels, the trainer."""
         with self._lock:
             view = self.config.view_steps and not self.trainer.needs_whole_map
             work, rows = self.map.working_set(camera if view else None, self.config.backend)
             self.map.zero_grad()
             if channels:
                 self.trainer.zero_grad()
-            out = work.render(camera, semantic=channels, backend=self.config.backend)
+            out = work.render(camera, semantic=channels, backend=self.config.backend, attribute_pixels=pixels)
             loss, parts = loss_fn(out)
             loss.backward()
             self.map.step(only, rows, work, out.visible if view else None)
@@ -228,7 +228,7 @@ class IncrementalMapper:
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 
-        loss, parts = self.train_step(kf.camera, loss_fn, channels)
+        loss, parts = self.train_step(kf.camera, loss_fn, channels, pixels=self.trainer.channel_pixels(kf))
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 

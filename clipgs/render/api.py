@@ -37,6 +37,7 @@ class RenderOutput:
     radii: Tensor
     means2d: Tensor
     backend: str
+    attribute_pixels: Tensor | None = None  # (P,) where the channels after RGB were asked for (None: all)
 
     @property
     def rgb(self) -> Tensor:
@@ -104,6 +105,7 @@ def rasterize(
     far: float = 1e10,
     eps2d: float = 0.3,
     backend: str = "auto",
+    attribute_pixels: Tensor | None = None,
 ) -> RenderOutput:
     """Render N Gaussians into one camera.
 
@@ -114,6 +116,9 @@ def rasterize(
     background: optional (C,) added where alpha < 1: image + (1 - alpha) * background.
     backend: 'auto' (gsplat on CUDA, the compiled kernel on CPU), 'cpu', 'cpu_scalar', 'torch' (reference) or
         'gsplat'.
+    attribute_pixels: optional (P,) flat row-major pixel indices: the channels after RGB are only wanted there
+        (a loss on sampled pixels); elsewhere they may come back 0 (the 'cpu' kernel skips them per 8-pixel row
+        segment, about a third of a 16-attribute render at 320x240; other backends compute every pixel).
     """
     n = means.shape[0]
     for name, t, shape in (
@@ -135,7 +140,7 @@ def rasterize(
         )
     elif chosen in ("cpu", "cpu_scalar"):
         proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
-        image, depth, alpha = composite_cpu(proj, features, W, H, vectorised=chosen == "cpu")
+        image, depth, alpha = composite_cpu(proj, features, W, H, chosen == "cpu", attribute_pixels)
         radii, means2d = proj.radii, proj.means2d
     else:
         proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
@@ -143,7 +148,7 @@ def rasterize(
         radii, means2d = proj.radii, proj.means2d
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
-    return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen)
+    return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen, attribute_pixels)
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ def _kernel_suffix(dtype: torch.dtype, vectorised: bool) -> str:
 class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, width, height, tiles_x,
-                tiles_y, vectorised):
+                tiles_y, vectorised, need):
         lib = load()
         suffix = _kernel_suffix(feats.dtype, vectorised)
         n_pix = width * height
@@ -42,7 +42,8 @@ class _Composite(torch.autograd.Function):
         last = torch.empty(n_pix, dtype=torch.int32)
         scene = (_ptr(means2d), _ptr(conics), _ptr(opacities), _ptr(feats), _ptr(radii), _ptr(ids), _ptr(tile_start),
                  _ptr(tile_count), C, width, height, tiles_x, tiles_y, TILE)
-        getattr(lib, f"clipgs_forward_{suffix}")(*scene, _ptr(out), _ptr(alpha), _ptr(final_T), _ptr(last),
+        wanted = () if suffix != "simd_f32" else (None if need is None else _ptr(need),)  # scalar: every pixel
+        getattr(lib, f"clipgs_forward_{suffix}")(*scene, *wanted, _ptr(out), _ptr(alpha), _ptr(final_T), _ptr(last),
                                                  torch.get_num_threads())
         ctx.save_for_backward(means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, final_T, last)
         ctx.dims = (width, height, tiles_x, tiles_y)
@@ -72,7 +73,7 @@ class _Composite(torch.autograd.Function):
         getattr(lib, f"clipgs_sum_by_gaussian_{_suffix(dt)}")(M, n, C, _ptr(ids), *map(_ptr, (e_means, e_conics, e_opac,
                                                                                               e_feats)),
                                                              *map(_ptr, grads), torch.get_num_threads())
-        return (*grads, *([None] * 9))
+        return (*grads, *([None] * 10))
 
 
 class _Project(torch.autograd.Function):
@@ -148,12 +149,14 @@ def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
     return ids, start, count, tiles_x, tiles_y
 
 
-def composite_cpu(proj: Projected, features: Tensor, width: int, height: int,
-                  vectorised: bool = True) -> tuple[Tensor, Tensor, Tensor]:
+def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, vectorised: bool = True,
+                  attribute_pixels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as :func:`clipgs.render.torch_backend.composite`, computed by the compiled kernel.
 
     features: (N, C) float32 or float64 on the CPU. Returns image (H, W, C), accumulated depth (H, W), alpha (H, W).
     vectorised: float32 through the SIMD kernel (fast exp, relative error <= 3e-7); False = the scalar kernel.
+    attribute_pixels: (P,) flat row-major pixel indices where the channels after the first three are wanted
+        (the vectorised kernel composites them only in the 8-pixel row segments holding one, 0 elsewhere).
     """
     if features.device.type != "cpu":
         raise ValueError("the compiled CPU backend needs CPU tensors")
@@ -162,9 +165,13 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int,
     # channels and the rest only in pixel segments whose gradient there is non-zero (sampled semantic pixels).
     feats = torch.cat([proj.depths[:, None], features], dim=-1).to(dtype).contiguous()
     ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles_cpu(proj, width, height, TILE)
+    need = None
+    if attribute_pixels is not None:
+        need = torch.zeros(height * width, dtype=torch.uint8)
+        need[attribute_pixels.to(torch.long)] = 1
     out, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),
-        width, height, tiles_x, tiles_y, vectorised,
+        width, height, tiles_x, tiles_y, vectorised, need,
     )
     return out[..., 1:], out[..., 0], alpha

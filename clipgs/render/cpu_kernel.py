@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 8
+ABI_VERSION = 9
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -53,7 +53,7 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_backward_{suffix}").restype = None
         getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").argtypes = [i64, i64, i64, *([p] * 9), i32]
         getattr(lib, f"clipgs_sum_by_gaussian_{suffix}").restype = None
-    lib.clipgs_forward_simd_f32.argtypes = lib.clipgs_forward_f32.argtypes
+    lib.clipgs_forward_simd_f32.argtypes = [*scene, p, p, p, p, p, i32]  # + the pixels wanting channels >= 4
     lib.clipgs_backward_simd_f32.argtypes = lib.clipgs_backward_f32.argtypes
     lib.clipgs_forward_simd_f32.restype = lib.clipgs_backward_simd_f32.restype = None
     lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]

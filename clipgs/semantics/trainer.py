@@ -149,6 +149,13 @@ class SemanticTrainer(ChannelTrainer):
             self._build_decoder(sem.masks.embeddings.shape[1])
         return True
 
+    def channel_pixels(self, keyframe: Keyframe) -> Tensor | None:
+        """The mask pixels the coming ``keyframe_loss`` samples, drawn before the render (which then composites
+        the attribute channels only around them)."""
+        if not self.renders_channels(keyframe):
+            return None
+        return sample_mask_pixels(keyframe.annotation.masks.mask_ids, self.config.sem_pixels, self._generator)
+
     def close(self) -> None:
         """Stop the source's thread (async_source); a no-op otherwise."""
         if self.worker is not None:
@@ -170,7 +177,7 @@ class SemanticTrainer(ChannelTrainer):
                       parts: dict[str, float]) -> Tensor:
         """SAC (+ 3DCS pseudo-labels, + the 3D term) on sampled mask pixels of the rendered attributes."""
         c, sem = self.config, keyframe.annotation
-        idx = sample_mask_pixels(sem.masks.mask_ids, c.sem_pixels, self._generator)
+        idx = out.attribute_pixels if out.attribute_pixels is not None else self.channel_pixels(keyframe)
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
         rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
@@ -209,15 +216,16 @@ class SemanticTrainer(ChannelTrainer):
         c = self.config
         for _ in range(c.dcs_novel_steps if self.novel_views else 0):
             view = self.novel_views[mapper.rng.integers(len(self.novel_views))]
+            idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
 
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
-                idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
-                decoded = DecodedPixels(self.decoder, out.semantics.reshape(-1, c.sem_dim).index_select(0, idx))
+                idx = out.attribute_pixels
+                rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
                 target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(out.image.device).long()
-                loss = c.w_dcs * F.cross_entropy(self._logits(decoded), target)
+                loss = c.w_dcs * F.cross_entropy(self._logits(DecodedPixels(self.decoder, rows)), target)
                 return loss, {"novel_dcs": float(loss.detach())}
 
-            mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"})
+            mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"}, pixels=idx)
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
         self._vote(mapper)

@@ -555,21 +555,35 @@ inline Segments segments(const Box& b, int64_t tx0, float mx) {
   return sg;
 }
 
+// Channels [0, kHead) are always composited; the rest (the attribute channels: the caller lays depth and
+// colour first) only in the 8-pixel row segments that need them: in the forward, segments holding a pixel
+// flagged in `need` (null: all; elsewhere they come out 0), in the backward, segments whose output gradient
+// there is not all zero (the rest add exactly zero). A semantic loss on a few thousand sampled pixels leaves
+// most segments out of that work at 320x240 and above.
+constexpr int kHead = 4;
+
 // kC > 0: channel count known at compile time (the loops unroll); kC == 0: runtime s.C.
 template <int kC>
-void forward_simd(const Scene<float>& s, float* out, float* out_alpha, float* final_T, int32_t* last, int threads) {
+void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float* out_alpha, float* final_T,
+                  int32_t* last, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
+  constexpr int kH = kC > 0 && kC < kHead ? kC : kHead;  // compile-time when kC > 0
+  const int64_t head = kC > 0 ? kH : std::min<int64_t>(C, kHead);
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
     std::vector<vf> acc(C * kSlots, vf{});  // [channel][slot]
     vf trans[kSlots];
     vi lastk[kSlots], done[kSlots];
+    bool tail[kSlots];  // the segment composites the channels >= head
     for (int q = 0; q < kSlots; ++q) {  // pixels outside the image start done
       const int row = q / kSegs, col0 = (q % kSegs) * kLanes;
       trans[q] = splat(1.f);
       lastk[q] = splat_i(-1);
       done[q] = (lane_index() + col0 >= splat_i((int32_t)w)) | splat_i(row >= h ? -1 : 0);
+      tail[q] = need == nullptr;
+      for (int x = col0; x < std::min<int64_t>(col0 + kLanes, w) && !tail[q] && row < h; ++x)
+        tail[q] = need[(ty0 + row) * s.width + tx0 + x] != 0;
     }
     const int64_t start = s.tile_start[t], count = s.tile_count[t];
     for (int64_t k = 0; k < count; ++k) {
@@ -603,7 +617,9 @@ void forward_simd(const Scene<float>& s, float* out, float* out_alpha, float* fi
           trans[q] = select(take, next, trans[q]);
           lastk[q] = take ? splat_i((int32_t)k) : lastk[q];
           vf* a = acc.data() + q;
-          for (int64_t ch = 0; ch < C; ++ch) a[ch * kSlots] += wgt * splat(f[ch]);
+          for (int64_t ch = 0; ch < head; ++ch) a[ch * kSlots] += wgt * splat(f[ch]);
+          if (tail[q])
+            for (int64_t ch = head; ch < C; ++ch) a[ch * kSlots] += wgt * splat(f[ch]);
         }
       }
     }
@@ -623,11 +639,6 @@ void forward_simd(const Scene<float>& s, float* out, float* out_alpha, float* fi
       }
   });
 }
-
-// Channels [0, kHead) are always composited in the backward; the rest only in the row segments where their
-// output gradient is not all zero (the rest add exactly zero there). The caller lays the depth and colour
-// channels first; a semantic loss on sampled pixels leaves most segments' attribute gradients zero.
-constexpr int kHead = 4;
 
 template <int kC>
 void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* last, const float* g_out,
@@ -800,13 +811,16 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 8; }
+int clipgs_abi_version() { return 9; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
-void clipgs_forward_simd_f32(SCENE_ARGS, float* out, float* out_alpha, float* final_T, int32_t* last,
-                             int threads) {
+// need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
+void clipgs_forward_simd_f32(SCENE_ARGS, const uint8_t* need, float* out, float* out_alpha, float* final_T,
+                             int32_t* last, int threads) {
   const Scene<float> s = make_scene<float>(SCENE_PASS);
-  dispatch_channels(C, [&](auto c) { forward_simd<decltype(c)::value>(s, out, out_alpha, final_T, last, threads); });
+  dispatch_channels(C, [&](auto c) {
+    forward_simd<decltype(c)::value>(s, need, out, out_alpha, final_T, last, threads);
+  });
 }
 void clipgs_backward_simd_f32(SCENE_ARGS, const float* final_T, const int32_t* last, const float* g_out,
                               const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac,
