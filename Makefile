@@ -18,6 +18,7 @@ $(STAMP): setup.py constraints.txt $(wildcard clipgs/render/csrc/*.cpp clipgs/da
 	$(PY) -c "from clipgs.render import cpu_kernel; cpu_kernel.load(); print('CPU rasterizer:', cpu_kernel.library_path())"
 	$(PY) -c "from clipgs.data.synthetic import raycast; assert raycast.compiled_available(); print('ray caster built')"
 	$(PY) -c "from clipgs.mapping import icp; assert icp.compiled_available(); print('ICP built')"
+	$(PY) -c "from clipgs.mapping import fused_ssim; assert fused_ssim.available(); print('SSIM built')"
 	$(PY) -c "from clipgs.semantics import segmentation as s; assert s.compiled_available(); print('segmentation built')"
 	touch $(STAMP)
 
