@@ -1,7 +1,7 @@
 """The one render interface: Gaussians + camera -> image, depth, alpha, per-Gaussian radii."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,16 +38,25 @@ class RenderOutput:
     means2d: Tensor
     backend: str
     attribute_pixels: Tensor | None = None  # (P,) where the channels after RGB were asked for (None: all)
+    _parts: tuple[Tensor, Tensor, Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def rgb(self) -> Tensor:
         """(H, W, 3) rendered colour."""
-        return self.image[..., :COLOR_CHANNELS]
+        return self._split()[0]
 
     @property
     def semantics(self) -> Tensor:
         """(H, W, d) rendered semantic attributes (d = 0 when rendered without them)."""
-        return self.image[..., COLOR_CHANNELS:]
+        return self._split()[1]
+
+    def _split(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(rgb, semantics, image) from one split of ``image``: a loss on both then backpropagates through one
+        concatenation rather than a zero-filled (H, W, C) buffer per slice."""
+        if self._parts is None or self._parts[2] is not self.image:
+            rgb, sem = self.image.split([COLOR_CHANNELS, self.image.shape[-1] - COLOR_CHANNELS], dim=-1)
+            self._parts = (rgb, sem, self.image)
+        return self._parts
 
     @property
     def visible(self) -> Tensor:

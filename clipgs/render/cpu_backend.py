@@ -48,15 +48,19 @@ class _Composite(torch.autograd.Function):
         ctx.save_for_backward(means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, final_T, last)
         ctx.dims = (width, height, tiles_x, tiles_y)
         ctx.suffix = suffix
-        return out, alpha
+        # Features and depth as separate outputs: slicing them off afterwards would give each a backward that
+        # zero-fills a whole (H, W, C) buffer (at 640x480 a fresh 25 MB allocation, page faults included).
+        return out[..., 1:], out[..., 0], alpha
 
     @staticmethod
-    def backward(ctx, g_out, g_alpha):
+    def backward(ctx, g_image, g_depth, g_alpha):
         means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, final_T, last = ctx.saved_tensors
         width, height, tiles_x, tiles_y = ctx.dims
         lib, suffix = load(), ctx.suffix
         M, C, dt = ids.numel(), feats.shape[1], feats.dtype
-        g_out = (g_out if g_out is not None else torch.zeros(height, width, C, dtype=dt)).contiguous()
+        g_out = torch.empty(height, width, C, dtype=dt)  # the kernel's layout: depth, then the features
+        g_out[..., 0] = 0.0 if g_depth is None else g_depth
+        g_out[..., 1:] = 0.0 if g_image is None else g_image
         g_alpha = (g_alpha if g_alpha is not None else torch.zeros(height, width, dtype=dt)).contiguous()
         e_means = torch.empty(M, 2, dtype=dt)
         e_conics = torch.empty(M, 3, dtype=dt)
@@ -169,9 +173,9 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, ve
     if attribute_pixels is not None:
         need = torch.zeros(height * width, dtype=torch.uint8)
         need[attribute_pixels.to(torch.long)] = 1
-    out, alpha = _Composite.apply(
+    image, depth, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),
         width, height, tiles_x, tiles_y, vectorised, need,
     )
-    return out[..., 1:], out[..., 0], alpha
+    return image, depth, alpha
