@@ -85,9 +85,14 @@ def test_first_keyframe_respects_the_gaussian_budget_at_any_resolution():
     assert mapper.stats.added == 20_000 and mapper.gaussian_count <= 20_000
     auto = IncrementalMapper(MapperConfig(**FAST, max_gaussians=20_000))  # auto stride: ~160x120 samples
     assert auto.add_frame(big) == "keyframe" and auto.stats.added == 160 * 120
-    capped = IncrementalMapper(MapperConfig(**FAST, max_map_width=800))  # wider frames are mapped at 800
+    capped = IncrementalMapper(MapperConfig(**FAST, max_map_width=800, cpu_map_width=0))  # mapped at 800
     assert capped.add_frame(big) == "keyframe" and capped.keyframes[0].camera.width == 800
     assert capped.add_frame(flat_frame(1600, 1200, x=0.5)) != "rejected:wrong_size"
+    on_cpu = IncrementalMapper(MapperConfig(**FAST))  # the CPU's default: 320 wide
+    assert on_cpu.add_frame(big) == "keyframe" and on_cpu.keyframes[0].camera.width == 320
+    c = MapperConfig()
+    assert c.auto_map_width(640, "cpu") == 320 and c.auto_map_width(640, "cuda") == 0
+    assert c.auto_map_width(4000, "cuda") == 1280 and c.auto_map_width(320, "cpu") == 0
 
 
 def test_auto_growth_stride_keeps_samples_per_view_at_any_resolution():

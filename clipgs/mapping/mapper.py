@@ -92,7 +92,7 @@ class IncrementalMapper:
             if reason is None:
                 self.last_input_camera, size = frame.camera, (frame.width, frame.height)
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
-                width = c.map_width or (c.max_map_width if frame.width > c.max_map_width > 0 else 0)
+                width = c.map_width or c.auto_map_width(frame.width, self.device.type)
                 frame = frame.resized(width) if width else frame
                 frame = self.tracker.track(frame) if self.tracker.enabled else frame
         except Exception as exc:  # a malformed frame must never take the mapper down
