@@ -58,7 +58,12 @@ def test_map_eval_render_commands(tmp_path, synth_dir, capsys):
     cfg.write_text("iters_per_keyframe: 3\nw_ssim: 0.0\n")
     assert main(["map", str(synth_dir), "--out", str(tmp_path / "m.ply"), "--config", str(cfg),
                  "--max-frames", "6"]) == 0
-    assert "mapped 6 frames" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mapped 6 frames" in out and "mapped at" not in out  # the camera's own size: nothing to say
+    (tmp_path / "half.yaml").write_text("iters_per_keyframe: 1\nmap_width: 40\n")
+    assert main(["map", str(synth_dir), "--out", str(tmp_path / "h.ply"), "--config", str(tmp_path / "half.yaml"),
+                 "--max-frames", "2"]) == 0
+    assert "80x60 frames mapped at 40x30" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "m.ply"), str(synth_dir), "--json", str(tmp_path / "e.json")]) == 0
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["views"] == 2 and np.isfinite(result["psnr_db"]) and result["render_fps"] > 0

@@ -114,6 +114,10 @@ def run_map(args: argparse.Namespace) -> int:
           f"{summary['seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration), "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB")
+    given, mapped = mapper.last_input_camera, mapper.keyframes[-1].camera if len(mapper.keyframes) else None
+    if given is not None and mapped is not None and mapped.width != given.width:
+        print(f"{given.width}x{given.height} frames mapped at {mapped.width}x{mapped.height} (map_width, or "
+              f"max_map_width / cpu_map_width when it is 0); renders and queries answer at any size")
     if summary["poses_refined"] or summary["frames_tracked"]:
         print(f"poses refined: {summary['poses_refined']} keyframes against the nearest keyframe, "
               f"{summary['frames_tracked']} frames against the previous one ({summary['frames_not_tracked']} could "
