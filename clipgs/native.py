@@ -7,12 +7,14 @@ another machine gets its own build. Callers fall back to their NumPy / PyTorch p
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,3 +72,13 @@ def build_library(name: str, sources: Sequence[Path], flags: Sequence[str] = FLA
             raise NativeUnavailableError(f"compiling {names} failed:\n{proc.stderr[-2000:]}")
         os.replace(tmp_lib, target)
     return target
+
+
+def load_or_warn(name: str, sources: Sequence[Path], fallback: str) -> ctypes.CDLL | None:
+    """The library ``name`` built from ``sources`` and loaded, or None after one warning saying what runs
+    instead (``fallback``) where it cannot be built or loaded here. Callers cache the result and set argtypes."""
+    try:
+        return ctypes.CDLL(str(build_library(name, sources)))
+    except (NativeUnavailableError, OSError) as exc:
+        warnings.warn(f"{fallback}: {exc}", stacklevel=4)
+        return None

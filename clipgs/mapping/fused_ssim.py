@@ -8,14 +8,13 @@ gradient needs, so the backward is one more blur. Same values and gradients as
 from __future__ import annotations
 
 import ctypes
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from clipgs.native import NativeUnavailableError, build_library
+from clipgs.native import load_or_warn
 
 SOURCE = Path(__file__).with_name("csrc") / "ssim.cpp"
 
@@ -23,10 +22,8 @@ SOURCE = Path(__file__).with_name("csrc") / "ssim.cpp"
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled SSIM, or None (one warning) where it cannot be built: PyTorch's convolutions then."""
-    try:
-        lib = ctypes.CDLL(str(build_library("clipgs_ssim", [SOURCE])))
-    except (NativeUnavailableError, OSError) as exc:
-        warnings.warn(f"compiled SSIM unavailable, PyTorch's convolutions compute it: {exc}", stacklevel=3)
+    lib = load_or_warn("clipgs_ssim", [SOURCE], "compiled SSIM unavailable, PyTorch's convolutions compute it")
+    if lib is None:
         return None
     p, i64, f64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
     for suffix in ("f32", "f64"):

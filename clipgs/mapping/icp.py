@@ -12,14 +12,13 @@ few 6 x 6 solves cost a few milliseconds, far less than a photometric refinement
 from __future__ import annotations
 
 import ctypes
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from clipgs.native import NativeUnavailableError, build_library
+from clipgs.native import load_or_warn
 
 
 @dataclass
@@ -88,10 +87,9 @@ def _skew_exp(xi: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled normal equations (csrc/icp.cpp), or None (one warning) when they cannot be built here."""
-    try:
-        lib = ctypes.CDLL(str(build_library("clipgs_icp", [Path(__file__).with_name("csrc") / "icp.cpp"])))
-    except (NativeUnavailableError, OSError) as exc:
-        warnings.warn(f"compiled ICP unavailable, pose tracking runs in NumPy (~5x slower): {exc}", stacklevel=3)
+    lib = load_or_warn("clipgs_icp", [Path(__file__).with_name("csrc") / "icp.cpp"],
+                       "compiled ICP unavailable, pose tracking runs in NumPy (~5x slower)")
+    if lib is None:
         return None
     p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
     lib.clipgs_icp_normal_equations.argtypes = [i64, *([p] * 6), i64, i64, p, p, f64, f64, f64, p, p, p]

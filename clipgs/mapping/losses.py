@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clipgs.mapping import fused_ssim
+
 
 def _gaussian_taps(size: int, sigma: float, dtype, device) -> Tensor:
     """(size,) normalised 1D Gaussian; the 2D SSIM window is its outer product."""
@@ -23,8 +25,6 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     (:mod:`clipgs.mapping.fused_ssim`: 640x480 forward + backward ~80 -> ~8 ms on 2 cores); elsewhere
     :func:`ssim_reference`, the same values and gradients.
     """
-    from clipgs.mapping import fused_ssim
-
     if fused_ssim.usable(a, b):
         return fused_ssim.fused_ssim(a, b, _gaussian_taps(window, sigma, a.dtype, a.device), SSIM_C1, SSIM_C2)
     return ssim_reference(a, b, window, sigma)

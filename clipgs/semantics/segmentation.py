@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from clipgs.data.frame import Frame
-from clipgs.native import NativeUnavailableError, build_library
+from clipgs.native import load_or_warn
 
 SOURCE = Path(__file__).with_name("csrc") / "graph_segment.cpp"
 
@@ -17,10 +17,9 @@ SOURCE = Path(__file__).with_name("csrc") / "graph_segment.cpp"
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled graph segmentation (csrc/graph_segment.cpp), or None (one warning) where it cannot be built."""
-    try:
-        lib = ctypes.CDLL(str(build_library("clipgs_segment", [SOURCE])))
-    except (NativeUnavailableError, OSError) as exc:
-        warnings.warn(f"compiled segmentation unavailable, scikit-image's runs (~7x slower): {exc}", stacklevel=3)
+    lib = load_or_warn("clipgs_segment", [SOURCE], "compiled segmentation unavailable, scikit-image's runs "
+                       "(~7x slower)")
+    if lib is None:
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.clipgs_graph_segment.argtypes = [i64, i64, i64, p, ctypes.c_double, i64, p]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipgs.native import NativeUnavailableError, build_library
+from clipgs.native import load_or_warn
 
 EPS = 1e-6
 
@@ -193,11 +192,9 @@ def pack(objects: Sequence[Sequence[Primitive]]) -> PackedPrimitives:
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled caster, or None (one warning) when it cannot be built here."""
-    try:
-        lib = ctypes.CDLL(str(build_library("clipgs_raycast", [Path(__file__).with_name("csrc") / "raycast.cpp"])))
-    except (NativeUnavailableError, OSError) as exc:
-        warnings.warn(f"compiled ray caster unavailable, synthetic scenes render with NumPy (slow): {exc}",
-                      stacklevel=3)
+    lib = load_or_warn("clipgs_raycast", [Path(__file__).with_name("csrc") / "raycast.cpp"],
+                       "compiled ray caster unavailable, synthetic scenes render with NumPy (slow)")
+    if lib is None:
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.clipgs_raycast.argtypes = [i64, i64, i64, p, p, p, p, i64, p, p, p, p, p, p, p, ctypes.c_int]

@@ -562,13 +562,19 @@ inline Segments segments(const Box& b, int64_t tx0, float mx) {
 // most segments out of that work at 320x240 and above.
 constexpr int kHead = 4;
 
+// The always-composited channel count for a kernel compiled for kC channels (compile-time when kC > 0).
+template <int kC>
+inline int64_t head_channels(int64_t C) {
+  if constexpr (kC > 0) return kC < kHead ? kC : kHead;
+  return std::min<int64_t>(C, kHead);
+}
+
 // kC > 0: channel count known at compile time (the loops unroll); kC == 0: runtime s.C.
 template <int kC>
 void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float* out_alpha, float* final_T,
                   int32_t* last, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
-  constexpr int kH = kC > 0 && kC < kHead ? kC : kHead;  // compile-time when kC > 0
-  const int64_t head = kC > 0 ? kH : std::min<int64_t>(C, kHead);
+  const int64_t head = head_channels<kC>(C);
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
@@ -645,8 +651,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
                    const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac, float* g_feats,
                    int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
-  constexpr int kH = kC > 0 && kC < kHead ? kC : kHead;  // compile-time when kC > 0
-  const int64_t head = kC > 0 ? kH : std::min<int64_t>(C, kHead);
+  const int64_t head = head_channels<kC>(C);
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
@@ -715,17 +720,14 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const vf T_before = trans[q] * inv_one_minus;
           const vf wgt = select(valid, alpha * T_before, splat(0.f));
           vf f_dot{};
-          for (int64_t ch = 0; ch < head; ++ch) {
+          const auto channel = [&](int64_t ch) {
             const vf go_ch = gout[ch * kSlots + q];
             gf[ch] += wgt * go_ch;
             f_dot += splat(f[ch]) * go_ch;
-          }
-          if (tail[q])
-            for (int64_t ch = head; ch < C; ++ch) {
-              const vf go_ch = gout[ch * kSlots + q];
-              gf[ch] += wgt * go_ch;
-              f_dot += splat(f[ch]) * go_ch;
-            }
+          };
+          for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
+          if (tail[q])                                         // with a runtime end: 12-15 % faster
+            for (int64_t ch = head; ch < C; ++ch) channel(ch);
           const vf dL_dalpha =
               T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
           suffix_dot[q] += wgt * f_dot;
