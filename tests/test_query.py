@@ -69,3 +69,30 @@ def test_query_splits_matching_gaussians_into_instances():
     assert [i.gaussians for i in found] == [len(left)]
     assert len(group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40), min_fraction=0.0)) == 2
     assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
+
+
+def test_query_joins_pieces_of_one_object_but_not_two_like_objects():
+    from clipgs.semantics.query import group_instances
+
+    def plank(x0: float, x1: float) -> np.ndarray:  # a flat board sampled every 2 cm
+        return np.stack(np.meshgrid(np.arange(x0, x1, 0.02), np.arange(0, 0.4, 0.02), [0.5]), -1).reshape(-1, 3)
+
+    # A cabinet front that matches in two pieces 10 cm apart (not touching at 5 cm voxels, touching at 10 cm).
+    body, piece = plank(0.0, 0.6), plank(0.7, 0.82)
+    found = group_instances(np.concatenate([body, piece]), np.ones(len(body) + len(piece)))
+    assert [i.gaussians for i in found] == [len(body) + len(piece)]
+    assert found[0].centroid[0] > body[:, 0].mean()  # the joined piece counts in the centroid
+    assert len(group_instances(np.concatenate([body, piece]), np.ones(len(body) + len(piece)), absorb=0.0)) == 2
+    # Two chairs' seats with the same gap between them: like pieces, two objects.
+    twin = plank(0.7, 1.3)
+    assert len(group_instances(np.concatenate([body, twin]), np.ones(len(body) + len(twin)))) == 2
+
+
+def test_footprint_areas_are_the_two_largest_axes():
+    from clipgs.mapping import GaussianMap
+    from clipgs.semantics.query import footprint_areas
+
+    log_scales = torch.log(torch.tensor([[0.1, 0.001, 0.2], [0.03, 0.03, 0.03]]))
+    gmap = GaussianMap(torch.zeros(2, 3), torch.tensor([[1.0, 0, 0, 0]]).expand(2, 4), log_scales, torch.zeros(2),
+                       torch.zeros(2, 3), torch.zeros(2, 0))
+    assert torch.allclose(footprint_areas(gmap), torch.pi * torch.tensor([0.02, 0.0009]))

@@ -46,10 +46,11 @@ def relevancy_from_cosines(cosines: Tensor, tau: float = 0.01) -> Tensor:
 class QueryInstance:
     """One spatially connected group of matching Gaussians (one object), map frame, metres.
 
-    weight: the sum of opacity x relevancy over its Gaussians (how much matching stuff it holds).
+    weight: the sum of relevancy x opacity x footprint area (m²) over its Gaussians: how much matching surface
+    it holds (a count of Gaussians would favour wherever the map happens to be dense).
     """
 
-    centroid: np.ndarray  # (3,) opacity-weighted
+    centroid: np.ndarray  # (3,) weighted by matching surface (see weight)
     box_min: np.ndarray  # (3,) 2nd percentile per axis (robust to strays)
     box_max: np.ndarray  # (3,) 98th percentile
     gaussians: int
@@ -80,24 +81,13 @@ class QueryAnswer:
 _HALF_NEIGHBOURHOOD = [o for o in itertools.product((-1, 0, 1), repeat=3) if o > (0, 0, 0)]  # 13 of 26
 
 
-def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
-                    min_gaussians: int = 10, min_fraction: float = 0.1) -> list[QueryInstance]:
-    """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
-
-    points: (N, 3) m; weights: (N,) >= 0. Groups smaller than ``min_gaussians`` or lighter than
-    ``min_fraction`` of the strongest group are fragments (a few mislabelled Gaussians) and dropped; the
-    strongest group always stays. Returns instances sorted by weight, strongest first; each instance's
-    ``indices`` are rows of ``points``.
-    """
-    if len(points) == 0:
-        return []
-    if voxel_m <= 0:
-        raise ValueError(f"voxel_m must be > 0, got {voxel_m}")
+def _components(points: np.ndarray, voxel_m: float) -> np.ndarray:
+    """(N,) component id of each point: connected components of occupied voxels (26-neighbourhood)."""
     cells = np.floor(points / voxel_m).astype(np.int64)
     cells -= cells.min(axis=0) - 1  # >= 1, so every neighbour offset stays >= 0
     span = cells.max(axis=0) + 2
     if float(np.prod(span.astype(np.float64))) > 2.0 ** 62:  # a map spanning thousands of km: no flat key
-        return group_instances(points, weights, voxel_m * 4, min_gaussians, min_fraction)
+        return _components(points, voxel_m * 4)
     encode = lambda c: (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]  # noqa: E731
     keys, cell_of = np.unique(encode(cells), return_inverse=True)  # sorted voxel keys, each point's voxel
     occupied = cells[np.unique(cell_of, return_index=True)[1]]  # one cell per key, in key order
@@ -110,20 +100,67 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
         cols.append(pos[hit])
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(keys), len(keys)))
-    _, component = connected_components(graph, directed=False)
-    label = component[cell_of.reshape(-1)]
-    order = np.argsort(label, kind="stable")  # one pass, not one scan of all points per group
-    groups = [g for g in np.split(order, np.cumsum(np.bincount(label))[:-1]) if len(g)]
-    mass = [float(weights[g].sum()) for g in groups]
-    strongest = max(range(len(groups)), key=lambda k: (len(groups[k]) >= min_gaussians, mass[k]))
+    return connected_components(graph, directed=False)[1][cell_of.reshape(-1)]
+
+
+def _split(labels: np.ndarray) -> list[np.ndarray]:
+    """Row indices of each label's points (labels 0..K-1), one pass, empty labels left out."""
+    order = np.argsort(labels, kind="stable")
+    return [g for g in np.split(order, np.cumsum(np.bincount(labels))[:-1]) if len(g)]
+
+
+def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
+                    min_gaussians: int = 10, min_fraction: float = 0.1, absorb: float = 0.5) -> list[QueryInstance]:
+    """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
+
+    points: (N, 3) m; weights: (N,) >= 0 (how much matching surface each point stands for). Pieces of one
+    object that a gap of about a voxel keeps apart (a cabinet front matching in stripes) are joined: within
+    each component at twice ``voxel_m``, the pieces lighter than ``absorb`` x its heaviest join the nearest
+    heavier one (two like objects side by side stay two; 0: no joining). Groups smaller than
+    ``min_gaussians`` or lighter than ``min_fraction`` of the strongest group are fragments (a few mislabelled
+    Gaussians) and dropped; the strongest group always stays. Returns instances sorted by weight, strongest
+    first; each instance's ``indices`` are rows of ``points``; centroids are weighted by ``weights``.
+    """
+    if len(points) == 0:
+        return []
+    if voxel_m <= 0:
+        raise ValueError(f"voxel_m must be > 0, got {voxel_m}")
+    w = np.maximum(weights, 1e-12)
+    pieces = _split(_components(points, voxel_m))
+    if absorb > 0 and len(pieces) > 1:
+        pieces = _join_pieces(points, w, pieces, _components(points, 2 * voxel_m), absorb)
+    mass = [float(weights[g].sum()) for g in pieces]
+    strongest = max(range(len(pieces)), key=lambda k: (len(pieces[k]) >= min_gaussians, mass[k]))
     out = []
-    for k, g in enumerate(groups):
+    for k, g in enumerate(pieces):
         if k != strongest and (len(g) < min_gaussians or mass[k] < min_fraction * mass[strongest]):
             continue
-        pts, w = points[g], np.maximum(weights[g], 1e-12)
-        out.append(QueryInstance((pts * w[:, None]).sum(0) / w.sum(), np.percentile(pts, 2, axis=0),
+        pts = points[g]
+        out.append(QueryInstance((pts * w[g, None]).sum(0) / w[g].sum(), np.percentile(pts, 2, axis=0),
                                  np.percentile(pts, 98, axis=0), len(g), mass[k], g))
     return sorted(out, key=lambda inst: -inst.weight)
+
+
+def _join_pieces(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], coarse: np.ndarray,
+                 absorb: float) -> list[np.ndarray]:
+    """Pieces (row indices) sharing a ``coarse`` component: the light ones (< ``absorb`` x the heaviest there)
+    join the nearest (by weighted centroid) of the heavy ones."""
+    mass = np.array([w[g].sum() for g in pieces])
+    centre = np.stack([(points[g] * w[g, None]).sum(0) / w[g].sum() for g in pieces])
+    region = coarse[[g[0] for g in pieces]]  # a piece lies inside one coarse component
+    target = np.arange(len(pieces))
+    for r in np.unique(region):
+        members = np.nonzero(region == r)[0]
+        heavy = members[mass[members] >= absorb * mass[members].max()]
+        for k in members[mass[members] < absorb * mass[members].max()]:
+            target[k] = heavy[np.argmin(np.linalg.norm(centre[heavy] - centre[k], axis=1))]
+    return [np.concatenate([pieces[k] for k in np.nonzero(target == t)[0]]) for t in np.unique(target)]
+
+
+def footprint_areas(gmap: GaussianMap) -> Tensor:
+    """(N,) m²: the 1-sigma ellipse of each Gaussian's two largest axes (the surface a flat splat covers)."""
+    largest = torch.sort(gmap.log_scales, dim=1).values[:, 1:]
+    return torch.pi * largest.sum(dim=1).exp()
 
 
 def describe_instances(instances: list[QueryInstance], limit: int = 5) -> str:
@@ -167,7 +204,10 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
     the room's demo map it scored 0.51 IoU / 0.65 localisation against 0.54 / 0.68 per pixel.
 
     In 3D the matching Gaussians (relevancy > threshold, opacity > 0.5) are split into instances, objects
-    that are not connected at ``instance_voxel_m`` resolution (two chairs give two boxes, not one spanning both).
+    that are not connected at ``instance_voxel_m`` resolution (two chairs give two boxes, not one spanning both),
+    with centroids weighted by matching surface. On the room (realistic teacher, 3 seeds) surface weights and
+    joined pieces took 3D precision / recall from 0.52 / 0.62 to 0.67 / 0.67 (count weights put the rug's
+    centroid 0.5 m off, in its densely mapped half; a cabinet came back as 4-7 pieces).
     """
     if not torch.isfinite(query).all() or not torch.isfinite(negatives).all():
         raise ValueError("query or negative embeddings are not finite")
@@ -187,7 +227,7 @@ def query_map(gmap: GaussianMap, decoder: SemanticDecoder, query: Tensor, negati
         score = float(rel_np[mask].mean()) if mask.any() else 0.0
         per_gaussian = relevancy_from_cosines(decoder.similarity(gmap.semantics, texts), tau)
         selected = ((per_gaussian > threshold) & (gmap.opacities > 0.5)).cpu().numpy()
-        weights = (per_gaussian * gmap.opacities).cpu().numpy()[selected]
+        weights = (per_gaussian * gmap.opacities * footprint_areas(gmap)).cpu().numpy()[selected]
     instances = group_instances(gmap.means.detach().cpu().numpy()[selected], weights, instance_voxel_m)
     rows, gaussian_rel = np.nonzero(selected)[0], per_gaussian.cpu().numpy()
     for inst in instances:
