@@ -36,8 +36,9 @@ from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
-from clipgs.semantics.query_metrics import score_queries
+from clipgs.semantics.query_metrics import map_object_classes, object_points, score_queries, teacher_consensus
 from clipgs.semantics.sac import SemanticDecoder
+from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.trainer import SemanticTrainer
 
@@ -66,9 +67,24 @@ def run(ds, text, vocab, kind: str, wrong: float, seed: int, **training):
     return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
 
 
-def print_queries(gmap, model, ds, text, what: str, coherent: bool = False) -> dict:
-    """The field-standard query table (clipgs.semantics.query_metrics), per class and overall."""
+def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teacher=None, table: bool = True) -> dict:
+    """The field-standard query table (clipgs.semantics.query_metrics), per class and overall (``table``);
+    with the ``teacher``, how many objects the map and the teacher's consensus over all views read as their
+    class (keys consensus_objects, map_objects of the returned summary)."""
     scores = score_queries(gmap, model, ds, text, coherent=coherent)
+    s = scores.summary()
+    if teacher is not None:
+        points, owner = object_points(ds)
+        objects = [k for k in points if ds.classes[owner[k]] not in STUFF]
+        consensus = teacher_consensus(ds, teacher, model.vocabulary_embeddings)
+        mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
+        s["consensus_objects"] = sum(consensus.get(k) == owner[k] for k in objects)
+        s["map_objects"] = sum(mapped[k] == owner[k] for k in objects)
+        wrong = [f"{ds.classes[owner[k]]} as {ds.classes[consensus.get(k, 0)]} / {ds.classes[mapped[k]]}"
+                 for k in objects if consensus.get(k) != owner[k] or mapped[k] != owner[k]]
+        s["misread"] = ", ".join(wrong) or "none"
+    if not table:
+        return s
     print(f"| query ({what}) | 2D IoU | localisation | 3D objects | returned | matched | error m |")
     print("|---|---|---|---|---|---|---|")
     for name in scores.iou:
@@ -77,10 +93,31 @@ def print_queries(gmap, model, ds, text, what: str, coherent: bool = False) -> d
         cells = (f"{n3} | {scores.returned[name]} | {len(errs)} | {np.median(errs):.3f}" if n3 and errs else
                  f"{n3} | {scores.returned[name]} | 0 | -" if n3 else "- | - | - | -")
         print(f"| {name} | {np.mean(scores.iou[name]):.2f} | {np.mean(scores.hits[name]):.2f} | {cells} |")
-    s = scores.summary()
     print(f"| all | {s['query_miou']:.2f} | {s['localisation_acc']:.2f} | {s['objects_3d']} | precision "
           f"{s['precision_3d']:.2f} | recall {s['recall_3d']:.2f} | median {s['median_error_m']:.3f} |\n", flush=True)
     return s
+
+
+def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int], wrong: float) -> None:
+    """Query scores of every seed's map (the first seed's per class), and how many objects the teacher's
+    consensus over all views and the map read as their class: no fusion of a teacher's views can return an
+    object its consensus misreads, so that count bounds 3D recall."""
+    rows = []
+    for seed, (gmap, model, _, _) in zip(seeds, results, strict=True):
+        teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
+        rows.append(print_queries(gmap, model, ds, text, f"{DEFAULT_ROW}, {kind} teacher, seed {seed}",
+                                  teacher=teacher, table=seed == seeds[0]))
+    print(f"| queries, {kind} teacher | localisation | query mIoU | 3D precision | 3D recall | objects read right: "
+          "teacher consensus / map | misread (consensus / map) |")
+    print("|---|---|---|---|---|---|---|")
+    n = rows[0]["objects_3d"]
+    for seed, r in zip(seeds, rows, strict=True):
+        print(f"| seed {seed} | {r['localisation_acc']:.2f} | {r['query_miou']:.2f} | {r['precision_3d']:.2f} | "
+              f"{r['recall_3d']:.2f} | {r['consensus_objects']} / {r['map_objects']} of {n} | {r['misread']} |")
+    mean = lambda key: np.mean([r[key] for r in rows])  # noqa: E731
+    print(f"| mean | {mean('localisation_acc'):.2f} | {mean('query_miou'):.2f} | {mean('precision_3d'):.2f} | "
+          f"{mean('recall_3d'):.2f} | {mean('consensus_objects') / n:.2f} / {mean('map_objects') / n:.2f} | |\n",
+          flush=True)
 
 
 @torch.no_grad()
@@ -188,8 +225,7 @@ def main() -> int:
     if any((kind, chosen) not in results for kind in args.teachers):
         return 0  # --rows left the default row out: no query and attribute tables
     for kind in args.teachers:
-        gmap, model, _, _ = results[kind, chosen][0]
-        print_queries(gmap, model, ds, text, f"{chosen}, {kind} teacher, seed {args.seeds[0]}")
+        print_query_seeds(results[kind, chosen], ds, text, kind, args.seeds, args.wrong_fraction)
     kind = args.teachers[0]
     gmap, model, _, _ = results[kind, chosen][0]
 

@@ -62,3 +62,50 @@ def test_eval_semantic_prints_and_saves_query_scores(synth_dir, tmp_path, capsys
     assert 0 <= q["query_miou"] <= 1 and 0 <= q["localisation_acc"] <= 1 and q["classes_2d"] > 3
     assert 0 <= q["precision_3d"] <= 1 and 0 <= q["recall_3d"] <= 1 and q["objects_3d"] > 3
     assert "localisation" in capsys.readouterr().out
+
+
+def test_teacher_consensus_sums_mask_embeddings_over_views_by_pixels():
+    from types import SimpleNamespace
+
+    import torch
+
+    from clipgs.semantics.query_metrics import teacher_consensus
+    from clipgs.semantics.sources import MaskEmbeddings
+
+    vocab = torch.eye(4)[:3]  # void, class 1, class 2 (unit rows)
+    inst = np.array([[1, 1], [1, 1]], np.int32)  # one object filling a 2x2 view
+    # Per view, the teacher's masks on it: view 0 reads 3 pixels as class 2 and 1 as class 1; views 1 and 2
+    # read all 4 pixels as 0.8 class 1 + 0.6 class 2. Summed by pixels: class 1 = 1 + 2 * 4 * 0.8 = 7.4,
+    # class 2 = 3 + 2 * 4 * 0.6 = 7.8 -> class 2.
+    views = [MaskEmbeddings(torch.tensor([[0, 0], [0, 1]]), torch.tensor([[0.0, 0, 1, 0], [0, 1, 0, 0]]),
+                            torch.tensor([2, 1])),
+             *[MaskEmbeddings(torch.zeros(2, 2, dtype=torch.long), torch.tensor([[0.0, 0.8, 0.6, 0]]),
+                              torch.tensor([1]))] * 2]
+    frames = [SimpleNamespace(index=i, instances=inst) for i in range(3)]
+    ds = type("DS", (), {"train_indices": [0, 1, 2], "__getitem__": lambda self, i: frames[i]})()
+    teacher = lambda frame: views[frame.index]  # noqa: E731
+    assert teacher_consensus(ds, teacher, vocab) == {1: 2}
+    views[0] = MaskEmbeddings(torch.zeros(2, 2, dtype=torch.long), torch.tensor([[0.0, 1, 0, 0]]), torch.tensor([1]))
+    assert teacher_consensus(ds, teacher, vocab) == {1: 1}  # 4 + 6.4 = 10.4 against 4.8
+
+
+def test_map_object_classes_votes_by_surface():
+    import torch
+
+    from clipgs.mapping import GaussianMap
+    from clipgs.semantics.query_metrics import map_object_classes
+
+    # Object 7's points at x = 0; three Gaussians on it: two small ones reading class 1, one large reading class 2
+    # (its area outweighs both); one more reading class 1 far away; object 8 has no Gaussian near it.
+    means = torch.tensor([[0.0, 0, 0], [0.0, 0.01, 0], [0.0, 0.02, 0], [3.0, 0, 0]])
+    log_scales = torch.log(torch.tensor([[0.01, 0.01, 0.001], [0.01, 0.01, 0.001], [0.05, 0.05, 0.001],
+                                         [0.5, 0.5, 0.001]]))
+    sem = torch.tensor([[1.0, 0], [1.0, 0], [0.0, 1], [1.0, 0]])
+    gmap = GaussianMap(means, torch.tensor([[1.0, 0, 0, 0]]).expand(4, 4), log_scales, torch.full((4,), 5.0),
+                       torch.zeros(4, 3), sem)
+    decoder = type("Identity", (), {"similarity": lambda self, x, texts: x @ texts.T})()
+    vocab = torch.tensor([[0.0, 0], [1.0, 0], [0.0, 1]])
+    points = {7: np.array([[0.0, 0, 0], [0.0, 0.02, 0]]), 8: np.array([[1.0, 1, 1]])}
+    assert map_object_classes(gmap, decoder, vocab, points) == {7: 2, 8: 0}
+    gmap.log_scales[2] = torch.log(torch.tensor([0.01, 0.01, 0.001]))  # now 2 small votes for 1 against 1
+    assert map_object_classes(gmap, decoder, vocab, points) == {7: 1, 8: 0}

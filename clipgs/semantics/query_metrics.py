@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from clipgs.data.dataset import SequenceDataset
 from clipgs.geometry import unproject_depth
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.model import SemanticModel
-from clipgs.semantics.query import QueryInstance, negative_names, query_map
+from clipgs.semantics.query import QueryInstance, footprint_areas, negative_names, query_map
 from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
 
@@ -82,8 +83,9 @@ class QueryScores:
                 "classes_2d": len(self.iou), "objects_3d": sum(self.present.values())}
 
 
-def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, list[np.ndarray]]:
-    """Class name -> centroids (3,) m of its object instances, from training frames' instance maps + depth."""
+def object_points(ds: SequenceDataset, stride: int = 3) -> tuple[dict[int, np.ndarray], dict[int, int]]:
+    """Instance id -> (M, 3) m its pixels' points over the training frames (every ``stride``-th), and instance
+    id -> class id (the majority of its pixels' labels)."""
     points: dict[int, list[np.ndarray]] = {}
     owner: dict[int, int] = {}
     for i in ds.train_indices[::stride]:
@@ -95,9 +97,52 @@ def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, li
         for k in np.unique(inst[inst > 0]):
             points.setdefault(int(k), []).append(pts[inst == k])
             owner[int(k)] = int(np.bincount(cls[inst == k]).argmax())
+    return {k: np.concatenate(chunks) for k, chunks in points.items()}, owner
+
+
+def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, list[np.ndarray]]:
+    """Class name -> centroids (3,) m of its object instances, from training frames' instance maps + depth."""
+    points, owner = object_points(ds, stride)
     out: dict[str, list[np.ndarray]] = {}
-    for k, chunks in points.items():
-        out.setdefault(ds.classes[owner[k]], []).append(np.concatenate(chunks).mean(0))
+    for k, pts in points.items():
+        out.setdefault(ds.classes[owner[k]], []).append(pts.mean(0))
+    return out
+
+
+@torch.no_grad()
+def teacher_consensus(ds: SequenceDataset, teacher, vocabulary: Tensor) -> dict[int, int]:
+    """Instance id -> the class (argmax cosine over ``vocabulary`` rows 1..) of the sum of the teacher's mask
+    embeddings over the object's pixels in every training view: what the best fusion of this teacher's views
+    could say about each object (an object its teacher reads as another class in most views stays wrong)."""
+    sums: dict[int, Tensor] = {}
+    for i in ds.train_indices:
+        f = ds[i]
+        obs = teacher(f)
+        ids = obs.mask_ids.numpy()
+        for k in np.unique(f.instances[f.instances > 0]):
+            m = ids[(f.instances == k) & (ids >= 0)]
+            if m.size:
+                counts = torch.from_numpy(np.bincount(m, minlength=len(obs.embeddings))).to(obs.embeddings)
+                sums[int(k)] = sums.get(int(k), 0) + counts @ obs.embeddings
+    return {k: int((v @ vocabulary[1:].T).argmax()) + 1 for k, v in sums.items()}
+
+
+@torch.no_grad()
+def map_object_classes(gmap: GaussianMap, decoder, vocabulary: Tensor, points: dict[int, np.ndarray],
+                       radius_m: float = 0.03) -> dict[int, int]:
+    """Instance id -> the class most of the map's surface on the object reads as: votes of the Gaussians
+    (opacity > 0.5) within ``radius_m`` of its points, weighted by footprint area; 0 where none is."""
+    from scipy.spatial import cKDTree
+
+    solid = (gmap.opacities > 0.5).cpu().numpy()
+    means = gmap.means.detach().cpu().numpy()[solid]
+    label = (decoder.similarity(gmap.semantics[solid], vocabulary[1:]).argmax(-1) + 1).cpu().numpy()
+    area = footprint_areas(gmap)[solid].cpu().numpy()
+    out = {}
+    for k, pts in points.items():
+        near = np.isfinite(cKDTree(pts).query(means, distance_upper_bound=radius_m)[0])
+        out[k] = int(np.bincount(label[near], weights=area[near], minlength=len(vocabulary)).argmax()) \
+            if near.any() else 0
     return out
 
 
