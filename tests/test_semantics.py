@@ -123,8 +123,8 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
     ds = open_dataset(synth_dir)
     teacher = SimulatedTeacher(class_embeddings)
     scores = {}
-    for name, every, split in (("sac", 0, True), ("sac+3dcs", 4, False), ("sac+3dcs split", 4, True)):
-        training = SemanticTrainingConfig(sem_dim=16, dcs_start=11, dcs_every=every, dcs_split_masks=split)
+    for name, every, split in (("sac", 0, True), ("sac+3dcs", 3, False), ("sac+3dcs split", 3, True)):
+        training = SemanticTrainingConfig(sem_dim=16, dcs_start=15, dcs_every=every, dcs_split_masks=split)
         trainer = SemanticTrainer(training, teacher, class_embeddings)
         mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=15, w_ssim=0.0), trainer=trainer)
         for i in ds.train_indices:
@@ -138,21 +138,21 @@ def test_semantic_mapping_beats_the_teacher_and_self_training_helps(synth_dir, c
                 vals.append(semantic_scores(pred, f.labels, len(ds.classes))[0])
         scores[name] = np.nanmean(vals)
         if every:
-            assert snap.trainer_counters["pseudo_label_rounds"] == 3  # after keyframes 11, 15 and 19 of 22
+            assert snap.trainer_counters["pseudo_label_rounds"] == 3  # after keyframes 15, 18 and 21 of 22
     teacher_scores = []
     for i in range(len(ds)):
         obs = teacher(ds[i])
         ids = obs.mask_ids.numpy()
         teacher_scores.append(semantic_scores(np.where(ids >= 0, obs.classes.numpy()[ids.clip(0)], 0), ds[i].labels,
                                               len(ds.classes))[0])
-    # This 80x60, 22-frame scene is too small for SAC alone to beat the teacher (the default room does:
-    # benchmarks/semantics.py); self-training must still lift the map well above both.
-    # Voting in whole masks is what this teacher's independent per-view errors call for; the default splits
-    # masks by the render's segments (for SAM-like merges, which this teacher does not make), and at 80x60
-    # those segments are coarse: it gains a little less here (0.58 against a teacher of 0.52 and SAC's 0.53).
+    # This 80x60, 22-frame scene is too small for SAC alone to beat the teacher by much (the default room
+    # does: benchmarks/semantics.py); self-training must lift the map well above both. Rounds start once 15 of
+    # the 22 keyframes are mapped: started at 11, the half-built map's mistakes were voted into pseudo-labels
+    # and kept (teacher seeds 0 / 1 / 2: SAC 0.54 / 0.61 / 0.58; 3DCS from keyframe 11 0.61 / 0.62 / 0.47,
+    # from 15 0.67 / 0.66 / 0.75; splitting masks by the render's segments within 0.01 of whole masks).
     teacher_miou = np.nanmean(teacher_scores)
-    assert scores["sac+3dcs"] > teacher_miou + 0.05 and scores["sac+3dcs"] > scores["sac"] + 0.05, scores
-    assert scores["sac+3dcs split"] > teacher_miou + 0.03 and scores["sac+3dcs split"] > scores["sac"] + 0.04, scores
+    for name in ("sac+3dcs", "sac+3dcs split"):
+        assert scores[name] > teacher_miou + 0.08 and scores[name] > scores["sac"] + 0.08, scores
 
 
 def test_semantic_cli_map_eval_query_and_saved_model(synth_dir, tmp_path, capsys):
