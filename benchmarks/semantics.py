@@ -67,14 +67,16 @@ def run(ds, text, vocab, kind: str, wrong: float, seed: int, **training):
     return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
 
 
-def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teacher=None, table: bool = True) -> dict:
+def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teacher=None, table: bool = True,
+                  objects_seen: tuple | None = None) -> dict:
     """The field-standard query table (clipgs.semantics.query_metrics), per class and overall (``table``);
     with the ``teacher``, how many objects the map and the teacher's consensus over all views read as their
-    class (keys consensus_objects, map_objects of the returned summary)."""
+    class (keys consensus_objects, map_objects of the returned summary; ``objects_seen``: ``object_points(ds)``
+    if already at hand)."""
     scores = score_queries(gmap, model, ds, text, coherent=coherent)
     s = scores.summary()
     if teacher is not None:
-        points, owner = object_points(ds)
+        points, owner = objects_seen or object_points(ds)
         objects = [k for k in points if ds.classes[owner[k]] not in STUFF]
         consensus = teacher_consensus(ds, teacher, model.vocabulary_embeddings)
         mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
@@ -102,11 +104,11 @@ def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int
     """Query scores of every seed's map (the first seed's per class), and how many objects the teacher's
     consensus over all views and the map read as their class: no fusion of a teacher's views can return an
     object its consensus misreads, so that count bounds 3D recall."""
-    rows = []
+    rows, seen = [], object_points(ds)
     for seed, (gmap, model, _, _) in zip(seeds, results, strict=True):
         teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
         rows.append(print_queries(gmap, model, ds, text, f"{DEFAULT_ROW}, {kind} teacher, seed {seed}",
-                                  teacher=teacher, table=seed == seeds[0]))
+                                  teacher=teacher, table=seed == seeds[0], objects_seen=seen))
     print(f"| queries, {kind} teacher | localisation | query mIoU | 3D precision | 3D recall | objects read right: "
           "teacher consensus / map | misread (consensus / map) |")
     print("|---|---|---|---|---|---|---|")

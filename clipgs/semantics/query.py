@@ -103,6 +103,11 @@ def _components(points: np.ndarray, voxel_m: float) -> np.ndarray:
     return connected_components(graph, directed=False)[1][cell_of.reshape(-1)]
 
 
+def _centroid(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(3,) the ``w``-weighted mean of ``points[rows]`` (w > 0)."""
+    return (points[rows] * w[rows, None]).sum(0) / w[rows].sum()
+
+
 def _split(labels: np.ndarray) -> list[np.ndarray]:
     """Row indices of each label's points (labels 0..K-1), one pass, empty labels left out."""
     order = np.argsort(labels, kind="stable")
@@ -135,9 +140,8 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     for k, g in enumerate(pieces):
         if k != strongest and (len(g) < min_gaussians or mass[k] < min_fraction * mass[strongest]):
             continue
-        pts = points[g]
-        out.append(QueryInstance((pts * w[g, None]).sum(0) / w[g].sum(), np.percentile(pts, 2, axis=0),
-                                 np.percentile(pts, 98, axis=0), len(g), mass[k], g))
+        out.append(QueryInstance(_centroid(points, w, g), np.percentile(points[g], 2, axis=0),
+                                 np.percentile(points[g], 98, axis=0), len(g), mass[k], g))
     return sorted(out, key=lambda inst: -inst.weight)
 
 
@@ -146,13 +150,14 @@ def _join_pieces(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], co
     """Pieces (row indices) sharing a ``coarse`` component: the light ones (< ``absorb`` x the heaviest there)
     join the nearest (by weighted centroid) of the heavy ones."""
     mass = np.array([w[g].sum() for g in pieces])
-    centre = np.stack([(points[g] * w[g, None]).sum(0) / w[g].sum() for g in pieces])
+    centre = np.stack([_centroid(points, w, g) for g in pieces])
     region = coarse[[g[0] for g in pieces]]  # a piece lies inside one coarse component
     target = np.arange(len(pieces))
     for r in np.unique(region):
         members = np.nonzero(region == r)[0]
-        heavy = members[mass[members] >= absorb * mass[members].max()]
-        for k in members[mass[members] < absorb * mass[members].max()]:
+        light = mass[members] < absorb * mass[members].max()
+        heavy = members[~light]
+        for k in members[light]:
             target[k] = heavy[np.argmin(np.linalg.norm(centre[heavy] - centre[k], axis=1))]
     return [np.concatenate([pieces[k] for k in np.nonzero(target == t)[0]]) for t in np.unique(target)]
 
