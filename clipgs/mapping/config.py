@@ -69,6 +69,10 @@ class MapperConfig(Settings):
     random_keyframes: int = setting(2, "older keyframes added to each window at random", at_least(0))
     view_steps: bool = setting(True, "each step trains only the Gaussians its keyframe sees (selective Adam: the "
                                      "others keep their moments), so a step costs what the view holds, not the map")
+    occlusion_margin_m: float = setting(0.1, "with view_steps, a step also leaves out the Gaussians more than this "
+                                             "far behind its keyframe's observed depth on every pixel they could "
+                                             "touch (walls hide the next room's; 0: only the frustum)",
+                                        at_least(0.0))
     lr_means: float = setting(5e-4, "Adam learning rate, means (m)", greater_than(0.0))
     lr_quats: float = setting(1e-3, "Adam learning rate, rotations", greater_than(0.0))
     lr_log_scales: float = setting(5e-3, "Adam learning rate, log-scales", greater_than(0.0))

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
-from clipgs.render import RenderOutput, maybe_in_view, rasterize
+from clipgs.render import Occluder, RenderOutput, maybe_in_view, rasterize
 
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant: rgb = 0.5 + SH_C0 * f_dc
 
@@ -133,10 +133,13 @@ class GaussianMap:
             return GaussianMap(**{k: v[index] for k, v in self.tensors().items()})
         return GaussianMap(**{k: v.index_select(0, index) for k, v in self.tensors().items()})
 
-    def rows_in_view(self, camera: Camera, backend: str = "auto") -> Tensor:
+    def rows_in_view(self, camera: Camera, backend: str = "auto", occluder: Occluder | None = None) -> Tensor:
         """Sorted indices (V,) of the Gaussians ``camera`` may see: a cheap superset of those a render composites
-        (:func:`clipgs.render.maybe_in_view`); ``select`` of them renders the same image as the whole map."""
-        seen = maybe_in_view(self.means, self.log_scales, self.opacity_logits, camera, backend=backend)
+        (:func:`clipgs.render.maybe_in_view`); ``select`` of them renders the same image as the whole map.
+        occluder: also leave out what the view's observed surface hides (then the image may differ where the map
+        is see-through)."""
+        seen = maybe_in_view(self.means, self.log_scales, self.opacity_logits, camera, backend=backend,
+                             occluder=occluder)
         return torch.nonzero(seen).squeeze(1)
 
     def strongest(self, max_count: int) -> Tensor:

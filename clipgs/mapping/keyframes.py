@@ -10,6 +10,7 @@ import torch
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
 from clipgs.mapping.losses import near_depth
+from clipgs.render.occlusion import Occluder, default_radius_px
 
 MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
 
@@ -53,6 +54,14 @@ class Keyframe:
         if self._near_depth is None or self._near_depth[0] != radius_px:
             self._near_depth = (radius_px, near_depth(self.depth, radius_px))
         return self._near_depth[1]
+
+    def occluder(self, margin_m: float) -> Occluder | None:
+        """What this view's observed surface hides (Gaussians more than ``margin_m`` behind it; see
+        :class:`clipgs.render.occlusion.Occluder`), for choosing the Gaussians its steps train; None if margin_m
+        is 0 (off)."""
+        if margin_m <= 0:
+            return None
+        return Occluder.from_depth(self.depth, default_radius_px(self.camera.width), margin_m)
 
     @property
     def nbytes(self) -> int:

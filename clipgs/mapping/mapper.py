@@ -29,11 +29,9 @@ from clipgs.mapping.losses import mapping_loss
 from clipgs.mapping.state import MapperStats, MapSnapshot
 from clipgs.mapping.tracker import PoseTracker
 from clipgs.mapping.trainable_map import TrainableMap
-from clipgs.render import RenderOutput
+from clipgs.render import Occluder, RenderOutput
 
 LossFn = Callable[[RenderOutput], tuple[Tensor, dict[str, float]]]
-
-
 log = logging.getLogger(__name__)
 
 
@@ -144,12 +142,12 @@ class IncrementalMapper:
             return self.map.gaussians.render(camera, semantic=channels, backend=self.config.backend)
 
     def train_step(self, camera: Camera, loss_fn: LossFn, channels: bool, only: Collection[str] | None = None,
-                   pixels: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
-        """One step: render ``camera`` (the channels wanted at ``pixels``, None: all), ``loss_fn(render)``, backward,
-        step the map (``only``: these fields; ``view_steps``: the Gaussians in view) and, with channels, the trainer."""
+                   pixels: Tensor | None = None, occluder: Occluder | None = None) -> tuple[Tensor, dict[str, float]]:
+        """One step: render ``camera`` (channels wanted at ``pixels``, None: all), ``loss_fn(render)``, backward, step
+        the map (``only``: these fields; ``view_steps``: Gaussians in view, less what ``occluder`` hides), trainer."""
         with self._lock:
             view = self.config.view_steps and not self.trainer.needs_whole_map
-            work, rows = self.map.working_set(camera if view else None, self.config.backend)
+            work, rows = self.map.working_set(camera if view else None, self.config.backend, occluder)
             self.map.zero_grad()
             if channels:
                 self.trainer.zero_grad()
@@ -228,7 +226,8 @@ class IncrementalMapper:
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 
-        loss, parts = self.train_step(kf.camera, loss_fn, channels, pixels=self.trainer.channel_pixels(kf))
+        loss, parts = self.train_step(kf.camera, loss_fn, channels, None, self.trainer.channel_pixels(kf),
+                                      kf.occluder(c.occlusion_margin_m))  # what its observed surface hides
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render import cpu_kernel
+from clipgs.render.occlusion import Occluder
 
 
 def bias_corrections(steps: Tensor, betas: tuple[float, float], dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -103,14 +104,16 @@ class TrainableMap:
         for p in self.gaussians.tensors().values():
             p.grad = None
 
-    def working_set(self, camera: Camera | None = None, backend: str = "auto") -> tuple[GaussianMap, Tensor | None]:
+    def working_set(self, camera: Camera | None = None, backend: str = "auto",
+                    occluder: Occluder | None = None) -> tuple[GaussianMap, Tensor | None]:
         """What a step on ``camera`` trains: fresh leaf copies of the Gaussians it may see (a cheap superset,
         ``GaussianMap.rows_in_view``; in map order, so they render the same image) and their indices
-        (V,); or the live map itself and None when ``camera`` is None or may see all of them or none."""
+        (V,); or the live map itself and None when ``camera`` is None or may see all of them or none.
+        occluder: less those the view's observed surface hides."""
         g = self.gaussians
         if camera is None or len(g) == 0:
             return g, None
-        rows = g.rows_in_view(camera, backend)
+        rows = g.rows_in_view(camera, backend, occluder)
         if len(rows) in (0, len(g)):
             return g, None
         with torch.no_grad():

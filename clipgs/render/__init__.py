@@ -8,6 +8,7 @@ from clipgs.render.api import (
     resolve_backend,
     splat_to_gaussians,
 )
+from clipgs.render.occlusion import Occluder
 
-__all__ = ["BACKENDS", "COLOR_CHANNELS", "RenderOutput", "maybe_in_view", "rasterize", "resolve_backend",
+__all__ = ["BACKENDS", "COLOR_CHANNELS", "Occluder", "RenderOutput", "maybe_in_view", "rasterize", "resolve_backend",
            "splat_to_gaussians"]

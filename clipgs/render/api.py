@@ -11,6 +11,7 @@ from clipgs.data.frame import Camera
 from clipgs.render import cpu_kernel
 from clipgs.render.cpu_backend import composite_cpu, cull_cpu, project_cpu
 from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
+from clipgs.render.occlusion import Occluder
 from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
 
@@ -162,15 +163,22 @@ def rasterize(
 
 @torch.no_grad()
 def maybe_in_view(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera, *, near: float = 0.01,
-                  far: float = 1e10, eps2d: float = 0.3, backend: str = "auto") -> Tensor:
+                  far: float = 1e10, eps2d: float = 0.3, backend: str = "auto",
+                  occluder: Occluder | None = None) -> Tensor:
     """(N,) bool: a superset of the Gaussians ``rasterize`` composites into ``camera``, from centres and largest
     scales only (no covariance): depth inside (near, far), opacity >= 1/255, and the centre within a bound of
     the footprint's radius from the image (the largest scale seen at the clamped field-of-view edge, 3.33
-    sigma). The compiled projection's own cull on the CPU; these PyTorch ops on other devices."""
+    sigma). The compiled projection's own cull on the CPU; these PyTorch ops on other devices.
+
+    occluder: also drop the Gaussians an observed surface hides (:class:`clipgs.render.occlusion.Occluder`, its
+    image (H, W) of ``camera``'s size); those may still composite a little where the map is see-through there.
+    """
     viewmat, K = camera_tensors(camera, means.dtype, means.device)
     W, H = camera.width, camera.height
+    if occluder is not None and tuple(occluder.far.shape) != (H, W):
+        raise ValueError(f"occluder image is {tuple(occluder.far.shape)}, the camera is ({H}, {W})")
     if resolve_backend(backend, means.device) in ("cpu", "cpu_scalar"):
-        return cull_cpu(means, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d)
+        return cull_cpu(means, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d, occluder)
     cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[:, 2]
     keep = (z > near) & (z < far) & (torch.sigmoid(opacity_logits) >= 1 / 255)
@@ -182,7 +190,14 @@ def maybe_in_view(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, cam
     reach_x = 3.33 * torch.sqrt((fx / zs * s_max) ** 2 * (1 + lim_x**2) + eps2d) + 1
     reach_y = 3.33 * torch.sqrt((fy / zs * s_max) ** 2 * (1 + lim_y**2) + eps2d) + 1
     mx, my = fx * cam[:, 0] / zs + cx, fy * cam[:, 1] / zs + cy
-    return keep & (mx + reach_x > 0) & (mx - reach_x < W) & (my + reach_y > 0) & (my - reach_y < H)
+    keep &= (mx + reach_x > 0) & (mx - reach_x < W) & (my + reach_y > 0) & (my - reach_y < H)
+    if occluder is None:
+        return keep
+    r = occluder.radius_px
+    tested = (reach_x <= r) & (reach_y <= r)
+    pix = my.clamp(0, H - 1).long() * W + mx.clamp(0, W - 1).long()  # the pixel nearest the centre
+    hidden = zs - 3 * s_max > occluder.far.to(means).reshape(-1)[pix] + occluder.margin_m
+    return keep & ~(tested & hidden)
 
 
 def splat_to_gaussians(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera,

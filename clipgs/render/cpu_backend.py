@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from clipgs.render.cpu_kernel import load
+from clipgs.render.occlusion import Occluder
 from clipgs.render.projection import Projected
 from clipgs.render.torch_backend import TILE
 
@@ -125,14 +126,18 @@ def project_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Ten
 
 
 def cull_cpu(means: Tensor, log_scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor, width: int, height: int,
-             near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> Tensor:
-    """(N,) bool: the projection's cheap cull alone, a superset of the Gaussians it gives a footprint (compiled
-    twin of the PyTorch formula in :func:`clipgs.render.api.maybe_in_view`)."""
+             near: float = 0.01, far: float = 1e10, eps2d: float = 0.3, occluder: Occluder | None = None) -> Tensor:
+    """(N,) bool: the projection's cheap cull alone, a superset of the Gaussians it gives a footprint, less those
+    ``occluder`` hides (compiled twin of the PyTorch formula in :func:`clipgs.render.api.maybe_in_view`)."""
     dtype = means.dtype if means.dtype in (torch.float32, torch.float64) else torch.float32
     args = [t.detach().to(dtype).contiguous() for t in (means, log_scales, opacities, viewmat, K)]
     keep = torch.empty(means.shape[0], dtype=torch.uint8)
+    hidden_by = (None, 0, 0.0)
+    if occluder is not None:
+        far_image = occluder.far.detach().to(dtype).contiguous()
+        hidden_by = (_ptr(far_image), occluder.radius_px, occluder.margin_m)
     getattr(load(), f"clipgs_cull_{_suffix(dtype)}")(means.shape[0], *map(_ptr, args), width, height, near, far, eps2d,
-                                                     _ptr(keep), torch.get_num_threads())
+                                                     *hidden_by, _ptr(keep), torch.get_num_threads())
     return keep.bool()
 
 

@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 9
+ABI_VERSION = 10
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -45,7 +45,8 @@ def load() -> ctypes.CDLL:
         getattr(lib, f"clipgs_project_backward_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, ctypes.c_double,
                                                                       *([p] * 7), i32]
         getattr(lib, f"clipgs_project_backward_{suffix}").restype = None
-        getattr(lib, f"clipgs_cull_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, *([ctypes.c_double] * 3), p, i32]
+        getattr(lib, f"clipgs_cull_{suffix}").argtypes = [i64, *([p] * 5), i64, i64, *([ctypes.c_double] * 3), p,
+                                                          i64, ctypes.c_double, p, i32]  # + the occluder
         getattr(lib, f"clipgs_cull_{suffix}").restype = None
         getattr(lib, f"clipgs_bin_tiles_{suffix}").argtypes = [i64, p, p, p, i64, i64, i64, p, p, p, i32]
         getattr(lib, f"clipgs_bin_tiles_{suffix}").restype = None

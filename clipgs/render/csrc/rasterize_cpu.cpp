@@ -141,6 +141,17 @@ inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat,
 // Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
 // at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
 // a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
+// An observed surface that hides what lies behind it: far (H, W) is the farthest observed depth within `radius`
+// pixels of each pixel (+inf where unknown). A Gaussian whose whole footprint (its reach) fits in that radius and
+// whose nearest point (depth - 3 x its largest scale) lies more than `margin` beyond far at the image pixel
+// nearest its centre is behind the surface on every pixel it could touch.
+template <typename T>
+struct Occluder {
+  const T* far;
+  int64_t radius;
+  T margin;
+};
+
 template <typename T>
 struct Cull {
   const T* viewmat;
@@ -152,27 +163,37 @@ struct Cull {
     lim_y = std::max((height - cy) / fy, cy / fy) + T(0.3) * T(0.5) * height / fy;
   }
   T depth(const T* m) const { return viewmat[8] * m[0] + viewmat[9] * m[1] + viewmat[10] * m[2] + viewmat[11]; }
-  // False when the projection would surely drop the Gaussian (depth, opacity, or off the image by its reach).
-  bool maybe(const T* m, const T* ls, T opacity, T z) const {
+  // False when the projection would surely drop the Gaussian (depth, opacity, or off the image by its reach),
+  // or, given `occ`, when an observed surface hides it (see Occluder).
+  bool maybe(const T* m, const T* ls, T opacity, T z, const Occluder<T>* occ = nullptr) const {
     if (!(z > near_plane && z < far_plane) || opacity < alpha_threshold<T>()) return false;
     const T s_max = std::exp(std::max(ls[0], std::max(ls[1], ls[2])));
     const T mx = fx * (viewmat[0] * m[0] + viewmat[1] * m[1] + viewmat[2] * m[2] + viewmat[3]) / z + cx;
     const T my = fy * (viewmat[4] * m[0] + viewmat[5] * m[1] + viewmat[6] * m[2] + viewmat[7]) / z + cy;
     const T reach_x = T(3.33) * std::sqrt(fx * fx / (z * z) * (T(1) + lim_x * lim_x) * s_max * s_max + eps2d) + 1;
     const T reach_y = T(3.33) * std::sqrt(fy * fy / (z * z) * (T(1) + lim_y * lim_y) * s_max * s_max + eps2d) + 1;
-    return !(mx + reach_x <= 0 || mx - reach_x >= width || my + reach_y <= 0 || my - reach_y >= height);
+    if (mx + reach_x <= 0 || mx - reach_x >= width || my + reach_y <= 0 || my - reach_y >= height) return false;
+    if (occ == nullptr || reach_x > T(occ->radius) || reach_y > T(occ->radius)) return true;
+    // The image pixel nearest the centre: every pixel the footprint touches is within its reach of it, per axis.
+    const int64_t px = (int64_t)std::min(std::max(mx, T(0)), width - 1);
+    const int64_t py = (int64_t)std::min(std::max(my, T(0)), height - 1);
+    return !(z - T(3) * s_max > occ->far[py * (int64_t)width + px] + occ->margin);
   }
 };
 
 // The cull alone: keep[i] = 1 where `project` might give Gaussian i a footprint (a superset of radii > 0).
+// occ_far: null, or the Occluder's far image (H, W), with occ_radius and occ_margin.
 template <typename T>
 void cull(int64_t n, const T* means, const T* log_scales, const T* opacities, const T* viewmat, const T* K,
-          int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, uint8_t* keep, int threads) {
+          int64_t width, int64_t height, T near_plane, T far_plane, T eps2d, const T* occ_far, int64_t occ_radius,
+          T occ_margin, uint8_t* keep, int threads) {
   const Cull<T> cu(viewmat, K, width, height, near_plane, far_plane, eps2d);
+  const Occluder<T> occ{occ_far, occ_radius, occ_margin};
+  const Occluder<T>* hides = occ_far != nullptr ? &occ : nullptr;
   const int64_t chunk = 8192;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i)
-      keep[i] = cu.maybe(means + 3 * i, log_scales + 3 * i, opacities[i], cu.depth(means + 3 * i)) ? 1 : 0;
+      keep[i] = cu.maybe(means + 3 * i, log_scales + 3 * i, opacities[i], cu.depth(means + 3 * i), hides) ? 1 : 0;
   });
 }
 
@@ -813,7 +834,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 9; }
+int clipgs_abi_version() { return 10; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
@@ -871,9 +892,10 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
   }                                                                                                         \
   void clipgs_cull_##SUFFIX(int64_t n, const T* means, const T* log_scales, const T* opacities, const T* viewmat,    \
                             const T* K, int64_t width, int64_t height, double near_plane, double far_plane,     \
-                            double eps2d, uint8_t* keep, int threads) {                                        \
-    cull(n, means, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane), T(eps2d), keep, \
-         threads);                                                                                              \
+                            double eps2d, const T* occ_far, int64_t occ_radius, double occ_margin,          \
+                            uint8_t* keep, int threads) {                                                      \
+    cull(n, means, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane), T(eps2d),     \
+         occ_far, occ_radius, T(occ_margin), keep, threads);                                                    \
   }                                                                                                             \
   void clipgs_bin_tiles_##SUFFIX(int64_t n, const T* means2d, const int32_t* radii, const T* depths,          \
                                  int64_t tiles_x, int64_t tiles_y, int64_t tile, int64_t* tile_count,       \
