@@ -117,3 +117,22 @@ def test_mapping_with_occlusion_leaves_gaussians_behind_the_observed_surface_alo
         results[margin] = float(moved.float().mean())
     assert results[0.0] > 0.5  # the frustum alone trains them (they sit in view, behind the wall)
     assert results[0.1] < 0.05
+
+
+def test_a_keyframe_keeps_its_far_image_in_millimetres_never_nearer_than_computed():
+    from clipgs.mapping.keyframes import Keyframe
+
+    g = torch.Generator().manual_seed(3)
+    depth_mm = (torch.rand(60, 80, generator=g) * 3000 + 500).round()
+    depth_mm[:8, :8] = 0  # a region with no depth: unknown
+    camera = Camera(intrinsics_from_hfov(80, 60, 60.0), 80, 60, np.eye(4))
+    kf = Keyframe(camera, 0, torch.zeros(60, 80, 3, dtype=torch.uint8), depth_mm.to(torch.int32).to(torch.uint16))
+    assert kf.occluder(0.0) is None  # margin 0: off
+    exact = Occluder.from_depth(kf.depth, default_radius_px(80), 0.1)
+    cached = kf.occluder(0.1)
+    assert cached.radius_px == exact.radius_px and cached.margin_m == 0.1
+    assert torch.equal(cached.far.isinf(), exact.far.isinf()) and bool(cached.far.isinf().any())
+    finite = exact.far.isfinite()
+    diff = cached.far[finite] - exact.far[finite]
+    assert bool((diff >= 0).all()) and float(diff.max()) <= 1e-3 + 1e-6
+    assert kf.occluder(0.1).far.data_ptr() != cached.far.data_ptr() and kf._far_mm is not None

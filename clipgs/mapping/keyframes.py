@@ -13,6 +13,7 @@ from clipgs.mapping.losses import near_depth
 from clipgs.render.occlusion import Occluder, default_radius_px
 
 MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
+UNKNOWN_FAR_MM = 65535  # the occluder's far image in uint16 millimetres: this value = unknown (+inf)
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Keyframe:
     depth_mm: torch.Tensor
     annotation: Any = None
     _near_depth: tuple[int, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    _far_mm: torch.Tensor | None = field(default=None, repr=False, compare=False)  # the occluder's far image, mm
 
     @classmethod
     def from_frame(cls, frame: Frame, device: torch.device, annotation: Any = None) -> Keyframe:
@@ -61,12 +63,18 @@ class Keyframe:
         is 0 (off)."""
         if margin_m <= 0:
             return None
-        return Occluder.from_depth(self.depth, default_radius_px(self.camera.width), margin_m)
+        radius = default_radius_px(self.camera.width)
+        if self._far_mm is None:  # computed once per keyframe (3 ms at 160x120, 17 ms at 320x240 here)
+            far = Occluder.from_depth(self.depth, radius, margin_m).far
+            self._far_mm = torch.where(far.isfinite(), (far * 1000.0).ceil().clamp(max=UNKNOWN_FAR_MM - 1),
+                                       UNKNOWN_FAR_MM).to(torch.int32).to(torch.uint16)  # rounded up: never nearer
+        far = self._far_mm.float()
+        return Occluder(torch.where(far < UNKNOWN_FAR_MM, far / 1000.0, float("inf")), radius, margin_m)
 
     @property
     def nbytes(self) -> int:
-        """Bytes held: images plus the annotation's (when it says); not the colour mask, a cache of 1 byte per
-        pixel derived from the depth."""
+        """Bytes held: images plus the annotation's (when it says); not the colour mask and the occluder's far
+        image, caches of 1 and 2 bytes per pixel derived from the depth."""
         extra = getattr(self.annotation, "nbytes", 0)
         return self.color.numel() * self.color.element_size() + self.depth_mm.numel() * 2 + int(extra)
 
