@@ -226,8 +226,8 @@ class IncrementalMapper:
             extra = self.trainer.keyframe_loss(out, kf, self.map.gaussians, parts) if channels else None
             return (loss if extra is None else loss + extra), parts
 
-        loss, parts = self.train_step(kf.camera, loss_fn, channels, None, self.trainer.channel_pixels(kf),
-                                      kf.occluder(c.occlusion_margin_m))  # what its observed surface hides
+        loss, parts = self.train_step(kf.camera, loss_fn, channels, pixels=self.trainer.channel_pixels(kf),
+                                      occluder=kf.occluder(c.occlusion_margin_m))  # what its surface hides
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 

@@ -20,8 +20,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
-from clipgs.render import cpu_kernel
-from clipgs.render.occlusion import Occluder
+from clipgs.render import Occluder, cpu_kernel
 
 
 def bias_corrections(steps: Tensor, betas: tuple[float, float], dtype: torch.dtype) -> tuple[Tensor, Tensor]:

@@ -136,11 +136,6 @@ inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat,
   return e;
 }
 
-// EWA projection, the same math as the PyTorch projection; its gradient is `project_backward` below.
-// viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
-// Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
-// at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
-// a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
 // An observed surface that hides what lies behind it: far (H, W) is the farthest observed depth within `radius`
 // pixels of each pixel (+inf where unknown). A Gaussian whose whole footprint (its reach) fits in that radius and
 // whose nearest point (depth - 3 x its largest scale) lies more than `margin` beyond far at the image pixel
@@ -152,6 +147,11 @@ struct Occluder {
   T margin;
 };
 
+// EWA projection, the same math as the PyTorch projection; its gradient is `project_backward` below.
+// viewmat: camera_from_world row-major [4, 4]; K row-major [3, 3] in gsplat's convention (+0.5 px).
+// Off-screen cull before the covariance: |row of J Mc| <= |row of J| * largest scale, and |row of J| is
+// at most f/z * sqrt(1 + lim^2) (the clamp), so `reach` bounds the radius the full projection would find;
+// a Gaussian out of the image by more than that is dropped by it anyway (same output, far less work).
 template <typename T>
 struct Cull {
   const T* viewmat;
