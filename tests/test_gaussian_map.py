@@ -44,6 +44,17 @@ def test_seeded_map_renders_its_frame_back():
     assert np.median(np.abs(depth[valid] - frame.depth[valid])) < 0.015
 
 
+def test_render_culls_out_of_view_rows_first_with_the_same_result():
+    frame = plane_frame()
+    seen = GaussianMap.from_frame(frame, sem_dim=4)
+    away = random_map(len(seen) * 2, sem_dim=4)
+    away.means.mul_(0.1).add_(torch.tensor([0.0, -10.0, 1.0]))  # behind the camera
+    gmap = GaussianMap(**{k: torch.cat([v, away.tensors()[k]]) for k, v in seen.tensors().items()})
+    whole, culled = gmap.render(frame.camera, cull=False), gmap.render(frame.camera)
+    assert torch.allclose(whole.image, culled.image, atol=1e-6) and torch.equal(whole.radii, culled.radii)
+    assert not culled.visible[len(seen):].any() and culled.visible[:len(seen)].sum() > 0.9 * len(seen)
+
+
 def test_from_frame_subsampling_and_scale():
     frame = plane_frame()
     strided = GaussianMap.from_frame(frame, pixel_stride=4)

@@ -30,7 +30,7 @@ def test_far_image_is_the_windowed_maximum_with_single_dropouts_filled_and_holes
     expected[4:7, 0:3] = INF
     assert torch.equal(far, expected)
     assert Occluder.from_depth(depth, 1, 0.1).radius_px == 1 and default_radius_px(160) == 6
-    assert default_radius_px(320) == 12 and default_radius_px(40) == 2
+    assert default_radius_px(320) == 12 and default_radius_px(40) == 3  # the blur alone reaches 2.8 px
     with pytest.raises(ValueError, match="radius_px"):
         Occluder.from_depth(depth, 0, 0.1)
 
@@ -136,3 +136,19 @@ def test_a_keyframe_keeps_its_far_image_in_millimetres_never_nearer_than_compute
     diff = cached.far[finite] - exact.far[finite]
     assert bool((diff >= 0).all()) and float(diff.max()) <= 1e-3 + 1e-6
     assert kf.occluder(0.1).far.data_ptr() != cached.far.data_ptr() and kf._far_mm is not None
+
+
+def test_a_3dcs_novel_view_hides_what_the_maps_own_rendered_surface_hides():
+    from clipgs.semantics.trainer import NovelView
+
+    gmap, camera, _, n_wall = _wall_scene()
+    out = gmap.render(camera, semantic=False)
+    assert NovelView.surface_far_mm(out, 0.0) is None  # occlusion culling off
+    view = NovelView(camera, torch.zeros(48, 64, dtype=torch.int16), NovelView.surface_far_mm(out, 0.1))
+    assert view.far_mm.dtype == torch.uint16 and view.occluder(0.0) is None
+    occluder = view.occluder(0.1)
+    inner = occluder.far[8:-8, 8:-8]  # the wall's rendered surface, 2 m, everywhere but the borders' blur
+    assert float(inner.min()) >= 1.99 and float(inner.max()) <= 2.1
+    keep = maybe_in_view(gmap.means, gmap.log_scales, gmap.opacity_logits, camera, backend="cpu", occluder=occluder)
+    assert bool(keep[:n_wall].all())
+    assert int(keep[n_wall:].sum()) < 0.1 * (len(keep) - n_wall)

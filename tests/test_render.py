@@ -165,3 +165,36 @@ def test_gsplat_backend_agrees_with_torch_backend(scene_factory, camera_factory)
     gpu = rasterize(*[t.cuda() for t in scene], cam, backend="gsplat")
     assert rel_err(gpu.image.cpu(), cpu.image) < 1e-4 and rel_err(gpu.alpha.cpu(), cpu.alpha) < 1e-4
     assert rel_err(gpu.depth.cpu(), cpu.depth) < 1e-4
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_culling_first_renders_the_same_image_and_gradients(backend, scene_factory, camera_factory):
+    """A wide scene of which the camera sees a small part: rendering only the rows maybe_in_view keeps gives the
+    whole map's image, radii and gradients (culled rows get none), and is the path taken."""
+    from clipgs.render import worth_culling
+
+    if backend == "cpu" and resolve_backend("auto", torch.device("cpu")) != "cpu":
+        pytest.skip("no C++ compiler for the compiled kernel")
+    scene = [t.float() for t in scene_factory(3000, 4, spread=8.0, channels=5)]
+    cam = camera_factory(40, 30)
+    rows = worth_culling(scene[0], scene[2], scene[3], cam, backend=backend)
+    assert rows is not None and 0 < len(rows) < 0.3 * 3000  # most of the scene is out of view
+
+    def run(cull: bool):
+        leaves = [t.clone().requires_grad_(True) for t in scene]
+        out = rasterize(*leaves, cam, backend=backend, cull=cull, background=torch.full((5,), 0.2))
+        (out.image.square().sum() + out.depth.sum() + out.alpha.sum()).backward()
+        return out, [t.grad for t in leaves]
+
+    (whole, g_whole), (culled, g_culled) = run(False), run(True)
+    assert whole.visible.sum() > 50
+    for a, b in ((whole.image, culled.image), (whole.depth, culled.depth), (whole.alpha, culled.alpha)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.equal(whole.radii, culled.radii)
+    seen = whole.visible
+    assert torch.allclose(whole.means2d[seen], culled.means2d[seen])
+    for a, b in zip(g_whole, g_culled):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    out_of_view = torch.ones(3000, dtype=torch.bool)
+    out_of_view[rows] = False
+    assert all(float(g[out_of_view].abs().max()) == 0.0 for g in g_culled)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
-from clipgs.render import Occluder, RenderOutput, maybe_in_view, rasterize
+from clipgs.render import Occluder, RenderOutput, maybe_in_view, rasterize, worth_culling
 
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant: rgb = 0.5 + SH_C0 * f_dc
 
@@ -159,10 +159,17 @@ class GaussianMap:
 
     # ----------------------------------------------------------------- rendering
     def render(self, camera: Camera, *, semantic: bool = True, background: Tensor | None = None,
-               backend: str = "auto", attribute_pixels: Tensor | None = None) -> RenderOutput:
-        """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D). attribute_pixels: see
-        :func:`clipgs.render.rasterize` (the semantic channels only wanted at these flat pixel indices)."""
+               backend: str = "auto", attribute_pixels: Tensor | None = None, cull: bool = True) -> RenderOutput:
+        """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D). attribute_pixels, cull: see
+        :func:`clipgs.render.rasterize` (the semantic channels only wanted at these flat pixel indices; the rows
+        out of view left out first, here before the features are assembled)."""
+        rows = worth_culling(self.means, self.log_scales, self.opacity_logits, camera, backend=backend) \
+            if cull else None
+        if rows is not None:  # the view's rows first: the feature copy then scales with the view too
+            part = self.select(rows).render(camera, semantic=semantic, background=background, backend=backend,
+                                            attribute_pixels=attribute_pixels, cull=False)
+            return part.expanded(rows, len(self))
         return rasterize(
             self.means, self.quats, self.log_scales, self.opacity_logits, self.features(semantic), camera,
-            background=background, backend=backend, attribute_pixels=attribute_pixels,
+            background=background, backend=backend, attribute_pixels=attribute_pixels, cull=False,
         )

@@ -13,7 +13,6 @@ from clipgs.mapping.losses import near_depth
 from clipgs.render.occlusion import Occluder, default_radius_px
 
 MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
-UNKNOWN_FAR_MM = 65535  # the occluder's far image in uint16 millimetres: this value = unknown (+inf)
 
 
 @dataclass
@@ -65,11 +64,8 @@ class Keyframe:
             return None
         radius = default_radius_px(self.camera.width)
         if self._far_mm is None:  # computed once per keyframe (3 ms at 160x120, 17 ms at 320x240 here)
-            far = Occluder.from_depth(self.depth, radius, margin_m).far
-            self._far_mm = torch.where(far.isfinite(), (far * 1000.0).ceil().clamp(max=UNKNOWN_FAR_MM - 1),
-                                       UNKNOWN_FAR_MM).to(torch.int32).to(torch.uint16)  # rounded up: never nearer
-        far = self._far_mm.float()
-        return Occluder(torch.where(far < UNKNOWN_FAR_MM, far / 1000.0, float("inf")), radius, margin_m)
+            self._far_mm = Occluder.from_depth(self.depth, radius, margin_m).far_mm()
+        return Occluder.from_far_mm(self._far_mm, radius, margin_m)
 
     @property
     def nbytes(self) -> int:

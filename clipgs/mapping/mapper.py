@@ -151,7 +151,8 @@ class IncrementalMapper:
             self.map.zero_grad()
             if channels:
                 self.trainer.zero_grad()
-            out = work.render(camera, semantic=channels, backend=self.config.backend, attribute_pixels=pixels)
+            out = work.render(camera, semantic=channels, backend=self.config.backend, attribute_pixels=pixels,
+                              cull=not view)  # a working set is the view's rows already
             loss, parts = loss_fn(out)
             loss.backward()
             self.map.step(only, rows, work, out.visible if view else None)

@@ -7,8 +7,9 @@ from clipgs.render.api import (
     rasterize,
     resolve_backend,
     splat_to_gaussians,
+    worth_culling,
 )
 from clipgs.render.occlusion import Occluder
 
 __all__ = ["BACKENDS", "COLOR_CHANNELS", "Occluder", "RenderOutput", "maybe_in_view", "rasterize", "resolve_backend",
-           "splat_to_gaussians"]
+           "splat_to_gaussians", "worth_culling"]

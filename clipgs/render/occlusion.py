@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+UNKNOWN_FAR_MM = 65535  # the far image in uint16 millimetres: this value = unknown (+inf)
+
 
 @dataclass(frozen=True)
 class Occluder:
@@ -43,8 +45,21 @@ class Occluder:
         far = F.max_pool2d(F.max_pool2d(d, (1, k), 1, (0, radius_px)), (k, 1), 1, (radius_px, 0))
         return cls(far[0, 0], int(radius_px), float(margin_m))
 
+    def far_mm(self) -> Tensor:
+        """(H, W) uint16 millimetres of ``far``, rounded up (never nearer), ``UNKNOWN_FAR_MM`` where unknown: 2 bytes
+        a pixel to keep beside a view (``from_far_mm`` decodes it)."""
+        far = self.far
+        return torch.where(far.isfinite(), (far * 1000.0).ceil().clamp(max=UNKNOWN_FAR_MM - 1),
+                           UNKNOWN_FAR_MM).to(torch.int32).to(torch.uint16)
+
+    @classmethod
+    def from_far_mm(cls, far_mm: Tensor, radius_px: int, margin_m: float) -> Occluder:
+        far = far_mm.float()
+        return cls(torch.where(far < UNKNOWN_FAR_MM, far / 1000.0, float("inf")), radius_px, margin_m)
+
 
 def default_radius_px(width: int) -> int:
     """The window an Occluder tests footprints in: 6 pixels at 160 wide, scaled with the image width (a map's
-    Gaussians span about as many pixels of their views at any mapping resolution)."""
-    return max(2, round(6 * width / 160))
+    Gaussians span about as many pixels of their views at any mapping resolution); at least 3, as the projection's
+    blur alone gives every footprint a reach of 2.8 pixels."""
+    return max(3, round(6 * width / 160))

@@ -21,7 +21,8 @@ from torch import Tensor
 from clipgs.data.frame import Camera, Frame
 from clipgs.mapping import ChannelTrainer, GaussianMap, IncrementalMapper
 from clipgs.mapping.keyframes import Keyframe
-from clipgs.render import RenderOutput
+from clipgs.render import Occluder, RenderOutput
+from clipgs.render.occlusion import default_radius_px
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
@@ -66,10 +67,26 @@ def compact_ids(ids: Tensor) -> Tensor:
 
 @dataclass
 class NovelView:
-    """A 3DCS view between keyframes: pseudo-labels only (its colour is the map's own, no evidence)."""
+    """A 3DCS view between keyframes: pseudo-labels only (its colour is the map's own, no evidence). far_mm: the
+    far image (uint16 mm) of the map's own rendered surface there, so its steps leave out what that hides as
+    keyframe steps do (None: occlusion culling off)."""
 
     camera: Camera
     pseudo_labels: Tensor
+    far_mm: Tensor | None = None
+
+    @staticmethod
+    def surface_far_mm(out: RenderOutput, margin_m: float) -> Tensor | None:
+        """The far image of a render's surface (its depth where opacity > 0.5), None if ``margin_m`` is 0."""
+        if margin_m <= 0:
+            return None
+        surface = torch.where(out.alpha > 0.5, out.depth / out.alpha.clamp(min=0.5), 0.0)
+        return Occluder.from_depth(surface, default_radius_px(surface.shape[1]), margin_m).far_mm()
+
+    def occluder(self, margin_m: float) -> Occluder | None:
+        if self.far_mm is None or margin_m <= 0:
+            return None
+        return Occluder.from_far_mm(self.far_mm, default_radius_px(self.camera.width), margin_m)
 
 
 class SemanticTrainer(ChannelTrainer):
@@ -225,7 +242,8 @@ class SemanticTrainer(ChannelTrainer):
                 loss = c.w_dcs * F.cross_entropy(self._logits(DecodedPixels(self.decoder, rows)), target)
                 return loss, {"novel_dcs": float(loss.detach())}
 
-            mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"}, pixels=idx)
+            mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"}, pixels=idx,
+                              occluder=view.occluder(mapper.config.occlusion_margin_m))
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
         self._vote(mapper)
@@ -303,10 +321,11 @@ class SemanticTrainer(ChannelTrainer):
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
         kf.annotation.pseudo_labels = compact_ids(labels)
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
-            pseudo = label_rendered_view(mapper.render(camera), self.decoder, vocab, c.dcs_confidence,
-                                         c.dcs_tau, c.dcs_segment_width)
+            out = mapper.render(camera)
+            pseudo = label_rendered_view(out, self.decoder, vocab, c.dcs_confidence, c.dcs_tau, c.dcs_segment_width)
             if bool((pseudo >= 0).any()):
-                views.append(NovelView(camera, compact_ids(pseudo)))
+                views.append(NovelView(camera, compact_ids(pseudo),
+                                       NovelView.surface_far_mm(out, mapper.config.occlusion_margin_m)))
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
         """Do up to ``count`` items of the open round; when none are left its novel views replace the last
