@@ -173,6 +173,21 @@ def test_3dcs_round_relabels_a_bounded_rotating_set():
     assert sorted(set(older)) == list(range(17))  # every older keyframe is revisited in turn
 
 
+def test_3dcs_leaves_the_newest_keyframes_to_the_teacher_until_they_have_settled():
+    from types import SimpleNamespace
+
+    annotated = SimpleNamespace(masks=object())
+    kfs = [SimpleNamespace(annotation=annotated, camera=f"camera {i}") for i in range(12)]
+    kfs.insert(3, SimpleNamespace(annotation=None, camera="no masks yet"))
+    mapper = SimpleNamespace(keyframes=kfs)
+    items = SemanticTrainer(SemanticTrainingConfig(dcs_min_age=5), source=lambda f: None)._round_items(mapper)
+    assert [kf.camera for kf, _ in items] == [f"camera {i}" for i in range(7)]  # 12 annotated, the newest 5 wait
+    assert items[-1][1] == "camera 7"  # the novel view towards the next one is still labelled
+    every = SemanticTrainer(SemanticTrainingConfig(dcs_min_age=0), source=lambda f: None)._round_items(mapper)
+    assert len(every) == 12 and every[-1][1] is None
+    assert SemanticTrainer(SemanticTrainingConfig(dcs_min_age=20), source=lambda f: None)._round_items(mapper) == []
+
+
 def test_async_source_never_blocks_mapping_and_results_land_on_their_keyframe():
     """A source held on a gate: the mapper goes on; a keyframe replaced while the worker was busy is skipped;
     released results attach to the keyframe they were computed from."""

@@ -61,6 +61,9 @@ class SemanticTrainingConfig(Settings):
                                       "labelled (0: off)", at_least(0))
     dcs_max_keyframes: int = setting(48, "3DCS: keyframes relabelled per round (the newest half, the rest in turn "
                                          "from older ones): bounds a round's time on long runs", at_least(1))
+    dcs_min_age: int = setting(0, "3DCS: relabel a keyframe only once this many newer ones are mapped (objects it "
+                                  "saw first are then trained under the teacher before the map labels them)",
+                               at_least(0))
     dcs_spread: bool = setting(False, "3DCS: spread each round's relabelling over the dcs_every keyframes after "
                                       "it (the same work, no multi-second stall on a live stream; the last "
                                       "round's labels serve meanwhile)")

@@ -304,8 +304,9 @@ class SemanticTrainer(ChannelTrainer):
     def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:
         """A round's work: (keyframe to relabel, the next annotated keyframe's camera or None)."""
         annotated = self._annotated(mapper)
+        settled = max(len(annotated) - self.config.dcs_min_age, 0)  # the newest keep the teacher's word for now
         return [(annotated[i], annotated[i + 1].camera if i + 1 < len(annotated) else None)
-                for i in self.relabel_set(len(annotated))]
+                for i in self.relabel_set(settled)]
 
     @torch.no_grad()
     def _relabel(self, mapper: IncrementalMapper, kf: Keyframe, next_camera: Camera | None,
