@@ -80,7 +80,7 @@ class NovelView:
         """The far image of a render's surface (its depth where opacity > 0.5), None if ``margin_m`` is 0."""
         if margin_m <= 0:
             return None
-        surface = torch.where(out.alpha > 0.5, out.depth / out.alpha.clamp(min=0.5), 0.0)
+        surface = out.expected_depth(min_alpha=0.5)
         return Occluder.from_depth(surface, default_radius_px(surface.shape[1]), margin_m).far_mm()
 
     def occluder(self, margin_m: float) -> Occluder | None:
