@@ -15,7 +15,8 @@ from clipgs.mapping.growth import auto_pixel_stride
 from clipgs.mapping.keyframes import Keyframe, KeyframeStore
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.trainer import SemanticTrainer, compact_ids
+from clipgs.semantics.supervision import compact_ids
+from clipgs.semantics.trainer import SemanticTrainer
 
 FAST = dict(iters_per_keyframe=2, w_ssim=0.0)
 

@@ -139,7 +139,7 @@ def test_a_keyframe_keeps_its_far_image_in_millimetres_never_nearer_than_compute
 
 
 def test_a_3dcs_novel_view_hides_what_the_maps_own_rendered_surface_hides():
-    from clipgs.semantics.trainer import NovelView
+    from clipgs.semantics.supervision import NovelView
 
     gmap, camera, _, n_wall = _wall_scene()
     out = gmap.render(camera, semantic=False)

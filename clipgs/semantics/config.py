@@ -64,6 +64,14 @@ class SemanticTrainingConfig(Settings):
     dcs_min_age: int = setting(0, "3DCS: relabel a keyframe only once this many newer ones are mapped (objects it "
                                   "saw first are then trained under the teacher before the map labels them)",
                                at_least(0))
+    dcs_mature_keyframes: int = setting(0, "3DCS: label only pixels that Gaussians at least this many keyframes old "
+                                           "render (most of the weight): younger ones still learn the teacher's "
+                                           "classes, and voting them in would keep what they hold now; 0: off",
+                                        at_least(0))
+    dcs_decoder_share: float = setting(1.0, "3DCS: share of the gradient of the cross-entropy on pseudo-labels (and "
+                                            "fused labels) that reaches the shared decoder; the attributes get all "
+                                            "of it (0: attributes only, so on a walk through rooms the classes out "
+                                            "of view are not pushed down)", UNIT)
     dcs_spread: bool = setting(False, "3DCS: spread each round's relabelling over the dcs_every keyframes after "
                                       "it (the same work, no multi-second stall on a live stream; the last "
                                       "round's labels serve meanwhile)")

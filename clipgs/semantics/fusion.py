@@ -79,4 +79,3 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     share, pick = out.image.max(dim=-1)
     keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
     return torch.where(keep, classes.to(pick.device)[pick], labels)
-

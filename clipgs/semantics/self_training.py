@@ -8,7 +8,8 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.geometry import interpolate_pose
-from clipgs.render import RenderOutput
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.render import RenderOutput, rasterize
 from clipgs.semantics.coherence import rendered_segments
 from clipgs.semantics.sac import SemanticDecoder
 
@@ -62,3 +63,14 @@ def label_rendered_view(out: RenderOutput, decoder: SemanticDecoder, vocabulary:
     ids = rendered_segments(out, max_width=segment_width)
     logits = decoder.similarity(out.semantics, vocabulary) / tau
     return vote_in_masks(logits, ids, confidence)
+
+
+@torch.no_grad()
+def rendered_share(gaussians: GaussianMap, chosen: Tensor, camera: Camera, backend: str = "auto") -> Tensor:
+    """(H, W) the share of each pixel's rendered weight that the ``chosen`` (N,) bool Gaussians carry, 0 where the
+    map is empty. Only the Gaussians the camera may see are rendered."""
+    rows = gaussians.rows_in_view(camera, backend)
+    g = gaussians.select(rows)
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, chosen[rows.to(chosen.device)][:, None]
+                    .to(g.means), camera, backend=backend)
+    return out.image[..., 0] / out.alpha.clamp(min=1e-6)

@@ -11,7 +11,6 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,8 +20,7 @@ from torch import Tensor
 from clipgs.data.frame import Camera, Frame
 from clipgs.mapping import ChannelTrainer, GaussianMap, IncrementalMapper
 from clipgs.mapping.keyframes import Keyframe
-from clipgs.render import Occluder, RenderOutput
-from clipgs.render.occlusion import default_radius_px
+from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
@@ -34,59 +32,12 @@ from clipgs.semantics.sac import (
     sac_losses,
     sample_mask_pixels,
 )
-from clipgs.semantics.self_training import label_rendered_view, novel_cameras, vote_in_masks
+from clipgs.semantics.self_training import label_rendered_view, novel_cameras, rendered_share, vote_in_masks
 from clipgs.semantics.source_worker import SourceWorker
 from clipgs.semantics.sources import MaskEmbeddings
+from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class KeyframeSemantics:
-    """A keyframe's supervision: the 2D source's masks + embeddings, and its 3DCS pseudo-labels
-    ((H, W) vocabulary index, -1 = none; None before the first round). Ids and labels are stored in the
-    smallest integer type that holds them (:func:`compact_ids`); callers index with ``.long()``."""
-
-    masks: MaskEmbeddings | None  # None while the source still works on it (``async_source``)
-    pseudo_labels: Tensor | None = None
-    voted: bool = False  # its masks' classes were splatted onto the Gaussians (3D label fusion)
-    fused_labels: Tensor | None = None  # (H, W) the fused classes rendered into it at its last vote, -1 = none
-
-    @property
-    def nbytes(self) -> int:
-        tensors = [self.pseudo_labels, self.fused_labels]
-        tensors += [self.masks.mask_ids, self.masks.embeddings] if self.masks else []
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
-
-
-def compact_ids(ids: Tensor) -> Tensor:
-    """(H, W) ids or labels (-1 = none) as int16 when they fit (below 32768), else int32."""
-    top = int(ids.max()) if ids.numel() else 0
-    return ids.to(torch.int16 if top < 2**15 else torch.int32)
-
-
-@dataclass
-class NovelView:
-    """A 3DCS view between keyframes: pseudo-labels only (its colour is the map's own, no evidence). far_mm: the
-    far image (uint16 mm) of the map's own rendered surface there, so its steps leave out what that hides as
-    keyframe steps do (None: occlusion culling off)."""
-
-    camera: Camera
-    pseudo_labels: Tensor
-    far_mm: Tensor | None = None
-
-    @staticmethod
-    def surface_far_mm(out: RenderOutput, margin_m: float) -> Tensor | None:
-        """The far image of a render's surface (its depth where opacity > 0.5), None if ``margin_m`` is 0."""
-        if margin_m <= 0:
-            return None
-        surface = out.expected_depth(min_alpha=0.5)
-        return Occluder.from_depth(surface, default_radius_px(surface.shape[1]), margin_m).far_mm()
-
-    def occluder(self, margin_m: float) -> Occluder | None:
-        if self.far_mm is None or margin_m <= 0:
-            return None
-        return Occluder.from_far_mm(self.far_mm, default_radius_px(self.camera.width), margin_m)
 
 
 class SemanticTrainer(ChannelTrainer):
@@ -98,6 +49,7 @@ class SemanticTrainer(ChannelTrainer):
         self.config, self.source, self.vocabulary = config, source, vocabulary
         self.channels, self.channel_lr = config.sem_dim, config.lr_semantics
         self.decoder: SemanticDecoder | None = None
+        self._frozen: SemanticDecoder | None = None  # the decoder's weights without gradient (dcs_decoder_share)
         self.optimizer: torch.optim.Optimizer | None = None
         self.novel_views: list[NovelView] = []
         self.pseudo_label_rounds = 0
@@ -207,7 +159,7 @@ class SemanticTrainer(ChannelTrainer):
                                          ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
             if not on or labels is None:
                 continue
-            logits = self._logits(decoded) if logits is None else logits
+            logits = self._label_logits(decoded, rows) if logits is None else logits
             term = self._label_loss(logits, labels, idx)
             if term is not None:
                 terms[name] = term
@@ -239,13 +191,15 @@ class SemanticTrainer(ChannelTrainer):
                 idx = out.attribute_pixels
                 rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
                 target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(out.image.device).long()
-                loss = c.w_dcs * F.cross_entropy(self._logits(DecodedPixels(self.decoder, rows)), target)
+                loss = c.w_dcs * F.cross_entropy(self._label_logits(None, rows), target)
                 return loss, {"novel_dcs": float(loss.detach())}
 
             mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"}, pixels=idx,
                               occluder=view.occluder(mapper.config.occlusion_margin_m))
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
+        if self.config.dcs_mature_keyframes > 0:
+            mapper.map.extra("age_keyframes", 1).add_(1)  # new Gaussians start at 0
         self._vote(mapper)
         c, n = self.config, mapper.stats.keyframes
         due = self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0
@@ -320,13 +274,23 @@ class SemanticTrainer(ChannelTrainer):
         if c.dcs_split_masks:
             masks = split_masks(masks, rendered_segments(out, max_width=c.dcs_segment_width))
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
-        kf.annotation.pseudo_labels = compact_ids(labels)
+        kf.annotation.pseudo_labels = compact_ids(self._leave_young_out(mapper, kf.camera, labels))
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
             out = mapper.render(camera)
             pseudo = label_rendered_view(out, self.decoder, vocab, c.dcs_confidence, c.dcs_tau, c.dcs_segment_width)
+            pseudo = self._leave_young_out(mapper, camera, pseudo)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo),
                                        NovelView.surface_far_mm(out, mapper.config.occlusion_margin_m)))
+
+    def _leave_young_out(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor) -> Tensor:
+        """``labels`` (H, W) with -1 where Gaussians younger than ``dcs_mature_keyframes`` carry half the weight."""
+        age = self.config.dcs_mature_keyframes
+        if age <= 0:
+            return labels
+        share = rendered_share(mapper.map.gaussians, mapper.map.extra("age_keyframes", 1)[:, 0] >= age, camera,
+                               mapper.config.backend)
+        return torch.where(share >= 0.5, labels, torch.full_like(labels, -1))
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
         """Do up to ``count`` items of the open round; when none are left its novel views replace the last
@@ -374,6 +338,23 @@ class SemanticTrainer(ChannelTrainer):
     def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:
         """The held keyframes that have their masks (oldest first)."""
         return [kf for kf in mapper.keyframes if kf.annotation is not None and kf.annotation.masks is not None]
+
+    def _label_logits(self, decoded: DecodedPixels | None, rows: Tensor) -> Tensor:
+        """(P, C) vocabulary logits of rendered attribute rows (P, d) for the label terms, their gradient reaching
+        the decoder scaled by ``dcs_decoder_share`` (the attributes get all of it): the same values, a blend of
+        the decoder's logits and those of a copy of it that takes no gradient."""
+        share = self.config.dcs_decoder_share
+        live = None if share <= 0 else self._logits(decoded if decoded is not None else
+                                                       DecodedPixels(self.decoder, rows))
+        if share >= 1:
+            return live
+        if self._frozen is None:
+            self._frozen = copy.deepcopy(self.decoder).requires_grad_(False)
+        with torch.no_grad():
+            for mine, theirs in zip(self._frozen.parameters(), self.decoder.parameters(), strict=True):
+                mine.copy_(theirs)
+        frozen = self._logits(DecodedPixels(self._frozen, rows))
+        return frozen if live is None else share * live + (1 - share) * frozen
 
     def _logits(self, decoded: DecodedPixels) -> Tensor:
         return decoded.cosines(self.vocabulary) / self.config.sem_tau

@@ -1,0 +1,60 @@
+"""What supervises the semantic attributes in each view: a keyframe's 2D masks and labels, a 3DCS novel view's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from clipgs.data.frame import Camera
+from clipgs.render import Occluder, RenderOutput
+from clipgs.render.occlusion import default_radius_px
+from clipgs.semantics.sources import MaskEmbeddings
+
+
+@dataclass
+class KeyframeSemantics:
+    """A keyframe's supervision: the 2D source's masks + embeddings, and its 3DCS pseudo-labels
+    ((H, W) vocabulary index, -1 = none; None before the first round). Ids and labels are stored in the
+    smallest integer type that holds them (:func:`compact_ids`); callers index with ``.long()``."""
+
+    masks: MaskEmbeddings | None  # None while the source still works on it (``async_source``)
+    pseudo_labels: Tensor | None = None
+    voted: bool = False  # its masks' classes were splatted onto the Gaussians (3D label fusion)
+    fused_labels: Tensor | None = None  # (H, W) the fused classes rendered into it at its last vote, -1 = none
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.pseudo_labels, self.fused_labels]
+        tensors += [self.masks.mask_ids, self.masks.embeddings] if self.masks else []
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def compact_ids(ids: Tensor) -> Tensor:
+    """(H, W) ids or labels (-1 = none) as int16 when they fit (below 32768), else int32."""
+    top = int(ids.max()) if ids.numel() else 0
+    return ids.to(torch.int16 if top < 2**15 else torch.int32)
+
+
+@dataclass
+class NovelView:
+    """A 3DCS view between keyframes: pseudo-labels only (its colour is the map's own, no evidence). far_mm: the
+    far image (uint16 mm) of the map's own rendered surface there, so its steps leave out what that hides as
+    keyframe steps do (None: occlusion culling off)."""
+
+    camera: Camera
+    pseudo_labels: Tensor
+    far_mm: Tensor | None = None
+
+    @staticmethod
+    def surface_far_mm(out: RenderOutput, margin_m: float) -> Tensor | None:
+        """The far image of a render's surface (its depth where opacity > 0.5), None if ``margin_m`` is 0."""
+        if margin_m <= 0:
+            return None
+        surface = out.expected_depth(min_alpha=0.5)
+        return Occluder.from_depth(surface, default_radius_px(surface.shape[1]), margin_m).far_mm()
+
+    def occluder(self, margin_m: float) -> Occluder | None:
+        if self.far_mm is None or margin_m <= 0:
+            return None
+        return Occluder.from_far_mm(self.far_mm, default_radius_px(self.camera.width), margin_m)
