@@ -68,7 +68,7 @@ class SemanticTrainingConfig(Settings):
                                            "render (most of the weight): younger ones still learn the teacher's "
                                            "classes, and voting them in would keep what they hold now; 0: off",
                                         at_least(0))
-    dcs_decoder_share: float = setting(1.0, "3DCS: share of the gradient of the cross-entropy on pseudo-labels (and "
+    dcs_decoder_share: float = setting(0.2, "3DCS: share of the gradient of the cross-entropy on pseudo-labels (and "
                                             "fused labels) that reaches the shared decoder; the attributes get all "
                                             "of it (0: attributes only, so on a walk through rooms the classes out "
                                             "of view are not pushed down)", UNIT)
