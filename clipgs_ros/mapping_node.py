@@ -29,6 +29,7 @@ from clipgs.session import MappingSession
 from clipgs_ros.markers import box_markers, Detection3DArray, detections, point
 from clipgs_ros.node_parameters import declare_settings, live_settings
 from clipgs_ros.ros_logging import forward_core_logging, stop_forwarding
+from clipgs_ros.signals import spin_until_signalled
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
@@ -236,7 +237,7 @@ def main(args=None):
         node = MappingNode()
         executor = MultiThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        spin_until_signalled(executor)
     except SettingsError as exc:
         rclpy.logging.get_logger('clipgs_mapping').fatal(f'cannot start: {exc}')
         code = 2
