@@ -68,9 +68,8 @@ def label_rendered_view(out: RenderOutput, decoder: SemanticDecoder, vocabulary:
 @torch.no_grad()
 def rendered_share(gaussians: GaussianMap, chosen: Tensor, camera: Camera, backend: str = "auto") -> Tensor:
     """(H, W) the share of each pixel's rendered weight that the ``chosen`` (N,) bool Gaussians carry, 0 where the
-    map is empty. Only the Gaussians the camera may see are rendered."""
-    rows = gaussians.rows_in_view(camera, backend)
-    g = gaussians.select(rows)
-    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, chosen[rows.to(chosen.device)][:, None]
-                    .to(g.means), camera, backend=backend)
+    map is empty (rendered as one channel; the render culls to the view itself)."""
+    g = gaussians
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, chosen[:, None].to(g.means), camera,
+                    backend=backend)
     return out.image[..., 0] / out.alpha.clamp(min=1e-6)
