@@ -31,6 +31,13 @@ class SemanticTrainingConfig(Settings):
     sem_hidden: int = setting(128, "semantic decoder MLP width; 0: no decoder, attributes are full embeddings "
                                    "(sem_dim = D)", at_least(0))
     lr_decoder: float = setting(1e-3, "Adam learning rate of the semantic decoder", greater_than(0.0))
+    # Replay: the decoder (shared by all Gaussians, trained on what is in view) keeps the rooms the walk has left.
+    sem_replay_pixels: int = setting(512, "decoder replay: rendered attribute rows each keyframe keeps from its last "
+                                          "step, with their mask ids (0: no replay)", at_least(0))
+    sem_replay_keyframes: int = setting(4, "decoder replay: other keyframes whose kept rows join each semantic step "
+                                           "(the decoder is trained on them; their attributes are not)", at_least(0))
+    w_sem_replay: float = setting(1.0, "decoder replay: weight of the SAC losses on the replayed rows",
+                                  at_least(0.0))
     # Paper-v2 3D term: decoded features of neighbouring Gaussians (k nearest within a radius) pulled together.
     w_sem_knn: float = setting(0.0, "weight of the 3D term pulling neighbouring Gaussians' semantics together "
                                     "(0: off)", at_least(0.0))

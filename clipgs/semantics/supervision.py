@@ -22,12 +22,32 @@ class KeyframeSemantics:
     pseudo_labels: Tensor | None = None
     voted: bool = False  # its masks' classes were splatted onto the Gaussians (3D label fusion)
     fused_labels: Tensor | None = None  # (H, W) the fused classes rendered into it at its last vote, -1 = none
+    # decoder replay: (R, d) rendered attribute rows of its last step (no gradient) and their (R,) mask ids
+    replay: tuple[Tensor, Tensor] | None = None
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.pseudo_labels, self.fused_labels]
+        tensors = [self.pseudo_labels, self.fused_labels, *(self.replay or ())]
         tensors += [self.masks.mask_ids, self.masks.embeddings] if self.masks else []
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+def replay_batch(pool: list[KeyframeSemantics], current: KeyframeSemantics | None, count: int,
+                 generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The kept rows of ``count`` keyframes drawn at random from ``pool`` (``current`` and those without rows
+    left out), side by side: rows (R, d), mask ids (R,) int64 into embeddings (M, D), the drawn keyframes'
+    mask embeddings stacked (so a contrast runs over all of them). None when there is nothing to replay."""
+    pool = [a for a in pool if a is not current and a.replay is not None and a.masks is not None]
+    if not pool or count == 0:
+        return None
+    rows, ids, embeddings, offset = [], [], [], 0
+    for j in torch.randperm(len(pool), generator=generator)[:count].tolist():
+        rows.append(pool[j].replay[0])
+        ids.append(pool[j].replay[1].long() + offset)
+        embeddings.append(pool[j].masks.embeddings)
+        offset += len(pool[j].masks.embeddings)
+    rows = torch.cat(rows)
+    return rows, torch.cat(ids).to(rows.device), torch.cat(embeddings).to(rows)
 
 
 def compact_ids(ids: Tensor) -> Tensor:

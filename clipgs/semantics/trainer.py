@@ -35,7 +35,7 @@ from clipgs.semantics.sac import (
 from clipgs.semantics.self_training import label_rendered_view, novel_cameras, rendered_share, vote_in_masks
 from clipgs.semantics.source_worker import SourceWorker
 from clipgs.semantics.sources import MaskEmbeddings
-from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids
+from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, replay_batch
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class SemanticTrainer(ChannelTrainer):
         self._vote_cursor = 0  # next older keyframe to vote again
         self.fusion_votes = 0  # keyframe views splatted onto the Gaussians so far
         self.worker: SourceWorker | None = None  # the source's thread, with async_source
+        self._replay_pool: list[KeyframeSemantics] = []  # the annotated keyframes' supervision, drawn per round
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -134,6 +135,7 @@ class SemanticTrainer(ChannelTrainer):
     def begin_round(self, mapper: IncrementalMapper) -> None:
         """Anchors and neighbours for the 3D term, drawn once per round (positions move little)."""
         c, means = self.config, mapper.map.gaussians.means
+        self._replay_pool = [kf.annotation for kf in self._annotated(mapper)]
         self._knn = None
         if c.w_sem_knn <= 0 or self.decoder is None or len(means) < 2:
             return
@@ -153,7 +155,14 @@ class SemanticTrainer(ChannelTrainer):
         decoded = DecodedPixels(self.decoder, rows)
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
-        loss = c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        loss = self._sac_loss(terms)
+        if c.sem_replay_pixels > 0:
+            replay = self._replay_loss(sem)  # other keyframes' kept rows; then this one's are renewed
+            keep = torch.linspace(0, len(idx) - 1, min(len(idx), c.sem_replay_pixels), device=ids.device).long()
+            sem.replay = rows.detach()[keep].clone(), compact_ids(ids[keep])
+            if replay is not None:
+                terms["replay"] = replay
+                loss = loss + c.w_sem_replay * replay
         logits = None  # the vocabulary logits, computed once for both label terms
         for name, labels, weight, on in (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
                                          ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
@@ -327,6 +336,18 @@ class SemanticTrainer(ChannelTrainer):
         return sorted(take) + list(range(older, count))
 
     # ----------------------------------------------------------------- helpers
+    def _sac_loss(self, terms: dict[str, Tensor]) -> Tensor:
+        c = self.config
+        return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+
+    def _replay_loss(self, current: KeyframeSemantics) -> Tensor | None:
+        """Decoder replay: the SAC losses on rows kept by other keyframes (:func:`replay_batch`). The rows are
+        constants, so only the decoder learns: it keeps decoding the rooms out of view as when they were trained
+        instead of drifting to the classes in view (the attributes there stay as they were)."""
+        batch = replay_batch(self._replay_pool, current, self.config.sem_replay_keyframes, self._generator)
+        return None if batch is None else self._sac_loss(sac_losses(DecodedPixels(self.decoder, batch[0]), batch[1],
+                                                                    batch[2], self.config.sem_tau))
+
     def _label_loss(self, logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
         """Cross-entropy of the sampled pixels' vocabulary logits (P, C) (flat indices ``idx``) to (H, W)
         vocabulary labels; None when none of them is labelled (-1)."""
