@@ -66,7 +66,7 @@ class SemanticTrainingConfig(Settings):
     w_dcs: float = setting(0.5, "3DCS: weight of the cross-entropy on pseudo-labels", at_least(0.0))
     dcs_novel_views: int = setting(1, "3DCS: views rendered between consecutive keyframes per round and "
                                       "labelled (0: off)", at_least(0))
-    dcs_max_keyframes: int = setting(48, "3DCS: keyframes relabelled per round (the newest half, the rest in turn "
+    dcs_max_keyframes: int = setting(24, "3DCS: keyframes relabelled per round (the newest half, the rest in turn "
                                          "from older ones): bounds a round's time on long runs", at_least(1))
     dcs_min_age: int = setting(0, "3DCS: relabel a keyframe only once this many newer ones are mapped (objects it "
                                   "saw first are then trained under the teacher before the map labels them)",
