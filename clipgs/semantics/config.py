@@ -32,7 +32,7 @@ class SemanticTrainingConfig(Settings):
                                    "(sem_dim = D)", at_least(0))
     lr_decoder: float = setting(1e-3, "Adam learning rate of the semantic decoder", greater_than(0.0))
     # Replay: the decoder (shared by all Gaussians, trained on what is in view) keeps the rooms the walk has left.
-    sem_replay_pixels: int = setting(512, "decoder replay: rendered attribute rows each keyframe keeps from its last "
+    sem_replay_pixels: int = setting(128, "decoder replay: rendered attribute rows each keyframe keeps from its last "
                                           "step, with their mask ids (0: no replay)", at_least(0))
     sem_replay_keyframes: int = setting(4, "decoder replay: other keyframes whose kept rows join each semantic step "
                                            "(the decoder is trained on them; their attributes are not)", at_least(0))
