@@ -10,6 +10,7 @@ from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.supervision import KeyframeSemantics, compact_ids, replay_batch
+from clipgs.semantics.trainer import SemanticTrainer
 from tests.test_self_training import _class_embeddings
 
 
@@ -42,7 +43,6 @@ def test_replay_batch_stacks_other_keyframes_rows_with_their_own_embeddings():
 def _map(synth_dir, replay_pixels: int, frames: int = 4):
     ds, class_embeddings = open_dataset(synth_dir), _class_embeddings(synth_dir)
     teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
-    from clipgs.semantics.trainer import SemanticTrainer
     trainer = SemanticTrainer(SemanticTrainingConfig(sem_dim=8, dcs_every=0, sem_replay_pixels=replay_pixels,
                                                      sem_replay_keyframes=2), teacher, class_embeddings)
     mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=6, w_ssim=0.0, kf_translation_m=0.0), trainer=trainer)

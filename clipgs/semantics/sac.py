@@ -120,18 +120,19 @@ class DecodedPixels:
     When the decoder folds (D > hidden) nothing (P, D) is built: cosines to a set of embeddings and the sums
     of u over each mask are taken in the hidden space (``SemanticDecoder.fold`` and ``gram``): at D = 512 the
     SAC losses cost a quarter of decoding in full, forward and backward. Otherwise the rows are decoded in
-    full (``full``). Same values and gradients either way (tests/test_semantic_decoder.py).
+    full (``full``). Same values and gradients either way (tests/test_semantic_decoder.py). ``gram``: the
+    decoder's ``gram()`` when another batch of the same step already computed it (None: computed here).
     """
 
     def __init__(self, decoder: SemanticDecoder | None, attributes: Tensor | None = None,
-                 full: Tensor | None = None) -> None:
-        self.decoder, self.full = decoder, full
+                 full: Tensor | None = None, gram: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
+        self.decoder, self.full, self.gram = decoder, full, None
         if full is None and not decoder.folds:
             self.full = decoder(attributes)
         if self.full is None:
             self.h = decoder.hidden_features(attributes)  # (P, hidden)
-            self._gram = decoder.gram()
-            ww, wb, bb = self._gram
+            self.gram = decoder.gram() if gram is None else gram
+            ww, wb, bb = self.gram
             self.norm = (((self.h @ ww) * self.h).sum(-1) + 2 * (self.h @ wb) + bb).clamp_min(1e-24).sqrt()  # (P,)
 
     @classmethod
@@ -160,7 +161,7 @@ class DecodedPixels:
         inv = 1.0 / self.norm
         a = onehot.T @ (self.h * inv[:, None])
         c = onehot.T @ inv
-        ww, wb, bb = self._gram
+        ww, wb, bb = self.gram
         sums_sq = ((a @ ww) * a).sum(-1) + 2 * c * (a @ wb) + c * c * bb
         return 1.0 - (sums_sq / counts.to(sums_sq.dtype)).sum() / len(ids)
 

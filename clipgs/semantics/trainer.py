@@ -157,9 +157,9 @@ class SemanticTrainer(ChannelTrainer):
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = self._sac_loss(terms)
         if c.sem_replay_pixels > 0:
-            replay = self._replay_loss(sem)  # other keyframes' kept rows; then this one's are renewed
+            replay = self._replay_loss(sem, decoded.gram)  # other keyframes' kept rows; then this one's are renewed
             keep = torch.linspace(0, len(idx) - 1, min(len(idx), c.sem_replay_pixels), device=ids.device).long()
-            sem.replay = rows.detach()[keep].clone(), compact_ids(ids[keep])
+            sem.replay = rows.detach()[keep], compact_ids(ids[keep])  # indexing copies: nothing of the step kept
             if replay is not None:
                 terms["replay"] = replay
                 loss = loss + c.w_sem_replay * replay
@@ -340,13 +340,17 @@ class SemanticTrainer(ChannelTrainer):
         c = self.config
         return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
 
-    def _replay_loss(self, current: KeyframeSemantics) -> Tensor | None:
+    def _replay_loss(self, current: KeyframeSemantics,
+                     gram: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | None:
         """Decoder replay: the SAC losses on rows kept by other keyframes (:func:`replay_batch`). The rows are
         constants, so only the decoder learns: it keeps decoding the rooms out of view as when they were trained
-        instead of drifting to the classes in view (the attributes there stay as they were)."""
+        instead of drifting to the classes in view (the attributes there stay as they were). ``gram``: the
+        decoder's Gram matrix the step has already computed, shared (None: computed here)."""
         batch = replay_batch(self._replay_pool, current, self.config.sem_replay_keyframes, self._generator)
-        return None if batch is None else self._sac_loss(sac_losses(DecodedPixels(self.decoder, batch[0]), batch[1],
-                                                                    batch[2], self.config.sem_tau))
+        if batch is None:
+            return None
+        decoded = DecodedPixels(self.decoder, batch[0], gram=gram)
+        return self._sac_loss(sac_losses(decoded, batch[1], batch[2], self.config.sem_tau))
 
     def _label_loss(self, logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
         """Cross-entropy of the sampled pixels' vocabulary logits (P, C) (flat indices ``idx``) to (H, W)
