@@ -7,7 +7,7 @@ import torch
 
 from clipgs.geometry import invert_rigid, quat_to_rotmat
 from clipgs.mapping import icp as icp_module
-from clipgs.mapping.icp import icp_align, normal_map, vertex_map
+from clipgs.mapping.icp import compiled_available, icp_align, normal_map, vertex_map, vertex_normal_map
 from clipgs.mapping.keyframes import rotation_angle_deg
 from clipgs.mapping.losses import mapping_loss, near_depth
 
@@ -55,6 +55,19 @@ def test_normal_map_of_a_wall_faces_the_camera():
     depth[10:, :] = 3.0  # an occlusion edge: no normal across it
     n = normal_map(vertex_map(depth, K))
     assert np.all(n[9:11, 5] == 0) and np.allclose(n[5, 5], [0, 0, -1])
+
+
+@pytest.mark.skipif(not compiled_available(), reason="no C++ compiler here")
+def test_compiled_point_and_normal_maps_match_numpy():
+    depth = raycast_box(pose([0.1, 0.0, 0.2], degrees=5.0)).astype(np.float32)
+    depth[5:9, 10:30] = 0.0  # a dropout: no normals around it
+    depth[20:, 40:] += 0.5  # an occlusion edge
+    vertices, normals = vertex_normal_map(depth, K)
+    ref_v, ref_n = vertex_normal_map(depth, K, compiled=False)
+    assert vertices.dtype == normals.dtype == np.float64 and normals.shape == depth.shape + (3,)
+    assert np.array_equal(vertices, ref_v)
+    assert np.array_equal(normals != 0, ref_n != 0) and np.abs(normals - ref_n).max() < 1e-12
+    assert 0.5 < (normals != 0).any(-1).mean() < 0.95  # edges, the border and the dropout have none
 
 
 def test_icp_recovers_a_known_motion_in_a_box_room():

@@ -1,6 +1,7 @@
 """Image files and false-colour visualisation (PIL + numpy only)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -59,18 +60,31 @@ def resize_depth(depth: np.ndarray, width: int, height: int, rel_tol: float = 0.
     h0, w0 = depth.shape
     if (w0, h0) == (width, height):
         return depth
-    x = np.clip((np.arange(width) + 0.5) * w0 / width - 0.5, 0.0, w0 - 1.0)
-    y = np.clip((np.arange(height) + 0.5) * h0 / height - 0.5, 0.0, h0 - 1.0)
-    x0, y0 = np.minimum(x.astype(np.int64), max(w0 - 2, 0)), np.minimum(y.astype(np.int64), max(h0 - 2, 0))
-    x1, y1 = np.minimum(x0 + 1, w0 - 1), np.minimum(y0 + 1, h0 - 1)
-    fx, fy = x - x0, y - y0
-    d = np.stack([depth[np.ix_(y0, x0)], depth[np.ix_(y0, x1)], depth[np.ix_(y1, x0)], depth[np.ix_(y1, x1)]])
-    w = np.stack([np.outer(1 - fy, 1 - fx), np.outer(1 - fy, fx), np.outer(fy, 1 - fx), np.outer(fy, fx)])
+    rows, cols, w = _bilinear_taps(h0, w0, height, width)
+    d = depth[rows, cols]  # (4, height, width): the four source pixels around each new pixel centre
     valid = d > 0
     anchor = np.take_along_axis(d, np.argmax(np.where(valid, w + 1e-6, -1.0), axis=0)[None], axis=0)[0]
     w = np.where(valid & (np.abs(d - anchor) <= rel_tol * anchor), w, 0.0)
     total = w.sum(axis=0)
     return np.where(total > 0, (w * d).sum(axis=0) / np.maximum(total, 1e-12), 0.0).astype(depth.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _bilinear_taps(h0: int, w0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For :func:`resize_depth` (a stream resizes every frame alike, so cached): source rows and columns (4,
+    height, width) of the four pixels around each new pixel centre and their bilinear weights (4, height,
+    width)."""
+    x = np.clip((np.arange(width) + 0.5) * w0 / width - 0.5, 0.0, w0 - 1.0)
+    y = np.clip((np.arange(height) + 0.5) * h0 / height - 0.5, 0.0, h0 - 1.0)
+    x0, y0 = np.minimum(x.astype(np.int64), max(w0 - 2, 0)), np.minimum(y.astype(np.int64), max(h0 - 2, 0))
+    x1, y1 = np.minimum(x0 + 1, w0 - 1), np.minimum(y0 + 1, h0 - 1)
+    fx, fy = x - x0, y - y0
+    rows = np.stack([np.broadcast_to(r[:, None], (height, width)) for r in (y0, y0, y1, y1)])
+    cols = np.stack([np.broadcast_to(c[None, :], (height, width)) for c in (x0, x1, x0, x1)])
+    w = np.stack([np.outer(1 - fy, 1 - fx), np.outer(1 - fy, fx), np.outer(fy, 1 - fx), np.outer(fy, fx)])
+    for a in (rows, cols, w):
+        a.flags.writeable = False
+    return rows, cols, w
 
 
 def to_uint8(rgb: np.ndarray) -> np.ndarray:

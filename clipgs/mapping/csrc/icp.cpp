@@ -66,4 +66,44 @@ void clipgs_icp_normal_equations(int64_t n, const double* src, const double* src
   stats[1] = sum_r2;
 }
 
+// depth (h, w) metres, 0 = invalid; K (3, 3) -> vertices (h, w, 3) camera-frame points (integer pixel = pixel
+// centre) and normals (h, w, 3): the compiled twin of icp.vertex_map + icp.normal_map (central differences,
+// unit, facing the camera; zero on the border, where a neighbour is invalid or lies more than max_jump x depth
+// away in z, or where the cross product vanishes). numpy: ~4 ms per 160 x 120 view on a dozen array passes.
+void clipgs_icp_vertex_normal_map(const double* depth, int64_t h, int64_t w, const double* K, double max_jump,
+                                  double* vertices, double* normals) {
+  const double fx = K[0], cx = K[2], fy = K[4], cy = K[5];
+  for (int64_t v = 0; v < h; ++v) {
+    for (int64_t u = 0; u < w; ++u) {
+      const double z = depth[v * w + u];
+      double* p = vertices + 3 * (v * w + u);
+      p[0] = (static_cast<double>(u) - cx) / fx * z;
+      p[1] = (static_cast<double>(v) - cy) / fy * z;
+      p[2] = z;
+    }
+  }
+  for (int64_t i = 0; i < 3 * h * w; ++i) normals[i] = 0.0;
+  for (int64_t v = 1; v + 1 < h; ++v) {
+    for (int64_t u = 1; u + 1 < w; ++u) {
+      const int64_t i = v * w + u;
+      const double* c = vertices + 3 * i;
+      const double z = c[2];
+      if (!(z > 0)) continue;
+      const double* nb[4] = {c + 3, c - 3, c + 3 * w, c - 3 * w};  // right, left, down, up
+      bool good = true;
+      for (const double* q : nb) good = good && q[2] > 0 && std::fabs(q[2] - z) < max_jump * z;
+      if (!good) continue;
+      const double ax = nb[0][0] - nb[1][0], ay = nb[0][1] - nb[1][1], az = nb[0][2] - nb[1][2];
+      const double bx = nb[2][0] - nb[3][0], by = nb[2][1] - nb[3][1], bz = nb[2][2] - nb[3][2];
+      double nx = ay * bz - az * by, ny = az * bx - ax * bz, nz = ax * by - ay * bx;
+      const double norm = std::sqrt(nx * nx + ny * ny + nz * nz);
+      if (!(norm > 0)) continue;
+      nx /= norm, ny /= norm, nz /= norm;
+      const double s = nx * c[0] + ny * c[1] + nz * c[2] > 0 ? -1.0 : 1.0;  // face the camera (it looks along +z)
+      double* n = normals + 3 * i;
+      n[0] = s * nx, n[1] = s * ny, n[2] = s * nz;
+    }
+  }
+}
+
 }  // extern "C"
