@@ -64,7 +64,7 @@ def test_compiled_point_and_normal_maps_match_numpy():
     depth[20:, 40:] += 0.5  # an occlusion edge
     vertices, normals = vertex_normal_map(depth, K)
     ref_v, ref_n = vertex_normal_map(depth, K, compiled=False)
-    assert vertices.dtype == normals.dtype == np.float64 and normals.shape == depth.shape + (3,)
+    assert vertices.dtype == normals.dtype == np.float64 and normals.shape == (*depth.shape, 3)
     assert np.array_equal(vertices, ref_v)
     assert np.array_equal(normals != 0, ref_n != 0) and np.abs(normals - ref_n).max() < 1e-12
     assert 0.5 < (normals != 0).any(-1).mean() < 0.95  # edges, the border and the dropout have none
