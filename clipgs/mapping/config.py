@@ -57,7 +57,7 @@ class MapperConfig(Settings):
                                              "map's render) or 'icp+photometric'",
                                       one_of(("icp", "photometric", "icp+photometric")))
     track_iters: int = setting(-1, "refine every frame's pose by ICP against the previous frame's depth for this "
-                                   "many steps (~9 ms a frame at 160x120 here, resizing included), so fast turns "
+                                   "many steps (~12 ms a frame at 160x120 here, resizing included), so fast turns "
                                    "between keyframes are followed; -1: auto, 6 when the poses come from odometry, "
                                    "else 0", at_least(-1))
     pose_refine_lr: float = setting(2e-3, "Adam learning rate of the pose correction (m, rad)", greater_than(0.0))

@@ -36,7 +36,7 @@ class MapperWorker:
     """Feeds frames to a mapper without ever blocking the caller or queueing without bound.
 
     Two threads, each taking frames from a one-frame slot: *prepare* checks every frame it gets, brings it to
-    the mapping resolution and tracks its pose against the previous one (``IncrementalMapper.prepare``, ~10 ms
+    the mapping resolution and tracks its pose against the previous one (``IncrementalMapper.prepare``, ~13 ms
     at 160x120 with tracking on), *map* integrates the newest prepared frame (``IncrementalMapper.integrate``;
     a keyframe can take a second). A frame arriving while a slot is full replaces the waiting one, counted in
     ``dropped``: a live robot wants the freshest view, and memory stays flat however fast frames arrive. Pose
