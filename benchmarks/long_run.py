@@ -162,7 +162,9 @@ def main() -> int:
     ate = ate_rmse(mapper, true_poses)
     summary = (f"long run: {len(order)} frames at {args.rate:g}/s, mapped {worker.processed}, dropped "
                f"{worker.dropped}, {mapper.stats.keyframes} keyframes ({mapper.stats.keyframes_held} held, "
-               f"{mapper.stats.keyframe_bytes / 2**20:.0f} MB), {len(snap)} Gaussians, RSS {rss_mb():.0f} MB, "
+               f"{mapper.stats.keyframe_bytes / 2**20:.0f} MB), {len(snap)} Gaussians, prepare "
+               f"{worker.ms_per_frame_prepared:.0f} ms a frame, {worker.seconds_per_keyframe:.2f} s a keyframe, "
+               f"RSS {rss_mb():.0f} MB, "
                f"PSNR {q['psnr_db']:.2f} dB, depth L1 {q['depth_l1_m']:.3f} m, ATE {ate * 100:.1f} cm")
     if mapper.stats.frames_tracked:
         summary += f" ({mapper.stats.frames_tracked} frames tracked, {mapper.stats.frames_not_tracked} not paired)"

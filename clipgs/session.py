@@ -190,6 +190,8 @@ class MappingSession:
                 + (f", poses refined {s.poses_refined} (drift corrected {s.drift_correction[0] * 100:.1f} cm, "
                    f"{s.drift_correction[1]:.1f} deg)" if s.poses_refined else "")
                 + (f", frames tracked {s.frames_tracked} (lost {s.frames_not_tracked})" if s.frames_tracked else "")
+                + (f", {self.worker.ms_per_frame_prepared:.0f} ms a frame prepared" if self.worker.prepared else "")
+                + (f", {self.worker.seconds_per_keyframe:.2f} s a keyframe" if self.worker.outcomes["keyframe"] else "")
                 + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")

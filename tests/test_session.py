@@ -61,6 +61,10 @@ def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
     line = session.stats_line()
     assert "pairs 6" in line and "mapped 4" in line and "no pose 1" in line and "bad messages 1" in line
     assert re.search(r"keyframes \d+ \(held \d+, \d+ MB\)", line)
+    # Where the time goes: the prepare thread per frame, the map thread per keyframe.
+    w = session.worker
+    assert w.prepared == 4 and 0 < w.ms_per_frame_prepared < 1e3 * w.seconds_per_keyframe
+    assert re.search(r", \d+ ms a frame prepared, \d+\.\d\d s a keyframe", line)
     ok, msg = session.save_map(str(tmp_path / "m.ply"))
     assert ok and len(load_ply(tmp_path / "m.ply")) > 0 and "saved" in msg
     ok, msg = session.save_map("/proc/forbidden/m.ply")

@@ -5,6 +5,7 @@ import ctypes
 import functools
 import logging
 import threading
+import time
 from collections import Counter
 
 from clipgs.data.frame import Frame
@@ -50,6 +51,9 @@ class MapperWorker:
         self.dropped = 0
         self.processed = 0  # frames the mapper finished with: rejected, skipped or mapped as a keyframe
         self.outcomes: Counter = Counter()
+        self.prepared = 0  # frames through the prepare stage (checked, resized, tracked or rejected)
+        self.prepare_seconds = 0.0  # their time on the prepare thread
+        self.keyframe_seconds = 0.0  # the map thread's time on frames that became keyframes
         self.error: BaseException | None = None
         self._pending: dict[str, Frame | None] = dict.fromkeys(self.STAGES)
         self._busy = dict.fromkeys(self.STAGES, False)
@@ -71,6 +75,19 @@ class MapperWorker:
         """Map + decoder + counters of one instant (see ``IncrementalMapper.snapshot``); never waits for a
         whole keyframe, only for the optimisation step in progress."""
         return self.mapper.snapshot()
+
+    @property
+    def ms_per_frame_prepared(self) -> float:
+        """Mean time the prepare thread took per frame (it shares the cores with the mapper: a stream's rate times
+        this is a core's share taken from mapping)."""
+        return 1e3 * self.prepare_seconds / self.prepared if self.prepared else float("nan")
+
+    @property
+    def seconds_per_keyframe(self) -> float:
+        """Mean time a keyframe took on the map thread (refine, grow, optimise, prune, 3DCS work): about one frame
+        in this many seconds times the stream's rate is mapped."""
+        keyframes = self.outcomes["keyframe"]
+        return self.keyframe_seconds / keyframes if keyframes else float("nan")
 
     @property
     def busy(self) -> bool:
@@ -112,6 +129,7 @@ class MapperWorker:
                 if self._pending[stage] is None:  # stopping
                     return
                 frame, self._pending[stage], self._busy[stage] = self._pending[stage], None, True
+            started = time.perf_counter()
             try:
                 if stage == "prepare":
                     outcome = self.mapper.prepare(frame)
@@ -122,7 +140,13 @@ class MapperWorker:
             except Exception as exc:  # keep mapping: the next frame may be fine
                 log.exception("mapper failed on frame %s", getattr(frame, "index", "?"))
                 self.error, outcome = exc, f"error:{type(exc).__name__}"
+            took = time.perf_counter() - started
             with self._cv:
+                if stage == "prepare":
+                    self.prepared += 1
+                    self.prepare_seconds += took
+                elif outcome == "keyframe":
+                    self.keyframe_seconds += took
                 if stage == "prepare" and not isinstance(outcome, str):  # prepared: on to the map stage
                     if self._stop:
                         self.dropped += 1
