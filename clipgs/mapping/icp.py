@@ -106,7 +106,7 @@ def compiled_available() -> bool:
 def vertex_normal_map(depth: np.ndarray, K: np.ndarray, max_jump: float = 0.05,
                       compiled: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """depth: (H, W) metres, 0 = invalid -> (H, W, 3) points and (H, W, 3) normals, float64: ``vertex_map`` and
-    ``normal_map``, through csrc/icp.cpp when it is available and ``compiled`` (one pass: ~0.2 ms at 160 x 120
+    ``normal_map``, through csrc/icp.cpp when it is available and ``compiled`` (one pass: ~0.4 ms at 160 x 120
     against ~4 ms in NumPy, twice per tracked frame)."""
     lib = _library() if compiled else None
     if lib is None:
