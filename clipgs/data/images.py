@@ -71,16 +71,15 @@ def resize_depth(depth: np.ndarray, width: int, height: int, rel_tol: float = 0.
 
 @functools.lru_cache(maxsize=8)
 def _bilinear_taps(h0: int, w0: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For :func:`resize_depth` (a stream resizes every frame alike, so cached): source rows and columns (4,
-    height, width) of the four pixels around each new pixel centre and their bilinear weights (4, height,
-    width)."""
+    """For :func:`resize_depth` (a stream resizes every frame alike, so cached): source rows (4, height, 1) and
+    columns (4, 1, width) of the four pixels around each new pixel centre, which index a depth image as (4,
+    height, width), and their bilinear weights (4, height, width)."""
     x = np.clip((np.arange(width) + 0.5) * w0 / width - 0.5, 0.0, w0 - 1.0)
     y = np.clip((np.arange(height) + 0.5) * h0 / height - 0.5, 0.0, h0 - 1.0)
     x0, y0 = np.minimum(x.astype(np.int64), max(w0 - 2, 0)), np.minimum(y.astype(np.int64), max(h0 - 2, 0))
     x1, y1 = np.minimum(x0 + 1, w0 - 1), np.minimum(y0 + 1, h0 - 1)
     fx, fy = x - x0, y - y0
-    rows = np.stack([np.broadcast_to(r[:, None], (height, width)) for r in (y0, y0, y1, y1)])
-    cols = np.stack([np.broadcast_to(c[None, :], (height, width)) for c in (x0, x1, x0, x1)])
+    rows, cols = np.stack([y0, y0, y1, y1])[:, :, None], np.stack([x0, x1, x0, x1])[:, None, :]
     w = np.stack([np.outer(1 - fy, 1 - fx), np.outer(1 - fy, fx), np.outer(fy, 1 - fx), np.outer(fy, fx)])
     for a in (rows, cols, w):
         a.flags.writeable = False
