@@ -150,7 +150,8 @@ def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
     radii = proj.radii.contiguous()
     count = torch.empty(tiles_x * tiles_y, dtype=torch.int64)
     fn = getattr(lib, f"clipgs_bin_tiles_{suffix}")
-    fn(n, _ptr(means2d), _ptr(radii), _ptr(depths), tiles_x, tiles_y, tile, _ptr(count), None, None, 1)
+    fn(n, _ptr(means2d), _ptr(radii), _ptr(depths), tiles_x, tiles_y, tile, _ptr(count), None, None,
+       torch.get_num_threads())
     start = torch.cumsum(count, 0) - count
     ids = torch.empty(int(count.sum()), dtype=torch.int64)
     fn(n, _ptr(means2d), _ptr(radii), _ptr(depths), tiles_x, tiles_y, tile, _ptr(count), _ptr(start), _ptr(ids),

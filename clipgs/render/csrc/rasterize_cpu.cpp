@@ -312,64 +312,96 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
   });
 }
 
-// Visible Gaussians (radii > 0) by depth, ties by index: a stable LSD radix sort on the depth's bits
-// (depth > near > 0, so the bit patterns order like the values), 11 bits per pass.
+// Visible Gaussians (radii > 0) by depth, ties by index: a stable LSD radix sort on (depth bits, index) pairs
+// packed in one word (depth > near > 0, so the bit patterns order like the values), 11 bits of the depth per
+// pass; the digit histograms of every pass come from one read, and a pass whose digit is the same for every
+// key (the exponent's bits, over a room's depths) is skipped. float32: 2 passes of 3 on a 640x480 view.
 template <typename T>
 std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depths) {
   using Key = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
-  std::vector<int64_t> order, tmp;
-  std::vector<Key> keys, tmp_keys;
+  constexpr int kBits = 11, kDigits = 1 << kBits, kPasses = (8 * sizeof(Key) + kBits - 1) / kBits;
+  struct Item { Key key; int64_t g; };  // 16 bytes for either key width
+  std::vector<Item> items, tmp;
+  items.reserve(n);
   for (int64_t g = 0; g < n; ++g) {
     if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
     Key bits;
     std::memcpy(&bits, depths + g, sizeof bits);
-    order.push_back(g);
-    keys.push_back(bits);
+    items.push_back({bits, g});
   }
-  tmp.resize(order.size());
-  tmp_keys.resize(order.size());
-  for (int shift = 0; shift < int(8 * sizeof(Key)); shift += 11) {
-    std::vector<int64_t> start(2049, 0);
-    for (Key k : keys) ++start[((k >> shift) & 2047) + 1];
-    for (int b = 0; b < 2048; ++b) start[b + 1] += start[b];
-    for (size_t i = 0; i < order.size(); ++i) {
-      const int64_t dst = start[(keys[i] >> shift) & 2047]++;
-      tmp[dst] = order[i];
-      tmp_keys[dst] = keys[i];
+  std::vector<int64_t> hist(size_t(kPasses) * kDigits, 0);
+  for (const Item& it : items)
+    for (int p = 0; p < kPasses; ++p) ++hist[size_t(p) * kDigits + ((it.key >> (p * kBits)) & (kDigits - 1))];
+  tmp.resize(items.size());
+  const int64_t m = (int64_t)items.size();
+  for (int p = 0; p < kPasses; ++p) {
+    int64_t* h = hist.data() + size_t(p) * kDigits;
+    if (std::any_of(h, h + kDigits, [m](int64_t c) { return c == m; })) continue;  // one digit: already in order
+    int64_t sum = 0;
+    for (int b = 0; b < kDigits; ++b) {
+      const int64_t c = h[b];
+      h[b] = sum;
+      sum += c;
     }
-    order.swap(tmp);
-    keys.swap(tmp_keys);
+    for (const Item& it : items) tmp[h[(it.key >> (p * kBits)) & (kDigits - 1)]++] = it;
+    items.swap(tmp);
   }
+  std::vector<int64_t> order(items.size());
+  for (size_t i = 0; i < items.size(); ++i) order[i] = items[i].g;
   return order;
 }
 
+struct TileRect { int64_t x0, x1, y0, y1; };  // tiles [x0, x1) x [y0, y1)
+
+// The tiles a Gaussian's footprint touches.
+template <typename T>
+inline TileRect tile_rect(const T* means2d, const int32_t* radii, int64_t g, int64_t tiles_x, int64_t tiles_y,
+                     int64_t tile) {
+  const T mx = means2d[2 * g], my = means2d[2 * g + 1], rx = T(radii[2 * g]), ry = T(radii[2 * g + 1]);
+  const auto clamp = [](int64_t v, int64_t hi) { return std::min<int64_t>(std::max<int64_t>(v, 0), hi); };
+  return TileRect{clamp((int64_t)std::floor((mx - rx) / T(tile)), tiles_x), clamp((int64_t)std::ceil((mx + rx) / T(tile)),
+                                                                            tiles_x),
+             clamp((int64_t)std::floor((my - ry) / T(tile)), tiles_y), clamp((int64_t)std::ceil((my + ry) / T(tile)),
+                                                                            tiles_y)};
+}
+
 // Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile). Filling walks the
-// Gaussians in depth order, so every tile's list comes out sorted without a per-tile sort.
+// Gaussians in depth order, so every tile's list comes out sorted without a per-tile sort. Both run on
+// `threads` threads: counting over Gaussians (a histogram per thread, summed), filling over bands of tile
+// rows (each thread walks the whole order and writes only its band's lists: the same lists as one thread).
 template <typename T>
 void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x, int64_t tiles_y,
-               int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids) {
-  const bool fill = ids != nullptr;
-  std::vector<int64_t> cursor;
-  if (fill) cursor.assign(tile_start, tile_start + tiles_x * tiles_y);
-  else std::fill(tile_count, tile_count + tiles_x * tiles_y, 0);
-  const auto add = [&](int64_t g) {
-    const T mx = means2d[2 * g], my = means2d[2 * g + 1], rx = T(radii[2 * g]), ry = T(radii[2 * g + 1]);
-    const int64_t x0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor((mx - rx) / T(tile)), 0), tiles_x);
-    const int64_t x1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil((mx + rx) / T(tile)), 0), tiles_x);
-    const int64_t y0 = std::min<int64_t>(std::max<int64_t>((int64_t)std::floor((my - ry) / T(tile)), 0), tiles_y);
-    const int64_t y1 = std::min<int64_t>(std::max<int64_t>((int64_t)std::ceil((my + ry) / T(tile)), 0), tiles_y);
-    for (int64_t ty = y0; ty < y1; ++ty)
-      for (int64_t tx = x0; tx < x1; ++tx) {
-        if (fill) ids[cursor[ty * tiles_x + tx]++] = g;
-        else ++tile_count[ty * tiles_x + tx];
+               int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids, int threads) {
+  const int64_t n_tiles = tiles_x * tiles_y;
+  threads = std::max(1, std::min<int>(threads, (int)std::min<int64_t>(tiles_y, std::max<int64_t>(n / 8192, 1))));
+  if (ids == nullptr) {
+    std::vector<std::vector<int64_t>> counts(threads, std::vector<int64_t>(n_tiles, 0));
+    parallel_tiles(threads, threads, [&](int64_t part) {
+      int64_t* c = counts[part].data();
+      for (int64_t g = n * part / threads, end = n * (part + 1) / threads; g < end; ++g) {
+        if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
+        const TileRect r = tile_rect(means2d, radii, g, tiles_x, tiles_y, tile);
+        for (int64_t ty = r.y0; ty < r.y1; ++ty)
+          for (int64_t tx = r.x0; tx < r.x1; ++tx) ++c[ty * tiles_x + tx];
       }
-  };
-  if (fill) {
-    for (int64_t g : depth_order(n, radii, depths)) add(g);
-  } else {
-    for (int64_t g = 0; g < n; ++g)
-      if (radii[2 * g] > 0 || radii[2 * g + 1] > 0) add(g);
+    });
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      int64_t sum = 0;
+      for (const auto& c : counts) sum += c[t];
+      tile_count[t] = sum;
+    }
+    return;
   }
+  const std::vector<int64_t> order = depth_order(n, radii, depths);
+  parallel_tiles(threads, threads, [&](int64_t part) {
+    const int64_t band0 = tiles_y * part / threads, band1 = tiles_y * (part + 1) / threads;
+    std::vector<int64_t> cursor(tile_start + band0 * tiles_x, tile_start + band1 * tiles_x);
+    for (int64_t g : order) {
+      const TileRect r = tile_rect(means2d, radii, g, tiles_x, tiles_y, tile);
+      for (int64_t ty = std::max(r.y0, band0); ty < std::min(r.y1, band1); ++ty)
+        for (int64_t tx = r.x0; tx < r.x1; ++tx) ids[cursor[(ty - band0) * tiles_x + tx]++] = g;
+    }
+  });
 }
 
 template <typename T>
@@ -909,7 +941,7 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
   void clipgs_bin_tiles_##SUFFIX(int64_t n, const T* means2d, const int32_t* radii, const T* depths,          \
                                  int64_t tiles_x, int64_t tiles_y, int64_t tile, int64_t* tile_count,       \
                                  const int64_t* tile_start, int64_t* ids, int threads) {                    \
-    bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids);              \
+    bin_tiles(n, means2d, radii, depths, tiles_x, tiles_y, tile, tile_count, tile_start, ids, threads);     \
   }
 
 #define DEFINE_SUM(SUFFIX, T)                                                                             \
