@@ -33,6 +33,12 @@ from clipgs.mapping.worker import MapperWorker
 LONG_RUN_DEFAULTS = {"room": (200, 3, "160x120"), "apartment": (1500, 1, "320x240")}  # frames, laps, size
 
 
+def peak_rss_mb() -> float:
+    """The process's resident high-water mark so far (MB): unlike one RSS sample, not moved by when the
+    allocator last returned memory (a sample taken just after a trim reads up to a fifth lower)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
@@ -52,7 +58,8 @@ def trend(rows: list[tuple], total: int) -> str:
     start = max((k for k in at if k <= total - span), default=None)
     out = ""
     if start is not None and start != rows[-1][0]:
-        out += f", RSS growth over the last {total - start} frames {100 * (rows[-1][6] / at[start][6] - 1):+.0f} %"
+        out += (f", RSS growth over the last {total - start} frames {100 * (rows[-1][6] / at[start][6] - 1):+.0f} % "
+                f"(peak RSS {100 * (rows[-1][9] / at[start][9] - 1):+.0f} %)")
     early = [row for row in rows if 100 < row[0] <= 300]
     late = [row for row in rows if row[0] > total - 200]
     if early and late and total >= 600:
@@ -149,7 +156,7 @@ def main() -> int:
             last = (now, s.keyframes)
             lag = counters.get("semantic_lag_s", float("nan"))
             rows.append((k, worker.processed, worker.dropped, s.keyframes_held, s.keyframe_bytes / 2**20,
-                         s.gaussians, rss_mb(), ms_kf, lag))
+                         s.gaussians, rss_mb(), ms_kf, lag, peak_rss_mb()))
             print(f"| {k} | {worker.processed} | {worker.dropped} | {s.keyframes_held} | "
                   f"{s.keyframe_bytes / 2**20:.1f} | {s.gaussians} | {rss_mb():.0f} | {ms_kf:.0f} | {lag:.2f} |",
                   flush=True)

@@ -39,6 +39,7 @@ def test_long_run_streams_laps_and_sums_up(tmp_path):
     assert len(rows) == 3  # frames 10, 20 and the last (28: 14 training frames x 2 laps)
     summary = out.strip().splitlines()[-1]
     assert summary.startswith("long run: 28 frames") and "PSNR" in summary and "ATE" in summary
+    assert "RSS growth over the last 18 frames" in summary and "(peak RSS +" in summary  # peak: never lower
     assert (tmp_path / "room_16_64x48_realistic" / "gt_traj_w_c.txt").is_file()
 
 
