@@ -11,6 +11,7 @@ from collections import Counter
 from clipgs.data.frame import Frame
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.state import MapSnapshot
+from clipgs.openmp import release_thread_team
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class MapperWorker:
         self._busy = dict.fromkeys(self.STAGES, False)
         self._stop = False
         self._cv = threading.Condition()
+        # The thread that set the mapper up (usually the main one) ran PyTorch's parallel loops on an OpenMP team
+        # of its own; held on to, it would make the map thread's team sleep between regions (clipgs.openmp).
+        release_thread_team()
         self._threads = [threading.Thread(target=self._run, args=(stage,), name=f"clipgs-{stage}", daemon=True)
                          for stage in self.STAGES]
         for thread in self._threads:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clipgs.data.frame import Frame
+from clipgs.openmp import release_thread_team
 
 
 class SourceWorker:
@@ -65,6 +66,7 @@ class SourceWorker:
             try:
                 self._deliver(annotation, self._run(frame))
             finally:
+                release_thread_team()  # idle until the next keyframe: no team beside the map thread's
                 with self._cv:
                     self._busy = False
                     self.last_lag_s = time.monotonic() - submitted
