@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "clipgs"
 # Each layer may import itself and the layers before it, never one after it.
 LAYERS = [
-    {"clipgs.errors", "clipgs.settings", "clipgs.geometry", "clipgs.native"},
+    {"clipgs.errors", "clipgs.settings", "clipgs.geometry", "clipgs.native", "clipgs.openmp"},
     {"clipgs.data"},
     {"clipgs.render"},
     {"clipgs.mapping"},
