@@ -13,7 +13,6 @@ thread's team stays the only one that waits for work.
 from __future__ import annotations
 
 import ctypes
-import functools
 import logging
 from pathlib import Path
 
@@ -21,10 +20,14 @@ log = logging.getLogger(__name__)
 OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: free the runtime's resources, keep its settings
 
 
-@functools.cache
+_found: list = []  # omp_pause_resource_all once found (a runtime loaded later is still looked for until then)
+
+
 def _pause_all():
     """``omp_pause_resource_all`` of the OpenMP runtime already loaded into this process (the one PyTorch and
     clipgs' libraries share), or None: no runtime loaded yet, or one without the call (OpenMP < 5.0)."""
+    if _found:
+        return _found[0]
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux: nothing to find this way
@@ -38,6 +41,7 @@ def _pause_all():
         except (OSError, AttributeError):
             continue
         fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        _found.append(fn)
         return fn
     return None
 
