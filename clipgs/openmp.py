@@ -13,6 +13,7 @@ thread's team stays the only one that waits for work.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 from pathlib import Path
 
@@ -58,3 +59,15 @@ def release_thread_team() -> bool:
     if not ok:
         log.debug("omp_pause_resource_all refused (inside a parallel region?)")
     return ok
+
+
+def hands_back_team(fn):
+    """Decorator for calls that run parallel work on whatever thread calls them (a ROS executor thread rendering
+    or answering a query): :func:`release_thread_team` when they return or raise."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            release_thread_team()
+    return wrapped

@@ -5,7 +5,6 @@ outputs are numpy arrays and plain results the node turns into messages.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from clipgs.data.ros_stream import ApproxTimePairer, FrameAssembler, PoseWait, T
 from clipgs.errors import FrameError, MessageError
 from clipgs.mapping import IncrementalMapper, save_ply
 from clipgs.mapping.worker import MapperWorker
-from clipgs.openmp import release_thread_team
+from clipgs.openmp import hands_back_team
 from clipgs.parameters import Parameters
 from clipgs.semantics.factory import SemanticStack, build_semantics
 from clipgs.semantics.model import save_semantics
@@ -31,18 +30,6 @@ from clipgs.semantics.query import QueryInstance, describe_instances, negative_n
 
 log = logging.getLogger(__name__)
 POSE_TOPIC_FRAME = "__pose_topic__"
-
-
-def _hands_back_openmp_team(method):
-    """For session calls that render or export on the caller's thread (a ROS executor thread): hand that thread's
-    OpenMP team back afterwards, so the map thread's stays the only one (see :mod:`clipgs.openmp`)."""
-    @functools.wraps(method)
-    def wrapped(*args, **kwargs):
-        try:
-            return method(*args, **kwargs)
-        finally:
-            release_thread_team()
-    return wrapped
 
 
 @dataclass
@@ -237,7 +224,7 @@ class MappingSession:
             return last
         return Camera(last.K, last.width, last.height, world_from_camera)
 
-    @_hands_back_openmp_team
+    @hands_back_team
     def render(self, world_from_camera: np.ndarray | None = None) -> RenderedViews | None:
         """The map from a pose or the latest camera, colour + depth + semantics in one pass (None: nothing yet)."""
         cam = self._camera(world_from_camera)
@@ -255,7 +242,7 @@ class MappingSession:
             semantic = colorize_labels(labels)
         return RenderedViews(rgb, out.expected_depth().cpu().numpy().astype(np.float32), semantic, labels)
 
-    @_hands_back_openmp_team
+    @hands_back_team
     def cloud(self) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian centres (N, 3) float32 and colours (N, 3) uint8, at most ``max_cloud_points`` (most opaque)."""
         gmap = self.worker.snapshot().gaussians
@@ -263,7 +250,7 @@ class MappingSession:
         rgb = to_uint8(gmap.rgb.cpu().numpy())
         return gmap.means.cpu().numpy().astype(np.float32), rgb
 
-    @_hands_back_openmp_team
+    @hands_back_team
     def save_map(self, path: str = "") -> tuple[bool, str]:
         target = Path(path or self.settings.autosave_path).expanduser()
         if not str(target) or str(target) == ".":
@@ -281,7 +268,7 @@ class MappingSession:
         extra = " with its semantic model (clipgs query can answer on it)" if decoder is not None else ""
         return True, f"saved {len(gmap)} Gaussians to {written}{extra}"
 
-    @_hands_back_openmp_team
+    @hands_back_team
     def query(self, label: str, world_from_camera: np.ndarray | None = None) -> QueryResult:
         """Text query: mask + relevancy in a view (a pose or the latest camera) and the matching 3D region."""
         if not label or not label.strip():

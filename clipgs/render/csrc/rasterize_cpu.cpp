@@ -356,13 +356,14 @@ struct TileRect { int64_t x0, x1, y0, y1; };  // tiles [x0, x1) x [y0, y1)
 // The tiles a Gaussian's footprint touches.
 template <typename T>
 inline TileRect tile_rect(const T* means2d, const int32_t* radii, int64_t g, int64_t tiles_x, int64_t tiles_y,
-                     int64_t tile) {
+                          int64_t tile) {
   const T mx = means2d[2 * g], my = means2d[2 * g + 1], rx = T(radii[2 * g]), ry = T(radii[2 * g + 1]);
-  const auto clamp = [](int64_t v, int64_t hi) { return std::min<int64_t>(std::max<int64_t>(v, 0), hi); };
-  return TileRect{clamp((int64_t)std::floor((mx - rx) / T(tile)), tiles_x), clamp((int64_t)std::ceil((mx + rx) / T(tile)),
-                                                                            tiles_x),
-             clamp((int64_t)std::floor((my - ry) / T(tile)), tiles_y), clamp((int64_t)std::ceil((my + ry) / T(tile)),
-                                                                            tiles_y)};
+  const auto edge = [tile](T v, bool up, int64_t hi) {  // the tile index of a box edge, clamped to [0, hi]
+    const int64_t t = (int64_t)(up ? std::ceil(v / T(tile)) : std::floor(v / T(tile)));
+    return std::min<int64_t>(std::max<int64_t>(t, 0), hi);
+  };
+  return TileRect{edge(mx - rx, false, tiles_x), edge(mx + rx, true, tiles_x), edge(my - ry, false, tiles_y),
+                  edge(my + ry, true, tiles_y)};
 }
 
 // Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile). Filling walks the
@@ -759,7 +760,6 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
       const float* f = s.feats + g * C;
       vf gmx{}, gmy{}, ga{}, gb{}, gc{}, go{};
       std::fill(gf.begin(), gf.end(), vf{});
-      bool any_tail = false;  // a tail segment was visited: channels >= head can have a non-zero gradient
       for (int64_t ch = 0; ch < C; ++ch) fv[ch] = splat(f[ch]);
       const vi kk = splat_i((int32_t)k);
       for (int64_t py = b.y0; py <= b.y1 && sg.seg0 <= sg.seg1; ++py) {
@@ -785,10 +785,8 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
             f_dot += fv[ch] * go_ch;
           };
           for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
-          if (tail[q]) {                                       // with a runtime end: 12-15 % faster
+          if (tail[q])                                         // with a runtime end: 12-15 % faster
             for (int64_t ch = head; ch < C; ++ch) channel(ch);
-            any_tail = true;
-          }
           const vf dL_dalpha =
               T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
           suffix_dot[q] += wgt * f_dot;
@@ -810,8 +808,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
       g_conics[3 * e + 1] = hsum(gb);
       g_conics[3 * e + 2] = hsum(gc);
       g_opac[e] = hsum(go);
-      for (int64_t ch = 0; ch < head; ++ch) g_feats[e * C + ch] = hsum(gf[ch]);
-      for (int64_t ch = head; ch < C; ++ch) g_feats[e * C + ch] = any_tail ? hsum(gf[ch]) : 0.f;
+      for (int64_t ch = 0; ch < C; ++ch) g_feats[e * C + ch] = hsum(gf[ch]);
     }
   });
 }
