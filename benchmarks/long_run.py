@@ -163,8 +163,12 @@ def main() -> int:
     worker.wait_idle()
     worker.stop()
     mapper.trainer.close()
-    snap = mapper.snapshot()
     scored = open_dataset(folder, trajectory=truth.name) if truth.is_file() else ds  # held-out views, true poses
+    online = mapper.snapshot()  # the map as the stream left it; then what clipgs map and the node's shutdown do
+    t_finish = time.perf_counter()
+    mapper.finish()
+    t_finish = time.perf_counter() - t_finish
+    snap = mapper.snapshot()
     q = evaluate(snap.gaussians, scored, progress=False)
     ate = ate_rmse(mapper, true_poses)
     summary = (f"long run: {len(order)} frames at {args.rate:g}/s, mapped {worker.processed}, dropped "
@@ -179,10 +183,14 @@ def main() -> int:
         from clipgs.semantics.model import SemanticModel
         from clipgs.semantics.pipeline import evaluate_semantics
 
-        sem = evaluate_semantics(snap.gaussians, SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab),
-                                 scored, teacher)
+        def semantic_scores(state):
+            model = SemanticModel(state.decoder, text.identity, list(ds.classes), vocab)
+            return evaluate_semantics(state.gaussians, model, scored, teacher)
+
+        sem, before = semantic_scores(snap), semantic_scores(online)
         summary += (f", mIoU map {100 * sem['map_miou']:.1f} (per pixel {100 * sem['map_pixelwise_miou']:.1f}) / "
-                    f"teacher {100 * sem['teacher_miou']:.1f}")
+                    f"teacher {100 * sem['teacher_miou']:.1f}, online {100 * before['map_miou']:.1f} "
+                    f"({100 * before['map_pixelwise_miou']:.1f}) before the {t_finish:.1f} s decoder refit")
         from clipgs.semantics.query import query_map
 
         view = scored[scored.test_indices[len(scored.test_indices) // 2]]  # at the camera's own resolution

@@ -295,10 +295,12 @@ class MappingSession:
                            answer.instances)
 
     def shutdown(self, autosave: bool = True) -> str | None:
-        """Stop the worker (finishing the frame in hand) and autosave; returns what was done."""
+        """Stop the worker (finishing the frame in hand) and autosave, the map finished first (the semantic decoder
+        refit, a few seconds); returns what was done."""
         self.worker.stop(timeout=60.0)
         self.worker.mapper.trainer.close()
         if autosave and self.settings.autosave_path:
+            self.worker.mapper.finish()
             ok, msg = self.save_map()
             return msg if ok else f"autosave skipped: {msg}"
         return None

@@ -51,7 +51,7 @@ def _nodes(context):
     overrides = {name: value for name, value in given.items() if value != ''}
     actions = [Node(
         package='clipgs_ros', executable='mapping_node', name='clipgs_mapping',
-        output='screen',
+        output='screen', sigterm_timeout='60',  # Ctrl-C: time to finish the map and autosave it
         parameters=[LaunchConfiguration('params_file'), {'use_sim_time': use_sim_time},
                     overrides])]
     if LaunchConfiguration('rviz').perform(context).lower() in ('true', '1', 'yes'):

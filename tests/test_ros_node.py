@@ -68,6 +68,9 @@ def test_node_declares_every_parameter_of_the_params_file():
     executables = [kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords
                    if kw.arg == "executable"]
     assert executables == ["mapping_node", "rviz2"]
+    nodes = [{kw.arg: getattr(kw.value, "value", None) for kw in c.keywords} for c in calls if c.func.id == "Node"]
+    grace = next(kw for kw in nodes if kw["executable"] == "mapping_node")
+    assert float(grace["sigterm_timeout"]) >= 30  # Ctrl-C: the map is finished (decoder refit) and autosaved first
     assert "mapping_node = clipgs_ros.mapping_node:main" in (ROOT / "setup.py").read_text()
     assert "mapping.yaml" in launch and "clipgs.rviz" in launch and len(parameter_specs()) > 40
 

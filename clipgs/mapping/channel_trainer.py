@@ -7,6 +7,7 @@ This base class trains nothing: with it the map has colour and geometry only.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -70,6 +71,10 @@ class ChannelTrainer:
 
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
         """After a keyframe was mapped and pruned: periodic work such as relabelling."""
+
+    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None) -> None:
+        """Once the stream has ended (``IncrementalMapper.finish``): closing work that pays only when nothing more
+        comes, e.g. refitting a decoder on every held keyframe; ``progress(done, total)`` may be called."""
 
     def snapshot(self) -> Any:
         """A copy of what turns the channels into meaning (e.g. a decoder), safe to use from another thread;

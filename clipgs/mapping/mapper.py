@@ -206,16 +206,16 @@ class IncrementalMapper:
         self.trainer.end_round(self)
         self.stats.optimise_seconds += time.perf_counter() - t0
 
-    def refine(self, iterations: int) -> None:
-        """Extra optimisation over all keyframes, then pruning (offline mapping's final pass)."""
-        if not self.keyframes:
-            return
-        t0 = time.perf_counter()
-        self.trainer.begin_round(self)
-        for _ in range(iterations):
-            self._keyframe_step(self.keyframes[self.rng.integers(len(self.keyframes))])
-        self.stats.optimise_seconds += time.perf_counter() - t0
-        self.prune()
+    def finish(self, iterations: int = 0, progress: Callable[[int, int], None] | None = None) -> None:
+        """Stream ended: ``iterations`` steps over all keyframes, prune, then the trainer's ``finish``; all locked."""
+        with self._lock:
+            t0 = time.perf_counter()
+            self.trainer.begin_round(self)
+            for _ in range(iterations if self.keyframes else 0):
+                self._keyframe_step(self.keyframes[self.rng.integers(len(self.keyframes))])
+            self.stats.optimise_seconds += time.perf_counter() - t0
+            self.prune()
+            self.trainer.finish(self, progress)
 
     def _keyframe_step(self, kf: Keyframe) -> None:
         c = self.config

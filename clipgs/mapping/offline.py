@@ -5,7 +5,7 @@ import itertools
 import resource
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from tqdm import tqdm
@@ -53,9 +53,9 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
             bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
     except KeyboardInterrupt:
         interrupted = True
-    if refine_iters and not interrupted:
-        mapper.refine(refine_iters)
-    mapper.trainer.close()
+    mapper.trainer.close()  # the 2D source's thread, if any: what it delivered so far is what the refit sees
+    with tqdm(desc="finish", unit="step", disable=not progress, delay=0.5) as finishing:
+        mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
     seconds = time.perf_counter() - t0
     s = mapper.stats
     summary = {
@@ -77,3 +77,12 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "frames_not_tracked": s.frames_not_tracked,
     }
     return mapper, summary
+
+
+def follow_with(bar: tqdm) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback that moves a tqdm bar."""
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.reset(total)
+        bar.update(done - bar.n)
+    return update

@@ -38,6 +38,16 @@ class SemanticTrainingConfig(Settings):
                                            "(the decoder is trained on them; their attributes are not)", at_least(0))
     w_sem_replay: float = setting(1.0, "decoder replay: weight of the SAC losses on the replayed rows",
                                   at_least(0.0))
+    # Refit: when mapping ends, the decoder fitted alone on every held keyframe rendered from the finished map.
+    refit_steps: int = setting(300, "decoder refit when mapping ends (clipgs map, the node's shutdown): steps "
+                                    "fitting the shared decoder alone to every held keyframe's masks, rendered "
+                                    "from the finished map; it decodes best what the walk saw last otherwise "
+                                    "(0: off)", at_least(0))
+    refit_pixels: int = setting(1024, "decoder refit: mask pixels rendered per keyframe (a step takes sem_pixels "
+                                      "of them, from several keyframes)", at_least(1))
+    refit_label_weight: float = setting(0.1, "decoder refit: weight of the cross-entropy to the keyframes' 3DCS "
+                                             "pseudo-labels (w_dcs x dcs_decoder_share: the decoder's share "
+                                             "while mapping)", at_least(0.0))
     # Paper-v2 3D term: decoded features of neighbouring Gaussians (k nearest within a radius) pulled together.
     w_sem_knn: float = setting(0.0, "weight of the 3D term pulling neighbouring Gaussians' semantics together "
                                     "(0: off)", at_least(0.0))

@@ -21,8 +21,10 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import rasterize, splat_to_gaussians
 from clipgs.semantics.sources import MaskEmbeddings
+from clipgs.semantics.supervision import compact_ids
 
 MIN_CLASS_SHARE = 0.01  # a class carrying less than this of every mask's soft vote is left out of the splat
 
@@ -79,3 +81,16 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     share, pick = out.image.max(dim=-1)
     keep = (out.alpha > 0.5) & (share >= min_share * out.alpha) & (share > 0)
     return torch.where(keep, classes.to(pick.device)[pick], labels)
+
+
+@torch.no_grad()
+def vote_and_label(keyframes: list[Keyframe], votes: Tensor, gaussians: GaussianMap, vocabulary: Tensor, tau: float,
+                   min_share: float, backend: str = "auto") -> None:
+    """Each keyframe's masks splat their classes onto the Gaussians' ``votes`` (N, C); then each gets the fused
+    classes rendered into its view as pixel targets (``annotation.fused_labels``, -1 below ``min_share``)."""
+    for kf in keyframes:
+        splat_votes(votes, gaussians, kf.camera, mask_class_image(kf.annotation.masks, vocabulary, tau), backend)
+        kf.annotation.voted = True
+    for kf in keyframes:
+        labels = render_fused_labels(gaussians, votes, kf.camera, min_share, backend)
+        kf.annotation.fused_labels = compact_ids(labels.cpu())

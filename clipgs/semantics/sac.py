@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from clipgs.semantics.config import SemanticTrainingConfig
+
 
 class SemanticDecoder(nn.Module):
     """(..., d) rendered attributes -> (..., D) unit embeddings.
@@ -178,6 +180,12 @@ def sac_losses(decoded: Tensor | DecodedPixels, ids: Tensor, embeddings: Tensor,
     cosine = (1 - cosines.gather(1, target[:, None])).mean()
     contrast = F.cross_entropy(cosines / tau, target)
     return {"cosine": cosine, "contrast": contrast, "variance": decoded.mask_spread(ids, len(embeddings))}
+
+
+def weighted_sac(terms: dict[str, Tensor], config: SemanticTrainingConfig) -> Tensor:
+    """The SAC losses of :func:`sac_losses` weighted as ``config`` says (w_sem, w_sem_contrast, w_sem_var)."""
+    c = config
+    return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
 
 
 def knn_neighbours(means: Tensor, anchors: Tensor, k: int, radius: float, chunk: int = 256) -> tuple[Tensor, Tensor]:

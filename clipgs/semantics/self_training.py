@@ -73,3 +73,15 @@ def rendered_share(gaussians: GaussianMap, chosen: Tensor, camera: Camera, backe
     out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, chosen[:, None].to(g.means), camera,
                     backend=backend)
     return out.image[..., 0] / out.alpha.clamp(min=1e-6)
+
+
+def relabel_indices(count: int, budget: int, cursor: int) -> tuple[list[int], int]:
+    """Indices (ascending) of the keyframes one 3DCS round relabels out of ``count``, and the next cursor: all
+    of them up to ``budget``; beyond, the newest half of the budget plus the rest taken in turn from the older
+    ones from ``cursor`` on (it wraps), so every keyframe is revisited."""
+    if count <= budget:
+        return list(range(count)), cursor
+    recent = budget - budget // 2
+    older = count - recent
+    take = [(cursor + j) % older for j in range(min(budget // 2, older))]
+    return sorted(take) + list(range(older, count)), (cursor + len(take)) % older

@@ -23,7 +23,8 @@ from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
+from clipgs.semantics.fusion import vote_and_label
+from clipgs.semantics.refit import fit_decoder, refit_loss, render_refit_rows
 from clipgs.semantics.sac import (
     DecodedPixels,
     SemanticDecoder,
@@ -31,8 +32,15 @@ from clipgs.semantics.sac import (
     knn_neighbours,
     sac_losses,
     sample_mask_pixels,
+    weighted_sac,
 )
-from clipgs.semantics.self_training import label_rendered_view, novel_cameras, rendered_share, vote_in_masks
+from clipgs.semantics.self_training import (
+    label_rendered_view,
+    novel_cameras,
+    relabel_indices,
+    rendered_share,
+    vote_in_masks,
+)
 from clipgs.semantics.source_worker import SourceWorker
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, replay_batch
@@ -65,6 +73,7 @@ class SemanticTrainer(ChannelTrainer):
         self.fusion_votes = 0  # keyframe views splatted onto the Gaussians so far
         self.worker: SourceWorker | None = None  # the source's thread, with async_source
         self._replay_pool: list[KeyframeSemantics] = []  # the annotated keyframes' supervision, drawn per round
+        self.refit_losses: list[float] = []  # the decoder refit's loss per step (``finish``)
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -222,6 +231,18 @@ class SemanticTrainer(ChannelTrainer):
             self._dcs_per_keyframe = -(-len(self._dcs_queue) // c.dcs_every)  # ceil: done before the next round
         self._dcs_work(mapper, self._dcs_per_keyframe)
 
+    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None) -> None:
+        """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit)."""
+        c = self.config
+        if c.refit_steps <= 0 or self.decoder is None:
+            return
+        data = render_refit_rows(mapper.map.gaussians, self._annotated(mapper), c.refit_pixels, self._generator,
+                                 mapper.config.backend)
+
+        per_step = max(1, c.sem_pixels // c.refit_pixels)
+        loss = refit_loss(self.decoder, c, self.vocabulary)
+        self.refit_losses = fit_decoder(data, c.refit_steps, per_step, loss, self.optimizer, self._generator, progress)
+
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
 
@@ -251,17 +272,10 @@ class SemanticTrainer(ChannelTrainer):
             self._vote_cursor = (self._vote_cursor + self.config.fused_revote) % len(older)
         if not todo:
             return
-        vocab = self.vocabulary.to(self.device)
-        votes = mapper.map.extra("class_votes", len(vocab))
-        for kf in todo:
-            classes = mask_class_image(kf.annotation.masks, vocab, self.config.fused_tau)
-            splat_votes(votes, mapper.map.gaussians, kf.camera, classes, mapper.config.backend)
-            kf.annotation.voted = True
-            self.fusion_votes += 1
-        for kf in todo:
-            labels = render_fused_labels(mapper.map.gaussians, votes, kf.camera, self.config.dcs_confidence,
-                                         mapper.config.backend)
-            kf.annotation.fused_labels = compact_ids(labels.cpu())
+        votes = mapper.map.extra("class_votes", len(self.vocabulary))
+        vote_and_label(todo, votes, mapper.map.gaussians, self.vocabulary.to(self.device), self.config.fused_tau,
+                       self.config.dcs_confidence, mapper.config.backend)
+        self.fusion_votes += len(todo)
 
     # ----------------------------------------------------------------- 3DCS
     def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:
@@ -323,22 +337,13 @@ class SemanticTrainer(ChannelTrainer):
         self._dcs_work(mapper, len(self._dcs_queue))
 
     def relabel_set(self, count: int) -> list[int]:
-        """Indices (ascending) of the keyframes one 3DCS round relabels, out of ``count``: all of them up to
-        ``dcs_max_keyframes``; beyond, the newest half of that budget plus the rest taken in turn from the
-        older ones (a cursor that wraps), so every keyframe is revisited."""
-        budget = self.config.dcs_max_keyframes
-        if count <= budget:
-            return list(range(count))
-        recent = budget - budget // 2
-        older = count - recent
-        take = [(self._dcs_cursor + j) % older for j in range(min(budget // 2, older))]
-        self._dcs_cursor = (self._dcs_cursor + len(take)) % older
-        return sorted(take) + list(range(older, count))
+        """Indices of the keyframes one 3DCS round relabels out of ``count`` (:func:`relabel_indices`)."""
+        take, self._dcs_cursor = relabel_indices(count, self.config.dcs_max_keyframes, self._dcs_cursor)
+        return take
 
     # ----------------------------------------------------------------- helpers
     def _sac_loss(self, terms: dict[str, Tensor]) -> Tensor:
-        c = self.config
-        return c.w_sem * terms["cosine"] + c.w_sem_contrast * terms["contrast"] + c.w_sem_var * terms["variance"]
+        return weighted_sac(terms, self.config)
 
     def _replay_loss(self, current: KeyframeSemantics,
                      gram: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | None:

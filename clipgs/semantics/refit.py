@@ -1,0 +1,105 @@
+"""Decoder refit: the shared decoder fitted again on every held keyframe once mapping ends.
+
+During mapping the decoder (shared by every Gaussian) is trained on the keyframes in the optimisation window,
+so it decodes best what the walk saw last; decoder replay holds that back with rows kept from each keyframe's
+last step, which the Gaussians have moved away from since. The refit renders every held keyframe's attributes
+once from the finished map and fits the decoder alone to their masks' embeddings (the SAC losses, the
+Gaussians untouched), a few keyframes per step so every room weighs the same.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.mapping.keyframes import Keyframe
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, sample_mask_pixels, weighted_sac
+from clipgs.semantics.supervision import compact_ids
+
+
+@dataclass
+class RefitRows:
+    """One keyframe's rendered attributes at sampled mask pixels: rows (R, d), mask ids (R,) compact,
+    embeddings (M, D) unit (its masks'), and its 3DCS pseudo-labels there (R,) compact (-1 none), or None."""
+
+    rows: Tensor
+    ids: Tensor
+    embeddings: Tensor
+    labels: Tensor | None = None
+
+
+@torch.no_grad()
+def render_refit_rows(gaussians: GaussianMap, keyframes: list[Keyframe], pixels: int, generator: torch.Generator,
+                      backend: str = "auto") -> list[RefitRows]:
+    """Rows of every keyframe in ``keyframes`` that has masks: up to ``pixels`` mask pixels each, attributes
+    composited at those pixels only."""
+    data = []
+    for kf in keyframes:
+        masks = kf.annotation.masks if kf.annotation is not None else None
+        if masks is None:
+            continue
+        idx = sample_mask_pixels(masks.mask_ids, pixels, generator)
+        if len(idx) == 0:
+            continue
+        out = gaussians.render(kf.camera, semantic=True, backend=backend, attribute_pixels=idx)
+        idx = out.attribute_pixels if out.attribute_pixels is not None else idx
+        rows = out.semantics.reshape(-1, gaussians.semantics.shape[1]).index_select(0, idx.to(out.image.device))
+        ids = masks.mask_ids.reshape(-1)[idx.to(masks.mask_ids.device)]
+        labels = kf.annotation.pseudo_labels
+        labels = None if labels is None else labels.reshape(-1)[idx.to(labels.device)].clone()
+        data.append(RefitRows(rows.clone(), compact_ids(ids), masks.embeddings, labels))
+    return data
+
+
+def refit_batch(data: list[RefitRows], count: int,
+                generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``count`` keyframes' rows drawn at random, side by side: rows (R, d), ids (R,) int64 into the drawn
+    keyframes' embeddings stacked (M, D), so the contrast runs over all of them, and labels (R,) int64 (-1:
+    none, as for keyframes without pseudo-labels)."""
+    rows, ids, embeddings, labels, offset = [], [], [], [], 0
+    for j in torch.randperm(len(data), generator=generator)[:count].tolist():
+        d = data[j]
+        rows.append(d.rows)
+        ids.append(d.ids.long().to(d.rows.device) + offset)
+        embeddings.append(d.embeddings)
+        labels.append(torch.full_like(ids[-1], -1) if d.labels is None else d.labels.long().to(d.rows.device))
+        offset += len(d.embeddings)
+    rows = torch.cat(rows)
+    return rows, torch.cat(ids), torch.cat(embeddings).to(rows), torch.cat(labels)
+
+
+def refit_loss(decoder: SemanticDecoder, config: SemanticTrainingConfig,
+               vocabulary: Tensor | None) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
+    """The refit's loss on a :func:`refit_batch`: the SAC losses weighted as in mapping, plus
+    ``refit_label_weight`` x the cross-entropy of the labelled rows' vocabulary logits to their pseudo-labels."""
+    def loss(rows: Tensor, ids: Tensor, embeddings: Tensor, labels: Tensor) -> Tensor:
+        decoded = DecodedPixels(decoder, rows)
+        value, keep = weighted_sac(sac_losses(decoded, ids, embeddings, config.sem_tau), config), labels >= 0
+        if config.refit_label_weight > 0 and vocabulary is not None and bool(keep.any()):
+            logits = decoded.cosines(vocabulary.to(rows)) / config.sem_tau
+            value = value + config.refit_label_weight * F.cross_entropy(logits[keep], labels[keep])
+        return value
+    return loss
+
+
+def fit_decoder(data: list[RefitRows], steps: int, per_step: int,
+                loss: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+                optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                progress: Callable[[int, int], None] | None = None) -> list[float]:
+    """``steps`` optimiser steps of ``loss(*refit_batch(...))`` on ``per_step`` keyframes' rows each (the
+    optimiser holds the decoder's parameters only); returns the losses, one per step."""
+    losses = []
+    for i in range(steps if data else 0):
+        value = loss(*refit_batch(data, per_step, generator))
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        losses.append(float(value.detach()))
+        if progress is not None:
+            progress(i + 1, steps)
+    return losses

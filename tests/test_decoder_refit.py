@@ -1,0 +1,157 @@
+"""Decoder refit when mapping ends: every held keyframe rendered once, the decoder alone fitted to their masks."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+
+import torch
+import torch.nn.functional as F
+
+from clipgs.data.dataset import open_dataset
+from clipgs.mapping.config import MapperConfig
+from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.offline import map_dataset
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.refit import RefitRows, fit_decoder, refit_batch, refit_loss, render_refit_rows
+from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, weighted_sac
+from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
+from clipgs.semantics.trainer import SemanticTrainer
+from tests.test_self_training import _class_embeddings
+
+
+def _trainer(synth_dir, **settings) -> tuple[SemanticTrainer, object]:
+    class_embeddings = _class_embeddings(synth_dir)
+    teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
+    config = SemanticTrainingConfig(**{"sem_dim": 8, "dcs_every": 0, "sem_pixels": 256, **settings})
+    return SemanticTrainer(config, teacher, class_embeddings), open_dataset(synth_dir)
+
+
+def _map(synth_dir, frames: int = 4, **settings) -> tuple[IncrementalMapper, SemanticTrainer]:
+    trainer, ds = _trainer(synth_dir, **settings)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=4, w_ssim=0.0, kf_translation_m=0.0), trainer=trainer)
+    for i in range(frames):
+        mapper.add_frame(ds[i])
+    return mapper, trainer
+
+
+def _decoder_state(trainer: SemanticTrainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.decoder.parameters()]
+
+
+def test_refit_rows_are_the_rendered_attributes_at_mask_pixels(synth_dir):
+    mapper, _ = _map(synth_dir, frames=3, refit_steps=0)
+    data = render_refit_rows(mapper.map.gaussians, list(mapper.keyframes), 50, torch.Generator().manual_seed(0))
+    assert len(data) == 3
+    for kf, rows in zip(mapper.keyframes, data, strict=True):
+        assert rows.rows.shape == (50, 8) and not rows.rows.requires_grad
+        assert rows.ids.dtype == torch.int16 and int(rows.ids.max()) < len(rows.embeddings)
+        assert rows.embeddings is kf.annotation.masks.embeddings
+        # The rows are the full render's attributes at pixels whose mask ids they carry.
+        full = mapper.render(kf.camera).semantics.reshape(-1, 8)
+        ids = kf.annotation.masks.mask_ids.reshape(-1)
+        for row, mask in zip(rows.rows[:10], rows.ids[:10], strict=True):
+            hits = torch.nonzero((full - row).abs().max(dim=1).values < 1e-4).squeeze(1)
+            assert len(hits) and bool((ids[hits] == int(mask)).any())
+
+
+def test_refit_batch_keeps_each_rows_own_embeddings_and_labels():
+    g = torch.Generator().manual_seed(0)
+    data = [RefitRows(torch.randn(n, 3, generator=g), torch.randint(m, (n,), generator=g).short(),
+                      F.normalize(torch.randn(m, 5, generator=g), dim=1),
+                      None if n == 4 else torch.randint(-1, 7, (n,), generator=g).short())
+            for n, m in ((6, 2), (4, 3), (5, 1))]
+    rows, ids, embeddings, labels = refit_batch(data, 2, torch.Generator().manual_seed(1))
+    assert ids.dtype == labels.dtype == torch.int64 and int(ids.max()) < len(embeddings)
+
+    def own(d, r, i, lab):
+        return tuple(r.tolist()), tuple(d.embeddings[int(i)].tolist()), -1 if d.labels is None else int(lab)
+
+    wanted = {own(d, r, i, lab) for d in data
+              for r, i, lab in zip(d.rows, d.ids, d.labels if d.labels is not None else d.ids, strict=True)}
+    got = {(tuple(r.tolist()), tuple(embeddings[int(i)].tolist()), int(lab))
+           for r, i, lab in zip(rows, ids, labels, strict=True)}
+    assert got <= wanted and len(got) == len(rows) and len(rows) in (10, 11, 9)
+    assert len(refit_batch(data, 10, torch.Generator())[0]) == 15  # more than there are: all of them
+
+
+def test_fit_decoder_lowers_the_loss_and_trains_only_the_optimisers_parameters():
+    g = torch.Generator().manual_seed(0)
+    decoder = SemanticDecoder(4, 6, 16)
+    targets = F.normalize(torch.randn(3, 6, generator=g), dim=1)
+    data = [RefitRows(torch.randn(30, 4, generator=g), torch.arange(30).remainder(3).short(), targets)
+            for _ in range(3)]
+    before = [r.rows.clone() for r in data]
+
+    def loss(rows, ids, embeddings, labels):
+        return (1 - (F.normalize(decoder(rows), dim=1) * embeddings[ids]).sum(1)).mean()
+
+    calls = []
+    losses = fit_decoder(data, 200, 2, loss, torch.optim.Adam(decoder.parameters(), lr=1e-2), g,
+                         lambda done, total: calls.append((done, total)))
+    assert len(losses) == 200 and losses[-1] < 0.5 * losses[0]
+    assert calls[0] == (1, 200) and calls[-1] == (200, 200)
+    assert all(torch.equal(a, b.rows) for a, b in zip(before, data, strict=True))  # the rows are constants
+    assert fit_decoder([], 5, 2, loss, torch.optim.Adam(decoder.parameters()), g) == []
+
+
+def test_finish_refits_the_decoder_alone_and_off_changes_nothing(synth_dir):
+    mapper, trainer = _map(synth_dir, refit_steps=25, refit_pixels=64)
+    decoder, attributes = _decoder_state(trainer), mapper.map.gaussians.semantics.detach().clone()
+    seen = []
+    mapper.finish(progress=lambda done, total: seen.append((done, total)))
+    assert len(trainer.refit_losses) == 25 and seen[-1] == (25, 25)
+    assert any(not torch.equal(a, b) for a, b in zip(decoder, _decoder_state(trainer), strict=True))
+    assert torch.equal(attributes, mapper.map.gaussians.semantics)  # the Gaussians are not trained
+    assert mapper.snapshot().decoder is not None
+
+    mapper, trainer = _map(synth_dir, frames=2, refit_steps=0)
+    decoder = _decoder_state(trainer)
+    mapper.finish()
+    assert trainer.refit_losses == [] and all(torch.equal(a, b) for a, b in zip(decoder, _decoder_state(trainer),
+                                                                                strict=True))
+
+
+def test_finish_holds_the_map_lock_so_snapshots_see_a_whole_decoder(synth_dir):
+    mapper, trainer = _map(synth_dir, frames=2, refit_steps=30, refit_pixels=64)
+    copies, threads = [], []
+    original = trainer.finish
+
+    def finish(m, progress=None):  # a snapshot asked for while the refit is under way
+        threads.append(threading.Thread(target=lambda: copies.append(copy.deepcopy(mapper.snapshot().decoder))))
+        threads[0].start()
+        original(m, progress)
+
+    trainer.finish = finish
+    mapper.finish()
+    threads[0].join(timeout=30)
+    assert len(copies) == 1
+    # The snapshot waited for the refit: its decoder is the refitted one.
+    assert all(torch.equal(a, b) for a, b in zip(copies[0].parameters(), trainer.decoder.parameters(), strict=True))
+
+
+def test_map_dataset_finishes_with_the_refit(synth_dir):
+    trainer, ds = _trainer(synth_dir, refit_steps=7, refit_pixels=64)
+    _, summary = map_dataset(ds, MapperConfig(iters_per_keyframe=2, w_ssim=0.0), max_frames=3, progress=False,
+                             trainer=trainer)
+    assert summary["keyframes"] >= 1 and len(trainer.refit_losses) == 7
+
+
+def test_refit_loss_adds_the_label_term_only_where_labelled():
+    g = torch.Generator().manual_seed(0)
+    decoder = SemanticDecoder(4, 6, 16)
+    vocabulary = F.normalize(torch.randn(5, 6, generator=g), dim=1)
+    rows, ids = torch.randn(40, 4, generator=g), torch.arange(40).remainder(3)
+    embeddings = vocabulary[1:4]
+    none = torch.full((40,), -1)
+    config = SemanticTrainingConfig(refit_label_weight=0.5)
+    sac = weighted_sac(sac_losses(DecodedPixels(decoder, rows), ids, embeddings, config.sem_tau), config)
+    assert torch.allclose(refit_loss(decoder, config, vocabulary)(rows, ids, embeddings, none), sac)
+    labels = none.clone()
+    labels[:10] = 2
+    logits = F.normalize(decoder(rows[:10]), dim=1) @ vocabulary.T / config.sem_tau
+    wanted = sac + 0.5 * F.cross_entropy(logits, labels[:10])
+    assert torch.allclose(refit_loss(decoder, config, vocabulary)(rows, ids, embeddings, labels), wanted, atol=1e-5)
+    off = dataclasses.replace(config, refit_label_weight=0.0)
+    assert torch.allclose(refit_loss(decoder, off, vocabulary)(rows, ids, embeddings, labels), sac)
+    assert torch.allclose(refit_loss(decoder, config, None)(rows, ids, embeddings, labels), sac)
