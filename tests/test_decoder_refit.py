@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import threading
 
 import torch
@@ -13,7 +14,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.refit import RefitRows, fit_decoder, refit_batch, refit_loss, render_refit_rows
+from clipgs.semantics.refit import RefitRows, evenly_spaced, fit_decoder, refit_batch, refit_loss, render_refit_rows
 from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, weighted_sac
 from clipgs.semantics.sources import SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.trainer import SemanticTrainer
@@ -155,3 +156,12 @@ def test_refit_loss_adds_the_label_term_only_where_labelled():
     off = dataclasses.replace(config, refit_label_weight=0.0)
     assert torch.allclose(refit_loss(decoder, off, vocabulary)(rows, ids, embeddings, labels), sac)
     assert torch.allclose(refit_loss(decoder, config, None)(rows, ids, embeddings, labels), sac)
+
+
+def test_a_long_walks_refit_renders_a_bounded_spread_of_keyframes():
+    assert evenly_spaced([1, 2, 3], 5) == [1, 2, 3]
+    picked = evenly_spaced(list(range(1000)), 600)
+    assert len(picked) == len(set(picked)) == 600 and picked[0] == 0 and picked[-1] == 999
+    gaps = [b - a for a, b in itertools.pairwise(picked)]
+    assert set(gaps) <= {1, 2}
+    assert evenly_spaced(list(range(10)), 1) == [0]

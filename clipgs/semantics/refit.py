@@ -33,6 +33,14 @@ class RefitRows:
     labels: Tensor | None = None
 
 
+def evenly_spaced(items: list, limit: int) -> list:
+    """``items`` if there are at most ``limit``, else ``limit`` of them spread evenly, first and last included
+    (a long walk's refit renders a bounded number of keyframes that still cover every room)."""
+    if len(items) <= limit:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / max(limit - 1, 1))] for i in range(limit)]
+
+
 @torch.no_grad()
 def render_refit_rows(gaussians: GaussianMap, keyframes: list[Keyframe], pixels: int, generator: torch.Generator,
                       backend: str = "auto") -> list[RefitRows]:

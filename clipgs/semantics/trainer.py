@@ -24,7 +24,7 @@ from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import vote_and_label
-from clipgs.semantics.refit import fit_decoder, refit_loss, render_refit_rows
+from clipgs.semantics.refit import evenly_spaced, fit_decoder, refit_loss, render_refit_rows
 from clipgs.semantics.sac import (
     DecodedPixels,
     SemanticDecoder,
@@ -236,10 +236,10 @@ class SemanticTrainer(ChannelTrainer):
         c = self.config
         if c.refit_steps <= 0 or self.decoder is None:
             return
-        data = render_refit_rows(mapper.map.gaussians, self._annotated(mapper), c.refit_pixels, self._generator,
+        per_step = max(1, c.sem_pixels // c.refit_pixels)  # keyframes a step; each rendered one drawn ~twice
+        keyframes = evenly_spaced(self._annotated(mapper), max(1, c.refit_steps * per_step // 2))
+        data = render_refit_rows(mapper.map.gaussians, keyframes, c.refit_pixels, self._generator,
                                  mapper.config.backend)
-
-        per_step = max(1, c.sem_pixels // c.refit_pixels)
         loss = refit_loss(self.decoder, c, self.vocabulary)
         self.refit_losses = fit_decoder(data, c.refit_steps, per_step, loss, self.optimizer, self._generator, progress)
 
