@@ -302,5 +302,7 @@ class MappingSession:
         if autosave and self.settings.autosave_path:
             self.worker.mapper.finish()
             ok, msg = self.save_map()
+            refit = self.worker.mapper.counters()[1].get("decoder_refit")
+            msg += f" (decoder refit first: {refit})" if ok and refit is not None else ""
             return msg if ok else f"autosave skipped: {msg}"
         return None

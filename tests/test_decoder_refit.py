@@ -101,7 +101,9 @@ def test_finish_refits_the_decoder_alone_and_off_changes_nothing(synth_dir):
     decoder, attributes = _decoder_state(trainer), mapper.map.gaussians.semantics.detach().clone()
     seen = []
     mapper.finish(progress=lambda done, total: seen.append((done, total)))
-    assert len(trainer.refit_losses) == 25 and seen[-1] == (25, 25)
+    assert trainer.refit.steps == len(trainer.refit.losses) == 25 and seen[-1] == (25, 25)
+    assert trainer.refit.keyframes == 4 and "25 steps over 4 keyframes" in str(trainer.refit)
+    assert mapper.counters()[1]["decoder_refit"] is trainer.refit
     assert any(not torch.equal(a, b) for a, b in zip(decoder, _decoder_state(trainer), strict=True))
     assert torch.equal(attributes, mapper.map.gaussians.semantics)  # the Gaussians are not trained
     assert mapper.snapshot().decoder is not None
@@ -109,7 +111,7 @@ def test_finish_refits_the_decoder_alone_and_off_changes_nothing(synth_dir):
     mapper, trainer = _map(synth_dir, frames=2, refit_steps=0)
     decoder = _decoder_state(trainer)
     mapper.finish()
-    assert trainer.refit_losses == [] and all(torch.equal(a, b) for a, b in zip(decoder, _decoder_state(trainer),
+    assert trainer.refit is None and all(torch.equal(a, b) for a, b in zip(decoder, _decoder_state(trainer),
                                                                                 strict=True))
 
 
@@ -135,7 +137,7 @@ def test_map_dataset_finishes_with_the_refit(synth_dir):
     trainer, ds = _trainer(synth_dir, refit_steps=7, refit_pixels=64)
     _, summary = map_dataset(ds, MapperConfig(iters_per_keyframe=2, w_ssim=0.0), max_frames=3, progress=False,
                              trainer=trainer)
-    assert summary["keyframes"] >= 1 and len(trainer.refit_losses) == 7
+    assert summary["keyframes"] >= 1 and trainer.refit.steps == 7
 
 
 def test_refit_loss_adds_the_label_term_only_where_labelled():

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from clipgs.data.dataset import open_dataset
 from clipgs.data.images import colorize_labels
@@ -137,7 +138,12 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     assert ok and "semantic model" in msg
     model = load_semantics(tmp_path / "sem.ply")
     assert model.vocabulary == ds.classes and model.decoder.sem_dim == 16
-    session.shutdown(autosave=False)
+    assert session.worker.mapper.counters()[1]["decoder_refit"] is None  # saving while mapping: the map as it is
+    session.settings.autosave_path = str(tmp_path / "auto.ply")
+    outcome = session.shutdown()  # the autosave: the decoder is refitted first
+    assert "saved" in outcome and re.search(r"decoder refit first: 300 steps over 6 keyframes", outcome), outcome
+    saved = load_semantics(tmp_path / "auto.ply").decoder
+    assert not torch.equal(saved.net[0].weight, model.decoder.net[0].weight)
 
 
 def make_stream_session(tmp_path, **stream):

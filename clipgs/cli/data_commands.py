@@ -125,6 +125,8 @@ def run_map(args: argparse.Namespace) -> int:
               f"{summary['drift_correction'][1]:.2f} deg")
     if summary["rejected"]:
         print("rejected frames:", ", ".join(f"{k}: {v}" for k, v in summary["rejected"].items()))
+    if snap.trainer_counters.get("decoder_refit") is not None:
+        print(f"decoder refit (refit_steps): {snap.trainer_counters['decoder_refit']}")
     failures = snap.trainer_counters.get("semantic_failures", {})
     if failures:
         print(f"keyframes mapped without semantics (the 2D source failed): {sum(failures.values())}; "

@@ -54,7 +54,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     except KeyboardInterrupt:
         interrupted = True
     mapper.trainer.close()  # the 2D source's thread, if any: what it delivered so far is what the refit sees
-    with tqdm(desc="finish", unit="step", disable=not progress, delay=0.5) as finishing:
+    with tqdm(desc="decoder refit", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
     seconds = time.perf_counter() - t0
     s = mapper.stats

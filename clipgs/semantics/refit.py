@@ -8,6 +8,7 @@ Gaussians untouched), a few keyframes per step so every room weighs the same.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,20 @@ from clipgs.mapping.keyframes import Keyframe
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, sample_mask_pixels, weighted_sac
 from clipgs.semantics.supervision import compact_ids
+
+
+@dataclass(frozen=True)
+class RefitReport:
+    """What a refit did: steps, keyframes rendered, the loss per step, seconds (rendering included)."""
+
+    steps: int
+    keyframes: int
+    losses: list[float]
+    seconds: float
+
+    def __str__(self) -> str:
+        loss = f", loss {self.losses[0]:.3f} -> {self.losses[-1]:.3f}" if self.losses else ""
+        return f"{self.steps} steps over {self.keyframes} keyframes in {self.seconds:.1f} s{loss}"
 
 
 @dataclass
@@ -111,3 +126,18 @@ def fit_decoder(data: list[RefitRows], steps: int, per_step: int,
         if progress is not None:
             progress(i + 1, steps)
     return losses
+
+
+def refit_decoder(decoder: SemanticDecoder, optimizer: torch.optim.Optimizer, keyframes: list[Keyframe],
+                  gaussians: GaussianMap, config: SemanticTrainingConfig, vocabulary: Tensor | None,
+                  generator: torch.Generator, backend: str = "auto",
+                  progress: Callable[[int, int], None] | None = None) -> RefitReport:
+    """The refit (``config.refit_*``): up to ``refit_steps`` x keyframes-a-step / 2 of ``keyframes`` (each then
+    drawn about twice) rendered from ``gaussians``, then ``fit_decoder`` with :func:`refit_loss`."""
+    t0 = time.perf_counter()
+    per_step = max(1, config.sem_pixels // config.refit_pixels)  # a step sees as many rows as a mapping step
+    chosen = evenly_spaced(keyframes, max(1, config.refit_steps * per_step // 2))
+    data = render_refit_rows(gaussians, chosen, config.refit_pixels, generator, backend)
+    losses = fit_decoder(data, config.refit_steps, per_step, refit_loss(decoder, config, vocabulary), optimizer,
+                         generator, progress)
+    return RefitReport(len(losses), len(data), losses, time.perf_counter() - t0)

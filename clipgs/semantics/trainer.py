@@ -24,7 +24,7 @@ from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import vote_and_label
-from clipgs.semantics.refit import evenly_spaced, fit_decoder, refit_loss, render_refit_rows
+from clipgs.semantics.refit import RefitReport, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
     SemanticDecoder,
@@ -73,7 +73,7 @@ class SemanticTrainer(ChannelTrainer):
         self.fusion_votes = 0  # keyframe views splatted onto the Gaussians so far
         self.worker: SourceWorker | None = None  # the source's thread, with async_source
         self._replay_pool: list[KeyframeSemantics] = []  # the annotated keyframes' supervision, drawn per round
-        self.refit_losses: list[float] = []  # the decoder refit's loss per step (``finish``)
+        self.refit: RefitReport | None = None  # what the decoder refit did (``finish``)
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -233,22 +233,16 @@ class SemanticTrainer(ChannelTrainer):
 
     def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None) -> None:
         """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit)."""
-        c = self.config
-        if c.refit_steps <= 0 or self.decoder is None:
-            return
-        per_step = max(1, c.sem_pixels // c.refit_pixels)  # keyframes a step; each rendered one drawn ~twice
-        keyframes = evenly_spaced(self._annotated(mapper), max(1, c.refit_steps * per_step // 2))
-        data = render_refit_rows(mapper.map.gaussians, keyframes, c.refit_pixels, self._generator,
-                                 mapper.config.backend)
-        loss = refit_loss(self.decoder, c, self.vocabulary)
-        self.refit_losses = fit_decoder(data, c.refit_steps, per_step, loss, self.optimizer, self._generator, progress)
+        if self.config.refit_steps > 0 and self.decoder is not None:
+            self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
+                                       self.config, self.vocabulary, self._generator, mapper.config.backend, progress)
 
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
 
     def counters(self) -> dict[str, Any]:
         counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures),
-                    "fusion_votes": self.fusion_votes}
+                    "fusion_votes": self.fusion_votes, "decoder_refit": self.refit}
         if self.worker is not None:
             counters.update(semantic_lag_s=self.worker.last_lag_s, semantics_skipped=self.worker.skipped,
                             semantics_pending=self.worker.pending)
