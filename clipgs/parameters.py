@@ -36,6 +36,10 @@ class NodeSettings(Settings):
                                           "rejected)", at_least(0.0))
     autosave_path: str = setting("~/.ros/clipgs_map.ply", "map written on shutdown (PLY); empty: no autosave")
     device: str = setting("cpu", "torch device for mapping", TORCH_DEVICE)
+    idle_refit_s: float = setting(5.0, "semantic decoder refit while the stream is quiet: after this long without a "
+                                       "new keyframe (the robot stopped) the map thread refits the decoder once per "
+                                       "new map (refit_steps; renders and queries go on; frames wait as while "
+                                       "mapping); 0: off", at_least(0.0))
     coherent_labels: bool = setting(True, "semantic images labelled by segments of the render (each takes its "
                                           "pixels' majority class: no speckle; ~0.05-0.2 s per image on a CPU); "
                                           "false: per pixel")

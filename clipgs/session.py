@@ -88,7 +88,8 @@ class MappingSession:
         # A live stream never waits for CLIP / SAM: the 2D source always runs on its own thread here.
         training = params.training.replace(async_source=True)
         self.worker = MapperWorker(IncrementalMapper(params.mapper.resolved(params.stream.poses_from_odometry),
-                                                     params.node.device, self.semantics.trainer(training)))
+                                                     params.node.device, self.semantics.trainer(training)),
+                                   params.node.idle_refit_s)
         self.assembler = FrameAssembler(params.stream.depth_scale)
         self.poses = TransformBuffer(tolerance=params.stream.tf_tolerance_s, max_age=30.0)  # tf and pose topic
         self.pairer = ApproxTimePairer(params.stream.sync_slop_s)
@@ -197,7 +198,8 @@ class MappingSession:
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")
                 + (f", semantics lag {trainer_counters['semantic_lag_s']:.1f} s (skipped "
-                   f"{trainer_counters['semantics_skipped']})" if "semantic_lag_s" in trainer_counters else ""))
+                   f"{trainer_counters['semantics_skipped']})" if "semantic_lag_s" in trainer_counters else "")
+                + (f", decoder refits while quiet {self.worker.idle_refits}" if self.worker.idle_refits else ""))
 
     def _no_pose_reasons(self) -> str:
         lost = {k: v for k, v in self.waiting.lost.items() if v}

@@ -5,6 +5,8 @@ import copy
 import dataclasses
 import itertools
 import threading
+import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ from clipgs.data.dataset import open_dataset
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.offline import map_dataset
+from clipgs.mapping.worker import MapperWorker
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.refit import RefitRows, evenly_spaced, fit_decoder, refit_batch, refit_loss, render_refit_rows
 from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, weighted_sac
@@ -167,3 +170,93 @@ def test_a_long_walks_refit_renders_a_bounded_spread_of_keyframes():
     gaps = [b - a for a, b in itertools.pairwise(picked)]
     assert set(gaps) <= {1, 2}
     assert evenly_spaced(list(range(10)), 1) == [0]
+
+
+def test_fit_decoder_takes_the_lock_for_each_step_and_stops_when_told():
+    g = torch.Generator().manual_seed(0)
+    decoder = SemanticDecoder(4, 6, 16)
+    data = [RefitRows(torch.randn(20, 4, generator=g), torch.arange(20).remainder(2).short(),
+                      F.normalize(torch.randn(2, 6, generator=g), dim=1))]
+
+    class CountingLock:
+        entered = 0
+
+        def __enter__(self):
+            self.entered += 1
+
+        def __exit__(self, *exc):
+            return False
+
+    lock, done = CountingLock(), []
+
+    def loss(rows, ids, embeddings, labels):
+        done.append(1)
+        return decoder(rows).square().mean()
+
+    losses = fit_decoder(data, 10, 1, loss, torch.optim.Adam(decoder.parameters()), g, step_lock=lock,
+                         stop=lambda: len(done) >= 4)
+    assert len(losses) == 4 and lock.entered == 4
+
+
+class QuietMapper:
+    """Stands in for IncrementalMapper under a MapperWorker: frames 'kf' become keyframes, others are skipped;
+    the trainer's finish is recorded."""
+
+    def __init__(self):
+        self.stats, self.trainer, self.finished = SimpleNamespace(keyframes=0), self, []
+
+    def prepare(self, frame):
+        return [frame]
+
+    def integrate(self, prepared):
+        if prepared[0] != "kf":
+            return "skipped"
+        self.stats.keyframes += 1
+        return "keyframe"
+
+    def finish(self, mapper, progress=None, stop=None):
+        assert mapper is self and stop is not None and not stop()
+        self.finished.append(self.stats.keyframes)
+
+
+def _stream(worker, frames, period_s=0.05):
+    for frame in frames:
+        worker.submit(frame)
+        time.sleep(period_s)
+
+
+def test_the_worker_refits_once_per_new_map_when_no_keyframe_comes():
+    mapper = QuietMapper()
+    worker = MapperWorker(mapper, idle_refit_s=0.3)
+    _stream(worker, ["kf", "x", "kf"])
+    assert mapper.finished == []  # keyframes keep coming: no refit
+    _stream(worker, ["x"] * 16)  # the robot stands still: frames, no keyframes
+    assert mapper.finished == [2] and worker.idle_refits == 1
+    time.sleep(0.8)  # the stream stops: nothing new to refit
+    assert mapper.finished == [2]
+    _stream(worker, ["kf"] + ["x"] * 16)  # a new keyframe, then quiet again
+    assert mapper.finished == [2, 3] and worker.processed + worker.dropped == 36 and worker.outcomes["keyframe"] == 3
+    worker.stop(10)
+
+    mapper = QuietMapper()
+    worker = MapperWorker(mapper)  # off by default (the node turns it on: idle_refit_s)
+    _stream(worker, ["kf"], period_s=0.8)
+    assert mapper.finished == [] and worker.idle_refits == 0
+    worker.stop(10)
+
+
+def test_an_idle_refit_of_a_real_semantic_map_leaves_the_gaussians_alone(synth_dir):
+    trainer, ds = _trainer(synth_dir, refit_steps=20, refit_pixels=64)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=2, w_ssim=0.0, kf_translation_m=0.0), trainer=trainer)
+    worker = MapperWorker(mapper, idle_refit_s=0.2)
+    for i in range(2):
+        worker.submit(ds[i])
+        worker.wait_idle(60)
+    gaussians = mapper.snapshot().gaussians
+    deadline = time.monotonic() + 60
+    while worker.idle_refits == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.wait_idle(60)
+    assert worker.idle_refits == 1 and trainer.refit.steps == 20 and worker.error is None
+    assert torch.equal(gaussians.semantics, mapper.snapshot().gaussians.semantics)
+    worker.stop(10)

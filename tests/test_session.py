@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     # ROS frames carry no ground truth: the teacher looks up the dataset frame by stamp (frame k at 1 + k s).
     stack = SemanticStack(lambda f: teacher(ds[round(f.timestamp - 1.0)]), text, ds.classes, vocab, "simulated")
     params = Parameters(mapper=MapperConfig(iters_per_keyframe=25, w_ssim=0.0, kf_translation_m=0.0),
-                        training=SemanticTrainingConfig(dcs_every=0))
+                        training=SemanticTrainingConfig(dcs_every=0), node=NodeSettings(idle_refit_s=1.0))
     session = MappingSession(params, stack)
     assert session.semantics_status.startswith("semantics on: simulated, d=16")
     assert "no keyframe" in session.query("chair").message or "empty" in session.query("chair").message
@@ -138,7 +139,10 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     assert ok and "semantic model" in msg
     model = load_semantics(tmp_path / "sem.ply")
     assert model.vocabulary == ds.classes and model.decoder.sem_dim == 16
-    assert session.worker.mapper.counters()[1]["decoder_refit"] is None  # saving while mapping: the map as it is
+    deadline = time.monotonic() + 60  # no keyframe for idle_refit_s: the decoder is refitted while quiet
+    while session.worker.idle_refits == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "decoder refits while quiet 1" in session.stats_line()
     session.settings.autosave_path = str(tmp_path / "auto.ply")
     outcome = session.shutdown()  # the autosave: the decoder is refitted first
     assert "saved" in outcome and re.search(r"decoder refit first: 300 steps over 6 keyframes", outcome), outcome

@@ -72,9 +72,12 @@ class ChannelTrainer:
     def after_keyframe(self, mapper: IncrementalMapper) -> None:
         """After a keyframe was mapped and pruned: periodic work such as relabelling."""
 
-    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None) -> None:
-        """Once the stream has ended (``IncrementalMapper.finish``): closing work that pays only when nothing more
-        comes, e.g. refitting a decoder on every held keyframe; ``progress(done, total)`` may be called."""
+    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> None:
+        """Once the stream has ended (``IncrementalMapper.finish``) or gone quiet (the worker's idle refit, called
+        without ``mapper.lock`` held: take it for each change readers must not see half of): closing work that
+        pays only when nothing more comes, e.g. refitting a decoder on every held keyframe; ``progress(done,
+        total)`` may be called; ``stop()`` true: end early."""
 
     def snapshot(self) -> Any:
         """A copy of what turns the channels into meaning (e.g. a decoder), safe to use from another thread;

@@ -123,8 +123,7 @@ class IncrementalMapper:
         return "keyframe"
 
     def snapshot(self) -> MapSnapshot:
-        """The map, the trainer's decoder and the counters of one instant, consistent with each other even
-        while mapping continues in another thread."""
+        """The map, the trainer's decoder and the counters of one instant, consistent while mapping goes on."""
         with self._lock:
             return MapSnapshot(self.map.snapshot(), self.trainer.snapshot(), *self.counters())
 
@@ -134,6 +133,7 @@ class IncrementalMapper:
             return copy.deepcopy(self.stats), self.trainer.counters()
 
     gaussian_count = property(lambda self: len(self.map), doc="Gaussians in the map now")
+    lock = property(lambda self: self._lock, doc="reentrant; held by each step, render, snapshot and finish")
 
     # ----------------------------------------------------------------- what a channel trainer calls
     def render(self, camera: Camera, channels: bool = True) -> RenderOutput:

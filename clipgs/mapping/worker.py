@@ -47,8 +47,14 @@ class MapperWorker:
 
     STAGES = ("prepare", "map")
 
-    def __init__(self, mapper: IncrementalMapper) -> None:
-        self.mapper = mapper
+    def __init__(self, mapper: IncrementalMapper, idle_refit_s: float = 0.0) -> None:
+        """idle_refit_s: once no keyframe has been mapped for this long (the robot stopped, the stream paused), the
+        map thread runs the trainer's ``finish`` (the semantic decoder refit) once per new map, taking the map's
+        lock step by step (renders and queries go on meanwhile; frames wait in the slot as while mapping); 0: off."""
+        self.mapper, self.idle_refit_s = mapper, idle_refit_s
+        self.idle_refits = 0  # refits run while the stream was quiet
+        self._refit_keyframes = 0  # keyframes the map had at the last idle refit
+        self._last_keyframe = time.perf_counter()
         self.dropped = 0
         self.processed = 0  # frames the mapper finished with: rejected, skipped or mapped as a keyframe
         self.outcomes: Counter = Counter()
@@ -126,13 +132,43 @@ class MapperWorker:
         self._cv.notify_all()
         return not displaced
 
+    def _refit_due(self, stage: str) -> bool:
+        """Whether the map thread should refit now (the caller holds the lock)."""
+        return (stage == "map" and self.idle_refit_s > 0 and not self._stop
+                and self.mapper.stats.keyframes > self._refit_keyframes
+                and time.perf_counter() - self._last_keyframe >= self.idle_refit_s)
+
+    def _idle_refit(self) -> None:
+        """The trainer's ``finish`` on the map thread (the map's only writer: its renders need no lock)."""
+        keyframes = self.mapper.stats.keyframes
+        try:
+            self.mapper.trainer.finish(self.mapper, stop=lambda: self._stop)
+        except Exception as exc:  # mapping goes on; the next quiet spell tries again only after a new keyframe
+            log.exception("idle refit failed")
+            self.error = exc
+        release_free_memory()
+        with self._cv:
+            self._refit_keyframes, self.idle_refits, self._busy["map"] = keyframes, self.idle_refits + 1, False
+            self._cv.notify_all()
+
     def _run(self, stage: str) -> None:
+        poll = self.idle_refit_s / 4 if stage == "map" and self.idle_refit_s > 0 else None
         while True:
             with self._cv:
-                self._cv.wait_for(lambda: self._pending[stage] is not None or self._stop)
-                if self._pending[stage] is None:  # stopping
-                    return
-                frame, self._pending[stage], self._busy[stage] = self._pending[stage], None, True
+                self._cv.wait_for(lambda: self._pending[stage] is not None or self._stop or self._refit_due(stage),
+                                  poll)
+                refit = self._refit_due(stage)
+                if not refit and self._pending[stage] is None:
+                    if self._stop:
+                        return
+                    continue  # polled: not yet due
+                if refit:
+                    self._busy[stage] = True
+                else:
+                    frame, self._pending[stage], self._busy[stage] = self._pending[stage], None, True
+            if refit:
+                self._idle_refit()
+                continue
             started = time.perf_counter()
             try:
                 if stage == "prepare":
@@ -151,6 +187,7 @@ class MapperWorker:
                     self.prepare_seconds += took
                 elif outcome == "keyframe":
                     self.keyframe_seconds += took
+                    self._last_keyframe = time.perf_counter()
                 if stage == "prepare" and not isinstance(outcome, str):  # prepared: on to the map stage
                     if self._stop:
                         self.dropped += 1

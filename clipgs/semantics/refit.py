@@ -8,8 +8,10 @@ Gaussians untouched), a few keyframes per step so every room weighs the same.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -113,15 +115,20 @@ def refit_loss(decoder: SemanticDecoder, config: SemanticTrainingConfig,
 def fit_decoder(data: list[RefitRows], steps: int, per_step: int,
                 loss: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
                 optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                progress: Callable[[int, int], None] | None = None) -> list[float]:
+                progress: Callable[[int, int], None] | None = None, step_lock: AbstractContextManager | None = None,
+                stop: Callable[[], bool] | None = None) -> list[float]:
     """``steps`` optimiser steps of ``loss(*refit_batch(...))`` on ``per_step`` keyframes' rows each (the
-    optimiser holds the decoder's parameters only); returns the losses, one per step."""
+    optimiser holds the decoder's parameters only); returns the losses, one per step. Each step runs inside
+    ``step_lock`` (readers of the decoder then never see half a step); ``stop()`` true ends the fit early."""
     losses = []
     for i in range(steps if data else 0):
-        value = loss(*refit_batch(data, per_step, generator))
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
+        if stop is not None and stop():
+            break
+        with step_lock or contextlib.nullcontext():
+            value = loss(*refit_batch(data, per_step, generator))
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
         losses.append(float(value.detach()))
         if progress is not None:
             progress(i + 1, steps)
@@ -131,13 +138,15 @@ def fit_decoder(data: list[RefitRows], steps: int, per_step: int,
 def refit_decoder(decoder: SemanticDecoder, optimizer: torch.optim.Optimizer, keyframes: list[Keyframe],
                   gaussians: GaussianMap, config: SemanticTrainingConfig, vocabulary: Tensor | None,
                   generator: torch.Generator, backend: str = "auto",
-                  progress: Callable[[int, int], None] | None = None) -> RefitReport:
+                  progress: Callable[[int, int], None] | None = None, step_lock: AbstractContextManager | None = None,
+                  stop: Callable[[], bool] | None = None) -> RefitReport:
     """The refit (``config.refit_*``): up to ``refit_steps`` x keyframes-a-step / 2 of ``keyframes`` (each then
-    drawn about twice) rendered from ``gaussians``, then ``fit_decoder`` with :func:`refit_loss`."""
+    drawn about twice) rendered from ``gaussians``, then ``fit_decoder`` with :func:`refit_loss` (``step_lock``,
+    ``stop``: see there). The caller keeps ``gaussians`` from changing meanwhile."""
     t0 = time.perf_counter()
     per_step = max(1, config.sem_pixels // config.refit_pixels)  # a step sees as many rows as a mapping step
     chosen = evenly_spaced(keyframes, max(1, config.refit_steps * per_step // 2))
     data = render_refit_rows(gaussians, chosen, config.refit_pixels, generator, backend)
     losses = fit_decoder(data, config.refit_steps, per_step, refit_loss(decoder, config, vocabulary), optimizer,
-                         generator, progress)
+                         generator, progress, step_lock, stop)
     return RefitReport(len(losses), len(data), losses, time.perf_counter() - t0)

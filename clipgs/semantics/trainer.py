@@ -231,11 +231,13 @@ class SemanticTrainer(ChannelTrainer):
             self._dcs_per_keyframe = -(-len(self._dcs_queue) // c.dcs_every)  # ceil: done before the next round
         self._dcs_work(mapper, self._dcs_per_keyframe)
 
-    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None) -> None:
+    def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> None:
         """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit)."""
         if self.config.refit_steps > 0 and self.decoder is not None:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
-                                       self.config, self.vocabulary, self._generator, mapper.config.backend, progress)
+                                       self.config, self.vocabulary, self._generator, mapper.config.backend, progress,
+                                       mapper.lock, stop)
 
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
