@@ -1,10 +1,11 @@
-"""Decoder refit: the shared decoder fitted again on every held keyframe once mapping ends.
+"""Decoder refit: the shared decoder fitted again on every held keyframe once mapping ends (or goes quiet).
 
 During mapping the decoder (shared by every Gaussian) is trained on the keyframes in the optimisation window,
 so it decodes best what the walk saw last; decoder replay holds that back with rows kept from each keyframe's
 last step, which the Gaussians have moved away from since. The refit renders every held keyframe's attributes
-once from the finished map and fits the decoder alone to their masks' embeddings (the SAC losses, the
-Gaussians untouched), a few keyframes per step so every room weighs the same.
+once from the finished map and fits the decoder alone to their masks' embeddings (the SAC losses, and the 3DCS
+pseudo-labels at the decoder's share of them while mapping; the Gaussians untouched), a few keyframes per step
+so every room weighs the same.
 """
 from __future__ import annotations
 
