@@ -158,14 +158,13 @@ class MapperWorker:
                 self._cv.wait_for(lambda: self._pending[stage] is not None or self._stop or self._refit_due(stage),
                                   poll)
                 refit = self._refit_due(stage)
-                if not refit and self._pending[stage] is None:
-                    if self._stop:
-                        return
-                    continue  # polled: not yet due
-                if refit:
-                    self._busy[stage] = True
-                else:
-                    frame, self._pending[stage], self._busy[stage] = self._pending[stage], None, True
+                if not refit:
+                    if self._pending[stage] is None:
+                        if self._stop:
+                            return
+                        continue  # polled: no refit due yet
+                    frame, self._pending[stage] = self._pending[stage], None
+                self._busy[stage] = True
             if refit:
                 self._idle_refit()
                 continue

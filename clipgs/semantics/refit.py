@@ -23,7 +23,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.keyframes import Keyframe
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, sample_mask_pixels, weighted_sac
-from clipgs.semantics.supervision import compact_ids
+from clipgs.semantics.supervision import compact_ids, stack_rows
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,10 @@ def refit_batch(data: list[RefitRows], count: int,
     """``count`` keyframes' rows drawn at random, side by side: rows (R, d), ids (R,) int64 into the drawn
     keyframes' embeddings stacked (M, D), so the contrast runs over all of them, and labels (R,) int64 (-1:
     none, as for keyframes without pseudo-labels)."""
-    rows, ids, embeddings, labels, offset = [], [], [], [], 0
-    for j in torch.randperm(len(data), generator=generator)[:count].tolist():
-        d = data[j]
-        rows.append(d.rows)
-        ids.append(d.ids.long().to(d.rows.device) + offset)
-        embeddings.append(d.embeddings)
-        labels.append(torch.full_like(ids[-1], -1) if d.labels is None else d.labels.long().to(d.rows.device))
-        offset += len(d.embeddings)
-    rows = torch.cat(rows)
-    return rows, torch.cat(ids), torch.cat(embeddings).to(rows), torch.cat(labels)
+    drawn = [data[j] for j in torch.randperm(len(data), generator=generator)[:count].tolist()]
+    rows, ids, embeddings = stack_rows([(d.rows, d.ids, d.embeddings) for d in drawn])
+    labels = [torch.full_like(d.ids, -1, dtype=torch.int64) if d.labels is None else d.labels.long() for d in drawn]
+    return rows, ids, embeddings, torch.cat([lab.to(rows.device) for lab in labels])
 
 
 def refit_loss(decoder: SemanticDecoder, config: SemanticTrainingConfig,

@@ -40,14 +40,20 @@ def replay_batch(pool: list[KeyframeSemantics], current: KeyframeSemantics | Non
     pool = [a for a in pool if a is not current and a.replay is not None and a.masks is not None]
     if not pool or count == 0:
         return None
-    rows, ids, embeddings, offset = [], [], [], 0
-    for j in torch.randperm(len(pool), generator=generator)[:count].tolist():
-        rows.append(pool[j].replay[0])
-        ids.append(pool[j].replay[1].long() + offset)
-        embeddings.append(pool[j].masks.embeddings)
-        offset += len(pool[j].masks.embeddings)
-    rows = torch.cat(rows)
-    return rows, torch.cat(ids).to(rows.device), torch.cat(embeddings).to(rows)
+    drawn = torch.randperm(len(pool), generator=generator)[:count].tolist()
+    return stack_rows([(*pool[j].replay, pool[j].masks.embeddings) for j in drawn])
+
+
+def stack_rows(parts: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Several views' (rows (R_i, d), mask ids (R_i,), their masks' embeddings (M_i, D)) side by side: rows
+    (R, d), ids (R,) int64 into the embeddings stacked (M, D), each row still pointing at its own view's
+    embedding (so one contrast runs over all of them)."""
+    offsets = [0]
+    for _, _, embeddings in parts[:-1]:
+        offsets.append(offsets[-1] + len(embeddings))
+    rows = torch.cat([r for r, _, _ in parts])
+    ids = torch.cat([i.long().to(rows.device) + o for (_, i, _), o in zip(parts, offsets, strict=True)])
+    return rows, ids, torch.cat([e for _, _, e in parts]).to(rows)
 
 
 def compact_ids(ids: Tensor) -> Tensor:

@@ -164,7 +164,7 @@ class SemanticTrainer(ChannelTrainer):
         decoded = DecodedPixels(self.decoder, rows)
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
-        loss = self._sac_loss(terms)
+        loss = weighted_sac(terms, self.config)
         if c.sem_replay_pixels > 0:
             replay = self._replay_loss(sem, decoded.gram)  # other keyframes' kept rows; then this one's are renewed
             keep = torch.linspace(0, len(idx) - 1, min(len(idx), c.sem_replay_pixels), device=ids.device).long()
@@ -338,9 +338,6 @@ class SemanticTrainer(ChannelTrainer):
         return take
 
     # ----------------------------------------------------------------- helpers
-    def _sac_loss(self, terms: dict[str, Tensor]) -> Tensor:
-        return weighted_sac(terms, self.config)
-
     def _replay_loss(self, current: KeyframeSemantics,
                      gram: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | None:
         """Decoder replay: the SAC losses on rows kept by other keyframes (:func:`replay_batch`). The rows are
@@ -351,7 +348,7 @@ class SemanticTrainer(ChannelTrainer):
         if batch is None:
             return None
         decoded = DecodedPixels(self.decoder, batch[0], gram=gram)
-        return self._sac_loss(sac_losses(decoded, batch[1], batch[2], self.config.sem_tau))
+        return weighted_sac(sac_losses(decoded, batch[1], batch[2], self.config.sem_tau), self.config)
 
     def _label_loss(self, logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
         """Cross-entropy of the sampled pixels' vocabulary logits (P, C) (flat indices ``idx``) to (H, W)
