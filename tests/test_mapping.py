@@ -167,6 +167,24 @@ def test_pruning_and_cap_follow_optimiser_state(synth_dir):
     assert torch.equal(state._exp_avg["means"][90], marker)  # row 200 moved to 90 with its state
 
 
+def test_transparent_gaussians_are_pruned_in_batches(synth_dir):
+    """Removing rows copies the whole map: a few invisible Gaussians wait for a batch, oversized ones do not."""
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=1, w_ssim=0.0, max_gaussians=1000))
+    mapper.add_frame(open_dataset(synth_dir)[0])
+    before = mapper.gaussian_count
+    with torch.no_grad():
+        mapper.map.gaussians.opacity_logits[:5] = -10.0  # 0.5 % of the map: below the batch
+        mapper.map.gaussians.log_scales[5] = np.log(1.0)
+    mapper.prune()
+    assert mapper.gaussian_count == before - 1  # only the oversized one
+    mapper.prune(batch=0.004)
+    assert mapper.gaussian_count == before - 6
+    with torch.no_grad():
+        mapper.map.gaussians.opacity_logits[:3] = -10.0
+    mapper.finish()  # the stream's end removes every one
+    assert mapper.gaussian_count == before - 9
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_adam_matches_torch_adam_and_new_rows_start_fresh(fused):
     g = torch.Generator().manual_seed(0)

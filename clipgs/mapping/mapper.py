@@ -32,6 +32,7 @@ from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import Occluder, RenderOutput
 
 LossFn = Callable[[RenderOutput], tuple[Tensor, dict[str, float]]]
+PRUNE_BATCH = 0.01  # transparent Gaussians are removed once they are this share of the map
 log = logging.getLogger(__name__)
 
 
@@ -179,22 +180,17 @@ class IncrementalMapper:
         with self._lock:
             if len(new):
                 self.map.extend(new)
-            self.stats.added += len(new)
             self.keyframes.append(kf)
-            self.stats.keyframes += 1
-            self.stats.gaussians = len(self.map)
-            self.stats.keyframes_held, self.stats.keyframes_evicted = len(self.keyframes), self.keyframes.evicted
-            self.stats.keyframe_bytes = self.keyframes.nbytes
+            s, store = self.stats, self.keyframes
+            s.added, s.keyframes, s.gaussians = s.added + len(new), s.keyframes + 1, len(self.map)
+            s.keyframes_held, s.keyframes_evicted, s.keyframe_bytes = len(store), store.evicted, store.nbytes
 
     def _window(self) -> list[Keyframe]:
         """The newest ``window_size`` keyframes plus ``random_keyframes`` random older ones."""
         c = self.config
-        recent = self.keyframes[-c.window_size:]
-        older = self.keyframes[: -c.window_size] if len(self.keyframes) > c.window_size else []
-        if older and c.random_keyframes:
-            picks = self.rng.choice(len(older), min(c.random_keyframes, len(older)), replace=False)
-            recent = recent + [older[i] for i in picks]
-        return recent
+        n_old, k = max(len(self.keyframes) - c.window_size, 0), c.random_keyframes
+        picks = self.rng.choice(n_old, min(k, n_old), replace=False) if n_old and k else []
+        return self.keyframes[-c.window_size:] + [self.keyframes[int(i)] for i in picks]
 
     def optimise(self, iterations: int) -> None:
         """Run ``iterations`` steps on the window: the newest keyframe first, then random window members."""
@@ -214,7 +210,7 @@ class IncrementalMapper:
             for _ in range(iterations if self.keyframes else 0):
                 self._keyframe_step(self.keyframes[self.rng.integers(len(self.keyframes))])
             self.stats.optimise_seconds += time.perf_counter() - t0
-            self.prune()
+            self.prune(batch=0.0)
             self.trainer.finish(self, progress)
 
     def _keyframe_step(self, kf: Keyframe) -> None:
@@ -232,13 +228,17 @@ class IncrementalMapper:
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 
-    def prune(self) -> None:
-        """Remove near-transparent and oversized Gaussians, then enforce the hard cap."""
+    def prune(self, batch: float = PRUNE_BATCH) -> None:
+        """Remove oversized Gaussians, near-transparent ones once they are ``batch`` of the map (removing copies the
+        whole map and its optimiser state; invisible Gaussians may wait), then enforce the hard cap."""
         c = self.config
         with self._lock:
             g = self.map.gaussians
             with torch.no_grad():
-                remove = (g.opacities < c.prune_opacity) | (g.log_scales.max(dim=1).values.exp() > c.prune_max_scale_m)
+                remove = g.log_scales.max(dim=1).values.exp() > c.prune_max_scale_m
+                transparent = g.opacities < c.prune_opacity
+                if int(transparent.sum()) >= batch * len(g):
+                    remove |= transparent
             before = len(g)
             if bool(remove.any()):
                 self.map.select(~remove)
