@@ -26,6 +26,7 @@ class ChannelTrainer:
 
     channels: int = 0  # attribute channels per Gaussian, rendered after RGB in the same pass
     channel_lr: float = 0.0  # Adam learning rate of those per-Gaussian channels
+    channels_move_geometry: bool = True  # whether losses on the channels reach the geometry (or only the channels)
 
     def attach(self, mapper: IncrementalMapper) -> None:
         """Called once by the mapper that will call the other hooks (device and seed are in it)."""

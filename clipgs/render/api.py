@@ -1,7 +1,7 @@
 """The one render interface: Gaussians + camera -> image, depth, alpha, per-Gaussian radii."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -126,6 +126,7 @@ def rasterize(
     backend: str = "auto",
     attribute_pixels: Tensor | None = None,
     cull: bool = True,
+    attributes_move_geometry: bool = True,
 ) -> RenderOutput:
     """Render N Gaussians into one camera.
 
@@ -143,6 +144,10 @@ def rasterize(
         image is the same) when that drops more than a fifth of them: projection, binning and the feature copies
         then scale with the view, not the map (a 185k-Gaussian flat at 160x120: 32.5 -> 27.2 ms a view on average).
         Not on gsplat, which culls on the GPU; False where the caller already holds the view's rows.
+    attributes_move_geometry: False: the gradients of the channels after RGB reach those features only, not the
+        means, quats, scales or opacities (as if the attributes were composited with detached geometry), so a
+        semantic loss never bends the map's shape. The 'cpu' kernels leave those channels out of dL/dalpha (less
+        work); the other backends render the attributes a second time with the geometry detached.
     """
     n = means.shape[0]
     for name, t, shape in (
@@ -155,11 +160,14 @@ def rasterize(
         raise ValueError(f"features must have shape ({n}, C), got {tuple(features.shape)}")
     chosen = resolve_backend(backend, means.device)
     rows = worth_culling(means, log_scales, opacity_logits, camera, near, far, eps2d, chosen) if cull else None
+    options = dict(near=near, far=far, eps2d=eps2d, backend=chosen, attribute_pixels=attribute_pixels, cull=False)
     if rows is not None:
         part = rasterize(*(t.index_select(0, rows) for t in (means, quats, log_scales, opacity_logits, features)),
-                         camera, background=background, near=near, far=far, eps2d=eps2d, backend=chosen,
-                         attribute_pixels=attribute_pixels, cull=False)
+                         camera, background=background, attributes_move_geometry=attributes_move_geometry, **options)
         return part.expanded(rows, n)
+    if not attributes_move_geometry and chosen not in ("cpu", "cpu_scalar") and features.shape[1] > COLOR_CHANNELS:
+        return _attributes_on_detached_geometry(means, quats, log_scales, opacity_logits, features, camera,
+                                                background, options)
     viewmat, K = camera_tensors(camera, means.dtype, means.device)
     W, H = camera.width, camera.height
     opacities = torch.sigmoid(opacity_logits)
@@ -170,7 +178,8 @@ def rasterize(
         )
     elif chosen in ("cpu", "cpu_scalar"):
         proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
-        image, depth, alpha = composite_cpu(proj, features, W, H, chosen == "cpu", attribute_pixels)
+        image, depth, alpha = composite_cpu(proj, features, W, H, chosen == "cpu", attribute_pixels,
+                                            attributes_move_geometry)
         radii, means2d = proj.radii, proj.means2d
     else:
         proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
@@ -179,6 +188,20 @@ def rasterize(
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
     return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen, attribute_pixels)
+
+
+def _attributes_on_detached_geometry(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor,
+                                     features: Tensor, camera: Camera, background: Tensor | None,
+                                     options: dict) -> RenderOutput:
+    """``rasterize(attributes_move_geometry=False)`` on backends without the kernel flag: RGB rendered with the
+    geometry, the channels after it rendered again with the geometry detached (same image, two passes)."""
+    split = [COLOR_CHANNELS, features.shape[1] - COLOR_CHANNELS]
+    colour, attributes = features.split(split, dim=1)
+    back = (None, None) if background is None else background.split(split)
+    geo = rasterize(means, quats, log_scales, opacity_logits, colour, camera, background=back[0], **options)
+    att = rasterize(means.detach(), quats.detach(), log_scales.detach(), opacity_logits.detach(), attributes,
+                    camera, background=back[1], **options)
+    return replace(geo, image=torch.cat([geo.image, att.image], dim=-1))
 
 
 def worth_culling(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, camera: Camera, near: float = 0.01,

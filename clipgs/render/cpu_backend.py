@@ -32,7 +32,7 @@ def _kernel_suffix(dtype: torch.dtype, vectorised: bool) -> str:
 class _Composite(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, width, height, tiles_x,
-                tiles_y, vectorised, need):
+                tiles_y, vectorised, need, attributes_move_geometry):
         lib = load()
         suffix = _kernel_suffix(feats.dtype, vectorised)
         n_pix = width * height
@@ -48,7 +48,7 @@ class _Composite(torch.autograd.Function):
                                                  torch.get_num_threads())
         ctx.save_for_backward(means2d, conics, opacities, feats, radii, ids, tile_start, tile_count, final_T, last)
         ctx.dims = (width, height, tiles_x, tiles_y)
-        ctx.suffix = suffix
+        ctx.suffix, ctx.attributes_move_geometry = suffix, int(attributes_move_geometry)
         # Features and depth as separate outputs: slicing them off afterwards would give each a backward that
         # zero-fills a whole (H, W, C) buffer (at 640x480 a fresh 25 MB allocation, page faults included).
         return out[..., 1:], out[..., 0], alpha
@@ -71,14 +71,14 @@ class _Composite(torch.autograd.Function):
                  _ptr(tile_count), C, width, height, tiles_x, tiles_y, TILE)
         getattr(lib, f"clipgs_backward_{suffix}")(*scene, _ptr(final_T), _ptr(last), _ptr(g_out), _ptr(g_alpha),
                                                   _ptr(e_means), _ptr(e_conics), _ptr(e_opac), _ptr(e_feats),
-                                                  torch.get_num_threads())
+                                                  ctx.attributes_move_geometry, torch.get_num_threads())
         n = means2d.shape[0]
         grads = [torch.empty(n, 2, dtype=dt), torch.empty(n, 3, dtype=dt), torch.empty(n, dtype=dt),
                  torch.empty(n, C, dtype=dt)]
         getattr(lib, f"clipgs_sum_by_gaussian_{_suffix(dt)}")(M, n, C, _ptr(ids), *map(_ptr, (e_means, e_conics, e_opac,
                                                                                               e_feats)),
                                                              *map(_ptr, grads), torch.get_num_threads())
-        return (*grads, *([None] * 10))
+        return (*grads, *([None] * 11))
 
 
 class _Project(torch.autograd.Function):
@@ -160,13 +160,16 @@ def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
 
 
 def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, vectorised: bool = True,
-                  attribute_pixels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                  attribute_pixels: Tensor | None = None,
+                  attributes_move_geometry: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as :func:`clipgs.render.torch_backend.composite`, computed by the compiled kernel.
 
     features: (N, C) float32 or float64 on the CPU. Returns image (H, W, C), accumulated depth (H, W), alpha (H, W).
     vectorised: float32 through the SIMD kernel (fast exp, relative error <= 3e-7); False = the scalar kernel.
     attribute_pixels: (P,) flat row-major pixel indices where the channels after the first three are wanted
         (the vectorised kernel composites them only in the 8-pixel row segments holding one, 0 elsewhere).
+    attributes_move_geometry: False keeps the gradients of the channels after the first three out of the
+        geometry's (they reach those features only), as :func:`clipgs.render.rasterize` documents.
     """
     if features.device.type != "cpu":
         raise ValueError("the compiled CPU backend needs CPU tensors")
@@ -182,6 +185,6 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, ve
     image, depth, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),
-        width, height, tiles_x, tiles_y, vectorised, need,
+        width, height, tiles_x, tiles_y, vectorised, need, attributes_move_geometry,
     )
     return image, depth, alpha

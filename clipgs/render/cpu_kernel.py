@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 10
+ABI_VERSION = 11
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -38,7 +38,7 @@ def load() -> ctypes.CDLL:
     scene = [p] * 8 + [i64] * 6
     for suffix in ("f32", "f64"):
         getattr(lib, f"clipgs_forward_{suffix}").argtypes = [*scene, p, p, p, p, i32]
-        getattr(lib, f"clipgs_backward_{suffix}").argtypes = [*scene, *([p] * 8), i32]
+        getattr(lib, f"clipgs_backward_{suffix}").argtypes = [*scene, *([p] * 8), i32, i32]  # + move geometry
         getattr(lib, f"clipgs_project_{suffix}").argtypes = [i64, *([p] * 6), i64, i64, *([ctypes.c_double] * 3),
                                                              *([p] * 4), i32]
         getattr(lib, f"clipgs_project_{suffix}").restype = None

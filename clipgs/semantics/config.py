@@ -26,6 +26,9 @@ class SemanticTrainingConfig(Settings):
                                at_least(0.0))
     sem_tau: float = setting(0.1, "temperature of the contrastive loss", greater_than(0.0))
     sem_pixels: int = setting(4096, "mask pixels sampled per step for the semantic losses", at_least(1))
+    sem_moves_geometry: bool = setting(False, "whether the semantic losses' gradients reach the Gaussians' shape "
+                                              "(means, rotations, scales, opacities); false: they train the semantic "
+                                              "attributes only, and colour and depth alone shape the map")
     async_source: bool = setting(False, "offline runs: the 2D source (CLIP, SAM) on its own thread, newest keyframe "
                                         "first, so mapping never waits (the live node always does this)")
     sem_hidden: int = setting(128, "semantic decoder MLP width; 0: no decoder, attributes are full embeddings "

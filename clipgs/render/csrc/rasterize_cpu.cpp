@@ -40,6 +40,11 @@ inline T max_alpha() { return T(0.999); }
 template <typename T>
 inline T trans_eps() { return T(1e-4); }
 
+// Depth and RGB: the channels whose gradients always reach the geometry (means, conics, opacities). The
+// backwards take `attributes_move_geometry`: 0 keeps the attribute channels after them out of dL/dalpha, so
+// a loss on them trains the attributes alone (a semantic loss then never bends the geometry).
+constexpr int64_t kGeometryChannels = 4;
+
 struct Box { int64_t x0, x1, y0, y1; };  // inclusive pixel ranges, already clipped
 
 // Pixels whose centres lie inside the Gaussian's box, clipped to the tile and the image.
@@ -455,8 +460,9 @@ void forward(const Scene<T>& s, T* out, T* out_alpha, T* final_T, int32_t* last,
 
 template <typename T>
 void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T* g_out, const T* g_alpha,
-              T* g_means2d, T* g_conics, T* g_opac, T* g_feats, int threads) {
+              T* g_means2d, T* g_conics, T* g_opac, T* g_feats, int attributes_move_geometry, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = s.C, P = s.tile * s.tile;
+  const int64_t G = attributes_move_geometry ? C : std::min<int64_t>(C, kGeometryChannels);  // enter dL/dalpha
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * s.tile, ty0 = (t / s.tiles_x) * s.tile;
     const int64_t w = std::min(s.tile, s.width - tx0), h = std::min(s.tile, s.height - ty0);
@@ -498,8 +504,8 @@ void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T*
           const T wgt = alpha * T_before;
           T* suf = suffix.data() + p * C;
           T f_dot = 0, suf_dot = 0;
-          for (int64_t ch = 0; ch < C; ++ch) {
-            gf[ch] += wgt * go_pix[ch];
+          for (int64_t ch = 0; ch < C; ++ch) gf[ch] += wgt * go_pix[ch];
+          for (int64_t ch = 0; ch < G; ++ch) {
             f_dot += f[ch] * go_pix[ch];
             suf_dot += suf[ch] * go_pix[ch];
             suf[ch] += wgt * f[ch];
@@ -707,9 +713,9 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
 template <int kC>
 void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* last, const float* g_out,
                    const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac, float* g_feats,
-                   int threads) {
+                   int attributes_move_geometry, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
-  const int64_t head = head_channels<kC>(C);
+  const int64_t head = head_channels<kC>(C);  // == kGeometryChannels whenever there are attribute channels
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
@@ -785,8 +791,12 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
             f_dot += fv[ch] * go_ch;
           };
           for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
-          if (tail[q])                                         // with a runtime end: 12-15 % faster
-            for (int64_t ch = head; ch < C; ++ch) channel(ch);
+          if (tail[q]) {                                       // with a runtime end: 12-15 % faster
+            if (attributes_move_geometry)
+              for (int64_t ch = head; ch < C; ++ch) channel(ch);
+            else  // the attributes' own gradients only: they leave dL/dalpha (and the geometry) alone
+              for (int64_t ch = head; ch < C; ++ch) gf[ch] += wgt * gout[ch * kSlots + q];
+          }
           const vf dL_dalpha =
               T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
           suffix_dot[q] += wgt * f_dot;
@@ -872,7 +882,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 10; }
+int clipgs_abi_version() { return 11; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
@@ -885,11 +895,11 @@ void clipgs_forward_simd_f32(SCENE_ARGS, const uint8_t* need, float* out, float*
 }
 void clipgs_backward_simd_f32(SCENE_ARGS, const float* final_T, const int32_t* last, const float* g_out,
                               const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac,
-                              float* g_feats, int threads) {
+                              float* g_feats, int attributes_move_geometry, int threads) {
   const Scene<float> s = make_scene<float>(SCENE_PASS);
   dispatch_channels(C, [&](auto c) {
     backward_simd<decltype(c)::value>(s, final_T, last, g_out, g_alpha, g_means2d, g_conics, g_opac, g_feats,
-                                      threads);
+                                      attributes_move_geometry, threads);
   });
 }
 void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's exp
@@ -907,9 +917,9 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
   }                                                                                                        \
   void clipgs_backward_##SUFFIX(SCENE_ARGS, const T* final_T, const int32_t* last, const T* g_out,         \
                                 const T* g_alpha, T* g_means2d, T* g_conics, T* g_opac, T* g_feats,        \
-                                int threads) {                                                             \
+                                int attributes_move_geometry, int threads) {                               \
     backward(make_scene<T>(SCENE_PASS), final_T, last, g_out, g_alpha, g_means2d, g_conics, g_opac, g_feats, \
-             threads);                                                                                     \
+             attributes_move_geometry, threads);                                                           \
   }
 
 #define DEFINE_PROJECT(SUFFIX, T)                                                                        \
