@@ -143,6 +143,14 @@ def test_map_dataset_finishes_with_the_refit(synth_dir):
     assert summary["keyframes"] >= 1 and trainer.refit.steps == 7
 
 
+def test_no_decoder_no_refit(synth_dir):
+    """The no-SAC baseline (sem_hidden 0: full embeddings per Gaussian, no decoder parameters) finishes without one."""
+    trainer, ds = _trainer(synth_dir, refit_steps=7, sem_hidden=0, sem_dim=_class_embeddings(synth_dir).shape[1])
+    mapper, _ = map_dataset(ds, MapperConfig(iters_per_keyframe=2, w_ssim=0.0), max_frames=2, progress=False,
+                            trainer=trainer)
+    assert trainer.optimizer is None and trainer.refit is None and mapper.stats.keyframes >= 1
+
+
 def test_refit_loss_adds_the_label_term_only_where_labelled():
     g = torch.Generator().manual_seed(0)
     decoder = SemanticDecoder(4, 6, 16)

@@ -234,8 +234,9 @@ class SemanticTrainer(ChannelTrainer):
 
     def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
                stop: Callable[[], bool] | None = None) -> None:
-        """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit)."""
-        if self.config.refit_steps > 0 and self.decoder is not None:
+        """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit);
+        nothing to fit without decoder parameters (``sem_hidden: 0``, the no-SAC baseline)."""
+        if self.config.refit_steps > 0 and self.decoder is not None and self.optimizer is not None:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
                                        self.config, self.vocabulary, self._generator, mapper.config.backend, progress,
                                        mapper.lock, stop)
