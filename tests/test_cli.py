@@ -68,7 +68,8 @@ def test_map_eval_render_commands(tmp_path, synth_dir, capsys):
     result = json.loads((tmp_path / "e.json").read_text())
     assert result["views"] == 2 and np.isfinite(result["psnr_db"]) and result["render_fps"] > 0
     assert main(["render", str(tmp_path / "m.ply"), str(synth_dir), "--view", "3", "--out", str(tmp_path / "r")]) == 0
-    assert read_image(tmp_path / "r" / "comparison.png").shape == (120, 160, 3)
+    panel = read_image(tmp_path / "r" / "comparison.png")  # 80x60 tiles upscaled to 320 wide, titled, 2 x 2
+    assert panel.shape[1] == 2 * 320 + 4 and panel.shape[0] > 2 * 240
     capsys.readouterr()
     (tmp_path / "broken.ply").write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\n")
     assert main(["eval", str(tmp_path / "broken.ply"), str(synth_dir)]) == 2

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from clipgs.data.dataset import SequenceDataset
 from clipgs.data.frame import Frame
-from clipgs.data.images import colorize_depth, to_uint8, write_image
+from clipgs.data.images import colorize_depth, stack_rows, titled_row, to_uint8, write_image
 from clipgs.eval.metrics import depth_l1, psnr
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render import RenderOutput
@@ -68,13 +68,16 @@ def evaluate(gmap: GaussianMap, dataset: SequenceDataset, indices: list[int] | N
 
 
 def write_view_images(gmap: GaussianMap, frame: Frame, out_dir: str | Path, backend: str = "auto") -> list[Path]:
-    """rgb.png, depth.png (turbo, metres scaled to the observed range) and comparison.png (observed | render)."""
+    """rgb.png, depth.png (turbo, metres scaled to the observed range) and comparison.png (observed | render,
+    colour above depth, titled, at least 320 px a tile)."""
     out_dir = Path(out_dir)
     out, _ = render_view(gmap, frame, backend)
     rgb = to_uint8(out.image.clamp(0, 1).cpu().numpy())
     depth = out.expected_depth().cpu().numpy()
     top = float(frame.depth.max()) if frame.depth.max() > 0 else float(depth.max() or 1.0)
-    panel = np.concatenate([np.concatenate([frame.rgb, rgb], 1),
-                            np.concatenate([colorize_depth(frame.depth, top), colorize_depth(depth, top)], 1)])
+    panel = stack_rows(
+        titled_row([frame.rgb, rgb], ["observed", f"map render, PSNR {psnr(rgb / 255.0, frame.rgb / 255.0):.1f} dB"]),
+        titled_row([colorize_depth(frame.depth, top), colorize_depth(depth, top)],
+                   [f"observed depth, 0-{top:.1f} m (black: none)", "rendered depth"]))
     return [write_image(out_dir / "rgb.png", rgb), write_image(out_dir / "depth.png", colorize_depth(depth, top)),
             write_image(out_dir / "comparison.png", panel)]
