@@ -86,7 +86,7 @@ def test_semantic_trainer_steps_render_with_its_setting(monkeypatch, synth_dir):
 
     def spy(self, *args, **kwargs):
         if torch.is_grad_enabled() and kwargs.get("semantic"):
-            seen.append(kwargs.get("semantics_move_geometry"))
+            seen.append(kwargs.get("attributes_move_geometry"))
         return render(self, *args, **kwargs)
 
     monkeypatch.setattr(GaussianMap, "render", spy)

@@ -160,20 +160,20 @@ class GaussianMap:
     # ----------------------------------------------------------------- rendering
     def render(self, camera: Camera, *, semantic: bool = True, background: Tensor | None = None,
                backend: str = "auto", attribute_pixels: Tensor | None = None, cull: bool = True,
-               semantics_move_geometry: bool = True) -> RenderOutput:
+               attributes_move_geometry: bool = True) -> RenderOutput:
         """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D). attribute_pixels, cull,
-        semantics_move_geometry: see :func:`clipgs.render.rasterize` (the semantic channels only wanted at these
+        attributes_move_geometry: see :func:`clipgs.render.rasterize` (the semantic channels only wanted at these
         flat pixel indices; the rows out of view left out first, here before the features are assembled; whether
-        a loss on the semantic channels reaches the geometry, its ``attributes_move_geometry``)."""
+        a loss on the semantic channels reaches the geometry)."""
         rows = worth_culling(self.means, self.log_scales, self.opacity_logits, camera, backend=backend) \
             if cull else None
         if rows is not None:  # the view's rows first: the feature copy then scales with the view too
             part = self.select(rows).render(camera, semantic=semantic, background=background, backend=backend,
                                             attribute_pixels=attribute_pixels, cull=False,
-                                            semantics_move_geometry=semantics_move_geometry)
+                                            attributes_move_geometry=attributes_move_geometry)
             return part.expanded(rows, len(self))
         return rasterize(
             self.means, self.quats, self.log_scales, self.opacity_logits, self.features(semantic), camera,
             background=background, backend=backend, attribute_pixels=attribute_pixels, cull=False,
-            attributes_move_geometry=semantics_move_geometry,
+            attributes_move_geometry=attributes_move_geometry,
         )

@@ -153,7 +153,7 @@ class IncrementalMapper:
             if channels:
                 self.trainer.zero_grad()
             out = work.render(camera, semantic=channels, backend=self.config.backend, attribute_pixels=pixels,
-                              cull=not view, semantics_move_geometry=self.trainer.channels_move_geometry)
+                              cull=not view, attributes_move_geometry=self.trainer.channels_move_geometry)
             loss, parts = loss_fn(out)
             loss.backward()
             self.map.step(only, rows, work, out.visible if view else None)

@@ -55,8 +55,8 @@ class SemanticTrainer(ChannelTrainer):
     def __init__(self, config: SemanticTrainingConfig, source: Callable[[Frame], MaskEmbeddings],
                  vocabulary: Tensor | None = None) -> None:
         self.config, self.source, self.vocabulary = config, source, vocabulary
-        self.channels, self.channel_lr, self.channels_move_geometry = config.sem_dim, config.lr_semantics, \
-            config.sem_moves_geometry
+        self.channels, self.channel_lr = config.sem_dim, config.lr_semantics
+        self.channels_move_geometry = config.sem_moves_geometry
         self.decoder: SemanticDecoder | None = None
         self._frozen: SemanticDecoder | None = None  # the decoder's weights without gradient (dcs_decoder_share)
         self.optimizer: torch.optim.Optimizer | None = None
