@@ -543,7 +543,8 @@ void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T*
 // backend 'cpu_scalar'. 8 lanes rather than 16: a splat's box covers ~6 pixels of a tile row on average,
 // so a Gaussian visits only the segments its box overlaps, and 256-bit operations run at full rate on
 // every x86-64 CPU of the last decade (512-bit ones are split in two on AMD Zen 4).
-// Per-tile buffers are channel-major (channel, slot) so each channel update is one vector multiply-add.
+// The forward runs segment by segment (accumulators in registers, each segment stopping when its own 8
+// pixels saturate); the backward runs Gaussian by Gaussian over channel-major (channel, slot) buffers.
 constexpr int kTile = 16;                  // the vector path is only used when tile == 16
 constexpr int kLanes = 8;                  // pixels per vector
 constexpr int kSegs = kTile / kLanes;      // vectors per tile row
@@ -629,83 +630,152 @@ inline int64_t head_channels(int64_t C) {
   return std::min<int64_t>(C, kHead);
 }
 
-// kC > 0: channel count known at compile time (the loops unroll); kC == 0: runtime s.C.
+// One Gaussian's constants for compositing one tile, gathered once per tile (list order = depth order).
+struct TileSplat {
+  float mx_off;          // mx - tx0 - 0.5: a lane's dx is mx_off minus its column
+  float my, half_ca, cb, cc, o;
+  int32_t x0, x1;        // tile-local inclusive columns of its box
+  int32_t seg0, seg1;    // the row segments those columns fall in
+  int32_t y0, y1;        // tile-local inclusive rows of its box
+  int32_t k;             // its index in the tile's list (what `last` records)
+  const float* f;        // its C channels
+};
+
+// Per tile: the splats whose box is not empty, and for each tile row the splats covering it, in list order
+// (row r: rows[row_start[r] .. row_start[r + 1])). Reused across tiles by each thread.
+struct TileLists {
+  std::vector<TileSplat> splats;
+  std::vector<int32_t> rows;
+  int32_t row_start[kTile + 1];
+};
+
+inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t ty0, TileLists& L) {
+  const int64_t start = s.tile_start[t], count = s.tile_count[t], C = s.C;
+  L.splats.clear();
+  int32_t per_row[kTile] = {};
+  constexpr int64_t kAhead = 8;  // the lists' Gaussians lie scattered through the map: fetch ahead
+  for (int64_t k = 0; k < count; ++k) {
+    if (k + kAhead < count) {
+      const int64_t ga = s.ids[start + k + kAhead];
+      __builtin_prefetch(s.means2d + 2 * ga), __builtin_prefetch(s.conics + 3 * ga);
+      __builtin_prefetch(s.radii + 2 * ga), __builtin_prefetch(s.opacities + ga);
+      __builtin_prefetch(s.feats + ga * C), __builtin_prefetch(s.feats + ga * C + C - 1);
+    }
+    const int64_t g = s.ids[start + k];
+    const Box b = pixel_box(s, g, tx0, ty0);
+    if (b.x0 > b.x1 || b.y0 > b.y1) continue;
+    TileSplat sp;
+    sp.mx_off = s.means2d[2 * g] - float(tx0) - 0.5f;
+    sp.my = s.means2d[2 * g + 1];
+    sp.half_ca = 0.5f * s.conics[3 * g], sp.cb = s.conics[3 * g + 1], sp.cc = s.conics[3 * g + 2];
+    sp.o = s.opacities[g];
+    sp.x0 = (int32_t)(b.x0 - tx0), sp.x1 = (int32_t)(b.x1 - tx0);
+    sp.seg0 = sp.x0 / kLanes, sp.seg1 = sp.x1 / kLanes;
+    sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
+    sp.k = (int32_t)k;
+    for (int r = sp.y0; r <= sp.y1; ++r) ++per_row[r];
+    sp.f = s.feats + g * C;
+    L.splats.push_back(sp);
+  }
+  L.row_start[0] = 0;
+  for (int r = 0; r < kTile; ++r) L.row_start[r + 1] = L.row_start[r] + per_row[r];
+  L.rows.resize(L.row_start[kTile]);
+  int32_t cursor[kTile];
+  std::copy(L.row_start, L.row_start + kTile, cursor);
+  for (int32_t i = 0; i < (int32_t)L.splats.size(); ++i)
+    for (int r = L.splats[i].y0; r <= L.splats[i].y1; ++r) L.rows[cursor[r]++] = i;
+}
+
+inline bool all_set(vi m) { return !any(~m); }
+
+// Composite one 8-pixel row segment (tile row `row`, segment `seg`) through its row's splats, accumulators in
+// registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail`.
+template <int kC, bool kTail>
+inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0, int64_t C, int64_t head,
+                              vi done, float* acc_out, vf& trans_out, vi& last_out) {
+  // Compile-time channel bounds where kC > 0, so the loops unroll and the accumulators stay in registers.
+  constexpr int kHeadC = kC > 0 ? (kC < kHead ? kC : kHead) : 0;
+  const int64_t n_ch = kC > 0 ? kC : C, n_head = kC > 0 ? kHeadC : head;
+  vf acc_fixed[kC > 0 ? kC : 1];
+  std::vector<vf> acc_dyn(kC > 0 ? 0 : C);
+  vf* acc = acc_fixed;
+  if constexpr (kC == 0) acc = acc_dyn.data();
+  for (int64_t ch = 0; ch < n_ch; ++ch) acc[ch] = vf{};
+  vf trans = splat(1.f);
+  vi lastk = splat_i(-1);
+  const vi col = lane_index() + seg * kLanes;
+  const vf colf = __builtin_convertvector(col, vf);
+  const float dy_base = float(ty0 + row) + 0.5f;
+  const int32_t* it = L.rows.data() + L.row_start[row];
+  const int32_t* end = L.rows.data() + L.row_start[row + 1];
+  for (; it != end; ++it) {
+    const TileSplat& sp = L.splats[*it];
+    if (seg < sp.seg0 || seg > sp.seg1) continue;
+    const float dy = sp.my - dy_base;
+    const vf dx = splat(sp.mx_off) - colf;
+    const vf sigma = splat(sp.half_ca) * dx * dx + splat(0.5f * sp.cc * dy * dy) + splat(sp.cb * dy) * dx;
+    const vf alpha = vmin(splat(max_alpha<float>()), splat(sp.o) * fast_exp(-sigma));
+    const vi inside = (col >= splat_i(sp.x0)) & (col <= splat_i(sp.x1));
+    const vi valid = inside & ~done & (sigma >= splat(0.f)) & (alpha >= splat(alpha_threshold<float>()));
+    const vf next = trans * (splat(1.f) - alpha);
+    const vi stop = valid & (next <= splat(trans_eps<float>()));
+    const vi take = valid & ~stop;
+    done |= stop;
+    const vf wgt = select(take, alpha * trans, splat(0.f));
+    trans = select(take, next, trans);
+    lastk = take ? splat_i(sp.k) : lastk;
+    const float* f = sp.f;
+    if constexpr (kC > 0) {
+      for (int ch = 0; ch < kHeadC; ++ch) acc_fixed[ch] += wgt * splat(f[ch]);
+      if constexpr (kTail)
+        for (int ch = kHeadC; ch < kC; ++ch) acc_fixed[ch] += wgt * splat(f[ch]);
+    } else {
+      for (int64_t ch = 0; ch < n_head; ++ch) acc[ch] += wgt * splat(f[ch]);
+      if constexpr (kTail)
+        for (int64_t ch = n_head; ch < n_ch; ++ch) acc[ch] += wgt * splat(f[ch]);
+    }
+    if (all_set(done)) break;  // every lane saturated: nothing behind can contribute
+  }
+  for (int64_t ch = 0; ch < n_ch; ++ch) __builtin_memcpy(acc_out + ch * kLanes, &acc[ch], sizeof(vf));
+  trans_out = trans;
+  last_out = lastk;
+}
+
+// Segment-major: each 8-pixel row segment of a tile runs through the splats of its row alone (lists built
+// once per tile), its accumulators in registers, and stops when its own 8 pixels are saturated (rather than
+// when the whole tile is). kC > 0: channel count known at compile time (the loops unroll); kC == 0: runtime.
 template <int kC>
 void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float* out_alpha, float* final_T,
                   int32_t* last, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
   const int64_t head = head_channels<kC>(C);
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
+    static thread_local TileLists L;
+    static thread_local std::vector<float> acc;
+    acc.resize(C * kLanes);
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
-    std::vector<vf> acc(C * kSlots, vf{});  // [channel][slot]
-    vf trans[kSlots];
-    vi lastk[kSlots], done[kSlots];
-    bool tail[kSlots];  // the segment composites the channels >= head
-    for (int q = 0; q < kSlots; ++q) {  // pixels outside the image start done
-      const int row = q / kSegs, col0 = (q % kSegs) * kLanes;
-      trans[q] = splat(1.f);
-      lastk[q] = splat_i(-1);
-      done[q] = (lane_index() + col0 >= splat_i((int32_t)w)) | splat_i(row >= h ? -1 : 0);
-      tail[q] = need == nullptr;
-      for (int x = col0; x < std::min<int64_t>(col0 + kLanes, w) && !tail[q] && row < h; ++x)
-        tail[q] = need[(ty0 + row) * s.width + tx0 + x] != 0;
-    }
-    const int64_t start = s.tile_start[t], count = s.tile_count[t];
-    for (int64_t k = 0; k < count; ++k) {
-      if ((k & 15) == 0) {  // every pixel of the tile saturated: the rest cannot contribute
-        vi all = done[0];
-        for (int q = 1; q < kSlots; ++q) all &= done[q];
-        if (!any(~all)) break;
-      }
-      const int64_t g = s.ids[start + k];
-      const Box b = pixel_box(s, g, tx0, ty0);
-      const Segments sg = segments(b, tx0, s.means2d[2 * g]);
-      const float my = s.means2d[2 * g + 1];
-      const float ca = s.conics[3 * g], cb = s.conics[3 * g + 1], cc = s.conics[3 * g + 2], o = s.opacities[g];
-      const float* f = s.feats + g * C;
-      vf fh[kHead];  // the always-composited channels, broadcast once per Gaussian rather than per segment
-      for (int64_t ch = 0; ch < head; ++ch) fh[ch] = splat(f[ch]);
-      for (int64_t py = b.y0; py <= b.y1 && sg.seg0 <= sg.seg1; ++py) {
-        const float dy = my - (float(py) + 0.5f);
-        const vf row_term = splat(0.5f * cc * dy * dy), cross = splat(cb * dy);
-        for (int seg = sg.seg0; seg <= sg.seg1; ++seg) {
-          const int q = (int)(py - ty0) * kSegs + seg;
-          const vf dx = sg.dx[seg];
-          const vf sigma = splat(0.5f * ca) * dx * dx + row_term + cross * dx;
-          const vf alpha = vmin(splat(max_alpha<float>()), splat(o) * fast_exp(-sigma));
-          const vi valid = sg.cols[seg] & ~done[q] & (sigma >= splat(0.f)) &
-                           (alpha >= splat(alpha_threshold<float>()));
-          // No branch on `valid` here: lanes outside it add exactly zero, and a data-dependent branch per
-          // segment mispredicts often enough to cost more than the few vector operations it would skip
-          // (11-15 % of the forward's time, with the hoisted broadcasts, on mapped 160x120 views).
-          const vf next = trans[q] * (splat(1.f) - alpha);
-          const vi stop = valid & (next <= splat(trans_eps<float>()));
-          const vi take = valid & ~stop;
-          done[q] |= stop;
-          const vf wgt = select(take, alpha * trans[q], splat(0.f));
-          trans[q] = select(take, next, trans[q]);
-          lastk[q] = take ? splat_i((int32_t)k) : lastk[q];
-          vf* a = acc.data() + q;
-          for (int64_t ch = 0; ch < head; ++ch) a[ch * kSlots] += wgt * fh[ch];
-          if (tail[q] && any(take))
-            for (int64_t ch = head; ch < C; ++ch) a[ch * kSlots] += wgt * splat(f[ch]);
+    gather_tile(s, t, tx0, ty0, L);
+    for (int row = 0; row < h; ++row)
+      for (int seg = 0; seg * kLanes < w; ++seg) {
+        const int col0 = seg * kLanes, n_lanes = (int)std::min<int64_t>(kLanes, w - col0);
+        const vi done = lane_index() >= splat_i(n_lanes);  // pixels outside the image start done
+        bool tail = need == nullptr;
+        for (int x = col0; x < col0 + n_lanes && !tail; ++x) tail = need[(ty0 + row) * s.width + tx0 + x] != 0;
+        vf trans;
+        vi lastk;
+        if (tail)
+          composite_segment<kC, true>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
+        else
+          composite_segment<kC, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
+        for (int x = 0; x < n_lanes; ++x) {
+          const int64_t pix = (ty0 + row) * s.width + (tx0 + col0 + x);
+          float* o_pix = out + pix * C;
+          for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = ch < head || tail ? acc[ch * kLanes + x] : 0.f;
+          out_alpha[pix] = 1.f - trans[x];
+          final_T[pix] = trans[x];
+          last[pix] = lastk[x];
         }
-      }
-    }
-    // Back to pixel-major through scalar views of the buffers (a vector indexed by a variable lane compiles
-    // to a store and reload per element; GCC and Clang let a vector alias its element type).
-    const float* accf = reinterpret_cast<const float*>(acc.data());
-    const float* transf = reinterpret_cast<const float*>(trans);
-    const int32_t* lastf = reinterpret_cast<const int32_t*>(lastk);
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t pix = (ty0 + y) * s.width + (tx0 + x), p = y * kTile + x;  // p = slot * kLanes + lane
-        float* o_pix = out + pix * C;
-        for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = accf[ch * kSlots * kLanes + p];
-        out_alpha[pix] = 1.f - transf[p];
-        final_T[pix] = transf[p];
-        last[pix] = lastf[p];
       }
   });
 }
