@@ -792,7 +792,10 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
     // The colour behind Gaussian k enters dL/dalpha_k only through its dot product with the pixel's output
     // gradient, so one running scalar per pixel (suffix_dot = sum_{j>k} w_j f_j . dL/dout) replaces a
     // per-channel suffix buffer: half the channel work of the textbook backward, the same arithmetic.
-    std::vector<vf> gout(C * kSlots, vf{}), gf(C), fv(C);  // gout: [channel][slot]; fv as in forward_simd
+    std::vector<vf> gout(C * kSlots, vf{}), gf_dyn(kC > 0 ? 0 : C);  // gout: [channel][slot]
+    vf gf_fixed[kC > 0 ? kC : 1];  // a compile-time channel count: the per-Gaussian sums stay in registers
+    vf* gf = gf_fixed;
+    if constexpr (kC == 0) gf = gf_dyn.data();
     vf trans[kSlots], galpha[kSlots], suffix_alpha[kSlots], suffix_dot[kSlots];
     vi lastk[kSlots];
     bool tail[kSlots];  // the segment has a non-zero gradient in a channel >= head
@@ -835,8 +838,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
       const float ca = s.conics[3 * g], cb = s.conics[3 * g + 1], cc = s.conics[3 * g + 2], o = s.opacities[g];
       const float* f = s.feats + g * C;
       vf gmx{}, gmy{}, ga{}, gb{}, gc{}, go{};
-      std::fill(gf.begin(), gf.end(), vf{});
-      for (int64_t ch = 0; ch < C; ++ch) fv[ch] = splat(f[ch]);
+      for (int64_t ch = 0; ch < C; ++ch) gf[ch] = vf{};
       const vi kk = splat_i((int32_t)k);
       for (int64_t py = b.y0; py <= b.y1 && sg.seg0 <= sg.seg1; ++py) {
         const float dy = my - (float(py) + 0.5f);
@@ -858,7 +860,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const auto channel = [&](int64_t ch) {
             const vf go_ch = gout[ch * kSlots + q];
             gf[ch] += wgt * go_ch;
-            f_dot += fv[ch] * go_ch;
+            f_dot += splat(f[ch]) * go_ch;
           };
           for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
           if (tail[q]) {                                       // with a runtime end: 12-15 % faster
