@@ -16,6 +16,7 @@ from clipgs.render.projection import project_gaussians
 from clipgs.render.torch_backend import composite
 
 BACKENDS = ("auto", "cpu", "cpu_scalar", "torch", "gsplat")
+COMPILED_CPU_BACKENDS = ("cpu", "cpu_scalar")  # the compiled kernel, vectorised or scalar compositing
 COLOR_CHANNELS = 3  # features are laid out as RGB first, then the semantic attribute channels
 CULL_KEEP_SHARE = 0.8  # pre-cull pays when it leaves out more than this share's complement (cull ~6 ns, render ~50)
 
@@ -91,7 +92,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         if device.type == "cuda":
             return "gsplat" if gsplat_available() else "torch"
         return "cpu" if device.type == "cpu" and cpu_kernel.available() else "torch"
-    if backend in ("cpu", "cpu_scalar") and (device.type != "cpu" or not cpu_kernel.available()):
+    if backend in COMPILED_CPU_BACKENDS and (device.type != "cpu" or not cpu_kernel.available()):
         raise RuntimeError(f"render backend {backend!r} needs CPU tensors and a C++ compiler to build its kernel "
                            "(see clipgs.render.cpu_kernel); use backend='torch' instead")
     if backend == "gsplat" and not (device.type == "cuda" and gsplat_available()):
@@ -165,7 +166,7 @@ def rasterize(
         part = rasterize(*(t.index_select(0, rows) for t in (means, quats, log_scales, opacity_logits, features)),
                          camera, background=background, attributes_move_geometry=attributes_move_geometry, **options)
         return part.expanded(rows, n)
-    if not attributes_move_geometry and chosen not in ("cpu", "cpu_scalar") and features.shape[1] > COLOR_CHANNELS:
+    if not attributes_move_geometry and chosen not in COMPILED_CPU_BACKENDS and features.shape[1] > COLOR_CHANNELS:
         return _attributes_on_detached_geometry(means, quats, log_scales, opacity_logits, features, camera,
                                                 background, options)
     viewmat, K = camera_tensors(camera, means.dtype, means.device)
@@ -176,7 +177,7 @@ def rasterize(
         image, depth, alpha, radii, means2d = rasterize_gsplat(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
-    elif chosen in ("cpu", "cpu_scalar"):
+    elif chosen in COMPILED_CPU_BACKENDS:
         proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
         image, depth, alpha = composite_cpu(proj, features, W, H, chosen == "cpu", attribute_pixels,
                                             attributes_move_geometry)
@@ -232,7 +233,7 @@ def maybe_in_view(means: Tensor, log_scales: Tensor, opacity_logits: Tensor, cam
     W, H = camera.width, camera.height
     if occluder is not None and tuple(occluder.far.shape) != (H, W):
         raise ValueError(f"occluder image is {tuple(occluder.far.shape)}, the camera is ({H}, {W})")
-    if resolve_backend(backend, means.device) in ("cpu", "cpu_scalar"):
+    if resolve_backend(backend, means.device) in COMPILED_CPU_BACKENDS:
         return cull_cpu(means, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d, occluder)
     cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = cam[:, 2]
