@@ -183,6 +183,8 @@ def main() -> int:
     parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
     parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "
                         "default: all; the teacher row comes with row 0)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a semantic training setting for every row (e.g. sem_centred=true), for ablations")
     parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
                         "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
     args = parser.parse_args()
@@ -195,14 +197,19 @@ def main() -> int:
         print_queries(gmap, model, ds, text, f"{args.map}, masks by segment", coherent=True)
         timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
+    overrides = dict(pair.split("=", 1) for pair in args.set)
+    unknown = sorted(set(overrides) - set(SemanticTrainingConfig.names()))
+    if unknown:
+        raise SystemExit(f"--set {unknown[0]}: not a semantic training setting")
     default = SemanticTrainingConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
     ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
     _, text, vocab = simulated_setup(ds)
     print(ds.summary())
     described = "; ".join(default_corruption(k, wrong_fraction=args.wrong_fraction).describe() for k in args.teachers)
+    changed = "".join(f", {k}={v}" for k, v in overrides.items())
     print(f"teachers: {described} (seed varies); text model {text.model_name} (D={vocab.shape[1]}); "
-          f"seeds {args.seeds}; defaults = SemanticTrainingConfig()\n")
+          f"seeds {args.seeds}; defaults = SemanticTrainingConfig(){changed}\n")
 
     print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | teacher | mIoU | pixel acc | mIoU per pixel "
           "| mapping s |")
@@ -212,7 +219,7 @@ def main() -> int:
         for k, (name, config) in enumerate(LADDER):
             if args.rows is not None and k not in args.rows:
                 continue
-            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, **config) for s in args.seeds]
+            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, **{**config, **overrides}) for s in args.seeds]
             results[kind, name] = runs
             if k == 0:
                 teacher = [r[2] for r in runs]
