@@ -157,6 +157,19 @@ def test_edge_cases_agree(dtype, camera_factory):
     assert out.visible[4] and out.alpha.max() > 0.99
 
 
+def test_saturated_pixels_stop_early_and_agree(scene_factory, camera_factory):
+    """A deep stack of nearly opaque Gaussians (3 + 16 channels): most pixels saturate a few layers in, where
+    the vectorised forward stops each 8-pixel segment on its own; values, gradients and the stopping point
+    agree with the reference."""
+    means, quats, log_scales, logits, feats = scene_factory(3000, 5, dtype=torch.float32, channels=19,
+                                                            spread=1.2, scale_range=(-2.5, -1.5))
+    logits = torch.full_like(logits, 6.0)  # opacity 0.998: transmittance below 1e-4 after two layers
+    out, _ = assert_agree([means, quats, log_scales, logits, feats], camera_factory(83, 61))
+    # transmittance below 1e-3 on most pixels: the next layer there takes it below 1e-4, where they stop
+    assert float((out.alpha > 0.999).float().mean()) > 0.5
+    assert out.visible.sum() > 1000
+
+
 def test_empty_scene_and_one_pixel(camera_factory):
     z = torch.zeros
     out = rasterize(z(0, 3), z(0, 4), z(0, 3), z(0), z(0, 6), camera_factory(20, 10), backend="cpu")
