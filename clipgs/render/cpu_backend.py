@@ -1,7 +1,8 @@
 """The compiled CPU backend: C++ projection, tile binning and compositing (hand-written backwards).
 
-Compositing has two kernels: the vectorised float32 one (one SIMD vector per 16-pixel tile row, fast
-exp; the default) and the scalar one (float64, and float32 as backend ``cpu_scalar`` for comparison).
+Compositing has two kernels: the vectorised float32 one (a SIMD vector per 8-pixel row segment; the forward
+composites each segment on its own until its pixels saturate; fast exp; the default) and the scalar one
+(float64, and float32 as backend ``cpu_scalar`` for comparison).
 """
 from __future__ import annotations
 
