@@ -184,7 +184,7 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "
                         "default: all; the teacher row comes with row 0)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a semantic training setting for every row (e.g. sem_centred=true), for ablations")
+                        help="a semantic training setting for every row (e.g. sem_tau=0.25), for ablations")
     parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
                         "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
     args = parser.parse_args()

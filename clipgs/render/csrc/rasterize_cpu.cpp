@@ -717,6 +717,7 @@ inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0,
     const vf alpha = vmin(splat(max_alpha<float>()), splat(sp.o) * fast_exp(-sigma));
     const vi inside = (col >= splat_i(sp.x0)) & (col <= splat_i(sp.x1));
     const vi valid = inside & ~done & (sigma >= splat(0.f)) & (alpha >= splat(alpha_threshold<float>()));
+    // No branch on `valid`: lanes outside it add exactly zero, and a data-dependent branch mispredicts often.
     const vf next = trans * (splat(1.f) - alpha);
     const vi stop = valid & (next <= splat(trans_eps<float>()));
     const vi take = valid & ~stop;
@@ -771,7 +772,7 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
         for (int x = 0; x < n_lanes; ++x) {
           const int64_t pix = (ty0 + row) * s.width + (tx0 + col0 + x);
           float* o_pix = out + pix * C;
-          for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = ch < head || tail ? acc[ch * kLanes + x] : 0.f;
+          for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = acc[ch * kLanes + x];  // channels left out: 0
           out_alpha[pix] = 1.f - trans[x];
           final_T[pix] = trans[x];
           last[pix] = lastk[x];
