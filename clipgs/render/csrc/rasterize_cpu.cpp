@@ -816,14 +816,18 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
         const float* go_pix = g_out + pix * C;
         for (int64_t ch = 0; ch < C; ++ch) goutf[ch * kSlots * kLanes + p] = go_pix[ch];
       }
+    // A segment's last contributor: a Gaussian behind it gives the segment's pixels no weight, so they are
+    // skipped before any arithmetic (the lane test below would reject them all after an exp).
+    int32_t seg_last[kSlots];
     for (int q = 0; q < kSlots; ++q) {
       vi nonzero{};
       for (int64_t ch = head; ch < C; ++ch) nonzero |= gout[ch * kSlots + q] != splat(0.f);
       tail[q] = any(nonzero);
+      seg_last[q] = -1;
+      for (int x = 0; x < kLanes; ++x) seg_last[q] = std::max(seg_last[q], lastk[q][x]);
     }
     // Gaussians behind every pixel's last contributor got no weight: zero gradients, no work.
-    int32_t last_any = -1;
-    for (int p = 0; p < kSlots * kLanes; ++p) last_any = std::max(last_any, lastf[p]);
+    const int32_t last_any = *std::max_element(seg_last, seg_last + kSlots);
     const int64_t start = s.tile_start[t], count = s.tile_count[t];
     for (int64_t k = count - 1; k > last_any; --k) {
       const int64_t e = start + k;
@@ -846,6 +850,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
         const vf row_term = splat(0.5f * cc * dy * dy), cross = splat(cb * dy);
         for (int seg = sg.seg0; seg <= sg.seg1; ++seg) {
           const int q = (int)(py - ty0) * kSegs + seg;
+          if (k > seg_last[q]) continue;
           const vf dx = sg.dx[seg];
           const vf sigma = splat(0.5f * ca) * dx * dx + row_term + cross * dx;
           const vf vis = fast_exp(-sigma);
