@@ -54,9 +54,11 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     except KeyboardInterrupt:
         interrupted = True
     mapper.trainer.close()  # the 2D source's thread, if any: what it delivered so far is what the refit sees
+    t_finish = time.perf_counter()
     with tqdm(desc="decoder refit", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
-    seconds = time.perf_counter() - t0
+    end = time.perf_counter()
+    seconds, finish_seconds = end - t0, end - t_finish
     s = mapper.stats
     summary = {
         "frames": count,
@@ -66,6 +68,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "gaussians": s.gaussians,
         "iterations": s.iterations,
         "seconds": seconds,
+        "finish_seconds": finish_seconds,  # of which: the end (refine, prune, decoder refit)
         "frames_per_s": count / seconds,
         "keyframes_per_s": s.keyframes / seconds,
         "seconds_per_iteration": s.seconds_per_iteration,
