@@ -8,7 +8,7 @@ import torch
 from clipgs.data.frame import Camera
 from clipgs.render import cpu_kernel, rasterize, resolve_backend
 from clipgs.render.api import camera_tensors
-from clipgs.render.cpu_backend import bin_tiles_cpu, project_cpu
+from clipgs.render.cpu_backend import bin_tiles_cpu, project_cpu, render_cpu
 from clipgs.render.projection import Projected, project_gaussians
 from clipgs.render.torch_backend import bin_tiles
 
@@ -112,6 +112,39 @@ def test_attributes_rendered_only_where_asked(scene_factory, camera_factory):
     assert skipped.float().mean() > 0.5 and torch.equal(b[~skipped], a[~skipped])
     for name, x, y in zip(NAMES, *grads):
         assert rel(x, y) <= 1e-5, name
+
+
+@pytest.mark.parametrize("channels", [3, 8, 19])
+def test_render_without_gradients_in_one_call_is_the_autograd_render_bit_for_bit(channels, scene_factory,
+                                                                                  camera_factory, monkeypatch):
+    """No gradient wanted: one compiled call projects, culls, gathers the features (given as parts), bins and
+    composites. The same image, depth, alpha, radii and centres as the autograd path (project the whole map,
+    concatenate, composite), bit for bit: with Gaussians behind the camera and off-screen, partial edge tiles,
+    colour and attributes as separate parts, a background, and attribute channels asked on a few pixels. (The
+    autograd path's pre-cull may differ in the last bit: PyTorch's sigmoid rounds a few opacities differently
+    when it runs over the selected rows.)"""
+    from clipgs.render import api
+
+    means, quats, log_scales, logits, feats = scene_factory(3000, 11, torch.float32, channels=channels, spread=2.5,
+                                                            scale_range=(-4.0, -1.5))
+    camera = camera_factory(83, 45)
+    calls = []
+    monkeypatch.setattr(api, "render_cpu", lambda *a, **k: calls.append(1) or render_cpu(*a, **k))
+    background = torch.rand(channels, generator=torch.Generator().manual_seed(1))
+    asked = torch.randint(45 * 83, (30,), generator=torch.Generator().manual_seed(2))
+    for pixels in (None, asked):
+        kwargs = dict(backend="cpu", background=background, attribute_pixels=pixels)
+        with torch.no_grad():
+            fast = rasterize(means, quats, log_scales, logits, (feats[:, :3], feats[:, 3:]), camera, **kwargs)
+        leaves = [t.clone().requires_grad_(True) for t in (means, quats, log_scales, logits, feats)]
+        slow = rasterize(*leaves, camera, cull=False, **kwargs)
+        for x, y in ((fast.image, slow.image), (fast.depth, slow.depth), (fast.alpha, slow.alpha),
+                     (fast.radii, slow.radii)):
+            assert x.shape == y.shape and torch.equal(x, y.detach())
+        seen = slow.visible
+        assert torch.equal(fast.means2d[seen], slow.means2d[seen].detach()) and not fast.means2d[~seen].any()
+        assert 0.2 < float(seen.float().mean()) < 0.9 and fast.alpha.mean() > 0.2
+    assert len(calls) == 2  # the no-gradient renders took the one-call path, the others did not
 
 
 def test_fast_exp_error_bound():

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
-from clipgs.render import Occluder, RenderOutput, maybe_in_view, rasterize, worth_culling
+from clipgs.render import Occluder, RenderOutput, maybe_in_view, rasterize
 
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant: rgb = 0.5 + SH_C0 * f_dc
 
@@ -165,15 +165,9 @@ class GaussianMap:
         attributes_move_geometry: see :func:`clipgs.render.rasterize` (the semantic channels only wanted at these
         flat pixel indices; the rows out of view left out first, here before the features are assembled; whether
         a loss on the semantic channels reaches the geometry)."""
-        rows = worth_culling(self.means, self.log_scales, self.opacity_logits, camera, backend=backend) \
-            if cull else None
-        if rows is not None:  # the view's rows first: the feature copy then scales with the view too
-            part = self.select(rows).render(camera, semantic=semantic, background=background, backend=backend,
-                                            attribute_pixels=attribute_pixels, cull=False,
-                                            attributes_move_geometry=attributes_move_geometry)
-            return part.expanded(rows, len(self))
-        return rasterize(
-            self.means, self.quats, self.log_scales, self.opacity_logits, self.features(semantic), camera,
-            background=background, backend=backend, attribute_pixels=attribute_pixels, cull=False,
+        parts = (self.rgb, self.semantics) if semantic and self.sem_dim else (self.rgb,)
+        return rasterize(  # colour and attributes apart: they are only copied for the Gaussians in view
+            self.means, self.quats, self.log_scales, self.opacity_logits, parts, camera, background=background,
+            backend=backend, attribute_pixels=attribute_pixels, cull=cull,
             attributes_move_geometry=attributes_move_geometry,
         )

@@ -1,6 +1,7 @@
 """The one render interface: Gaussians + camera -> image, depth, alpha, per-Gaussian radii."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -9,11 +10,11 @@ from torch import Tensor
 
 from clipgs.data.frame import Camera
 from clipgs.render import cpu_kernel
-from clipgs.render.cpu_backend import composite_cpu, cull_cpu, project_cpu
+from clipgs.render.cpu_backend import composite_cpu, cull_cpu, project_cpu, render_cpu
 from clipgs.render.gsplat_backend import gsplat_available, rasterize_gsplat
 from clipgs.render.occlusion import Occluder
 from clipgs.render.projection import project_gaussians
-from clipgs.render.torch_backend import composite
+from clipgs.render.torch_backend import TILE, composite
 
 BACKENDS = ("auto", "cpu", "cpu_scalar", "torch", "gsplat")
 COMPILED_CPU_BACKENDS = ("cpu", "cpu_scalar")  # the compiled kernel, vectorised or scalar compositing
@@ -117,7 +118,7 @@ def rasterize(
     quats: Tensor,
     log_scales: Tensor,
     opacity_logits: Tensor,
-    features: Tensor,
+    features: Tensor | Sequence[Tensor],
     camera: Camera,
     *,
     background: Tensor | None = None,
@@ -133,7 +134,9 @@ def rasterize(
 
     means: (N, 3) world metres. quats: (N, 4) (w, x, y, z), normalised here.
     log_scales: (N, 3) log standard deviations (metres). opacity_logits: (N,) pre-sigmoid opacities.
-    features: (N, C) any channel count; RGB and semantic attributes render in one pass.
+    features: (N, C) any channel count; RGB and semantic attributes render in one pass. Or a sequence of
+        (N, C_i) parts rendered as their concatenation along channels (colour and attributes kept apart: the
+        compiled backend then never copies the whole map's features).
     camera: intrinsics, size and world_from_camera pose (OpenCV optical frame).
     background: optional (C,) added where alpha < 1: image + (1 - alpha) * background.
     backend: 'auto' (gsplat on CUDA, the compiled kernel on CPU), 'cpu', 'cpu_scalar', 'torch' (reference) or
@@ -157,15 +160,30 @@ def rasterize(
     ):
         if tuple(t.shape) != shape:
             raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-    if features.dim() != 2 or features.shape[0] != n:
-        raise ValueError(f"features must have shape ({n}, C), got {tuple(features.shape)}")
+    parts = tuple(features) if isinstance(features, (tuple, list)) else (features,)
+    for part in parts:
+        if part.dim() != 2 or part.shape[0] != n:
+            raise ValueError(f"features must have shape ({n}, C), got {tuple(part.shape)}")
     chosen = resolve_backend(backend, means.device)
+    if _renders_in_one_call(chosen, means, quats, log_scales, opacity_logits, *parts):
+        viewmat, K = camera_tensors(camera, torch.float32, means.device)
+        image, depth, alpha, radii, means2d = render_cpu(
+            means, quats, log_scales, torch.sigmoid(opacity_logits), viewmat, K, camera.width, camera.height, parts,
+            near, far, eps2d, attribute_pixels)
+        if background is not None:
+            image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
+        return RenderOutput(image, depth, alpha, radii, means2d, chosen, attribute_pixels)
     rows = worth_culling(means, log_scales, opacity_logits, camera, near, far, eps2d, chosen) if cull else None
     options = dict(near=near, far=far, eps2d=eps2d, backend=chosen, attribute_pixels=attribute_pixels, cull=False)
     if rows is not None:
-        part = rasterize(*(t.index_select(0, rows) for t in (means, quats, log_scales, opacity_logits, features)),
-                         camera, background=background, attributes_move_geometry=attributes_move_geometry, **options)
+        part = rasterize(*(t.index_select(0, rows) for t in (means, quats, log_scales, opacity_logits)),
+                         tuple(t.index_select(0, rows) for t in parts), camera, background=background,
+                         attributes_move_geometry=attributes_move_geometry, **options)
         return part.expanded(rows, n)
+    if chosen in COMPILED_CPU_BACKENDS:  # the kernel's one concatenation (depth first) takes the parts as they are
+        return _render_compiled(means, quats, log_scales, opacity_logits, parts, camera, background, options,
+                                attributes_move_geometry)
+    features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     if not attributes_move_geometry and chosen not in COMPILED_CPU_BACKENDS and features.shape[1] > COLOR_CHANNELS:
         return _attributes_on_detached_geometry(means, quats, log_scales, opacity_logits, features, camera,
                                                 background, options)
@@ -177,11 +195,6 @@ def rasterize(
         image, depth, alpha, radii, means2d = rasterize_gsplat(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
-    elif chosen in COMPILED_CPU_BACKENDS:
-        proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
-        image, depth, alpha = composite_cpu(proj, features, W, H, chosen == "cpu", attribute_pixels,
-                                            attributes_move_geometry)
-        radii, means2d = proj.radii, proj.means2d
     else:
         proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
         image, depth, alpha = composite(proj, features, W, H)
@@ -189,6 +202,28 @@ def rasterize(
     if background is not None:
         image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
     return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen, attribute_pixels)
+
+
+def _render_compiled(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor,
+                     parts: Sequence[Tensor], camera: Camera, background: Tensor | None, options: dict,
+                     attributes_move_geometry: bool) -> RenderOutput:
+    """``rasterize`` on the compiled kernel with autograd: projection, then compositing of the feature parts."""
+    viewmat, K = camera_tensors(camera, means.dtype, means.device)
+    W, H, near, far, eps2d = camera.width, camera.height, options["near"], options["far"], options["eps2d"]
+    proj = project_cpu(means, quats, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d)
+    image, depth, alpha = composite_cpu(proj, parts, W, H, options["backend"] == "cpu", options["attribute_pixels"],
+                                        attributes_move_geometry)
+    if background is not None:
+        image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
+    return RenderOutput(image, depth, alpha, proj.radii, proj.means2d - 0.5, options["backend"],
+                        options["attribute_pixels"])
+
+
+def _renders_in_one_call(backend: str, means: Tensor, *tensors: Tensor) -> bool:
+    """True where :func:`clipgs.render.cpu_backend.render_cpu` gives the render: the vectorised 'cpu' backend,
+    float32 geometry, and no gradient wanted (no grad mode, or nothing that requires one)."""
+    wants_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means, *tensors))
+    return backend == "cpu" and TILE == 16 and means.dtype == torch.float32 and not wants_grad
 
 
 def _attributes_on_detached_geometry(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor,

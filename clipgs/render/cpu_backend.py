@@ -7,6 +7,7 @@ composites each segment on its own until its pixels saturate; fast exp; the defa
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -160,24 +161,27 @@ def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
     return ids, start, count, tiles_x, tiles_y
 
 
-def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, vectorised: bool = True,
+def composite_cpu(proj: Projected, features: Tensor | Sequence[Tensor], width: int, height: int,
+                  vectorised: bool = True,
                   attribute_pixels: Tensor | None = None,
                   attributes_move_geometry: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Same contract as :func:`clipgs.render.torch_backend.composite`, computed by the compiled kernel.
 
-    features: (N, C) float32 or float64 on the CPU. Returns image (H, W, C), accumulated depth (H, W), alpha (H, W).
+    features: (N, C) float32 or float64 on the CPU, or (N, C_i) parts composited as their concatenation along
+        channels. Returns image (H, W, C), accumulated depth (H, W), alpha (H, W).
     vectorised: float32 through the SIMD kernel (fast exp, relative error <= 3e-7); False = the scalar kernel.
     attribute_pixels: (P,) flat row-major pixel indices where the channels after the first three are wanted
         (the vectorised kernel composites them only in the 8-pixel row segments holding one, 0 elsewhere).
     attributes_move_geometry: False keeps the gradients of the channels after the first three out of the
         geometry's (they reach those features only), as :func:`clipgs.render.rasterize` documents.
     """
-    if features.device.type != "cpu":
+    parts = list(features) if isinstance(features, (tuple, list)) else [features]
+    if any(t.device.type != "cpu" for t in parts):
         raise ValueError("the compiled CPU backend needs CPU tensors")
-    dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    dtype = parts[0].dtype if parts[0].dtype in (torch.float32, torch.float64) else torch.float32
     # Depth first, then the features (colour leading): the vectorised backward always composites the first four
     # channels and the rest only in pixel segments whose gradient there is non-zero (sampled semantic pixels).
-    feats = torch.cat([proj.depths[:, None], features], dim=-1).to(dtype).contiguous()
+    feats = torch.cat([proj.depths[:, None].to(dtype), *(t.to(dtype) for t in parts)], dim=-1).contiguous()
     ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles_cpu(proj, width, height, TILE)
     need = None
     if attribute_pixels is not None:
@@ -189,3 +193,36 @@ def composite_cpu(proj: Projected, features: Tensor, width: int, height: int, ve
         width, height, tiles_x, tiles_y, vectorised, need, attributes_move_geometry,
     )
     return image, depth, alpha
+
+
+def render_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Tensor, viewmat: Tensor, K: Tensor,
+               width: int, height: int, parts: Sequence[Tensor], near: float = 0.01, far: float = 1e10,
+               eps2d: float = 0.3, attribute_pixels: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """A float32 render without gradients in one compiled call: projection (its cull first), the Gaussians with
+    a footprint gathered with their features, binning and vectorised compositing. The same image, bit for bit,
+    as :func:`project_cpu` + :func:`composite_cpu` on the rows the cull keeps, without their copies.
+
+    parts: (N, C_i) feature arrays, composited as if concatenated along channels (no copy of the whole map).
+    attribute_pixels: as :func:`composite_cpu` (channels after the first three wanted only there).
+    Returns image (H, W, sum C_i), depth (H, W), alpha (H, W), radii (N, 2) int32 and means2d (N, 2) in OpenCV
+    pixels (0 where radii are 0).
+    """
+    n, f32 = means.shape[0], torch.float32
+    geometry = [t.detach().to(f32).contiguous() for t in (means, quats, log_scales, opacities, viewmat, K)]
+    parts = [t.detach().to(f32).contiguous() for t in parts if t.shape[1] > 0]
+    channels = 1 + sum(t.shape[1] for t in parts)
+    out = torch.empty(height, width, channels, dtype=f32)
+    alpha = torch.empty(height, width, dtype=f32)
+    means2d, radii = torch.empty(n, 2, dtype=f32), torch.empty(n, 2, dtype=torch.int32)
+    need = None
+    if attribute_pixels is not None:
+        need = torch.zeros(height * width, dtype=torch.uint8)
+        need[attribute_pixels.to(torch.long)] = 1
+    part_ptrs = (ctypes.c_void_p * max(1, len(parts)))(*[t.data_ptr() for t in parts])
+    part_channels = (ctypes.c_int64 * max(1, len(parts)))(*[t.shape[1] for t in parts])
+    load().clipgs_render_simd_f32(n, *map(_ptr, geometry), width, height, near, far, eps2d, len(parts),
+                                  ctypes.cast(part_ptrs, ctypes.c_void_p), ctypes.cast(part_channels, ctypes.c_void_p),
+                                  None if need is None else _ptr(need), _ptr(means2d), _ptr(radii), _ptr(out),
+                                  _ptr(alpha), torch.get_num_threads())
+    return out[..., 1:], out[..., 0], alpha, radii, means2d

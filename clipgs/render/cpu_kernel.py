@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 11
+ABI_VERSION = 12
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -57,6 +57,9 @@ def load() -> ctypes.CDLL:
     lib.clipgs_forward_simd_f32.argtypes = [*scene, p, p, p, p, p, i32]  # + the pixels wanting channels >= 4
     lib.clipgs_backward_simd_f32.argtypes = lib.clipgs_backward_f32.argtypes
     lib.clipgs_forward_simd_f32.restype = lib.clipgs_backward_simd_f32.restype = None
+    lib.clipgs_render_simd_f32.argtypes = [i64, *([p] * 6), i64, i64, *([ctypes.c_double] * 3), i64, *([p] * 7),
+                                           i32]  # the whole no-gradient render: parts, channels, need, outputs
+    lib.clipgs_render_simd_f32.restype = None
     lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]
     lib.clipgs_fast_exp_f32.restype = None
     for suffix in ("f32", "f64"):

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -97,10 +98,25 @@ struct Ewa {
   T a, b, c;                // 2D covariance (+ eps2d on the diagonal)
 };
 
+// The camera's constants, computed once per call (not once per Gaussian) and held by value, so the loops read
+// them from registers: viewmat (camera_from_world, row-major [3, 4]), intrinsics, and the projection's clamp of
+// x/z and y/z to 1.3x the field of view.
 template <typename T>
-inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat, const T* K, int64_t width,
-                  int64_t height, T near_plane, T far_plane, T eps2d) {
+struct Lens {
+  T vm[12], fx, fy, cx, cy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg;
+  Lens(const T* viewmat, const T* K, int64_t width, int64_t height) : fx(K[0]), fy(K[4]), cx(K[2]), cy(K[5]) {
+    std::copy(viewmat, viewmat + 12, vm);
+    const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
+    lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
+    lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
+  }
+};
+
+template <typename T>
+inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const Lens<T>& L, T near_plane, T far_plane,
+                  T eps2d) {
   Ewa<T> e;
+  const T* viewmat = L.vm;
   for (int r = 0; r < 3; ++r)
     e.mc[r] = viewmat[4 * r] * m[0] + viewmat[4 * r + 1] * m[1] + viewmat[4 * r + 2] * m[2] + viewmat[4 * r + 3];
   e.in_depth = e.mc[2] > near_plane && e.mc[2] < far_plane;
@@ -119,15 +135,12 @@ inline Ewa<T> ewa(const T* m, const T* q, const T* log_scales, const T* viewmat,
   for (int r = 0; r < 3; ++r)
     for (int k = 0; k < 3; ++k)
       e.Mc[3 * r + k] = viewmat[4 * r] * M[k] + viewmat[4 * r + 1] * M[3 + k] + viewmat[4 * r + 2] * M[6 + k];
-  const T fx = K[0], fy = K[4], cx = K[2], cy = K[5], tz = e.tz;
-  const T tan_fovx = T(0.5) * T(width) / fx, tan_fovy = T(0.5) * T(height) / fy;
-  const T lim_x_pos = (T(width) - cx) / fx + T(0.3) * tan_fovx, lim_x_neg = cx / fx + T(0.3) * tan_fovx;
-  const T lim_y_pos = (T(height) - cy) / fy + T(0.3) * tan_fovy, lim_y_neg = cy / fy + T(0.3) * tan_fovy;
+  const T fx = L.fx, fy = L.fy, tz = e.tz;
   const T ux = e.mc[0] / tz, uy = e.mc[1] / tz;
-  e.free_x = ux >= -lim_x_neg && ux <= lim_x_pos;
-  e.free_y = uy >= -lim_y_neg && uy <= lim_y_pos;
-  e.cux = std::min(std::max(ux, -lim_x_neg), lim_x_pos);
-  e.cuy = std::min(std::max(uy, -lim_y_neg), lim_y_pos);
+  e.free_x = ux >= -L.lim_x_neg && ux <= L.lim_x_pos;
+  e.free_y = uy >= -L.lim_y_neg && uy <= L.lim_y_pos;
+  e.cux = std::min(std::max(ux, -L.lim_x_neg), L.lim_x_pos);
+  e.cuy = std::min(std::max(uy, -L.lim_y_neg), L.lim_y_pos);
   const T txc = tz * e.cux, tyc = tz * e.cuy;
   const T J[6] = {fx / tz, 0, -fx * txc / (tz * tz), 0, fy / tz, -fy * tyc / (tz * tz)};
   std::copy(J, J + 6, e.J);
@@ -208,7 +221,8 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
              T* depths, int32_t* radii, int threads) {
   const int64_t chunk = 4096;
   const Cull<T> cu(viewmat, K, width, height, near_plane, far_plane, eps2d);
-  const T fx = K[0], fy = K[4], cx = K[2], cy = K[5];
+  const Lens<T> lens(viewmat, K, width, height);
+  const T fx = lens.fx, fy = lens.fy, cx = lens.cx, cy = lens.cy;
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
       const T* m = means + 3 * i;
@@ -218,8 +232,7 @@ void project(int64_t n, const T* means, const T* quats, const T* log_scales, con
       means2d[2 * i] = means2d[2 * i + 1] = 0;
       conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
       if (!cu.maybe(m, log_scales + 3 * i, opacities[i], z)) continue;  // cheap cull first
-      const Ewa<T> e = ewa(m, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, near_plane, far_plane,
-                           eps2d);
+      const Ewa<T> e = ewa(m, quats + 4 * i, log_scales + 3 * i, lens, near_plane, far_plane, eps2d);
       const T a = e.a, b = e.b, cc = e.c, tz = e.tz;
       const T det = a * cc - b * b;
       const T o = opacities[i];
@@ -247,12 +260,13 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
                       int64_t width, int64_t height, T eps2d, const int32_t* radii, const T* g_means2d,
                       const T* g_conics, const T* g_depths, T* g_means, T* g_quats, T* g_log_scales, int threads) {
   const int64_t chunk = 4096;
+  const Lens<T> lens(viewmat, K, width, height);
   parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t ci) {
     for (int64_t i = ci * chunk; i < std::min(n, (ci + 1) * chunk); ++i) {
       for (int k = 0; k < 3; ++k) g_means[3 * i + k] = g_log_scales[3 * i + k] = 0;
       for (int k = 0; k < 4; ++k) g_quats[4 * i + k] = 0;
       if (radii[2 * i] <= 0 && radii[2 * i + 1] <= 0) continue;
-      const Ewa<T> e = ewa(means + 3 * i, quats + 4 * i, log_scales + 3 * i, viewmat, K, width, height, T(0),
+      const Ewa<T> e = ewa(means + 3 * i, quats + 4 * i, log_scales + 3 * i, lens, T(0),
                            std::numeric_limits<T>::infinity(), eps2d);  // kept Gaussians: in depth
       const T *mc = e.mc, *R = e.R, *sc = e.sc, *Mc = e.Mc, *J = e.J, *JM = e.JM;
       const T tz = e.tz, tz2 = tz * tz, txc = tz * e.cux, tyc = tz * e.cuy, cux = e.cux, cuy = e.cuy;
@@ -318,25 +332,31 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
 }
 
 // Visible Gaussians (radii > 0) by depth, ties by index: a stable LSD radix sort on (depth bits, index) pairs
-// packed in one word (depth > near > 0, so the bit patterns order like the values), 11 bits of the depth per
-// pass; the digit histograms of every pass come from one read, and a pass whose digit is the same for every
-// key (the exponent's bits, over a room's depths) is skipped. float32: 2 passes of 3 on a 640x480 view.
+// (depth > near > 0, so the bit patterns order like the values), 11 bits of the depth per pass; the digit
+// histograms of every pass come from one read, and a pass whose digit is the same for every key (the exponent's
+// bits, over a room's depths) is skipped. float32: 2 passes of 3 on a 640x480 view, each pair packed in one
+// 64-bit word (half the bytes a pass moves of a 16-byte pair; a float32 map holds far fewer than 2^32
+// Gaussians); float64: 16-byte pairs.
 template <typename T>
 std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depths) {
   using Key = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
+  constexpr bool kPacked = sizeof(T) == 4;
+  struct Pair { Key key; int64_t g; };
+  using Item = typename std::conditional<kPacked, uint64_t, Pair>::type;
+  const auto key_of = [](const Item& it) -> Key {
+    if constexpr (kPacked) return Key(it >> 32); else return it.key;
+  };
   constexpr int kBits = 11, kDigits = 1 << kBits, kPasses = (8 * sizeof(Key) + kBits - 1) / kBits;
-  struct Item { Key key; int64_t g; };  // 16 bytes for either key width
   std::vector<Item> items, tmp;
   items.reserve(n);
+  std::vector<int64_t> hist(size_t(kPasses) * kDigits, 0);
   for (int64_t g = 0; g < n; ++g) {
     if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
     Key bits;
     std::memcpy(&bits, depths + g, sizeof bits);
-    items.push_back({bits, g});
+    if constexpr (kPacked) items.push_back((uint64_t(bits) << 32) | uint64_t(g)); else items.push_back({bits, g});
+    for (int p = 0; p < kPasses; ++p) ++hist[size_t(p) * kDigits + ((bits >> (p * kBits)) & (kDigits - 1))];
   }
-  std::vector<int64_t> hist(size_t(kPasses) * kDigits, 0);
-  for (const Item& it : items)
-    for (int p = 0; p < kPasses; ++p) ++hist[size_t(p) * kDigits + ((it.key >> (p * kBits)) & (kDigits - 1))];
   tmp.resize(items.size());
   const int64_t m = (int64_t)items.size();
   for (int p = 0; p < kPasses; ++p) {
@@ -348,11 +368,13 @@ std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depth
       h[b] = sum;
       sum += c;
     }
-    for (const Item& it : items) tmp[h[(it.key >> (p * kBits)) & (kDigits - 1)]++] = it;
+    for (const Item& it : items) tmp[h[(key_of(it) >> (p * kBits)) & (kDigits - 1)]++] = it;
     items.swap(tmp);
   }
   std::vector<int64_t> order(items.size());
-  for (size_t i = 0; i < items.size(); ++i) order[i] = items[i].g;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if constexpr (kPacked) order[i] = int64_t(items[i] & 0xffffffffu); else order[i] = items[i].g;
+  }
   return order;
 }
 
@@ -949,6 +971,74 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
                   tile_start, tile_count, C, width, height, tiles_x, tiles_y, tile};
 }
 
+// An uninitialised array (std::vector would zero it first: a memset of every buffer of a render).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) { return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]); }
+
+// One float32 render without gradients in one call: project every Gaussian (the cheap cull first), gather those
+// with a footprint into compact arrays (depth and the feature parts side by side, in index order), bin them and
+// composite with the vectorised kernel. The same image, bit for bit, as project -> bin -> forward_simd on the
+// rows the cull keeps (the same per-Gaussian math, the same depth order with ties by index), without the
+// copies a caller makes to pre-cull and concatenate the features. parts: n_parts arrays (N, part_channels[i]).
+// Writes means2d (N, 2) in OpenCV pixels (centre = integer; 0 where radii are 0) and radii (N, 2).
+void render_simd(int64_t n, const float* means, const float* quats, const float* log_scales,
+                 const float* opacities, const float* viewmat, const float* K, int64_t width, int64_t height,
+                 float near_plane, float far_plane, float eps2d, int64_t n_parts, const float* const* parts,
+                 const int64_t* part_channels, const uint8_t* need, float* means2d_out, int32_t* radii,
+                 float* out, float* out_alpha, int threads) {
+  int64_t C = 1;
+  for (int64_t i = 0; i < n_parts; ++i) C += part_channels[i];
+  const auto means2d = scratch<float>(2 * n), conics = scratch<float>(3 * n), depths = scratch<float>(n);
+  project(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
+          means2d.get(), conics.get(), depths.get(), radii, threads);
+  const int64_t chunk = 4096, n_chunks = (n + chunk - 1) / chunk;
+  std::vector<int64_t> first(n_chunks + 1, 0);  // compact index of each chunk's first visible Gaussian
+  parallel_tiles(n_chunks, threads, [&](int64_t c) {
+    int64_t k = 0;
+    for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) k += radii[2 * i] > 0 || radii[2 * i + 1] > 0;
+    first[c + 1] = k;
+  });
+  for (int64_t c = 0; c < n_chunks; ++c) first[c + 1] += first[c];
+  const int64_t v = first[n_chunks];
+  const auto m2 = scratch<float>(2 * v), co = scratch<float>(3 * v), op = scratch<float>(v);
+  const auto feats = scratch<float>(C * v), dep = scratch<float>(v);
+  const auto rad = scratch<int32_t>(2 * v);
+  parallel_tiles(n_chunks, threads, [&](int64_t c) {
+    int64_t k = first[c];
+    for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
+      const bool seen = radii[2 * i] > 0 || radii[2 * i + 1] > 0;
+      means2d_out[2 * i] = seen ? means2d[2 * i] - 0.5f : 0.f;
+      means2d_out[2 * i + 1] = seen ? means2d[2 * i + 1] - 0.5f : 0.f;
+      if (!seen) continue;
+      std::copy(means2d.get() + 2 * i, means2d.get() + 2 * i + 2, m2.get() + 2 * k);
+      std::copy(conics.get() + 3 * i, conics.get() + 3 * i + 3, co.get() + 3 * k);
+      std::copy(radii + 2 * i, radii + 2 * i + 2, rad.get() + 2 * k);
+      op[k] = opacities[i];
+      dep[k] = depths[i];
+      float* f = feats.get() + C * k;
+      *f++ = depths[i];
+      for (int64_t p = 0; p < n_parts; ++p) f = std::copy(parts[p] + part_channels[p] * i,
+                                                        parts[p] + part_channels[p] * (i + 1), f);
+      ++k;
+    }
+  });
+  const int64_t tiles_x = (width + kTile - 1) / kTile, tiles_y = (height + kTile - 1) / kTile;
+  std::vector<int64_t> count(tiles_x * tiles_y), start(tiles_x * tiles_y);
+  bin_tiles(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), nullptr, nullptr, threads);
+  int64_t m = 0;
+  for (size_t t = 0; t < count.size(); ++t) start[t] = m, m += count[t];
+  const auto ids = scratch<int64_t>(m);
+  bin_tiles(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), start.data(), ids.get(),
+            threads);
+  const Scene<float> s{m2.get(), co.get(), op.get(), feats.get(), rad.get(), ids.get(), start.data(),
+                       count.data(), C, width, height, tiles_x, tiles_y, kTile};
+  const auto final_T = scratch<float>(width * height);
+  const auto last = scratch<int32_t>(width * height);
+  dispatch_channels(C, [&](auto c) {
+    forward_simd<decltype(c)::value>(s, need, out, out_alpha, final_T.get(), last.get(), threads);
+  });
+}
+
 }  // namespace
 
 #define SCENE_ARGS                                                                                        \
@@ -960,7 +1050,7 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
 
 extern "C" {
 
-int clipgs_abi_version() { return 11; }
+int clipgs_abi_version() { return 12; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
@@ -979,6 +1069,16 @@ void clipgs_backward_simd_f32(SCENE_ARGS, const float* final_T, const int32_t* l
     backward_simd<decltype(c)::value>(s, final_T, last, g_out, g_alpha, g_means2d, g_conics, g_opac, g_feats,
                                       attributes_move_geometry, threads);
   });
+}
+// One no-gradient render: projection, cull, feature gathering, binning and vectorised compositing.
+void clipgs_render_simd_f32(int64_t n, const float* means, const float* quats, const float* log_scales,
+                            const float* opacities, const float* viewmat, const float* K, int64_t width,
+                            int64_t height, double near_plane, double far_plane, double eps2d, int64_t n_parts,
+                            const float* const* parts, const int64_t* part_channels, const uint8_t* need,
+                            float* means2d, int32_t* radii, float* out, float* out_alpha, int threads) {
+  render_simd(n, means, quats, log_scales, opacities, viewmat, K, width, height, float(near_plane),
+              float(far_plane), float(eps2d), n_parts, parts, part_channels, need, means2d, radii, out, out_alpha,
+              threads);
 }
 void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's exp
   for (int64_t i = 0; i < n; i += kLanes) {
