@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 12
+ABI_VERSION = 13
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -60,6 +60,8 @@ def load() -> ctypes.CDLL:
     lib.clipgs_render_simd_f32.argtypes = [i64, *([p] * 6), i64, i64, *([ctypes.c_double] * 3), i64, *([p] * 7),
                                            i32]  # the whole no-gradient render: parts, channels, need, outputs
     lib.clipgs_render_simd_f32.restype = None
+    lib.clipgs_project_scalar_f32.argtypes = lib.clipgs_project_f32.argtypes  # for tests: the scalar reference
+    lib.clipgs_project_scalar_f32.restype = None
     lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]
     lib.clipgs_fast_exp_f32.restype = None
     for suffix in ("f32", "f64"):

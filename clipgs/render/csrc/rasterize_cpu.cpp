@@ -617,6 +617,134 @@ inline vf fast_exp(vf x) {
   return p * scale;
 }
 
+// Per-lane std:: functions: the scalar results exactly (sqrt and ceil compile to vector instructions; exp and
+// log stay library calls, a vector approximation would move radii across their integer ceilings).
+template <typename F>
+inline vf lanes_apply(vf x, F f) {
+  vf r;
+  for (int j = 0; j < kLanes; ++j) r[j] = f(x[j]);
+  return r;
+}
+inline vf vsqrt(vf x) { return lanes_apply(x, [](float v) { return std::sqrt(v); }); }
+inline vf vceil(vf x) { return lanes_apply(x, [](float v) { return std::ceil(v); }); }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+
+// `project` for float32, eight Gaussians per vector: the same expressions in the same order as the scalar
+// template (Cull::maybe, ewa, the radius and the box test), so the same values but for the compiler's choice of
+// fused multiply-adds; blocks whose eight Gaussians the cheap cull drops skip the rest.
+void project_simd(int64_t n, const float* means, const float* quats, const float* log_scales,
+                  const float* opacities, const float* viewmat, const float* K, int64_t width, int64_t height,
+                  float near_plane, float far_plane, float eps2d, float* means2d, float* conics, float* depths,
+                  int32_t* radii, int threads) {
+  const Cull<float> cu(viewmat, K, width, height, near_plane, far_plane, eps2d);
+  const Lens<float> L(viewmat, K, width, height);
+  const float* vm = L.vm;
+  const float W = float(width), H = float(height), thr = alpha_threshold<float>();
+  const int64_t chunk = 4096;
+  parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
+    const int64_t end = std::min(n, (c + 1) * chunk);
+    for (int64_t i0 = c * chunk; i0 < end; i0 += kLanes) {
+      const int nl = (int)std::min<int64_t>(kLanes, end - i0);
+      vf m[3], q[4], ls[3], o;
+      for (int j = 0; j < kLanes; ++j) {  // lanes past the end repeat the last Gaussian; never written
+        const int64_t i = i0 + std::min(j, nl - 1);
+        for (int k = 0; k < 3; ++k) m[k][j] = means[3 * i + k], ls[k][j] = log_scales[3 * i + k];
+        for (int k = 0; k < 4; ++k) q[k][j] = quats[4 * i + k];
+        o[j] = opacities[i];
+      }
+      vf mc[3];
+      for (int r = 0; r < 3; ++r)
+        mc[r] = splat(vm[4 * r]) * m[0] + splat(vm[4 * r + 1]) * m[1] + splat(vm[4 * r + 2]) * m[2] +
+                splat(vm[4 * r + 3]);
+      const vf z = mc[2];
+      for (int j = 0; j < nl; ++j) {
+        const int64_t i = i0 + j;
+        depths[i] = z[j];
+        radii[2 * i] = radii[2 * i + 1] = 0;
+        means2d[2 * i] = means2d[2 * i + 1] = 0;
+        conics[3 * i] = conics[3 * i + 1] = conics[3 * i + 2] = 0;
+      }
+      // Cull::maybe
+      vi keep = (z > splat(near_plane)) & (z < splat(far_plane)) & (o >= splat(thr));
+      if (!any(keep)) continue;
+      const vf s_max = lanes_apply(vmax(ls[0], vmax(ls[1], ls[2])), [](float v) { return std::exp(v); });
+      const vf cmx = splat(cu.fx) * mc[0] / z + splat(cu.cx), cmy = splat(cu.fy) * mc[1] / z + splat(cu.cy);
+      const vf reach_x = splat(3.33f) * vsqrt(splat(cu.fx * cu.fx) / (z * z) * splat(1.f + cu.lim_x * cu.lim_x) *
+                                              s_max * s_max + splat(eps2d)) + splat(1.f);
+      const vf reach_y = splat(3.33f) * vsqrt(splat(cu.fy * cu.fy) / (z * z) * splat(1.f + cu.lim_y * cu.lim_y) *
+                                              s_max * s_max + splat(eps2d)) + splat(1.f);
+      keep &= (cmx + reach_x > splat(0.f)) & (cmx - reach_x < splat(W)) & (cmy + reach_y > splat(0.f)) &
+              (cmy - reach_y < splat(H));
+      if (!any(keep)) continue;
+      // ewa (culled lanes: in depth by the cull, so tz = z)
+      const vf tz = z;
+      const vf qn = vsqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+      const vf w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, zq = q[3] / qn;
+      const vf one = splat(1.f), two = splat(2.f);
+      const vf R[9] = {one - two * (y * y + zq * zq), two * (x * y - w * zq), two * (x * zq + w * y),
+                       two * (x * y + w * zq), one - two * (x * x + zq * zq), two * (y * zq - w * x),
+                       two * (x * zq - w * y), two * (y * zq + w * x), one - two * (x * x + y * y)};
+      vf sc[3];
+      for (int k = 0; k < 3; ++k) sc[k] = lanes_apply(ls[k], [](float v) { return std::exp(v); });
+      vf M[9], Mc[9];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * sc[k];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k)
+          Mc[3 * r + k] = splat(vm[4 * r]) * M[k] + splat(vm[4 * r + 1]) * M[3 + k] + splat(vm[4 * r + 2]) * M[6 + k];
+      const vf ux = mc[0] / tz, uy = mc[1] / tz;
+      const vf cux = vmin(vmax(ux, splat(-L.lim_x_neg)), splat(L.lim_x_pos));
+      const vf cuy = vmin(vmax(uy, splat(-L.lim_y_neg)), splat(L.lim_y_pos));
+      const vf txc = tz * cux, tyc = tz * cuy;
+      const vf zero{};
+      const vf J[6] = {splat(L.fx) / tz, zero, -splat(L.fx) * txc / (tz * tz), zero, splat(L.fy) / tz,
+                       -splat(L.fy) * tyc / (tz * tz)};
+      vf JM[6];
+      for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
+      const vf a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + splat(eps2d);
+      const vf b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
+      const vf cc = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + splat(eps2d);
+      // the projection's own tests, the radius and the box
+      const vf det = a * cc - b * b;
+      keep &= det > splat(0.f);
+      const vf mx = splat(L.fx) * mc[0] / tz + splat(L.cx), my = splat(L.fy) * mc[1] / tz + splat(L.cy);
+      vf extent;
+      for (int j = 0; j < kLanes; ++j)
+        extent[j] = keep[j] ? std::min(std::sqrt(2.f * std::log(o[j] / thr)), 3.33f) : 0.f;
+      const vf rx = vceil(extent * vsqrt(a)), ry = vceil(extent * vsqrt(cc));
+      keep &= (rx > splat(0.f)) | (ry > splat(0.f));
+      keep &= (mx + rx > splat(0.f)) & (mx - rx < splat(W)) & (my + ry > splat(0.f)) & (my - ry < splat(H));
+      const vf ca = cc / det, cb = -b / det, c2 = a / det;
+      for (int j = 0; j < nl; ++j) {
+        if (!keep[j]) continue;
+        const int64_t i = i0 + j;
+        means2d[2 * i] = mx[j];
+        means2d[2 * i + 1] = my[j];
+        conics[3 * i] = ca[j];
+        conics[3 * i + 1] = cb[j];
+        conics[3 * i + 2] = c2[j];
+        radii[2 * i] = (int32_t)rx[j];
+        radii[2 * i + 1] = (int32_t)ry[j];
+      }
+    }
+  });
+}
+
+// The projection the exported entry points run: eight lanes at a time for float32, the scalar template for float64.
+template <typename T>
+void project_fastest(int64_t n, const T* means, const T* quats, const T* log_scales, const T* opacities,
+                     const T* viewmat, const T* K, int64_t width, int64_t height, T near_plane, T far_plane, T eps2d,
+                     T* means2d, T* conics, T* depths, int32_t* radii, int threads) {
+  if constexpr (std::is_same<T, float>::value)
+    project_simd(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
+                 means2d, conics, depths, radii, threads);
+  else
+    project(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
+            means2d, conics, depths, radii, threads);
+}
+
 // The row segments a Gaussian's box overlaps in a tile: lanes inside [x0, x1] and the x offsets of
 // their pixel centres (mx - (px + 0.5)), for segments seg0..seg1.
 struct Segments {
@@ -989,8 +1117,8 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   int64_t C = 1;
   for (int64_t i = 0; i < n_parts; ++i) C += part_channels[i];
   const auto means2d = scratch<float>(2 * n), conics = scratch<float>(3 * n), depths = scratch<float>(n);
-  project(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
-          means2d.get(), conics.get(), depths.get(), radii, threads);
+  project_simd(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
+               means2d.get(), conics.get(), depths.get(), radii, threads);
   const int64_t chunk = 4096, n_chunks = (n + chunk - 1) / chunk;
   std::vector<int64_t> first(n_chunks + 1, 0);  // compact index of each chunk's first visible Gaussian
   parallel_tiles(n_chunks, threads, [&](int64_t c) {
@@ -1050,7 +1178,7 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
 
 extern "C" {
 
-int clipgs_abi_version() { return 12; }
+int clipgs_abi_version() { return 13; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
@@ -1080,6 +1208,14 @@ void clipgs_render_simd_f32(int64_t n, const float* means, const float* quats, c
               float(far_plane), float(eps2d), n_parts, parts, part_channels, need, means2d, radii, out, out_alpha,
               threads);
 }
+// For tests: the scalar float32 projection the vectorised one must reproduce.
+void clipgs_project_scalar_f32(int64_t n, const float* means, const float* quats, const float* log_scales,
+                               const float* opacities, const float* viewmat, const float* K, int64_t width,
+                               int64_t height, double near_plane, double far_plane, double eps2d, float* means2d,
+                               float* conics, float* depths, int32_t* radii, int threads) {
+  project(n, means, quats, log_scales, opacities, viewmat, K, width, height, float(near_plane), float(far_plane),
+          float(eps2d), means2d, conics, depths, radii, threads);
+}
 void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's exp
   for (int64_t i = 0; i < n; i += kLanes) {
     vf v{};
@@ -1105,8 +1241,8 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
                                const T* opacities, const T* viewmat, const T* K, int64_t width,             \
                                int64_t height, double near_plane, double far_plane, double eps2d,           \
                                T* means2d, T* conics, T* depths, int32_t* radii, int threads) {             \
-    project(n, means, quats, log_scales, opacities, viewmat, K, width, height, T(near_plane), T(far_plane),  \
-            T(eps2d), means2d, conics, depths, radii, threads);                                             \
+    project_fastest(n, means, quats, log_scales, opacities, viewmat, K, width, height, T(near_plane),         \
+                    T(far_plane), T(eps2d), means2d, conics, depths, radii, threads);                        \
   }                                                                                                         \
   void clipgs_project_backward_##SUFFIX(int64_t n, const T* means, const T* quats, const T* log_scales,       \
                                         const T* viewmat, const T* K, int64_t width, int64_t height,         \
