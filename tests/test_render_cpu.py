@@ -273,7 +273,7 @@ def test_vectorised_float32_projection_matches_the_scalar_one(n, scene_factory, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_binning_matches_reference_with_ties(dtype, threads):
-    """The compiled binning (counted per thread, filled per band of tile rows, radix-sorted by depth) lists the
+    """The compiled binning (counted per thread, radix-sorted by depth, filled per range of that order) lists the
     same Gaussians in the same order per tile as the PyTorch reference: depth, then index on ties (depths
     drawn from 40 values), culled ones left out, footprints clipped at every border."""
     n, width, height = 20_000, 330, 250  # partial tiles on both axes

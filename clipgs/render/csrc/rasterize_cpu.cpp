@@ -378,7 +378,11 @@ std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depth
   return order;
 }
 
-struct TileRect { int64_t x0, x1, y0, y1; };  // tiles [x0, x1) x [y0, y1)
+// An uninitialised array (std::vector would zero it first: a memset of every buffer of a render).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) { return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]); }
+
+struct TileRect { int32_t x0, x1, y0, y1; };  // tiles [x0, x1) x [y0, y1)
 
 // The tiles a Gaussian's footprint touches.
 template <typename T>
@@ -389,20 +393,62 @@ inline TileRect tile_rect(const T* means2d, const int32_t* radii, int64_t g, int
     const int64_t t = (int64_t)(up ? std::ceil(v / T(tile)) : std::floor(v / T(tile)));
     return std::min<int64_t>(std::max<int64_t>(t, 0), hi);
   };
-  return TileRect{edge(mx - rx, false, tiles_x), edge(mx + rx, true, tiles_x), edge(my - ry, false, tiles_y),
-                  edge(my + ry, true, tiles_y)};
+  return TileRect{(int32_t)edge(mx - rx, false, tiles_x), (int32_t)edge(mx + rx, true, tiles_x),
+                  (int32_t)edge(my - ry, false, tiles_y), (int32_t)edge(my + ry, true, tiles_y)};
 }
 
-// Tile binning: count (tile_count) or fill (ids sorted by depth, then index, per tile). Filling walks the
-// Gaussians in depth order, so every tile's list comes out sorted without a per-tile sort. Both run on
-// `threads` threads: counting over Gaussians (a histogram per thread, summed), filling over bands of tile
-// rows (each thread walks the whole order and writes only its band's lists: the same lists as one thread).
+// Tile lists in one go: the Gaussians with a footprint in depth order, then contiguous ranges of that order (one
+// per thread) count the tiles of their footprints, computed once and kept, and fill their own stretch of every
+// tile's list, so every list comes out sorted (depth, then index) without a per-tile sort, in parallel, and the
+// same lists on any number of threads. Writes tile_count and tile_start, and ids into ids_for(total) (a callable
+// that returns room for that many).
+template <typename T, typename IdsFor>
+void bin_by_depth(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x,
+                  int64_t tiles_y, int64_t tile, int64_t* tile_count, int64_t* tile_start, IdsFor ids_for,
+                  int threads) {
+  const int64_t n_tiles = tiles_x * tiles_y;
+  const std::vector<int64_t> order = depth_order(n, radii, depths);
+  const int64_t v = (int64_t)order.size();
+  const int ranges = (int)std::max<int64_t>(1, std::min<int64_t>(threads, v / 8192));
+  const auto rects = scratch<TileRect>(v);  // by position in the order
+  std::vector<int64_t> cursor(size_t(ranges) * n_tiles, 0);  // per range: its tile counts, then its cursors
+  parallel_tiles(ranges, threads, [&](int64_t r) {
+    int64_t* counts = cursor.data() + r * n_tiles;
+    for (int64_t j = v * r / ranges, end = v * (r + 1) / ranges; j < end; ++j) {
+      const TileRect t = rects[j] = tile_rect(means2d, radii, order[j], tiles_x, tiles_y, tile);
+      for (int64_t ty = t.y0; ty < t.y1; ++ty)
+        for (int64_t tx = t.x0; tx < t.x1; ++tx) ++counts[ty * tiles_x + tx];
+    }
+  });
+  int64_t m = 0;
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    tile_start[t] = m;
+    for (int r = 0; r < ranges; ++r) {
+      const int64_t c = cursor[r * n_tiles + t];
+      cursor[r * n_tiles + t] = m;
+      m += c;
+    }
+    tile_count[t] = m - tile_start[t];
+  }
+  int64_t* ids = ids_for(m);
+  parallel_tiles(ranges, threads, [&](int64_t r) {
+    int64_t* next = cursor.data() + r * n_tiles;
+    for (int64_t j = v * r / ranges, end = v * (r + 1) / ranges; j < end; ++j) {
+      const TileRect& t = rects[j];
+      for (int64_t ty = t.y0; ty < t.y1; ++ty)
+        for (int64_t tx = t.x0; tx < t.x1; ++tx) ids[next[ty * tiles_x + tx]++] = order[j];
+    }
+  });
+}
+
+// Tile binning for callers that allocate the lists: count (tile_count; ids null: a histogram per thread over
+// the Gaussians, summed), then fill (ids sorted by depth, then index, per tile; see bin_by_depth).
 template <typename T>
 void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x, int64_t tiles_y,
                int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids, int threads) {
   const int64_t n_tiles = tiles_x * tiles_y;
-  threads = std::max(1, std::min<int>(threads, (int)std::min<int64_t>(tiles_y, std::max<int64_t>(n / 8192, 1))));
   if (ids == nullptr) {
+    threads = std::max(1, std::min<int>(threads, (int)std::max<int64_t>(n / 8192, 1)));
     std::vector<std::vector<int64_t>> counts(threads, std::vector<int64_t>(n_tiles, 0));
     parallel_tiles(threads, threads, [&](int64_t part) {
       int64_t* c = counts[part].data();
@@ -420,16 +466,9 @@ void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depth
     }
     return;
   }
-  const std::vector<int64_t> order = depth_order(n, radii, depths);
-  parallel_tiles(threads, threads, [&](int64_t part) {
-    const int64_t band0 = tiles_y * part / threads, band1 = tiles_y * (part + 1) / threads;
-    std::vector<int64_t> cursor(tile_start + band0 * tiles_x, tile_start + band1 * tiles_x);
-    for (int64_t g : order) {
-      const TileRect r = tile_rect(means2d, radii, g, tiles_x, tiles_y, tile);
-      for (int64_t ty = std::max(r.y0, band0); ty < std::min(r.y1, band1); ++ty)
-        for (int64_t tx = r.x0; tx < r.x1; ++tx) ids[cursor[(ty - band0) * tiles_x + tx]++] = g;
-    }
-  });
+  std::vector<int64_t> count(n_tiles), start(n_tiles);  // the same as the caller's, from the count above
+  bin_by_depth(n, means2d, radii, depths, tiles_x, tiles_y, tile, count.data(), start.data(),
+               [ids](int64_t) { return ids; }, threads);
 }
 
 template <typename T>
@@ -1099,10 +1138,6 @@ Scene<T> make_scene(const void* means2d, const void* conics, const void* opaciti
                   tile_start, tile_count, C, width, height, tiles_x, tiles_y, tile};
 }
 
-// An uninitialised array (std::vector would zero it first: a memset of every buffer of a render).
-template <typename T>
-std::unique_ptr<T[]> scratch(int64_t n) { return std::unique_ptr<T[]>(new T[std::max<int64_t>(n, 1)]); }
-
 // One float32 render without gradients in one call: project every Gaussian (the cheap cull first), gather those
 // with a footprint into compact arrays (depth and the feature parts side by side, in index order), bin them and
 // composite with the vectorised kernel. The same image, bit for bit, as project -> bin -> forward_simd on the
@@ -1152,12 +1187,9 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   });
   const int64_t tiles_x = (width + kTile - 1) / kTile, tiles_y = (height + kTile - 1) / kTile;
   std::vector<int64_t> count(tiles_x * tiles_y), start(tiles_x * tiles_y);
-  bin_tiles(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), nullptr, nullptr, threads);
-  int64_t m = 0;
-  for (size_t t = 0; t < count.size(); ++t) start[t] = m, m += count[t];
-  const auto ids = scratch<int64_t>(m);
-  bin_tiles(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), start.data(), ids.get(),
-            threads);
+  std::unique_ptr<int64_t[]> ids;
+  bin_by_depth(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), start.data(),
+               [&ids](int64_t m) { ids = scratch<int64_t>(m); return ids.get(); }, threads);
   const Scene<float> s{m2.get(), co.get(), op.get(), feats.get(), rad.get(), ids.get(), start.data(),
                        count.data(), C, width, height, tiles_x, tiles_y, kTile};
   const auto final_T = scratch<float>(width * height);
