@@ -59,6 +59,9 @@ def test_decoder_similarity_equals_decoding_then_dot_product(embed_dim):
     full = SemanticDecoder(embed_dim, embed_dim, hidden=0)
     x = torch.randn(4, embed_dim)
     torch.testing.assert_close(full.similarity(x, text), full(x) @ text.T)
+    wide = SemanticDecoder(16, embed_dim, hidden=2 * embed_dim)  # nothing to fold (D < hidden): decoded in chunks
+    wide.CHUNK = 10
+    torch.testing.assert_close(wide.similarity(attributes, text), wide(attributes) @ text.T, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("embed_dim", [512, 64])
