@@ -163,8 +163,9 @@ class GaussianMap:
                attributes_move_geometry: bool = True) -> RenderOutput:
         """Render RGB (+ semantic channels) into ``camera``; image is (H, W, 3 + D). attribute_pixels, cull,
         attributes_move_geometry: see :func:`clipgs.render.rasterize` (the semantic channels only wanted at these
-        flat pixel indices; the rows out of view left out first, here before the features are assembled; whether
-        a loss on the semantic channels reaches the geometry)."""
+        flat pixel indices; the rows out of view left out first; whether a loss on the semantic channels reaches
+        the geometry). Colour and attributes go to the renderer as two parts, never concatenated for the whole
+        map."""
         parts = (self.rgb, self.semantics) if semantic and self.sem_dim else (self.rgb,)
         return rasterize(  # colour and attributes apart: they are only copied for the Gaussians in view
             self.means, self.quats, self.log_scales, self.opacity_logits, parts, camera, background=background,

@@ -147,7 +147,8 @@ def rasterize(
     cull: first leave out the Gaussians :func:`maybe_in_view` rules out (a superset of those composited, so the
         image is the same) when that drops more than a fifth of them: projection, binning and the feature copies
         then scale with the view, not the map (a 185k-Gaussian flat at 160x120: 32.5 -> 27.2 ms a view on average).
-        Not on gsplat, which culls on the GPU; False where the caller already holds the view's rows.
+        Not on gsplat, which culls on the GPU, nor on a 'cpu' render that wants no gradient, whose one compiled
+        call culls before anything is copied; False where the caller already holds the view's rows.
     attributes_move_geometry: False: the gradients of the channels after RGB reach those features only, not the
         means, quats, scales or opacities (as if the attributes were composited with detached geometry), so a
         semantic loss never bends the map's shape. The 'cpu' kernels leave those channels out of dL/dalpha (less

@@ -2,7 +2,8 @@
 
 Compositing has two kernels: the vectorised float32 one (a SIMD vector per 8-pixel row segment; the forward
 composites each segment on its own until its pixels saturate; fast exp; the default) and the scalar one
-(float64, and float32 as backend ``cpu_scalar`` for comparison).
+(float64, and float32 as backend ``cpu_scalar`` for comparison). The float32 projection runs eight Gaussians
+per SIMD vector. :func:`render_cpu` is a whole render without gradients in one call.
 """
 from __future__ import annotations
 
@@ -161,6 +162,15 @@ def bin_tiles_cpu(proj: Projected, width: int, height: int, tile: int = TILE):
     return ids, start, count, tiles_x, tiles_y
 
 
+def _wanted_pixels(attribute_pixels: Tensor | None, width: int, height: int) -> Tensor | None:
+    """(H * W,) uint8, 1 at the flat pixel indices ``attribute_pixels`` (the kernels' ``need``); None for all."""
+    if attribute_pixels is None:
+        return None
+    need = torch.zeros(height * width, dtype=torch.uint8)
+    need[attribute_pixels.to(torch.long)] = 1
+    return need
+
+
 def composite_cpu(proj: Projected, features: Tensor | Sequence[Tensor], width: int, height: int,
                   vectorised: bool = True,
                   attribute_pixels: Tensor | None = None,
@@ -183,10 +193,7 @@ def composite_cpu(proj: Projected, features: Tensor | Sequence[Tensor], width: i
     # channels and the rest only in pixel segments whose gradient there is non-zero (sampled semantic pixels).
     feats = torch.cat([proj.depths[:, None].to(dtype), *(t.to(dtype) for t in parts)], dim=-1).contiguous()
     ids, tile_start, tile_count, tiles_x, tiles_y = bin_tiles_cpu(proj, width, height, TILE)
-    need = None
-    if attribute_pixels is not None:
-        need = torch.zeros(height * width, dtype=torch.uint8)
-        need[attribute_pixels.to(torch.long)] = 1
+    need = _wanted_pixels(attribute_pixels, width, height)
     image, depth, alpha = _Composite.apply(
         proj.means2d.to(dtype).contiguous(), proj.conics.to(dtype).contiguous(), proj.opacities.to(dtype).contiguous(),
         feats, proj.radii.contiguous(), ids.contiguous(), tile_start.contiguous(), tile_count.contiguous(),
@@ -201,7 +208,7 @@ def render_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Tens
                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """A float32 render without gradients in one compiled call: projection (its cull first), the Gaussians with
     a footprint gathered with their features, binning and vectorised compositing. The same image, bit for bit,
-    as :func:`project_cpu` + :func:`composite_cpu` on the rows the cull keeps, without their copies.
+    as :func:`project_cpu` + :func:`composite_cpu` on the whole map, without their copies of it.
 
     parts: (N, C_i) feature arrays, composited as if concatenated along channels (no copy of the whole map).
     attribute_pixels: as :func:`composite_cpu` (channels after the first three wanted only there).
@@ -215,10 +222,7 @@ def render_cpu(means: Tensor, quats: Tensor, log_scales: Tensor, opacities: Tens
     out = torch.empty(height, width, channels, dtype=f32)
     alpha = torch.empty(height, width, dtype=f32)
     means2d, radii = torch.empty(n, 2, dtype=f32), torch.empty(n, 2, dtype=torch.int32)
-    need = None
-    if attribute_pixels is not None:
-        need = torch.zeros(height * width, dtype=torch.uint8)
-        need[attribute_pixels.to(torch.long)] = 1
+    need = _wanted_pixels(attribute_pixels, width, height)
     part_ptrs = (ctypes.c_void_p * max(1, len(parts)))(*[t.data_ptr() for t in parts])
     part_channels = (ctypes.c_int64 * max(1, len(parts)))(*[t.shape[1] for t in parts])
     load().clipgs_render_simd_f32(n, *map(_ptr, geometry), width, height, near, far, eps2d, len(parts),

@@ -7,7 +7,8 @@
 // footprint, not tile size. Tiles run in parallel (OpenMP on PyTorch's thread team; see parallel_tiles).
 //
 // Backward writes gradients per (tile, Gaussian) intersection; the caller sums them per Gaussian, so
-// threads never race. Plain C ABI, called through ctypes with raw pointers to contiguous tensors.
+// threads never race. A render that wants no gradient runs projection, gathering, binning and compositing in
+// one call (render_simd). Plain C ABI, called through ctypes with raw pointers to contiguous tensors.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
