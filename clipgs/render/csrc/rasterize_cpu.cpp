@@ -880,7 +880,7 @@ inline bool all_set(vi m) { return !any(~m); }
 
 // Composite one 8-pixel row segment (tile row `row`, segment `seg`) through its row's splats, accumulators in
 // registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail`.
-template <int kC, bool kTail>
+template <int kC, bool kTail, bool kTrack = true>
 inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0, int64_t C, int64_t head,
                               vi done, float* acc_out, vf& trans_out, vi& last_out) {
   // Compile-time channel bounds where kC > 0, so the loops unroll and the accumulators stay in registers.
@@ -914,7 +914,7 @@ inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0,
     done |= stop;
     const vf wgt = select(take, alpha * trans, splat(0.f));
     trans = select(take, next, trans);
-    lastk = take ? splat_i(sp.k) : lastk;
+    if constexpr (kTrack) lastk = take ? splat_i(sp.k) : lastk;  // what the backward needs, nothing else
     const float* f = sp.f;
     if constexpr (kC > 0) {
       for (int ch = 0; ch < kHeadC; ++ch) acc_fixed[ch] += wgt * splat(f[ch]);
@@ -940,6 +940,7 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
                   int32_t* last, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
   const int64_t head = head_channels<kC>(C);
+  const bool track = final_T != nullptr;  // null final_T and last: no backward follows, `last` is not kept
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     static thread_local TileLists L;
     static thread_local std::vector<float> acc;
@@ -955,7 +956,9 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
         for (int x = col0; x < col0 + n_lanes && !tail; ++x) tail = need[(ty0 + row) * s.width + tx0 + x] != 0;
         vf trans;
         vi lastk;
-        if (tail)
+        if (tail && !track)
+          composite_segment<kC, true, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
+        else if (tail)
           composite_segment<kC, true>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
         else
           composite_segment<kC, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
@@ -964,8 +967,7 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
           float* o_pix = out + pix * C;
           for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = acc[ch * kLanes + x];  // channels left out: 0
           out_alpha[pix] = 1.f - trans[x];
-          final_T[pix] = trans[x];
-          last[pix] = lastk[x];
+          if (track) final_T[pix] = trans[x], last[pix] = lastk[x];
         }
       }
   });
@@ -1193,10 +1195,8 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
                [&ids](int64_t m) { ids = scratch<int64_t>(m); return ids.get(); }, threads);
   const Scene<float> s{m2.get(), co.get(), op.get(), feats.get(), rad.get(), ids.get(), start.data(),
                        count.data(), C, width, height, tiles_x, tiles_y, kTile};
-  const auto final_T = scratch<float>(width * height);
-  const auto last = scratch<int32_t>(width * height);
-  dispatch_channels(C, [&](auto c) {
-    forward_simd<decltype(c)::value>(s, need, out, out_alpha, final_T.get(), last.get(), threads);
+  dispatch_channels(C, [&](auto c) {  // no final_T and last: no backward follows
+    forward_simd<decltype(c)::value>(s, need, out, out_alpha, nullptr, nullptr, threads);
   });
 }
 
