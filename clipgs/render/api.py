@@ -171,9 +171,8 @@ def rasterize(
         image, depth, alpha, radii, means2d = render_cpu(
             means, quats, log_scales, torch.sigmoid(opacity_logits), viewmat, K, camera.width, camera.height, parts,
             near, far, eps2d, attribute_pixels)
-        if background is not None:
-            image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
-        return RenderOutput(image, depth, alpha, radii, means2d, chosen, attribute_pixels)
+        return RenderOutput(_on_background(image, alpha, background), depth, alpha, radii, means2d, chosen,
+                            attribute_pixels)
     rows = worth_culling(means, log_scales, opacity_logits, camera, near, far, eps2d, chosen) if cull else None
     options = dict(near=near, far=far, eps2d=eps2d, backend=chosen, attribute_pixels=attribute_pixels, cull=False)
     if rows is not None:
@@ -181,13 +180,11 @@ def rasterize(
                          tuple(t.index_select(0, rows) for t in parts), camera, background=background,
                          attributes_move_geometry=attributes_move_geometry, **options)
         return part.expanded(rows, n)
-    if chosen in COMPILED_CPU_BACKENDS:  # the kernel's one concatenation (depth first) takes the parts as they are
-        return _render_compiled(means, quats, log_scales, opacity_logits, parts, camera, background, options,
-                                attributes_move_geometry)
-    features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-    if not attributes_move_geometry and chosen not in COMPILED_CPU_BACKENDS and features.shape[1] > COLOR_CHANNELS:
-        return _attributes_on_detached_geometry(means, quats, log_scales, opacity_logits, features, camera,
-                                                background, options)
+    if chosen not in COMPILED_CPU_BACKENDS:  # the compiled kernel's one concatenation (depth first) takes the parts
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if not attributes_move_geometry and features.shape[1] > COLOR_CHANNELS:
+            return _attributes_on_detached_geometry(means, quats, log_scales, opacity_logits, features, camera,
+                                                    background, options)
     viewmat, K = camera_tensors(camera, means.dtype, means.device)
     W, H = camera.width, camera.height
     opacities = torch.sigmoid(opacity_logits)
@@ -196,28 +193,22 @@ def rasterize(
         image, depth, alpha, radii, means2d = rasterize_gsplat(
             means, quats_n, torch.exp(log_scales), opacities, features, viewmat, K, W, H, near, far, eps2d
         )
+    elif chosen in COMPILED_CPU_BACKENDS:
+        proj = project_cpu(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
+        image, depth, alpha = composite_cpu(proj, parts, W, H, chosen == "cpu", attribute_pixels,
+                                            attributes_move_geometry)
+        radii, means2d = proj.radii, proj.means2d
     else:
         proj = project_gaussians(means, quats, log_scales, opacities, viewmat, K, W, H, near, far, eps2d)
         image, depth, alpha = composite(proj, features, W, H)
         radii, means2d = proj.radii, proj.means2d
-    if background is not None:
-        image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
-    return RenderOutput(image, depth, alpha, radii, means2d - 0.5, chosen, attribute_pixels)
+    return RenderOutput(_on_background(image, alpha, background), depth, alpha, radii, means2d - 0.5, chosen,
+                        attribute_pixels)
 
 
-def _render_compiled(means: Tensor, quats: Tensor, log_scales: Tensor, opacity_logits: Tensor,
-                     parts: Sequence[Tensor], camera: Camera, background: Tensor | None, options: dict,
-                     attributes_move_geometry: bool) -> RenderOutput:
-    """``rasterize`` on the compiled kernel with autograd: projection, then compositing of the feature parts."""
-    viewmat, K = camera_tensors(camera, means.dtype, means.device)
-    W, H, near, far, eps2d = camera.width, camera.height, options["near"], options["far"], options["eps2d"]
-    proj = project_cpu(means, quats, log_scales, torch.sigmoid(opacity_logits), viewmat, K, W, H, near, far, eps2d)
-    image, depth, alpha = composite_cpu(proj, parts, W, H, options["backend"] == "cpu", options["attribute_pixels"],
-                                        attributes_move_geometry)
-    if background is not None:
-        image = image + (1.0 - alpha)[..., None] * background.to(image.dtype)
-    return RenderOutput(image, depth, alpha, proj.radii, proj.means2d - 0.5, options["backend"],
-                        options["attribute_pixels"])
+def _on_background(image: Tensor, alpha: Tensor, background: Tensor | None) -> Tensor:
+    """image + (1 - alpha) * background where a background (C,) is given, else the image itself."""
+    return image if background is None else image + (1.0 - alpha)[..., None] * background.to(image.dtype)
 
 
 def _renders_in_one_call(backend: str, means: Tensor, *tensors: Tensor) -> bool:
