@@ -122,6 +122,53 @@ def test_icp_refine_pose_moves_a_frame_onto_the_reference():
     assert not refused.ok and np.array_equal(refused.pose, drifted) and r.ok
 
 
+def test_icp_against_several_views_averages_one_views_pose_error():
+    """Three reference views, one of them stored 2 cm / 0.6 deg off its true pose: ICP against that one alone
+    inherits its error, against all three at once about a third of it; a view that does not overlap leaves the
+    solve; none overlapping: refused."""
+    from clipgs.mapping.icp import ModelView, icp_align_views
+
+    true = pose([0.05, 0.0, 0.1], degrees=4.0)
+    predicted = true @ pose([-0.02, 0.01, 0.02], axis=(0.0, 0.0, 1.0), degrees=1.0)
+    references = [pose([0.0, 0.0, 0.0]), pose([0.1, 0.02, 0.05], degrees=8.0), pose([-0.05, 0.0, 0.15], degrees=-6.0)]
+    stored_wrong = references[0] @ pose([0.02, 0.0, 0.0], axis=(0.0, 1.0, 0.0), degrees=0.6)  # its pose error
+
+    def view(true_pose, stored_pose):
+        depth = raycast_box(true_pose).astype(np.float64)
+        return ModelView(depth, depth > 0, invert_rigid(stored_pose) @ predicted)
+
+    frame_depth = raycast_box(true)
+    alone = icp_align_views(frame_depth, [view(references[0], stored_wrong)], K, iterations=30)
+    joint = icp_align_views(frame_depth, [view(references[0], stored_wrong)]
+                            + [view(r, r) for r in references[1:]], K, iterations=30)
+    behind = pose([0.0, 0.0, 0.0], degrees=180.0)
+    with_blind = icp_align_views(frame_depth, [view(r, r) for r in references[1:]] + [view(behind, behind)], K,
+                                 iterations=30)
+    exact = icp_align_views(frame_depth, [view(r, r) for r in references[1:]], K, iterations=30)
+    e_alone, e_joint = errors(predicted @ alone.correction, true), errors(predicted @ joint.correction, true)
+    assert alone.ok and joint.ok and e_alone[0] > 0.012, e_alone
+    assert e_joint[0] < 0.5 * e_alone[0] and e_joint[1] < 0.5 * e_alone[1], (e_alone, e_joint)
+    assert with_blind.ok and np.allclose(with_blind.correction, exact.correction, atol=1e-9)  # the blind view left
+    assert errors(predicted @ exact.correction, true)[0] < 1e-3
+    refused = icp_align_views(frame_depth, [view(behind, behind)], K)
+    assert not refused.ok and np.array_equal(refused.correction, np.eye(4))
+    assert not icp_align_views(frame_depth, [], K).ok
+
+
+def test_keyframe_store_orders_keyframes_by_pose_distance():
+    from clipgs.data.frame import Frame
+    from clipgs.mapping.keyframes import Keyframe, KeyframeStore
+
+    store = KeyframeStore(2**30)
+    for k, x in enumerate((0.0, 1.0, 0.5, 1.0)):  # keyframes 1 and 3 at the same pose
+        frame = Frame(np.zeros((12, 16, 3), np.uint8), np.ones((12, 16), np.float32), K, pose([x, 0.0, 0.0]), 0.0,
+                      index=k)
+        store.append(Keyframe.from_frame(frame, torch.device("cpu")))
+    assert store.closest(pose([0.9, 0.0, 0.0]), 3) == [3, 1, 2]  # the tie: the newer first
+    assert store.closest(pose([0.1, 0.0, 0.0]), 10) == [0, 2, 3, 1]
+    assert store.nearest(pose([0.9, 0.0, 0.0])) == 3 and store.nearest(pose([0.1, 0.0, 0.0], degrees=5.0)) == 0
+
+
 def test_colour_loss_ignores_pixels_far_from_valid_depth():
     depth = torch.zeros(12, 16)
     depth[:, :8] = 2.0  # the right half is beyond the sensor's range

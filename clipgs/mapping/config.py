@@ -52,10 +52,13 @@ class MapperConfig(Settings):
                                          "from odometry (a nav_msgs/Odometry pose topic; a dataset with "
                                          "gt_traj_w_c.txt beside a drifting traj_w_c.txt), else 0 (poses taken as "
                                          "exact)", at_least(-1))
-    pose_refine_method: str = setting("icp", "how a keyframe's pose is refined: 'icp' (its depth against the last "
-                                             "keyframe's, point-to-plane), 'photometric' (colour + depth against the "
-                                             "map's render) or 'icp+photometric'",
+    pose_refine_method: str = setting("icp", "how a keyframe's pose is refined: 'icp' (its depth against held "
+                                             "keyframes' depth, point-to-plane), 'photometric' (colour + depth "
+                                             "against the map's render) or 'icp+photometric'",
                                       one_of(("icp", "photometric", "icp+photometric")))
+    pose_refine_views: int = setting(3, "held keyframes nearest in pose that a new keyframe's ICP pairs its depth "
+                                        "with, all at once (one view's noise and pose error average out; 1: the "
+                                        "nearest alone)", at_least(1))
     track_iters: int = setting(-1, "refine every frame's pose by ICP against the previous frame's depth for this "
                                    "many steps (~12 ms a frame at 160x120 here, resizing included), so fast turns "
                                    "between keyframes are followed; -1: auto, 6 when the poses come from odometry, "

@@ -12,6 +12,7 @@ few 6 x 6 solves cost a few milliseconds, far less than a photometric refinement
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -172,42 +173,74 @@ def _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_
     return A, b, int(stats[0]), float(stats[1])
 
 
-def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.ndarray, K: np.ndarray, *,
-              iterations: int = 12, max_distance_m: float = 0.1, min_normal_cos: float = 0.8,
-              huber_m: float = 0.01, damping: float = 1e-3, pixel_stride: int = 1, min_inliers: float = 0.3,
-              tolerance: float = 1e-5, model_from_predicted: np.ndarray | None = None,
-              compiled: bool = True) -> IcpResult:
-    """Point-to-plane ICP of the frame's depth against a model depth rendered at the predicted pose.
+@dataclass
+class ModelView:
+    """One model depth view for :func:`icp_align_views`: depth (H, W) metres; valid (H, W) bool, the pixels whose
+    surface is trusted; model_from_predicted (4, 4) rigid, from the predicted camera into this view's camera
+    (None: the same camera)."""
 
-    frame_depth: (H, W) metres, 0 = invalid (the new frame); model_depth: (H, W) metres (the map's expected
-    depth from the predicted camera); model_valid: (H, W) bool, pixels whose rendered surface is trusted (e.g.
-    opacity >= 0.95); K: (3, 3) intrinsics of both. Frame points are taken every ``pixel_stride`` pixels.
-    ``damping`` (relative to the mean diagonal of the normal equations) pulls unconstrained directions to no
-    motion. ``model_from_predicted`` (4, 4): where the model's camera is not the predicted one (e.g. the last
-    keyframe's depth as the model), the rigid transform from the predicted camera into it. ``ok`` is False
-    when fewer than ``min_inliers`` of the frame's valid points pair up: the result should then not be used.
-    compiled: the point and normal maps and the normal equations through csrc/icp.cpp when it builds here (False:
-    the NumPy reference).
+    depth: np.ndarray
+    valid: np.ndarray
+    model_from_predicted: np.ndarray | None = None
+
+
+def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.ndarray, K: np.ndarray, *,
+              model_from_predicted: np.ndarray | None = None, **options) -> IcpResult:
+    """Point-to-plane ICP of the frame's depth against one model depth view (e.g. rendered at the predicted pose).
+
+    frame_depth: (H, W) metres, 0 = invalid (the new frame); model_depth: (H, W) metres; model_valid: (H, W) bool,
+    pixels whose surface is trusted (e.g. opacity >= 0.95); K: (3, 3) intrinsics of both.
+    ``model_from_predicted`` (4, 4): where the model's camera is not the predicted one (e.g. the last keyframe's
+    depth as the model), the rigid transform from the predicted camera into it. Options as
+    :func:`icp_align_views`.
     """
-    h, w = model_depth.shape
-    model_v, model_n = vertex_normal_map(np.where(model_valid, model_depth, 0.0), K, compiled=compiled)
-    model_v, model_n = model_v.reshape(-1, 3), model_n.reshape(-1, 3)  # flat: one gather per pairing, not two
+    return icp_align_views(frame_depth, [ModelView(model_depth, model_valid, model_from_predicted)], K, **options)
+
+
+def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.ndarray, *, iterations: int = 12,
+                    max_distance_m: float = 0.1, min_normal_cos: float = 0.8, huber_m: float = 0.01,
+                    damping: float = 1e-3, pixel_stride: int = 1, min_inliers: float = 0.3,
+                    tolerance: float = 1e-5, compiled: bool = True) -> IcpResult:
+    """Point-to-plane ICP of the frame's depth against one or several model views at once: each step pairs the
+    frame's points with every view (projective association in each) and solves the summed normal equations, so
+    the pose agrees with all of them; one view's sensor noise and its own pose error are averaged out.
+
+    Frame points are taken every ``pixel_stride`` pixels. ``damping`` (relative to the mean diagonal of the
+    normal equations) pulls unconstrained directions to no motion. A view where fewer than ``min_inliers`` of
+    the frame's valid points pair up leaves the solve for good; ``ok`` is False when no view is left (the
+    result should then not be used). ``inliers`` is the mean share over the views still paired. compiled: the
+    point and normal maps and the normal equations through csrc/icp.cpp when it builds here (False: the NumPy
+    reference).
+    """
     frame_v, frame_n = vertex_normal_map(frame_depth, K, compiled=compiled)
     src = frame_v[::pixel_stride, ::pixel_stride].reshape(-1, 3)
     src_n = frame_n[::pixel_stride, ::pixel_stride].reshape(-1, 3)
     src, src_n = src[src[:, 2] > 0], src_n[src[:, 2] > 0]
     T = np.eye(4)
-    M = np.eye(4) if model_from_predicted is None else model_from_predicted
     nan = float("nan")
     result = IcpResult(T, 0.0, nan, nan, 0, False, False)
-    if len(src) < 6:
+    if len(src) < 6 or not views:
         return result
+    models = []
+    for view in views:
+        h, w = view.depth.shape
+        model_v, model_n = vertex_normal_map(np.where(view.valid, view.depth, 0.0), K, compiled=compiled)
+        M = np.eye(4) if view.model_from_predicted is None else view.model_from_predicted
+        models.append((model_v.reshape(-1, 3), model_n.reshape(-1, 3), M, w, h))  # flat: one gather per pairing
     for it in range(1, iterations + 1):
-        A, b, kept, sum_r2 = _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m,
-                                               min_normal_cos, huber_m, compiled)
-        share = kept / len(src)
-        if kept < 6 or share < min_inliers:
-            return IcpResult(T, share, nan, result.rmse_before_m, it, False, False)
+        A, b, kept, sum_r2, paired, best_share = np.zeros((6, 6)), np.zeros(6), 0, 0.0, [], 0.0
+        for model_v, model_n, M, w, h in models:
+            A_v, b_v, kept_v, r2_v = _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m,
+                                                       min_normal_cos, huber_m, compiled)
+            best_share = max(best_share, kept_v / len(src))
+            if kept_v < 6 or kept_v / len(src) < min_inliers:
+                continue
+            A, b, kept, sum_r2 = A + A_v, b + b_v, kept + kept_v, sum_r2 + r2_v
+            paired.append((model_v, model_n, M, w, h))
+        if not paired:
+            return IcpResult(T, best_share, nan, result.rmse_before_m, it, False, False)
+        share = kept / (len(src) * len(paired))
+        models = paired
         A += damping * np.trace(A) / 6 * np.eye(6)
         xi = np.linalg.solve(A, b)
         T = _skew_exp(xi) @ T

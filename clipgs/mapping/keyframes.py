@@ -186,9 +186,15 @@ class KeyframeStore:
     def nearest(self, world_from_camera: np.ndarray) -> int:
         """Index of the keyframe whose pose is closest to ``world_from_camera`` (the distance above); ties: the
         newest. The store must not be empty."""
+        return self.closest(world_from_camera, 1)[0]
+
+    def closest(self, world_from_camera: np.ndarray, count: int) -> list[int]:
+        """Indices of the ``count`` keyframes closest in pose to ``world_from_camera`` (the distance above),
+        closest first; ties: the newer first."""
         d = np.linalg.norm(np.stack(self._centres) - world_from_camera[:3, 3], axis=-1)
         d += ROTATION_M_PER_RAD * np.arccos(np.clip(np.stack(self._forwards) @ world_from_camera[:3, 2], -1.0, 1.0))
-        return len(d) - 1 - int(np.argmin(d[::-1]))
+        newest_first = np.argsort(d[::-1], kind="stable")[:count]
+        return [len(d) - 1 - int(i) for i in newest_first]
 
     def most_redundant(self) -> int:
         """Index of the unprotected keyframe closest (in pose) to any other keyframe; ties: the oldest."""

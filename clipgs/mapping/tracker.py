@@ -8,8 +8,8 @@ Two refinements, both ICP of a frame's sensor depth against an earlier view's se
   that always overlap. A fast turn between two keyframes, which the keyframe refinement alone could not bridge,
   is followed frame by frame. Every second pixel would cost 9 ms and tracks the apartment as well, but cost the
   pybullet room 1.75 dB (22.11 against 23.86), so all of them are paired.
-- ``refine_keyframe``, each new keyframe: against the held keyframe nearest in pose, so a revisit snaps back
-  onto the first visit's view and the chain's own slow drift is taken out.
+- ``refine_keyframe``, each new keyframe: against the ``pose_refine_views`` held keyframes nearest in pose at
+  once, so a revisit snaps back onto the first visit's view and the chain's own slow drift is taken out.
 
 The odometry -> map correction found so far carries to every later frame. ``track`` and ``refine_keyframe`` may
 run on different threads (the worker's prepare and map stages): a keyframe's fix that lands while a frame is
@@ -74,7 +74,8 @@ class PoseTracker:
         carries to the frames tracked after it."""
         c, given, moved, turned = self.config, frame.world_from_camera, 0.0, 0.0
         for method in c.pose_refine_method.split("+"):
-            r = (icp_against_keyframes(frame, keyframes, c.pose_refine_iters) if method == "icp" else
+            r = (icp_against_keyframes(frame, keyframes, c.pose_refine_iters, c.pose_refine_views)
+                 if method == "icp" else
                  refine_pose(gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
                              min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain,
                              backend=c.backend))
