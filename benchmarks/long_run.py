@@ -28,6 +28,7 @@ from clipgs.demo import ensure_scene
 from clipgs.eval.evaluate import evaluate
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.trajectory import trajectory_errors
 from clipgs.mapping.worker import MapperWorker
 
 LONG_RUN_DEFAULTS = {"room": (200, 3, "160x120"), "apartment": (1500, 1, "320x240")}  # frames, laps, size
@@ -42,12 +43,6 @@ def peak_rss_mb() -> float:
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-
-
-def ate_rmse(mapper: IncrementalMapper, true_poses: np.ndarray) -> float:
-    """RMSE (m) of held keyframe positions against the true positions of the same frames."""
-    err = [kf.camera.world_from_camera[:3, 3] - true_poses[kf.index][:3, 3] for kf in mapper.keyframes]
-    return float(np.sqrt(np.mean(np.sum(np.square(err), axis=1)))) if err else float("nan")
 
 
 def trend(rows: list[tuple], total: int) -> str:
@@ -170,13 +165,16 @@ def main() -> int:
     t_finish = time.perf_counter() - t_finish
     snap = mapper.snapshot()
     q = evaluate(snap.gaussians, scored, progress=False)
-    ate = ate_rmse(mapper, true_poses)
+    trajectory = mapper.keyframes.trajectory  # every keyframe's pose as it joined, evicted ones too
+    err = trajectory_errors(np.stack([p.world_from_camera for p in trajectory]),
+                            true_poses[[p.index for p in trajectory]])
     summary = (f"long run: {len(order)} frames at {args.rate:g}/s, mapped {worker.processed}, dropped "
                f"{worker.dropped}, {mapper.stats.keyframes} keyframes ({mapper.stats.keyframes_held} held, "
                f"{mapper.stats.keyframe_bytes / 2**20:.0f} MB), {len(snap)} Gaussians, prepare "
                f"{worker.ms_per_frame_prepared:.0f} ms a frame, {worker.seconds_per_keyframe:.2f} s a keyframe, "
                f"RSS {rss_mb():.0f} MB, "
-               f"PSNR {q['psnr_db']:.2f} dB, depth L1 {q['depth_l1_m']:.3f} m, ATE {ate * 100:.1f} cm")
+               f"PSNR {q['psnr_db']:.2f} dB, depth L1 {q['depth_l1_m']:.3f} m, ATE {err['ate_m'] * 100:.1f} cm "
+               f"(rigidly aligned {err['aligned_ate_m'] * 100:.1f} cm)")
     if mapper.stats.frames_tracked:
         summary += f" ({mapper.stats.frames_tracked} frames tracked, {mapper.stats.frames_not_tracked} not paired)"
     if args.semantic:

@@ -69,6 +69,10 @@ def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
     assert re.search(r", \d+ ms a frame prepared, \d+\.\d\d s a keyframe", line)
     ok, msg = session.save_map(str(tmp_path / "m.ply"))
     assert ok and len(load_ply(tmp_path / "m.ply")) > 0 and "saved" in msg
+    from clipgs.mapping.trajectory import load_trajectory
+
+    poses = load_trajectory(tmp_path / "m.keyframes.txt")  # the keyframe trajectory beside the map
+    assert f"its {len(poses)} keyframe poses" in msg and len(poses) == session.worker.mapper.stats.keyframes > 0
     ok, msg = session.save_map("/proc/forbidden/m.ply")
     assert not ok and "cannot write" in msg
     assert "saved" in session.shutdown()

@@ -50,6 +50,7 @@ def run_map(args: argparse.Namespace) -> int:
     from clipgs.mapping import save_ply
     from clipgs.mapping.offline import map_frames
     from clipgs.mapping.ply import check_writable
+    from clipgs.mapping.trajectory import save_trajectory, trajectory_path
     from clipgs.parameters import Parameters
 
     params = Parameters.from_yaml(args.config)
@@ -99,6 +100,7 @@ def run_map(args: argparse.Namespace) -> int:
             print("bag messages not used:", ", ".join(f"{k}: {v}" for k, v in problems.items()))
     snap = mapper.snapshot()
     path = save_ply(snap.gaussians, args.out)
+    trajectory = save_trajectory(mapper.keyframes.trajectory, trajectory_path(path))
     if stack is not None and snap.decoder is not None:
         from clipgs.semantics.model import save_semantics
 
@@ -118,8 +120,9 @@ def run_map(args: argparse.Namespace) -> int:
     if given is not None and mapped is not None and mapped.width != given.width:
         print(f"{given.width}x{given.height} frames mapped at {mapped.width}x{mapped.height} (map_width, or "
               f"max_map_width / cpu_map_width when it is 0); renders and queries answer at any size")
+    print(f"keyframe trajectory written to {trajectory} (clipgs eval --true-poses scores it)")
     if summary["poses_refined"] or summary["frames_tracked"]:
-        print(f"poses refined: {summary['poses_refined']} keyframes against the nearest keyframe, "
+        print(f"poses refined: {summary['poses_refined']} keyframes against the nearest keyframes, "
               f"{summary['frames_tracked']} frames against the previous one ({summary['frames_not_tracked']} could "
               f"not be paired); odometry drift corrected by the end: {summary['drift_correction'][0] * 100:.1f} cm, "
               f"{summary['drift_correction'][1]:.2f} deg")
@@ -192,11 +195,40 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"held-out views: {result['views']} at {result['resolution']}, {result['gaussians']} Gaussians")
     print(f"PSNR {result['psnr_db']:.2f} dB | depth L1 {result['depth_l1_m']:.4f} m | "
           f"render {result['render_ms']:.1f} ms ({result['render_fps']:.1f} FPS, {result['backend']} backend)")
+    if args.true_poses:
+        result.update(_trajectory_eval(gmap, args.map, ds, args.backend))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
+
+
+def _trajectory_eval(gmap, map_path: Path, ds, backend: str) -> dict:
+    """The keyframe trajectory beside the map against the dataset's true poses, and the held-out views again
+    at the true poses rigidly aligned onto it (what the map scores wherever its frame sits); {} without one."""
+    import numpy as np
+
+    from clipgs.eval.evaluate import evaluate
+    from clipgs.mapping.trajectory import load_trajectory, trajectory_errors, trajectory_path
+
+    path = trajectory_path(map_path)
+    if not path.is_file():
+        print(f"no keyframe trajectory beside the map ({path.name}; clipgs map writes one): trajectory not scored")
+        return {}
+    poses = [p for p in load_trajectory(path) if 0 <= p.index < len(ds)]
+    if not poses:
+        raise ValueError(f"{path}: no keyframe index within the dataset's {len(ds)} frames (another dataset's map?)")
+    err = trajectory_errors(np.stack([p.world_from_camera for p in poses]),
+                            np.stack([ds.camera_at(p.index).world_from_camera for p in poses]))
+    aligned = evaluate(gmap, ds, backend=backend, world_from_dataset=err["map_from_true"], progress=False)
+    print(f"keyframe trajectory ({err['keyframes']} keyframes) against the true poses: ATE "
+          f"{100 * err['ate_m']:.2f} cm, rotation {err['rotation_deg']:.2f} deg RMS; rigidly aligned (TUM protocol): "
+          f"{100 * err['aligned_ate_m']:.2f} cm, {err['aligned_rotation_deg']:.2f} deg")
+    print(f"held-out views at the aligned true poses: PSNR {aligned['psnr_db']:.2f} dB | depth L1 "
+          f"{aligned['depth_l1_m']:.4f} m")
+    err["map_from_true"] = err["map_from_true"].tolist()
+    return {"trajectory": err, "aligned": {k: aligned[k] for k in ("psnr_db", "depth_l1_m", "per_view")}}
 
 
 def _semantic_eval(gmap, map_path: Path, ds, json_path: Path | None) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,18 +36,26 @@ def render_view(gmap: GaussianMap, frame: Frame, backend: str = "auto") -> tuple
 
 
 def evaluate(gmap: GaussianMap, dataset: SequenceDataset, indices: list[int] | None = None, backend: str = "auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, world_from_dataset: np.ndarray | None = None) -> dict:
     """PSNR (dB), depth L1 (m, expected depth vs valid observed depth) and render FPS over ``indices``.
 
-    Defaults to the dataset's held-out views (never used for mapping).
+    Defaults to the dataset's held-out views (never used for mapping). world_from_dataset: (4, 4) rigid, where
+    the dataset's frame sits in the map's (e.g. ``trajectory_errors(...)['map_from_true']``); None: the same.
     """
     indices = dataset.test_indices if indices is None else indices
     if not indices:
         raise ValueError("no views to evaluate (the split holds out none)")
-    render_view(gmap, dataset[indices[0]], backend)  # warm-up: first-call costs are not render speed
+
+    def view(i: int) -> Frame:
+        frame = dataset[i]
+        if world_from_dataset is None:
+            return frame
+        return replace(frame, world_from_camera=world_from_dataset @ frame.world_from_camera)
+
+    render_view(gmap, view(indices[0]), backend)  # warm-up: first-call costs are not render speed
     scores = []
     for i in tqdm(indices, desc="eval", unit="view", disable=not progress):
-        frame = dataset[i]
+        frame = view(i)
         out, ms = render_view(gmap, frame, backend)
         rgb = out.image.clamp(0, 1).cpu().numpy()
         scores.append(ViewScore(i, psnr(rgb, frame.rgb / 255.0), depth_l1(out.expected_depth().cpu().numpy(),

@@ -10,6 +10,7 @@ import torch
 from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import unproject_depth
 from clipgs.mapping.losses import near_depth
+from clipgs.mapping.trajectory import TrajectoryPose
 from clipgs.render.occlusion import Occluder, default_radius_px
 
 MAX_DEPTH_MM = 65535  # uint16 millimetres: depth beyond 65.535 m is stored as invalid
@@ -29,6 +30,7 @@ class Keyframe:
     color: torch.Tensor
     depth_mm: torch.Tensor
     annotation: Any = None
+    timestamp: float = 0.0  # seconds, the frame's
     _near_depth: tuple[int, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     _far_mm: torch.Tensor | None = field(default=None, repr=False, compare=False)  # the occluder's far image, mm
 
@@ -37,7 +39,8 @@ class Keyframe:
         mm = np.round(frame.depth.astype(np.float64) * 1000.0)
         mm = np.where(mm <= MAX_DEPTH_MM, mm, 0).astype(np.uint16)
         return cls(frame.camera, frame.index, torch.from_numpy(frame.rgb.copy()).to(device),
-                   torch.from_numpy(mm.astype(np.int32)).to(device=device, dtype=torch.uint16), annotation)
+                   torch.from_numpy(mm.astype(np.int32)).to(device=device, dtype=torch.uint16), annotation,
+                   frame.timestamp)
 
     @property
     def rgb(self) -> torch.Tensor:
@@ -152,6 +155,7 @@ class KeyframeStore:
         self._centres: list[np.ndarray] = []
         self._forwards: list[np.ndarray] = []
         self.evicted = 0
+        self.trajectory: list[TrajectoryPose] = []  # every keyframe appended, evicted ones too, in order
 
     def __len__(self) -> int:
         return len(self._items)
@@ -169,6 +173,7 @@ class KeyframeStore:
     def append(self, keyframe: Keyframe) -> list[Keyframe]:
         """Add the newest keyframe; returns those dropped to stay within the budget (oldest-first order kept)."""
         pose = keyframe.camera.world_from_camera
+        self.trajectory.append(TrajectoryPose(keyframe.index, keyframe.timestamp, pose.copy()))
         self._items.append(keyframe)
         self._centres.append(pose[:3, 3].copy())
         self._forwards.append(pose[:3, 2].copy())
