@@ -20,7 +20,7 @@ from clipgs.data.ros_messages import matrix_from_transform, stamp_to_seconds
 from clipgs.data.ros_stream import ApproxTimePairer, FrameAssembler, PoseWait, TransformBuffer, WaitingPair
 from clipgs.errors import FrameError, MessageError
 from clipgs.mapping import IncrementalMapper, save_ply
-from clipgs.mapping.trajectory import save_trajectory, trajectory_path
+from clipgs.mapping.trajectory import TrajectoryPose, save_trajectory, trajectory_path
 from clipgs.mapping.worker import MapperWorker
 from clipgs.openmp import hands_back_team
 from clipgs.parameters import Parameters
@@ -262,9 +262,7 @@ class MappingSession:
         gmap, decoder = snap.gaussians, snap.decoder
         if len(gmap) == 0:
             return False, "the map is empty (no keyframe mapped yet)"
-        mapper = self.worker.mapper
-        with mapper.lock:
-            trajectory = list(mapper.keyframes.trajectory)
+        trajectory = self.keyframe_trajectory()
         try:
             written = save_ply(gmap, target)
             if decoder is not None:
@@ -274,6 +272,12 @@ class MappingSession:
             return False, f"cannot write {target}: {exc}"
         extra = " with its semantic model (clipgs query can answer on it)" if decoder is not None else ""
         return True, f"saved {len(gmap)} Gaussians to {written}{extra} and its {len(trajectory)} keyframe poses"
+
+    def keyframe_trajectory(self) -> list[TrajectoryPose]:
+        """Every keyframe's pose as it joined the map (refined where poses come from odometry), oldest first."""
+        mapper = self.worker.mapper
+        with mapper.lock:
+            return list(mapper.keyframes.trajectory)
 
     @hands_back_team
     def query(self, label: str, world_from_camera: np.ndarray | None = None) -> QueryResult:

@@ -26,7 +26,8 @@ from clipgs.data.ros_messages import (
     image_from_array, matrix_from_pose, MessageError, pointcloud2_from_points, stamp_to_seconds)
 from clipgs.errors import SettingsError
 from clipgs.session import MappingSession
-from clipgs_ros.markers import box_markers, Detection3DArray, detections, point
+from clipgs_ros.keyframe_path import KeyframePathPublisher
+from clipgs_ros.markers import box_markers, Detection3DArray, detections, instance_points, point
 from clipgs_ros.node_parameters import declare_settings, live_settings
 from clipgs_ros.ros_logging import forward_core_logging, stop_forwarding
 from clipgs_ros.signals import spin_until_signalled
@@ -70,8 +71,7 @@ class MappingNode(Node):
         (log.warning if params.semantics.semantic_source != 'none'
          and self.session.semantics.source is None else log.info)(self.session.semantics_status)
 
-        inputs = MutuallyExclusiveCallbackGroup()
-        self.outputs = MutuallyExclusiveCallbackGroup()
+        inputs, self.outputs = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()
         session = self.session
         for msg_type, topic, callback in (
@@ -102,6 +102,7 @@ class MappingNode(Node):
         self.semantic_pub = self.create_publisher(Image, '~/semantic_image', 2)
         self.labels_pub = self.create_publisher(Image, '~/semantic_labels', 2)
         self.cloud_pub = self.create_publisher(PointCloud2, '~/map_cloud', latched)
+        self.path = KeyframePathPublisher(self, '~/keyframe_path', latched)
         self.mask_pub = self.create_publisher(Image, '~/query_mask', 2)
         self.marker_pub = self.create_publisher(MarkerArray, '~/query_markers', latched)
         self.detection_pub = Detection3DArray and self.create_publisher(
@@ -176,6 +177,7 @@ class MappingNode(Node):
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.stream.map_frame)
         self.cloud_pub.publish(
             pointcloud2_from_points(points, colors, header, PointCloud2, PointField, _bytes))
+        self.path.publish(self.session.keyframe_trajectory(), header)
 
     def log_stats(self):
         line = self.session.due_stats()
@@ -222,9 +224,8 @@ class MappingNode(Node):
                                               response.mask.header, Image, _bytes)
         response.centroid, response.box_min, response.box_max = (
             point(result.centroid), point(result.box_min), point(result.box_max))
-        response.object_centroids = [point(i.centroid) for i in result.instances]
-        response.object_box_min = [point(i.box_min) for i in result.instances]
-        response.object_box_max = [point(i.box_max) for i in result.instances]
+        (response.object_centroids, response.object_box_min,
+         response.object_box_max) = instance_points(result.instances)
         return response
 
 

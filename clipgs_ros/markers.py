@@ -29,6 +29,12 @@ def point(xyz):
     return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
 
+def instance_points(instances):
+    """Return the objects' centroids, box minima and box maxima as three lists of points."""
+    return tuple([point(getattr(i, name)) for i in instances]
+                 for name in ('centroid', 'box_min', 'box_max'))
+
+
 def box_markers(label, result, frame_id, stamp, limit=20):
     """One translucent box and a text label per matching object; older markers are cleared."""
     markers = [Marker(header=Header(stamp=stamp, frame_id=frame_id), action=Marker.DELETEALL)]

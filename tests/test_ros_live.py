@@ -63,7 +63,7 @@ def _messages(frame, t: float, pose_type: str = "PoseStamped"):
 def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp_path, pose_type):
     """Odometry poses also turn pose tracking on: every frame is tracked on the worker's prepare thread."""
     from geometry_msgs.msg import PoseStamped
-    from nav_msgs.msg import Odometry
+    from nav_msgs.msg import Odometry, Path
     from rclpy.executors import MultiThreadedExecutor
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -83,10 +83,11 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
                                              qos_profile_sensor_data),
             "info": stream.create_publisher(CameraInfo, "/camera/color/camera_info", qos_profile_sensor_data),
             "pose": stream.create_publisher(Odometry if pose_type == "Odometry" else PoseStamped, "/odom", 50)}
-    got: dict[str, list] = {"rgb": [], "semantic": [], "cloud": [], "markers": []}
+    got: dict[str, list] = {"rgb": [], "semantic": [], "cloud": [], "markers": [], "path": []}
     for key, msg_type, topic, qos in (("rgb", Image, "/clipgs_mapping/rendered_rgb", 2),
                                       ("semantic", Image, "/clipgs_mapping/semantic_image", 2),
                                       ("cloud", PointCloud2, "/clipgs_mapping/map_cloud", latched),
+                                      ("path", Path, "/clipgs_mapping/keyframe_path", latched),
                                       ("markers", MarkerArray, "/clipgs_mapping/query_markers", latched)):
         stream.create_subscription(msg_type, topic, lambda m, k=key: got[k].append(m), qos)
     executor = MultiThreadedExecutor(num_threads=4)
@@ -121,6 +122,17 @@ def test_node_maps_a_live_stream_with_late_poses_and_answers(ros, synth_dir, tmp
         assert got["rgb"] and (got["rgb"][-1].width, got["rgb"][-1].height) == (ds[0].width, ds[0].height)
         assert got["semantic"] and got["semantic"][-1].encoding == "rgb8"
         assert got["cloud"] and got["cloud"][-1].width > 100 and got["cloud"][-1].header.frame_id == "map"
+        def path_is_current():  # the mapper may still be mapping the last frames: the path follows
+            return got["path"] and len(got["path"][-1].poses) == len(node.session.keyframe_trajectory())
+
+        while time.monotonic() < deadline and not path_is_current():
+            time.sleep(0.1)
+        path, keyframes = got["path"][-1], node.session.keyframe_trajectory()  # one stamped pose per keyframe
+        assert path.header.frame_id == "map" and len(path.poses) >= 2 and len(path.poses) <= len(keyframes)
+        first = path.poses[0]
+        assert first.header.stamp.sec == int(keyframes[0].timestamp) == 100
+        assert np.allclose([first.pose.position.x, first.pose.position.y, first.pose.position.z],
+                           keyframes[0].world_from_camera[:3, 3], atol=1e-6)
         t0 = time.perf_counter()
         vocabulary = [c for c in node.session.semantics.classes[1:]]
         answers = {label: node.answer(label) for label in vocabulary}  # random CLIP weights: some label matches

@@ -14,7 +14,9 @@ from clipgs.data.ros_messages import (
     matrix_from_pose,
     matrix_from_transform,
     pointcloud2_from_points,
+    position_and_quaternion,
     rgb_from_image,
+    seconds_to_stamp,
     stamp_to_seconds,
 )
 from clipgs.geometry import look_at, quat_to_rotmat, rotmat_to_quat
@@ -143,6 +145,12 @@ def test_poses_and_transforms():
     for q in np.random.default_rng(1).normal(size=(20, 4)):
         np.testing.assert_allclose(quat_to_rotmat(rotmat_to_quat(quat_to_rotmat(q))), quat_to_rotmat(q), atol=1e-12)
     assert stamp_to_seconds(header(12.25).stamp) == pytest.approx(12.25)
+    position, (qx, qy, qz, qw) = position_and_quaternion(T)  # and back: what the keyframe path publishes
+    back = Pose(position=Point(x=position[0], y=position[1], z=position[2]), orientation=Quaternion(x=qx, y=qy, z=qz,
+                                                                                                    w=qw))
+    np.testing.assert_allclose(matrix_from_pose(back), T, atol=1e-12)
+    assert seconds_to_stamp(12.25) == (12, 250_000_000) and seconds_to_stamp(3.9999999999) == (3, 999_999_999)
+    assert seconds_to_stamp(-0.5) == (-1, 500_000_000)  # nanosec stays in [0, 1e9), as builtin_interfaces/Time wants
 
 
 def test_pointcloud2_packs_rgb_as_rviz_reads_it():

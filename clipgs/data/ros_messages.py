@@ -16,7 +16,7 @@ import numpy as np
 
 from clipgs.data.images import to_uint8
 from clipgs.errors import MessageError
-from clipgs.geometry import pose_from_translation_quat
+from clipgs.geometry import pose_from_translation_quat, rotmat_to_quat
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,18 @@ def matrix_from_pose(pose: Any) -> np.ndarray:
     if not np.all(np.isfinite(p)):
         raise MessageError(f"invalid position {p.tolist()}")
     return pose_from_translation_quat(p, _quat_wxyz(pose.orientation))
+
+
+def position_and_quaternion(matrix: np.ndarray) -> tuple[list[float], list[float]]:
+    """4x4 rigid -> ([x, y, z], [qx, qy, qz, qw]): a geometry_msgs/Pose's position and orientation fields."""
+    w, x, y, z = rotmat_to_quat(matrix[:3, :3])
+    return [float(v) for v in matrix[:3, 3]], [float(x), float(y), float(z), float(w)]
+
+
+def seconds_to_stamp(seconds: float) -> tuple[int, int]:
+    """Seconds -> (sec, nanosec) of a builtin_interfaces/Time (nanosec in [0, 1e9))."""
+    sec = int(np.floor(seconds))
+    return sec, min(round((seconds - sec) * 1e9), 999_999_999)
 
 
 @_message_reader
