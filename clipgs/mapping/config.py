@@ -59,6 +59,10 @@ class MapperConfig(Settings):
     pose_refine_views: int = setting(3, "held keyframes nearest in pose that a new keyframe's ICP pairs its depth "
                                         "with, all at once (one view's noise and pose error average out; 1: the "
                                         "nearest alone)", at_least(1))
+    pose_refine_colour: float = setting(0.03, "weight of the colour term in a new keyframe's ICP (coloured ICP: "
+                                              "texture pins motion along planes that depth leaves free; an "
+                                              "intensity error of 0.06 weighs like 1 cm of depth; 0: depth only)",
+                                        at_least(0.0))
     track_iters: int = setting(-1, "refine every frame's pose by ICP against the previous frame's depth for this "
                                    "many steps (~12 ms a frame at 160x120 here, resizing included), so fast turns "
                                    "between keyframes are followed; -1: auto, 6 when the poses come from odometry, "

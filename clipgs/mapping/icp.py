@@ -97,6 +97,8 @@ def _library() -> ctypes.CDLL | None:
     lib.clipgs_icp_normal_equations.restype = None
     lib.clipgs_icp_vertex_normal_map.argtypes = [p, i64, i64, p, f64, p, p]
     lib.clipgs_icp_vertex_normal_map.restype = None
+    lib.clipgs_icp_colour_equations.argtypes = [i64, *([p] * 6), i64, i64, *([p] * 4), f64, f64, p, p, p]
+    lib.clipgs_icp_colour_equations.restype = None
     return lib
 
 
@@ -157,6 +159,77 @@ def _normal_equations_numpy(src: np.ndarray, src_n: np.ndarray, T: np.ndarray, M
     return Jw.T @ J, -Jw.T @ r, len(r), float(np.sum(r**2))
 
 
+def intensity(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 or [0, 1] colour -> (H, W) float64 luma in [0, 1] (Rec. 601 weights)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return rgb @ np.array([0.299, 0.587, 0.114]) / (255.0 if rgb.max(initial=0.0) > 1.0 else 1.0)
+
+
+def _image_gradients(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Central differences along u and v, (H, W) each, 0 on the border."""
+    gu, gv = np.zeros_like(image), np.zeros_like(image)
+    gu[:, 1:-1] = (image[:, 2:] - image[:, :-2]) / 2
+    gv[1:-1] = (image[2:] - image[:-2]) / 2
+    return gu, gv
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    u0, v0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    a, c = u - u0, v - v0
+    return (image[v0, u0] * (1 - a) * (1 - c) + image[v0, u0 + 1] * a * (1 - c) + image[v0 + 1, u0] * (1 - a) * c
+            + image[v0 + 1, u0 + 1] * a * c)
+
+
+def _colour_equations_numpy(src, src_I, T, M, K, model_depth, model_I, grad_u, grad_v, max_depth_gap_m, huber):
+    """The photometric term of coloured ICP (Park et al. 2017) for one step: (A (6, 6), b (6,), pairs, sum r^2).
+
+    Frame points src (n, 3) with intensities src_I (n,), moved by M T into the model view and projected
+    (continuous pixels); those inside [1, w - 2) x [1, h - 2) whose nearest model pixel's depth is within
+    ``max_depth_gap_m`` of theirs pair with the bilinear model intensity. A gain g = sum I_model / sum I_frame
+    over the pairs takes out an exposure change; r = I_model - g I_frame, Jacobian through the image gradient and
+    the projection, in the predicted camera (as the point-to-plane term); Huber weights at ``huber``."""
+    h, w = model_depth.shape
+    MT = M @ T
+    p = src @ MT[:3, :3].T + MT[:3, 3]
+    z = p[:, 2]
+    front = z > 1e-3
+    u = K[0, 0] * p[:, 0] / np.where(front, z, 1.0) + K[0, 2]
+    v = K[1, 1] * p[:, 1] / np.where(front, z, 1.0) + K[1, 2]
+    idx = np.flatnonzero(front & (u >= 1) & (u < w - 2) & (v >= 1) & (v < h - 2))
+    depth_there = model_depth[np.rint(v[idx]).astype(np.int64), np.rint(u[idx]).astype(np.int64)]
+    idx = idx[(depth_there > 0) & (np.abs(depth_there - z[idx]) < max_depth_gap_m)]
+    if len(idx) == 0:
+        return np.zeros((6, 6)), np.zeros(6), 0, 0.0
+    u, v, z, p = u[idx], v[idx], z[idx], p[idx]
+    model = _bilinear(model_I, u, v)
+    r = model - model.sum() / max(src_I[idx].sum(), 1e-6) * src_I[idx]
+    gu, gv = _bilinear(grad_u, u, v), _bilinear(grad_v, u, v)
+    dp = np.stack([gu * K[0, 0] / z, gv * K[1, 1] / z, -(gu * K[0, 0] * p[:, 0] + gv * K[1, 1] * p[:, 1]) / z**2], 1)
+    g = dp @ M[:3, :3]  # d r / d (point in the predicted camera)
+    pi = src[idx] @ T[:3, :3].T + T[:3, 3]
+    J = np.concatenate([_cross(pi, g), g], axis=1)
+    wgt = np.where(np.abs(r) <= huber, 1.0, huber / np.maximum(np.abs(r), 1e-12))
+    Jw = J * wgt[:, None]
+    return Jw.T @ J, -Jw.T @ r, len(r), float(np.sum(r**2))
+
+
+def _colour_equations(src, src_I, T, M, K, model_depth, model_I, grad_u, grad_v, max_depth_gap_m, huber,
+                      compiled: bool = True) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """:func:`_colour_equations_numpy`, through the compiled kernel when it is available and ``compiled``."""
+    lib = _library() if compiled else None
+    if lib is None:
+        return _colour_equations_numpy(src, src_I, T, M, K, model_depth, model_I, grad_u, grad_v, max_depth_gap_m,
+                                       huber)
+    h, w = model_depth.shape
+    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in (src, src_I, M @ T, M[:3, :3], T, K, model_depth,
+                                                                 model_I, grad_u, grad_v)]
+    A, b, stats = np.empty((6, 6)), np.empty(6), np.empty(2)
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
+    lib.clipgs_icp_colour_equations(len(src), *ptr[:6], w, h, *ptr[6:], max_depth_gap_m, huber,
+                                    *(x.ctypes.data_as(ctypes.c_void_p) for x in (A, b, stats)))
+    return A, b, int(stats[0]), float(stats[1])
+
+
 def _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m, min_normal_cos, huber_m,
                       compiled: bool = True) -> tuple[np.ndarray, np.ndarray, int, float]:
     """:func:`_normal_equations_numpy`, through the compiled kernel when it is available and ``compiled``."""
@@ -177,11 +250,13 @@ def _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_
 class ModelView:
     """One model depth view for :func:`icp_align_views`: depth (H, W) metres; valid (H, W) bool, the pixels whose
     surface is trusted; model_from_predicted (4, 4) rigid, from the predicted camera into this view's camera
-    (None: the same camera)."""
+    (None: the same camera); intensity (H, W) in [0, 1] (:func:`intensity`): its image, for the colour term
+    (None: depth alone)."""
 
     depth: np.ndarray
     valid: np.ndarray
     model_from_predicted: np.ndarray | None = None
+    intensity: np.ndarray | None = None
 
 
 def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.ndarray, K: np.ndarray, *,
@@ -200,7 +275,8 @@ def icp_align(frame_depth: np.ndarray, model_depth: np.ndarray, model_valid: np.
 def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.ndarray, *, iterations: int = 12,
                     max_distance_m: float = 0.1, min_normal_cos: float = 0.8, huber_m: float = 0.01,
                     damping: float = 1e-3, pixel_stride: int = 1, min_inliers: float = 0.3,
-                    tolerance: float = 1e-5, compiled: bool = True) -> IcpResult:
+                    tolerance: float = 1e-5, compiled: bool = True, frame_intensity: np.ndarray | None = None,
+                    colour_weight: float = 0.0, colour_huber: float = 0.05) -> IcpResult:
     """Point-to-plane ICP of the frame's depth against one or several model views at once: each step pairs the
     frame's points with every view (projective association in each) and solves the summed normal equations, so
     the pose agrees with all of them; one view's sensor noise and its own pose error are averaged out.
@@ -211,11 +287,19 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
     result should then not be used). ``inliers`` is the mean share over the views still paired. compiled: the
     point and normal maps and the normal equations through csrc/icp.cpp when it builds here (False: the NumPy
     reference).
+
+    Coloured ICP: with ``frame_intensity`` (H, W) and ``colour_weight`` > 0, every view that has an intensity
+    image adds the photometric term (:func:`_colour_equations_numpy`) times ``colour_weight`` (intensity is in
+    [0, 1], depth residuals in metres: 0.03 weighs a 0.06 intensity error like a 1 cm one). Depth leaves motion
+    along planes free (a table top, the floor and a wall); the texture on them pins it.
     """
     frame_v, frame_n = vertex_normal_map(frame_depth, K, compiled=compiled)
     src = frame_v[::pixel_stride, ::pixel_stride].reshape(-1, 3)
     src_n = frame_n[::pixel_stride, ::pixel_stride].reshape(-1, 3)
-    src, src_n = src[src[:, 2] > 0], src_n[src[:, 2] > 0]
+    valid = src[:, 2] > 0
+    src, src_n = src[valid], src_n[valid]
+    use_colour = colour_weight > 0 and frame_intensity is not None
+    src_I = frame_intensity[::pixel_stride, ::pixel_stride].reshape(-1)[valid] if use_colour else None
     T = np.eye(4)
     nan = float("nan")
     result = IcpResult(T, 0.0, nan, nan, 0, False, False)
@@ -224,19 +308,28 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
     models = []
     for view in views:
         h, w = view.depth.shape
-        model_v, model_n = vertex_normal_map(np.where(view.valid, view.depth, 0.0), K, compiled=compiled)
+        depth = np.where(view.valid, view.depth, 0.0)
+        model_v, model_n = vertex_normal_map(depth, K, compiled=compiled)
         M = np.eye(4) if view.model_from_predicted is None else view.model_from_predicted
-        models.append((model_v.reshape(-1, 3), model_n.reshape(-1, 3), M, w, h))  # flat: one gather per pairing
+        colour = None
+        if use_colour and view.intensity is not None:
+            image = np.asarray(view.intensity, dtype=np.float64)
+            colour = (np.asarray(depth, dtype=np.float64), image, *_image_gradients(image))
+        models.append((model_v.reshape(-1, 3), model_n.reshape(-1, 3), M, w, h, colour))  # flat: one gather a pair
     for it in range(1, iterations + 1):
         A, b, kept, sum_r2, paired, best_share = np.zeros((6, 6)), np.zeros(6), 0, 0.0, [], 0.0
-        for model_v, model_n, M, w, h in models:
+        for model in models:
+            model_v, model_n, M, w, h, colour = model
             A_v, b_v, kept_v, r2_v = _normal_equations(src, src_n, T, M, K, w, h, model_v, model_n, max_distance_m,
                                                        min_normal_cos, huber_m, compiled)
             best_share = max(best_share, kept_v / len(src))
             if kept_v < 6 or kept_v / len(src) < min_inliers:
                 continue
             A, b, kept, sum_r2 = A + A_v, b + b_v, kept + kept_v, sum_r2 + r2_v
-            paired.append((model_v, model_n, M, w, h))
+            if colour is not None:
+                A_c, b_c, _, _ = _colour_equations(src, src_I, T, M, K, *colour, 0.05, colour_huber, compiled)
+                A, b = A + colour_weight * A_c, b + colour_weight * b_c
+            paired.append(model)
         if not paired:
             return IcpResult(T, best_share, nan, result.rmse_before_m, it, False, False)
         share = kept / (len(src) * len(paired))

@@ -20,7 +20,7 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.geometry import invert_rigid, rotmat_to_quat
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride
-from clipgs.mapping.icp import ModelView, icp_align_views
+from clipgs.mapping.icp import ModelView, icp_align_views, intensity
 from clipgs.mapping.keyframes import KeyframeStore, rotation_angle_deg
 from clipgs.render.projection import quat_to_rotmat
 
@@ -129,11 +129,12 @@ def icp_refine_pose(frame: Frame, reference_depth: np.ndarray, reference_pose: n
     return icp_refine_pose_views(frame, [(reference_depth, reference_pose)], iterations, min_overlap, **icp_options)
 
 
-def icp_refine_pose_views(frame: Frame, references: Sequence[tuple[np.ndarray, np.ndarray]], iterations: int,
-                          min_overlap: float = 0.3, **icp_options) -> PoseRefinement:
+def icp_refine_pose_views(frame: Frame, references: Sequence[tuple], iterations: int, min_overlap: float = 0.3,
+                          colour_weight: float = 0.0, **icp_options) -> PoseRefinement:
     """Refine ``frame.world_from_camera`` by point-to-plane ICP of its depth against reference views' depth,
     all at once (:func:`clipgs.mapping.icp.icp_align_views`); references: (depth (H, W) metres, world_from_camera
-    (4, 4)) pairs with the frame's intrinsics.
+    (4, 4)[, rgb (H, W, 3)]) with the frame's intrinsics. ``colour_weight`` > 0: coloured ICP against the
+    references that carry their colour.
 
     Against the sensor's own depth rather than the map's rendered depth: a young map renders surfaces 1-2 cm
     off (blended, still-converging Gaussians), and ICP against it moved true poses by 1-3 cm (apartment,
@@ -144,25 +145,32 @@ def icp_refine_pose_views(frame: Frame, references: Sequence[tuple[np.ndarray, n
     loss_before/after: point-to-plane RMS (m) at the first and the last step."""
     P = frame.world_from_camera
     icp_options.setdefault("pixel_stride", auto_pixel_stride(frame.width, frame.height))  # ~19k points
-    views = [ModelView(depth, depth > 0, invert_rigid(pose) @ P) for depth, pose in references]
-    r = icp_align_views(frame.depth, views, frame.K, iterations=iterations, min_inliers=min_overlap, **icp_options)
+    colour = colour_weight > 0
+    views = [ModelView(ref[0], ref[0] > 0, invert_rigid(ref[1]) @ P,
+                       intensity(ref[2]) if colour and len(ref) > 2 else None) for ref in references]
+    r = icp_align_views(frame.depth, views, frame.K, iterations=iterations, min_inliers=min_overlap,
+                        frame_intensity=intensity(frame.rgb) if colour else None, colour_weight=colour_weight,
+                        **icp_options)
     if not r.ok:
         return PoseRefinement(P.copy(), 0.0, 0.0, r.rmse_before_m, r.rmse_before_m, ok=False)
     D = rigid(r.correction)
     return PoseRefinement(rigid(P @ D), *correction_size(D), r.rmse_before_m, r.rmse_m)
 
 
-def icp_against_keyframes(frame: Frame, keyframes: KeyframeStore, iterations: int, views: int = 1
-                          ) -> PoseRefinement:
+def icp_against_keyframes(frame: Frame, keyframes: KeyframeStore, iterations: int, views: int = 1,
+                          colour_weight: float = 0.0) -> PoseRefinement:
     """:func:`icp_refine_pose_views` against the ``views`` held keyframes nearest in pose to the frame's, at once
     (a revisit snaps back onto the first visit's view; several views average out one view's depth noise and
     pose error: the pybullet room's keyframes 1.29 cm / 0.41 degrees off their true poses against one, 1.19 /
-    0.24 against three), else, when none of them overlaps enough, against the last keyframe."""
+    0.24 against three), else, when none of them overlaps enough, against the last keyframe. ``colour_weight``:
+    coloured ICP against their colour too (:func:`icp_refine_pose_views`)."""
+    def reference(i: int) -> tuple:
+        kf = keyframes[i]
+        return kf.depth.double().cpu().numpy(), kf.camera.world_from_camera, kf.color.cpu().numpy()
+
     chosen = keyframes.closest(frame.world_from_camera, views)
-    references = [(keyframes[i].depth.double().cpu().numpy(), keyframes[i].camera.world_from_camera) for i in chosen]
-    r = icp_refine_pose_views(frame, references, iterations)
+    r = icp_refine_pose_views(frame, [reference(i) for i in chosen], iterations, colour_weight=colour_weight)
     last = len(keyframes) - 1
     if not r.ok and last not in chosen:
-        r = icp_refine_pose(frame, keyframes[last].depth.double().cpu().numpy(),
-                            keyframes[last].camera.world_from_camera, iterations)
+        r = icp_refine_pose_views(frame, [reference(last)], iterations, colour_weight=colour_weight)
     return r

@@ -74,8 +74,8 @@ class PoseTracker:
         carries to the frames tracked after it."""
         c, given, moved, turned = self.config, frame.world_from_camera, 0.0, 0.0
         for method in c.pose_refine_method.split("+"):
-            r = (icp_against_keyframes(frame, keyframes, c.pose_refine_iters, c.pose_refine_views)
-                 if method == "icp" else
+            r = (icp_against_keyframes(frame, keyframes, c.pose_refine_iters, c.pose_refine_views,
+                                       c.pose_refine_colour) if method == "icp" else
                  refine_pose(gaussians, frame, c.pose_refine_iters, c.pose_refine_lr, c.w_depth,
                              min_coverage=c.pose_refine_min_coverage, min_gain=c.pose_refine_min_gain,
                              backend=c.backend))

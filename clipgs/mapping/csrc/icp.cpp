@@ -66,6 +66,77 @@ void clipgs_icp_normal_equations(int64_t n, const double* src, const double* src
   stats[1] = sum_r2;
 }
 
+// The photometric term of coloured ICP for one Gauss-Newton step: the compiled twin of
+// clipgs.mapping.icp._colour_equations_numpy. Frame points (n, 3) with intensities src_I (n) are moved by MT into
+// the model camera and projected (continuous pixel coordinates); those inside [1, w - 2) x [1, h - 2) whose nearest
+// model pixel has a depth within max_depth_gap of theirs pair with the model intensity there (bilinear). A gain
+// g = sum I_model / sum I_frame over the pairs takes out an exposure change; residual r = I_model - g I_frame,
+// Jacobian through the bilinear image gradient (grad_u, grad_v, (h, w)) and the projection, in the predicted
+// camera as clipgs_icp_normal_equations; Huber weights at `huber`. stats = (pairs, sum of squared residuals).
+static inline double bilinear(const double* img, int64_t w, double u, double v) {
+  const int64_t u0 = static_cast<int64_t>(std::floor(u)), v0 = static_cast<int64_t>(std::floor(v));
+  const double a = u - u0, c = v - v0;
+  const double* p = img + v0 * w + u0;
+  return p[0] * (1 - a) * (1 - c) + p[1] * a * (1 - c) + p[w] * (1 - a) * c + p[w + 1] * a * c;
+}
+
+void clipgs_icp_colour_equations(int64_t n, const double* src, const double* src_I, const double* MT,
+                                 const double* M_rot, const double* T, const double* K, int64_t w, int64_t h,
+                                 const double* model_depth, const double* model_I, const double* grad_u,
+                                 const double* grad_v, double max_depth_gap, double huber, double* A, double* b,
+                                 double* stats) {
+  const double fx = K[0], cx = K[2], fy = K[4], cy = K[5];
+  // Where frame point i lands in the model view: (u, v, z) and whether it pairs.
+  auto land = [&](int64_t i, double* p, double& u, double& v) -> bool {
+    const double* s = src + 3 * i;
+    p[0] = MT[0] * s[0] + MT[1] * s[1] + MT[2] * s[2] + MT[3];
+    p[1] = MT[4] * s[0] + MT[5] * s[1] + MT[6] * s[2] + MT[7];
+    p[2] = MT[8] * s[0] + MT[9] * s[1] + MT[10] * s[2] + MT[11];
+    if (!(p[2] > 1e-3)) return false;
+    u = fx * p[0] / p[2] + cx, v = fy * p[1] / p[2] + cy;
+    if (!(u >= 1 && u < w - 2 && v >= 1 && v < h - 2)) return false;
+    const int64_t pix = static_cast<int64_t>(std::nearbyint(v)) * w + static_cast<int64_t>(std::nearbyint(u));
+    const double dm = model_depth[pix];
+    return dm > 0 && std::fabs(dm - p[2]) < max_depth_gap;
+  };
+  double sum_model = 0, sum_frame = 0, pairs = 0, p[3], u, v;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!land(i, p, u, v)) continue;
+    sum_model += bilinear(model_I, w, u, v), sum_frame += src_I[i], pairs += 1;
+  }
+  double acc_A[21] = {0}, acc_b[6] = {0}, sum_r2 = 0;
+  const double gain = sum_model / std::fmax(sum_frame, 1e-6);
+  for (int64_t i = 0; i < n && pairs > 0; ++i) {
+    if (!land(i, p, u, v)) continue;
+    const double r = bilinear(model_I, w, u, v) - gain * src_I[i];
+    const double gu = bilinear(grad_u, w, u, v), gv = bilinear(grad_v, w, u, v), z = p[2];
+    const double dp[3] = {gu * fx / z, gv * fy / z, -(gu * fx * p[0] + gv * fy * p[1]) / (z * z)};
+    // d r / d (point in the predicted camera) = dp M_rot; the point there moves as p -> p + omega x p + t.
+    const double g[3] = {dp[0] * M_rot[0] + dp[1] * M_rot[3] + dp[2] * M_rot[6],
+                         dp[0] * M_rot[1] + dp[1] * M_rot[4] + dp[2] * M_rot[7],
+                         dp[0] * M_rot[2] + dp[1] * M_rot[5] + dp[2] * M_rot[8]};
+    const double* s = src + 3 * i;
+    const double ax = T[0] * s[0] + T[1] * s[1] + T[2] * s[2] + T[3];
+    const double ay = T[4] * s[0] + T[5] * s[1] + T[6] * s[2] + T[7];
+    const double az = T[8] * s[0] + T[9] * s[1] + T[10] * s[2] + T[11];
+    const double J[6] = {ay * g[2] - az * g[1], az * g[0] - ax * g[2], ax * g[1] - ay * g[0], g[0], g[1], g[2]};
+    const double ar = std::fabs(r);
+    const double wgt = ar <= huber ? 1.0 : huber / std::fmax(ar, 1e-12);
+    for (int a = 0, k = 0; a < 6; ++a) {
+      const double wa = wgt * J[a];
+      for (int c = a; c < 6; ++c, ++k) acc_A[k] += wa * J[c];
+      acc_b[a] -= wa * r;
+    }
+    sum_r2 += r * r;
+  }
+  for (int a = 0, k = 0; a < 6; ++a) {
+    for (int c = a; c < 6; ++c, ++k) A[6 * a + c] = A[6 * c + a] = acc_A[k];
+    b[a] = acc_b[a];
+  }
+  stats[0] = pairs;
+  stats[1] = sum_r2;
+}
+
 // depth (h, w) metres, 0 = invalid; K (3, 3) -> vertices (h, w, 3) camera-frame points (integer pixel = pixel
 // centre) and normals (h, w, 3): the compiled twin of icp.vertex_map + icp.normal_map (central differences,
 // unit, facing the camera; zero on the border, where a neighbour is invalid or lies more than max_jump x depth
