@@ -6,6 +6,41 @@
 #include <cmath>
 #include <cstdint>
 
+namespace {
+
+// Huber-weighted Gauss-Newton sums over 6-parameter Jacobians: the upper triangle of A and b = -J^T W r.
+struct NormalEquations {
+  double A[21] = {0}, b[6] = {0}, sum_r2 = 0;
+
+  void add(const double* J, double r, double huber) {
+    const double ar = std::fabs(r);
+    const double wgt = ar <= huber ? 1.0 : huber / std::fmax(ar, 1e-12);
+    for (int a = 0, k = 0; a < 6; ++a) {
+      const double wa = wgt * J[a];
+      for (int c = a; c < 6; ++c, ++k) A[k] += wa * J[c];
+      b[a] -= wa * r;
+    }
+    sum_r2 += r * r;
+  }
+
+  // A (6, 6) symmetric and b (6), row-major; stats = (pairs, sum of squared residuals).
+  void write(double* A_out, double* b_out, double* stats, double pairs) const {
+    for (int a = 0, k = 0; a < 6; ++a) {
+      for (int c = a; c < 6; ++c, ++k) A_out[6 * a + c] = A_out[6 * c + a] = A[k];
+      b_out[a] = b[a];
+    }
+    stats[0] = pairs;
+    stats[1] = sum_r2;
+  }
+};
+
+// Point s moved by the rigid T (4, 4, row-major).
+inline void transform(const double* T, const double* s, double* out) {
+  for (int r = 0; r < 3; ++r) out[r] = T[4 * r] * s[0] + T[4 * r + 1] * s[1] + T[4 * r + 2] * s[2] + T[4 * r + 3];
+}
+
+}  // namespace
+
 extern "C" {
 
 // n frame points src (n, 3) and normals src_n (n, 3) (zero: none), camera frame.
@@ -18,7 +53,8 @@ void clipgs_icp_normal_equations(int64_t n, const double* src, const double* src
                                  const double* M_rot, const double* T, const double* K, int64_t w, int64_t h,
                                  const double* model_v, const double* model_n, double max_distance_sq,
                                  double min_normal_cos, double huber, double* A, double* b, double* stats) {
-  double acc_A[21] = {0}, acc_b[6] = {0}, kept = 0, sum_r2 = 0;
+  NormalEquations eq;
+  double kept = 0;
   const double fx = K[0], cx = K[2], fy = K[4], cy = K[5];
   for (int64_t i = 0; i < n; ++i) {
     const double* s = src + 3 * i;
@@ -41,29 +77,16 @@ void clipgs_icp_normal_equations(int64_t n, const double* src, const double* src
     if (rnx * nm[0] + rny * nm[1] + rnz * nm[2] < min_normal_cos) continue;  // 0 where the frame has none
     if (!(dx * dx + dy * dy + dz * dz < max_distance_sq)) continue;
     // The step is taken in the predicted camera: the point there and the model normal rotated into it.
-    const double ax = T[0] * s[0] + T[1] * s[1] + T[2] * s[2] + T[3];
-    const double ay = T[4] * s[0] + T[5] * s[1] + T[6] * s[2] + T[7];
-    const double az = T[8] * s[0] + T[9] * s[1] + T[10] * s[2] + T[11];
+    double x[3];
+    transform(T, s, x);
     const double nx = nm[0] * M_rot[0] + nm[1] * M_rot[3] + nm[2] * M_rot[6];
     const double ny = nm[0] * M_rot[1] + nm[1] * M_rot[4] + nm[2] * M_rot[7];
     const double nz = nm[0] * M_rot[2] + nm[1] * M_rot[5] + nm[2] * M_rot[8];
-    const double J[6] = {ay * nz - az * ny, az * nx - ax * nz, ax * ny - ay * nx, nx, ny, nz};
-    const double ar = std::fabs(r);
-    const double wgt = ar <= huber ? 1.0 : huber / std::fmax(ar, 1e-12);
-    for (int a = 0, k = 0; a < 6; ++a) {
-      const double wa = wgt * J[a];
-      for (int c = a; c < 6; ++c, ++k) acc_A[k] += wa * J[c];
-      acc_b[a] -= wa * r;
-    }
+    const double J[6] = {x[1] * nz - x[2] * ny, x[2] * nx - x[0] * nz, x[0] * ny - x[1] * nx, nx, ny, nz};
+    eq.add(J, r, huber);
     kept += 1;
-    sum_r2 += r * r;
   }
-  for (int a = 0, k = 0; a < 6; ++a) {
-    for (int c = a; c < 6; ++c, ++k) A[6 * a + c] = A[6 * c + a] = acc_A[k];
-    b[a] = acc_b[a];
-  }
-  stats[0] = kept;
-  stats[1] = sum_r2;
+  eq.write(A, b, stats, kept);
 }
 
 // The photometric term of coloured ICP for one Gauss-Newton step: the compiled twin of
@@ -88,10 +111,7 @@ void clipgs_icp_colour_equations(int64_t n, const double* src, const double* src
   const double fx = K[0], cx = K[2], fy = K[4], cy = K[5];
   // Where frame point i lands in the model view: (u, v, z) and whether it pairs.
   auto land = [&](int64_t i, double* p, double& u, double& v) -> bool {
-    const double* s = src + 3 * i;
-    p[0] = MT[0] * s[0] + MT[1] * s[1] + MT[2] * s[2] + MT[3];
-    p[1] = MT[4] * s[0] + MT[5] * s[1] + MT[6] * s[2] + MT[7];
-    p[2] = MT[8] * s[0] + MT[9] * s[1] + MT[10] * s[2] + MT[11];
+    transform(MT, src + 3 * i, p);
     if (!(p[2] > 1e-3)) return false;
     u = fx * p[0] / p[2] + cx, v = fy * p[1] / p[2] + cy;
     if (!(u >= 1 && u < w - 2 && v >= 1 && v < h - 2)) return false;
@@ -104,7 +124,7 @@ void clipgs_icp_colour_equations(int64_t n, const double* src, const double* src
     if (!land(i, p, u, v)) continue;
     sum_model += bilinear(model_I, w, u, v), sum_frame += src_I[i], pairs += 1;
   }
-  double acc_A[21] = {0}, acc_b[6] = {0}, sum_r2 = 0;
+  NormalEquations eq;
   const double gain = sum_model / std::fmax(sum_frame, 1e-6);
   for (int64_t i = 0; i < n && pairs > 0; ++i) {
     if (!land(i, p, u, v)) continue;
@@ -115,26 +135,13 @@ void clipgs_icp_colour_equations(int64_t n, const double* src, const double* src
     const double g[3] = {dp[0] * M_rot[0] + dp[1] * M_rot[3] + dp[2] * M_rot[6],
                          dp[0] * M_rot[1] + dp[1] * M_rot[4] + dp[2] * M_rot[7],
                          dp[0] * M_rot[2] + dp[1] * M_rot[5] + dp[2] * M_rot[8]};
-    const double* s = src + 3 * i;
-    const double ax = T[0] * s[0] + T[1] * s[1] + T[2] * s[2] + T[3];
-    const double ay = T[4] * s[0] + T[5] * s[1] + T[6] * s[2] + T[7];
-    const double az = T[8] * s[0] + T[9] * s[1] + T[10] * s[2] + T[11];
-    const double J[6] = {ay * g[2] - az * g[1], az * g[0] - ax * g[2], ax * g[1] - ay * g[0], g[0], g[1], g[2]};
-    const double ar = std::fabs(r);
-    const double wgt = ar <= huber ? 1.0 : huber / std::fmax(ar, 1e-12);
-    for (int a = 0, k = 0; a < 6; ++a) {
-      const double wa = wgt * J[a];
-      for (int c = a; c < 6; ++c, ++k) acc_A[k] += wa * J[c];
-      acc_b[a] -= wa * r;
-    }
-    sum_r2 += r * r;
+    double x[3];
+    transform(T, src + 3 * i, x);
+    const double J[6] = {x[1] * g[2] - x[2] * g[1], x[2] * g[0] - x[0] * g[2], x[0] * g[1] - x[1] * g[0],
+                         g[0], g[1], g[2]};
+    eq.add(J, r, huber);
   }
-  for (int a = 0, k = 0; a < 6; ++a) {
-    for (int c = a; c < 6; ++c, ++k) A[6 * a + c] = A[6 * c + a] = acc_A[k];
-    b[a] = acc_b[a];
-  }
-  stats[0] = pairs;
-  stats[1] = sum_r2;
+  eq.write(A, b, stats, pairs);
 }
 
 // depth (h, w) metres, 0 = invalid; K (3, 3) -> vertices (h, w, 3) camera-frame points (integer pixel = pixel
