@@ -274,10 +274,10 @@ class MappingSession:
         return True, f"saved {len(gmap)} Gaussians to {written}{extra} and its {len(trajectory)} keyframe poses"
 
     def keyframe_trajectory(self) -> list[TrajectoryPose]:
-        """Every keyframe's pose as it joined the map (refined where poses come from odometry), oldest first."""
-        mapper = self.worker.mapper
-        with mapper.lock:
-            return list(mapper.keyframes.trajectory)
+        """Every keyframe's pose as it joined the map (refined where poses come from odometry), oldest first.
+        No map lock: the store only appends to the list, and copying a list is one step for the interpreter, so
+        the node's publisher does not wait for a mapping step to end."""
+        return list(self.worker.mapper.keyframes.trajectory)
 
     @hands_back_team
     def query(self, label: str, world_from_camera: np.ndarray | None = None) -> QueryResult:

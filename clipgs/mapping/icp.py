@@ -159,6 +159,10 @@ def _normal_equations_numpy(src: np.ndarray, src_n: np.ndarray, T: np.ndarray, M
     return Jw.T @ J, -Jw.T @ r, len(r), float(np.sum(r**2))
 
 
+COLOUR_DEPTH_GAP_M = 0.05  # the colour term pairs a frame point with the model pixel it lands on when their depths
+                          # agree this closely (else the pixel shows something in front of it or behind)
+
+
 def intensity(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 or [0, 1] colour -> (H, W) float64 luma in [0, 1] (Rec. 601 weights)."""
     rgb = np.asarray(rgb, dtype=np.float64)
@@ -327,7 +331,8 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
                 continue
             A, b, kept, sum_r2 = A + A_v, b + b_v, kept + kept_v, sum_r2 + r2_v
             if colour is not None:
-                A_c, b_c, _, _ = _colour_equations(src, src_I, T, M, K, *colour, 0.05, colour_huber, compiled)
+                A_c, b_c, _, _ = _colour_equations(src, src_I, T, M, K, *colour, COLOUR_DEPTH_GAP_M, colour_huber,
+                                                   compiled)
                 A, b = A + colour_weight * A_c, b + colour_weight * b_c
             paired.append(model)
         if not paired:
