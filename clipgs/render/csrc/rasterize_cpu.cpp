@@ -4,7 +4,8 @@
 // order; alpha = min(0.999, o * exp(-sigma)); skipped when sigma < 0 or alpha < 1/255; the pixel stops
 // (exclusive) when transmittance would fall to 1e-4. Each Gaussian is only evaluated on the pixels of
 // its opacity-aware bounding box (outside it alpha < 1/255 by construction), so work scales with
-// footprint, not tile size. Tiles run in parallel (OpenMP on PyTorch's thread team; see parallel_tiles).
+// footprint, not tile size; the vectorised kernels narrow that to the row segments its ellipse reaches.
+// Tiles run in parallel (OpenMP on PyTorch's thread team; see parallel_tiles).
 //
 // Backward writes gradients per (tile, Gaussian) intersection; the caller sums them per Gaussian, so
 // threads never race. A render that wants no gradient runs projection, gathering, binning and compositing in
@@ -605,8 +606,9 @@ void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T*
 // backend 'cpu_scalar'. 8 lanes rather than 16: a splat's box covers ~6 pixels of a tile row on average,
 // so a Gaussian visits only the segments its box overlaps, and 256-bit operations run at full rate on
 // every x86-64 CPU of the last decade (512-bit ones are split in two on AMD Zen 4).
-// The forward runs segment by segment (accumulators in registers, each segment stopping when its own 8
-// pixels saturate); the backward runs Gaussian by Gaussian over channel-major (channel, slot) buffers.
+// The forward runs segment by segment through the splats that reach each (accumulators in registers, each
+// segment stopping when its own 8 pixels saturate); the backward runs Gaussian by Gaussian over channel-major
+// (channel, slot) buffers, visiting the row segments its ellipse reaches.
 constexpr int kTile = 16;                  // the vector path is only used when tile == 16
 constexpr int kLanes = 8;                  // pixels per vector
 constexpr int kSegs = kTile / kLanes;      // vectors per tile row
@@ -825,24 +827,96 @@ struct TileSplat {
   float mx_off;          // mx - tx0 - 0.5: a lane's dx is mx_off minus its column
   float my, half_ca, cb, cc, o;
   int32_t x0, x1;        // tile-local inclusive columns of its box
-  int32_t seg0, seg1;    // the row segments those columns fall in
   int32_t y0, y1;        // tile-local inclusive rows of its box
   int32_t k;             // its index in the tile's list (what `last` records)
   const float* f;        // its C channels
 };
 
-// Per tile: the splats whose box is not empty, and for each tile row the splats covering it, in list order
-// (row r: rows[row_start[r] .. row_start[r + 1])). Reused across tiles by each thread.
+// Per tile: the splats whose ellipse reaches one of its pixels, and for each 8-pixel row segment (slot = row *
+// kSegs + segment) the splats that reach it, in list order: rows[row_start[q] .. row_end[q]). Reused across
+// tiles by each thread.
 struct TileLists {
   std::vector<TileSplat> splats;
   std::vector<int32_t> rows;
-  int32_t row_start[kTile + 1];
+  std::vector<uint8_t> row_segs;  // per splat, kTile bytes: the segments (bit q: segment q) it reaches per row
+  int32_t row_start[kSlots + 1];  // per slot: its stretch of `rows` (its entries and one spare)
+  int32_t row_end[kSlots];        // per slot: the end of its entries
 };
+
+// An upper bound of log(x) for x >= 1: the exponent plus the tangent of log2 at sqrt(2) for the mantissa m in
+// [1, 2) (a concave function lies below its tangents), times log(2); at most 0.07 above log(x), below it only by
+// float rounding (3.6e-7 at the tangent point).
+inline float log_upper(float x) {
+  int32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof bits);
+  const int32_t e = ((bits >> 23) & 0xff) - 127;
+  const int32_t mbits = (bits & 0x7fffff) | 0x3f800000;
+  float m;
+  __builtin_memcpy(&m, &mbits, sizeof m);
+  return (float(e) + 0.5f + (m - 1.41421356f) * 1.02014134f) * 0.69314718f;
+}
+
+// Which 8-pixel segments of tile rows r0 .. r0 + 7 (one lane per row; bit q: segment q) hold a pixel centre where a
+// splat's alpha can reach the threshold: within its box (tile-local columns x0..x1, rows y0..y1) and where
+// sigma = ca/2 dx^2 + cb dx dy + cc/2 dy^2 <= log(o / threshold), an interval of dx per row (none past the
+// ellipse's top and bottom). The box bounds the ellipse on every row at once; rows near its top and bottom, and
+// tilted ellipses, reach fewer segments (a quarter fewer segment evaluations on the render benchmark's scenes).
+// The bound is taken from above (log_upper + 1e-3, then 1e-3 px), so a segment left out holds only lanes the
+// compositor would mask out: the same image and gradients bit for bit. mx_off = mx - tx0 - 0.5, my_off = my -
+// ty0 - 0.5.
+struct Reach {
+  vf k_dy2, k_0, slope, r_scale, mx;
+  float my_off;
+  int32_t x0, x1, y0, y1;
+  Reach(float mx_off, float my_off_, float ca, float cb, float cc, float o, int32_t x0_, int32_t x1_, int32_t y0_,
+        int32_t y1_)
+      : my_off(my_off_), x0(x0_), x1(x1_), y0(y0_), y1(y1_) {
+    const float S = log_upper(o / alpha_threshold<float>()) + 1e-3f, inv_ca = 1.f / ca;
+    k_dy2 = splat(cb * cb - ca * cc), k_0 = splat(2.f * ca * S);
+    slope = splat(cb * inv_ca), r_scale = splat(inv_ca), mx = splat(mx_off);
+  }
+  vi rows(int r0) const {
+    constexpr float eps = 1e-3f;
+    const vi row = lane_index() + r0;
+    const vf dy = splat(my_off) - __builtin_convertvector(row, vf);
+    const vf disc = k_dy2 * dy * dy + k_0;
+    const vf root = vsqrt(vmax(disc, splat(0.f))) * r_scale;
+    // columns c with dx = mx_off - c in [(-cb dy - root) / ca, (-cb dy + root) / ca]
+    const vf c_lo = mx + slope * dy - root - splat(eps), c_hi = mx + slope * dy + root + splat(eps);
+    vi segs = splat_i(0);
+    for (int q = 0; q < kSegs; ++q) {
+      const float first = float(std::max(x0, q * kLanes)), last = float(std::min(x1, q * kLanes + kLanes - 1));
+      if (first <= last) segs |= (c_lo <= splat(last)) & (c_hi >= splat(first)) & splat_i(1 << q);
+    }
+    return segs & ((disc >= splat(0.f)) & (row >= splat_i(y0)) & (row <= splat_i(y1)));
+  }
+};
+
+// The splat's reached segments per tile row (out[r]) into the per-slot counts; whether it reaches any.
+inline bool reached_segments(const TileSplat& sp, float ca, int64_t ty0, uint8_t* out, vi* slot_counts) {
+  const Reach reach(sp.mx_off, sp.my - float(ty0) - 0.5f, ca, sp.cb, sp.cc, sp.o, sp.x0, sp.x1, sp.y0, sp.y1);
+  vi any_row = splat_i(0);
+  for (int r0 = 0; r0 < kTile; r0 += kLanes) {
+    if (r0 > sp.y1 || r0 + kLanes <= sp.y0) {
+      __builtin_memset(out + r0, 0, kLanes);
+      continue;
+    }
+    const vi segs = reach.rows(r0);
+    any_row |= segs;
+    for (int q = 0; q < kSegs; ++q)  // a true lane is -1
+      slot_counts[q * (kTile / kLanes) + r0 / kLanes] -= (segs & splat_i(1 << q)) != splat_i(0);
+    typedef uint8_t v8u __attribute__((vector_size(kLanes)));
+    const v8u bytes = __builtin_convertvector(segs, v8u);
+    __builtin_memcpy(out + r0, &bytes, kLanes);
+  }
+  return any(any_row);
+}
 
 inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t ty0, TileLists& L) {
   const int64_t start = s.tile_start[t], count = s.tile_count[t], C = s.C;
   L.splats.clear();
-  int32_t per_row[kTile] = {};
+  L.row_segs.resize(kTile * count);
+  vi per_row_v[kSegs * kTile / kLanes] = {};  // [segment][row block]
   constexpr int64_t kAhead = 8;  // the lists' Gaussians lie scattered through the map: fetch ahead
   for (int64_t k = 0; k < count; ++k) {
     if (k + kAhead < count) {
@@ -860,25 +934,39 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
     sp.half_ca = 0.5f * s.conics[3 * g], sp.cb = s.conics[3 * g + 1], sp.cc = s.conics[3 * g + 2];
     sp.o = s.opacities[g];
     sp.x0 = (int32_t)(b.x0 - tx0), sp.x1 = (int32_t)(b.x1 - tx0);
-    sp.seg0 = sp.x0 / kLanes, sp.seg1 = sp.x1 / kLanes;
     sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
     sp.k = (int32_t)k;
-    for (int r = sp.y0; r <= sp.y1; ++r) ++per_row[r];
+    uint8_t* segs = L.row_segs.data() + kTile * L.splats.size();
+    if (!reached_segments(sp, s.conics[3 * g], ty0, segs, per_row_v)) continue;
     sp.f = s.feats + g * C;
     L.splats.push_back(sp);
   }
+  // Each slot's stretch ends in one spare entry: the fill below writes every splat at its slots' cursors and
+  // advances only those it reaches (no branch), so a slot already full writes its spare.
   L.row_start[0] = 0;
-  for (int r = 0; r < kTile; ++r) L.row_start[r + 1] = L.row_start[r] + per_row[r];
-  L.rows.resize(L.row_start[kTile]);
-  int32_t cursor[kTile];
-  std::copy(L.row_start, L.row_start + kTile, cursor);
+  for (int r = 0; r < kTile; ++r)
+    for (int q = 0; q < kSegs; ++q) {
+      const int slot = r * kSegs + q;
+      L.row_start[slot + 1] = L.row_start[slot] + per_row_v[q * (kTile / kLanes) + r / kLanes][r % kLanes] + 1;
+    }
+  L.rows.resize(L.row_start[kSlots]);
+  int32_t cursor[kSlots];
+  std::copy(L.row_start, L.row_start + kSlots, cursor);
   for (int32_t i = 0; i < (int32_t)L.splats.size(); ++i)
-    for (int r = L.splats[i].y0; r <= L.splats[i].y1; ++r) L.rows[cursor[r]++] = i;
+    for (int r = L.splats[i].y0; r <= L.splats[i].y1; ++r) {
+      const uint8_t segs = L.row_segs[kTile * i + r];
+      for (int q = 0; q < kSegs; ++q) {
+        int32_t& at = cursor[r * kSegs + q];
+        L.rows[at] = i;
+        at += (segs >> q) & 1;
+      }
+    }
+  for (int q = 0; q < kSlots; ++q) L.row_end[q] = cursor[q];
 }
 
 inline bool all_set(vi m) { return !any(~m); }
 
-// Composite one 8-pixel row segment (tile row `row`, segment `seg`) through its row's splats, accumulators in
+// Composite one 8-pixel row segment (tile row `row`, segment `seg`) through the splats reaching it, accumulators in
 // registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail`.
 template <int kC, bool kTail, bool kTrack = true>
 inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0, int64_t C, int64_t head,
@@ -896,11 +984,10 @@ inline void composite_segment(const TileLists& L, int row, int seg, int64_t ty0,
   const vi col = lane_index() + seg * kLanes;
   const vf colf = __builtin_convertvector(col, vf);
   const float dy_base = float(ty0 + row) + 0.5f;
-  const int32_t* it = L.rows.data() + L.row_start[row];
-  const int32_t* end = L.rows.data() + L.row_start[row + 1];
+  const int32_t* it = L.rows.data() + L.row_start[row * kSegs + seg];
+  const int32_t* end = L.rows.data() + L.row_end[row * kSegs + seg];
   for (; it != end; ++it) {
     const TileSplat& sp = L.splats[*it];
-    if (seg < sp.seg0 || seg > sp.seg1) continue;
     const float dy = sp.my - dy_base;
     const vf dx = splat(sp.mx_off) - colf;
     const vf sigma = splat(sp.half_ca) * dx * dx + splat(0.5f * sp.cc * dy * dy) + splat(sp.cb * dy) * dx;
@@ -1037,49 +1124,58 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
       vf gmx{}, gmy{}, ga{}, gb{}, gc{}, go{};
       for (int64_t ch = 0; ch < C; ++ch) gf[ch] = vf{};
       const vi kk = splat_i((int32_t)k);
-      for (int64_t py = b.y0; py <= b.y1 && sg.seg0 <= sg.seg1; ++py) {
-        const float dy = my - (float(py) + 0.5f);
-        const vf row_term = splat(0.5f * cc * dy * dy), cross = splat(cb * dy);
-        for (int seg = sg.seg0; seg <= sg.seg1; ++seg) {
-          const int q = (int)(py - ty0) * kSegs + seg;
-          if (k > seg_last[q]) continue;
-          const vf dx = sg.dx[seg];
-          const vf sigma = splat(0.5f * ca) * dx * dx + row_term + cross * dx;
-          const vf vis = fast_exp(-sigma);
-          const vf raw = splat(o) * vis;
-          const vf alpha = vmin(splat(max_alpha<float>()), raw);
-          const vi valid = sg.cols[seg] & (kk <= lastk[q]) & (sigma >= splat(0.f)) &
-                           (alpha >= splat(alpha_threshold<float>()));
-          if (!any(valid)) continue;
-          const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
-          const vf T_before = trans[q] * inv_one_minus;
-          const vf wgt = select(valid, alpha * T_before, splat(0.f));
-          vf f_dot{};
-          const auto channel = [&](int64_t ch) {
-            const vf go_ch = gout[ch * kSlots + q];
-            gf[ch] += wgt * go_ch;
-            f_dot += splat(f[ch]) * go_ch;
-          };
-          for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
-          if (tail[q]) {                                       // with a runtime end: 12-15 % faster
-            if (attributes_move_geometry)
-              for (int64_t ch = head; ch < C; ++ch) channel(ch);
-            else  // the attributes' own gradients only: they leave dL/dalpha (and the geometry) alone
-              for (int64_t ch = head; ch < C; ++ch) gf[ch] += wgt * gout[ch * kSlots + q];
+      if (sg.seg0 <= sg.seg1) {  // rows and segments its ellipse reaches (see Reach)
+        const Reach reach(s.means2d[2 * g] - float(tx0) - 0.5f, my - float(ty0) - 0.5f, ca, cb, cc, o,
+                          (int32_t)(b.x0 - tx0), (int32_t)(b.x1 - tx0), (int32_t)(b.y0 - ty0), (int32_t)(b.y1 - ty0));
+        vi reached{};
+        for (int64_t py = b.y0; py <= b.y1; ++py) {
+          const int r = (int)(py - ty0);
+          if (py == b.y0 || r % kLanes == 0) reached = reach.rows(r & ~(kLanes - 1));
+          const int32_t row_segs = reached[r % kLanes];
+          if (row_segs == 0) continue;
+          const float dy = my - (float(py) + 0.5f);
+          const vf row_term = splat(0.5f * cc * dy * dy), cross = splat(cb * dy);
+          for (int seg = sg.seg0; seg <= sg.seg1; ++seg) {
+            const int q = r * kSegs + seg;
+            if (k > seg_last[q] || !((row_segs >> seg) & 1)) continue;
+            const vf dx = sg.dx[seg];
+            const vf sigma = splat(0.5f * ca) * dx * dx + row_term + cross * dx;
+            const vf vis = fast_exp(-sigma);
+            const vf raw = splat(o) * vis;
+            const vf alpha = vmin(splat(max_alpha<float>()), raw);
+            const vi valid = sg.cols[seg] & (kk <= lastk[q]) & (sigma >= splat(0.f)) &
+                             (alpha >= splat(alpha_threshold<float>()));
+            if (!any(valid)) continue;
+            const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
+            const vf T_before = trans[q] * inv_one_minus;
+            const vf wgt = select(valid, alpha * T_before, splat(0.f));
+            vf f_dot{};
+            const auto channel = [&](int64_t ch) {
+              const vf go_ch = gout[ch * kSlots + q];
+              gf[ch] += wgt * go_ch;
+              f_dot += splat(f[ch]) * go_ch;
+            };
+            for (int64_t ch = 0; ch < head; ++ch) channel(ch);  // two loops with compile-time bounds, not one
+            if (tail[q]) {                                       // with a runtime end: 12-15 % faster
+              if (attributes_move_geometry)
+                for (int64_t ch = head; ch < C; ++ch) channel(ch);
+              else  // the attributes' own gradients only: they leave dL/dalpha (and the geometry) alone
+                for (int64_t ch = head; ch < C; ++ch) gf[ch] += wgt * gout[ch * kSlots + q];
+            }
+            const vf dL_dalpha =
+                T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
+            suffix_dot[q] += wgt * f_dot;
+            suffix_alpha[q] += wgt;
+            trans[q] = select(valid, T_before, trans[q]);
+            const vi passes = valid & (raw <= splat(max_alpha<float>()));  // the clamp passes no gradient
+            const vf dL_dsigma = select(passes, -alpha * dL_dalpha, splat(0.f));
+            go += select(passes, vis * dL_dalpha, splat(0.f));
+            ga += splat(0.5f) * dx * dx * dL_dsigma;
+            gc += splat(0.5f * dy * dy) * dL_dsigma;
+            gb += dx * splat(dy) * dL_dsigma;
+            gmx += (splat(ca) * dx + cross) * dL_dsigma;
+            gmy += (splat(cc * dy) + splat(cb) * dx) * dL_dsigma;
           }
-          const vf dL_dalpha =
-              T_before * (f_dot + galpha[q]) - (suffix_dot[q] + suffix_alpha[q] * galpha[q]) * inv_one_minus;
-          suffix_dot[q] += wgt * f_dot;
-          suffix_alpha[q] += wgt;
-          trans[q] = select(valid, T_before, trans[q]);
-          const vi passes = valid & (raw <= splat(max_alpha<float>()));  // the clamp passes no gradient
-          const vf dL_dsigma = select(passes, -alpha * dL_dalpha, splat(0.f));
-          go += select(passes, vis * dL_dalpha, splat(0.f));
-          ga += splat(0.5f) * dx * dx * dL_dsigma;
-          gc += splat(0.5f * dy * dy) * dL_dsigma;
-          gb += dx * splat(dy) * dL_dsigma;
-          gmx += (splat(ca) * dx + cross) * dL_dsigma;
-          gmy += (splat(cc * dy) + splat(cb) * dx) * dL_dsigma;
         }
       }
       g_means2d[2 * e] = hsum(gmx);
