@@ -897,10 +897,7 @@ inline bool reached_segments(const TileSplat& sp, float ca, int64_t ty0, uint8_t
   const Reach reach(sp.mx_off, sp.my - float(ty0) - 0.5f, ca, sp.cb, sp.cc, sp.o, sp.x0, sp.x1, sp.y0, sp.y1);
   vi any_row = splat_i(0);
   for (int r0 = 0; r0 < kTile; r0 += kLanes) {
-    if (r0 > sp.y1 || r0 + kLanes <= sp.y0) {
-      __builtin_memset(out + r0, 0, kLanes);
-      continue;
-    }
+    if (r0 > sp.y1 || r0 + kLanes <= sp.y0) continue;  // the fill reads rows y0..y1 only
     const vi segs = reach.rows(r0);
     any_row |= segs;
     for (int q = 0; q < kSegs; ++q)  // a true lane is -1
