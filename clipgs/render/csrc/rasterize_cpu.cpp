@@ -34,6 +34,14 @@ struct Scene {
   const int64_t* tile_start;   // [tiles]
   const int64_t* tile_count;   // [tiles]
   int64_t C, width, height, tiles_x, tiles_y, tile;
+  const struct SplatRecord* records = nullptr;  // [N] the same per-Gaussian values packed (render_simd), or null
+};
+
+// One Gaussian's compositing inputs in one 32-byte record, so gathering a tile's splats (which lie scattered
+// through the map in depth order) reads one cache line per splat instead of four arrays' worth.
+struct SplatRecord {
+  float mx, my, ca, cb, cc, o;
+  int32_t rx, ry;
 };
 
 template <typename T>
@@ -52,15 +60,17 @@ struct Box { int64_t x0, x1, y0, y1; };  // inclusive pixel ranges, already clip
 
 // Pixels whose centres lie inside the Gaussian's box, clipped to the tile and the image.
 template <typename T>
-inline Box pixel_box(const Scene<T>& s, int64_t g, int64_t tx0, int64_t ty0) {
-  const T mx = s.means2d[2 * g], my = s.means2d[2 * g + 1];
-  const T rx = T(s.radii[2 * g]), ry = T(s.radii[2 * g + 1]);
+inline Box pixel_box(const Scene<T>& s, T mx, T my, T rx, T ry, int64_t tx0, int64_t ty0) {
   Box b;
   b.x0 = std::max<int64_t>(tx0, (int64_t)std::ceil(mx - rx - T(0.5)));
   b.x1 = std::min<int64_t>(std::min(tx0 + s.tile, s.width) - 1, (int64_t)std::floor(mx + rx - T(0.5)));
   b.y0 = std::max<int64_t>(ty0, (int64_t)std::ceil(my - ry - T(0.5)));
   b.y1 = std::min<int64_t>(std::min(ty0 + s.tile, s.height) - 1, (int64_t)std::floor(my + ry - T(0.5)));
   return b;
+}
+template <typename T>
+inline Box pixel_box(const Scene<T>& s, int64_t g, int64_t tx0, int64_t ty0) {
+  return pixel_box(s, s.means2d[2 * g], s.means2d[2 * g + 1], T(s.radii[2 * g]), T(s.radii[2 * g + 1]), tx0, ty0);
 }
 
 // Work items 0..n-1 over `threads` threads, dynamically scheduled. With OpenMP this runs on the same
@@ -909,6 +919,7 @@ inline bool reached_segments(const TileSplat& sp, float ca, int64_t ty0, uint8_t
   return any(any_row);
 }
 
+template <bool kRecords>
 inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t ty0, TileLists& L) {
   const int64_t start = s.tile_start[t], count = s.tile_count[t], C = s.C;
   L.splats.clear();
@@ -918,23 +929,33 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
   for (int64_t k = 0; k < count; ++k) {
     if (k + kAhead < count) {
       const int64_t ga = s.ids[start + k + kAhead];
-      __builtin_prefetch(s.means2d + 2 * ga), __builtin_prefetch(s.conics + 3 * ga);
-      __builtin_prefetch(s.radii + 2 * ga), __builtin_prefetch(s.opacities + ga);
+      if constexpr (kRecords) {
+        __builtin_prefetch(s.records + ga);
+      } else {
+        __builtin_prefetch(s.means2d + 2 * ga), __builtin_prefetch(s.conics + 3 * ga);
+        __builtin_prefetch(s.radii + 2 * ga), __builtin_prefetch(s.opacities + ga);
+      }
       __builtin_prefetch(s.feats + ga * C), __builtin_prefetch(s.feats + ga * C + C - 1);
     }
     const int64_t g = s.ids[start + k];
-    const Box b = pixel_box(s, g, tx0, ty0);
+    SplatRecord rec;
+    if constexpr (kRecords)
+      rec = s.records[g];
+    else
+      rec = SplatRecord{s.means2d[2 * g], s.means2d[2 * g + 1], s.conics[3 * g], s.conics[3 * g + 1],
+                        s.conics[3 * g + 2], s.opacities[g], s.radii[2 * g], s.radii[2 * g + 1]};
+    const Box b = pixel_box(s, rec.mx, rec.my, float(rec.rx), float(rec.ry), tx0, ty0);
     if (b.x0 > b.x1 || b.y0 > b.y1) continue;
     TileSplat sp;
-    sp.mx_off = s.means2d[2 * g] - float(tx0) - 0.5f;
-    sp.my = s.means2d[2 * g + 1];
-    sp.half_ca = 0.5f * s.conics[3 * g], sp.cb = s.conics[3 * g + 1], sp.cc = s.conics[3 * g + 2];
-    sp.o = s.opacities[g];
+    sp.mx_off = rec.mx - float(tx0) - 0.5f;
+    sp.my = rec.my;
+    sp.half_ca = 0.5f * rec.ca, sp.cb = rec.cb, sp.cc = rec.cc;
+    sp.o = rec.o;
     sp.x0 = (int32_t)(b.x0 - tx0), sp.x1 = (int32_t)(b.x1 - tx0);
     sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
     sp.k = (int32_t)k;
     uint8_t* segs = L.row_segs.data() + kTile * L.splats.size();
-    if (!reached_segments(sp, s.conics[3 * g], ty0, segs, per_row_v)) continue;
+    if (!reached_segments(sp, rec.ca, ty0, segs, per_row_v)) continue;
     sp.f = s.feats + g * C;
     L.splats.push_back(sp);
   }
@@ -1031,7 +1052,10 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
     acc.resize(C * kLanes);
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
-    gather_tile(s, t, tx0, ty0, L);
+    if (s.records != nullptr)
+      gather_tile<true>(s, t, tx0, ty0, L);
+    else
+      gather_tile<false>(s, t, tx0, ty0, L);
     for (int row = 0; row < h; ++row)
       for (int seg = 0; seg * kLanes < w; ++seg) {
         const int col0 = seg * kLanes, n_lanes = (int)std::min<int64_t>(kLanes, w - col0);
@@ -1259,9 +1283,9 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   });
   for (int64_t c = 0; c < n_chunks; ++c) first[c + 1] += first[c];
   const int64_t v = first[n_chunks];
-  const auto m2 = scratch<float>(2 * v), co = scratch<float>(3 * v), op = scratch<float>(v);
-  const auto feats = scratch<float>(C * v), dep = scratch<float>(v);
+  const auto m2 = scratch<float>(2 * v), feats = scratch<float>(C * v), dep = scratch<float>(v);
   const auto rad = scratch<int32_t>(2 * v);
+  const auto records = scratch<SplatRecord>(v);  // what compositing reads; m2, rad and dep are for binning
   parallel_tiles(n_chunks, threads, [&](int64_t c) {
     int64_t k = first[c];
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
@@ -1270,9 +1294,9 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
       means2d_out[2 * i + 1] = seen ? means2d[2 * i + 1] - 0.5f : 0.f;
       if (!seen) continue;
       std::copy(means2d.get() + 2 * i, means2d.get() + 2 * i + 2, m2.get() + 2 * k);
-      std::copy(conics.get() + 3 * i, conics.get() + 3 * i + 3, co.get() + 3 * k);
       std::copy(radii + 2 * i, radii + 2 * i + 2, rad.get() + 2 * k);
-      op[k] = opacities[i];
+      records[k] = SplatRecord{means2d[2 * i], means2d[2 * i + 1], conics[3 * i], conics[3 * i + 1], conics[3 * i + 2],
+                               opacities[i], radii[2 * i], radii[2 * i + 1]};
       dep[k] = depths[i];
       float* f = feats.get() + C * k;
       *f++ = depths[i];
@@ -1286,8 +1310,8 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   std::unique_ptr<int64_t[]> ids;
   bin_by_depth(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), start.data(),
                [&ids](int64_t m) { ids = scratch<int64_t>(m); return ids.get(); }, threads);
-  const Scene<float> s{m2.get(), co.get(), op.get(), feats.get(), rad.get(), ids.get(), start.data(),
-                       count.data(), C, width, height, tiles_x, tiles_y, kTile};
+  const Scene<float> s{m2.get(), nullptr, nullptr, feats.get(), rad.get(), ids.get(), start.data(),
+                       count.data(), C, width, height, tiles_x, tiles_y, kTile, records.get()};
   dispatch_channels(C, [&](auto c) {  // no final_T and last: no backward follows
     forward_simd<decltype(c)::value>(s, need, out, out_alpha, nullptr, nullptr, threads);
   });
