@@ -13,7 +13,7 @@ import yaml
 from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera
 from clipgs.eval.metrics import psnr
-from clipgs.mapping import GaussianMap
+from clipgs.mapping import ChannelTrainer, GaussianMap
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.keyframes import KeyframeGate
 from clipgs.mapping.mapper import IncrementalMapper
@@ -72,6 +72,7 @@ class BlockingMapper:
 
     def __init__(self):
         self.started, self.release, self.seen, self.prepared = threading.Event(), threading.Event(), [], []
+        self.trainer = ChannelTrainer()
 
     def prepare(self, frame):
         self.prepared.append(frame)
@@ -98,9 +99,9 @@ def test_worker_drops_frames_that_arrive_while_busy():
         while mapper.prepared[-1:] != [name] and time.monotonic() < deadline:
             time.sleep(0.001)
     worker.submit("bad")  # rejected by prepare: finished without reaching the map stage
-    assert worker.busy
+    assert worker.busy and mapper.trainer.stream_behind()  # 'd' waits: the trainer's optional work may too
     mapper.release.set()
-    assert worker.wait_idle(10)
+    assert worker.wait_idle(10) and not mapper.trainer.stream_behind()
     assert mapper.prepared == ["a", "b", "c", "d", "bad"] and mapper.seen == ["a", "d"]
     assert worker.dropped == 2 and worker.processed == 3  # 'b' and 'c' displaced by the newer prepared frames
     assert worker.outcomes == {"keyframe": 2, "rejected": 1}
@@ -112,7 +113,7 @@ def test_worker_drops_frames_that_arrive_while_busy():
 def test_worker_keeps_running_after_a_mapper_error():
     class Flaky:
         def __init__(self):
-            self.calls = 0
+            self.calls, self.trainer = 0, ChannelTrainer()
 
         def prepare(self, frame):
             self.calls += 1

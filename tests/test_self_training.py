@@ -1,4 +1,5 @@
-"""3DCS switches: the label term's share of the decoder's gradient, pseudo-labels only where Gaussians are old."""
+"""3DCS switches: the label term's share of the decoder's gradient, pseudo-labels only where Gaussians are old,
+rounds that wait while a live stream is ahead of the mapper."""
 from __future__ import annotations
 
 import torch
@@ -76,3 +77,33 @@ def test_3dcs_cross_entropy_reaches_the_decoder_by_its_share(synth_dir):
         torch.testing.assert_close(grads[share][2], grads[1.0][2])  # and the same attribute gradient
     for g_part, g_all in zip(grads[0.25][1], grads[1.0][1], strict=True):
         torch.testing.assert_close(g_part, 0.25 * g_all)
+
+
+def test_3dcs_rounds_wait_while_frames_wait_for_the_mapper(synth_dir):
+    """dcs_yield: a round due while the stream is ahead of the mapper (frames waiting) waits, novel-view steps
+    too, and the owed round runs at the first keyframe the mapper has caught up; with dcs_yield off nothing waits."""
+    ds, class_embeddings = open_dataset(synth_dir), _class_embeddings(synth_dir)
+    teacher = SimulatedTeacher(class_embeddings, TeacherCorruption(0.0, 0.0, 0.0))
+    runs = {}
+    for wait in (True, False):
+        training = SemanticTrainingConfig(sem_dim=8, dcs_start=3, dcs_every=2, dcs_novel_views=1, dcs_novel_steps=1,
+                                          dcs_confidence=0.0, dcs_yield=wait)
+        trainer = SemanticTrainer(training, teacher, class_embeddings)
+        mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=3, kf_translation_m=0.0), trainer=trainer)
+        trainer.stream_behind = lambda m=mapper: m.stats.keyframes in {3, 4, 5}  # frames wait at their ends
+        rounds, novel_steps = [], []
+
+        def counted(*args, log=novel_steps, m=mapper, steps=mapper.train_step, **kwargs):
+            if kwargs.get("only") == {"semantics"}:  # a novel-view step (keyframe steps train everything)
+                log.append(m.stats.keyframes)
+            return steps(*args, **kwargs)
+
+        mapper.train_step = counted
+        for i in range(7):
+            mapper.add_frame(ds[i])
+            rounds.append(trainer.pseudo_label_rounds)
+        runs[wait] = rounds, trainer.dcs_rounds_waited, sorted(set(novel_steps) & {4, 5, 6, 7})
+    assert runs[False][:2] == ([0, 0, 1, 1, 2, 2, 3], 0)  # due after keyframes 3, 5 and 7
+    rounds, waited, novel = runs[True]
+    assert rounds == [0, 0, 0, 0, 0, 1, 2] and waited == 3  # waited at keyframes 3, 4 (owed) and 5; ran at 6, 7
+    assert runs[False][2] == [4, 5, 6, 7] and novel == [7]  # novel-view steps: none while frames wait

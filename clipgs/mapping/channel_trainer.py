@@ -27,6 +27,9 @@ class ChannelTrainer:
     channels: int = 0  # attribute channels per Gaussian, rendered after RGB in the same pass
     channel_lr: float = 0.0  # Adam learning rate of those per-Gaussian channels
     channels_move_geometry: bool = True  # whether losses on the channels reach the geometry (or only the channels)
+    # Set by a worker feeding a live stream (``MapperWorker``): True while frames wait for the mapper. Optional
+    # work (e.g. self-training rounds) may wait while it is: mapping the new views comes first. Offline: never.
+    stream_behind: Callable[[], bool] = staticmethod(lambda: False)
 
     def attach(self, mapper: IncrementalMapper) -> None:
         """Called once by the mapper that will call the other hooks (device and seed are in it)."""

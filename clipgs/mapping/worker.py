@@ -69,6 +69,7 @@ class MapperWorker:
         # The thread that set the mapper up (usually the main one) ran PyTorch's parallel loops on an OpenMP team
         # of its own; held on to, it would make the map thread's team sleep between regions (clipgs.openmp).
         release_thread_team()
+        mapper.trainer.stream_behind = self._frames_waiting  # optional trainer work yields to waiting frames
         self._threads = [threading.Thread(target=self._run, args=(stage,), name=f"clipgs-{stage}", daemon=True)
                          for stage in self.STAGES]
         for thread in self._threads:
@@ -120,6 +121,10 @@ class MapperWorker:
             self._cv.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+
+    def _frames_waiting(self) -> bool:
+        """Whether a frame waits in a slot (read without the lock: one reference per slot, a hint)."""
+        return any(f is not None for f in self._pending.values())
 
     def _working(self) -> bool:
         return any(self._busy.values()) or any(f is not None for f in self._pending.values())

@@ -61,11 +61,12 @@ class SemanticTrainer(ChannelTrainer):
         self._frozen: SemanticDecoder | None = None  # the decoder's weights without gradient (dcs_decoder_share)
         self.optimizer: torch.optim.Optimizer | None = None
         self.novel_views: list[NovelView] = []
-        self.pseudo_label_rounds = 0
+        self.pseudo_label_rounds, self.dcs_rounds_waited = 0, 0  # rounds run; due ones that waited (dcs_yield)
         self._dcs_cursor = 0  # next older keyframe a bounded 3DCS round relabels
         self._dcs_queue: list[tuple[Keyframe, Camera | None]] | None = None  # an open round: what is left to do
         self._dcs_next_views: list[NovelView] = []  # the novel views a spread round has labelled so far
         self._dcs_per_keyframe = 1
+        self._dcs_owed = False  # a round fell due while the stream was ahead of the mapper (dcs_yield)
         self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
@@ -202,7 +203,8 @@ class SemanticTrainer(ChannelTrainer):
     def end_round(self, mapper: IncrementalMapper) -> None:
         """3DCS on views between keyframes: cross-entropy to their pseudo-labels, semantics updated only."""
         c = self.config
-        for _ in range(c.dcs_novel_steps if self.novel_views else 0):
+        waiting = c.dcs_yield and self.stream_behind()  # frames are waiting: mapping them comes first
+        for _ in range(c.dcs_novel_steps if self.novel_views and not waiting else 0):
             view = self.novel_views[mapper.rng.integers(len(self.novel_views))]
             idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
 
@@ -220,8 +222,12 @@ class SemanticTrainer(ChannelTrainer):
         if self.config.dcs_mature_keyframes > 0:
             mapper.map.extra("age_keyframes", 1).add_(1)  # new Gaussians start at 0
         self._vote(mapper)
-        c, n = self.config, mapper.stats.keyframes
-        due = self.self_training_enabled and n >= c.dcs_start and (n - c.dcs_start) % c.dcs_every == 0
+        c, n = self.config, mapper.stats.keyframes - self.config.dcs_start  # keyframes past the warm-up
+        due = self.self_training_enabled and n >= 0 and (n % c.dcs_every == 0 or self._dcs_owed)
+        if c.dcs_yield and self.stream_behind():  # a live stream ahead of the mapper: new views first
+            self._dcs_owed, self.dcs_rounds_waited = self._dcs_owed or due, self.dcs_rounds_waited + due
+            return
+        self._dcs_owed = False
         if not c.dcs_spread:
             if due:
                 self.refresh_pseudo_labels(mapper)
@@ -245,8 +251,9 @@ class SemanticTrainer(ChannelTrainer):
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
 
     def counters(self) -> dict[str, Any]:
-        counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "semantic_failures": Counter(self.failures),
-                    "fusion_votes": self.fusion_votes, "decoder_refit": self.refit}
+        counters = {"pseudo_label_rounds": self.pseudo_label_rounds, "dcs_rounds_waited": self.dcs_rounds_waited,
+                    "semantic_failures": Counter(self.failures), "fusion_votes": self.fusion_votes,
+                    "decoder_refit": self.refit}
         if self.worker is not None:
             counters.update(semantic_lag_s=self.worker.last_lag_s, semantics_skipped=self.worker.skipped,
                             semantics_pending=self.worker.pending)
