@@ -200,6 +200,9 @@ class MappingSession:
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")
                 + (f", semantics lag {trainer_counters['semantic_lag_s']:.1f} s (skipped "
                    f"{trainer_counters['semantics_skipped']})" if "semantic_lag_s" in trainer_counters else "")
+                + (f", 3DCS rounds {trainer_counters['pseudo_label_rounds']} (due while frames waited "
+                   f"{trainer_counters['dcs_rounds_waited']})" if trainer_counters.get("pseudo_label_rounds")
+                   or trainer_counters.get("dcs_rounds_waited") else "")
                 + (f", decoder refits while quiet {self.worker.idle_refits}" if self.worker.idle_refits else ""))
 
     def _no_pose_reasons(self) -> str:
