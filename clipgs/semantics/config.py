@@ -101,7 +101,7 @@ class SemanticTrainingConfig(Settings):
                                           "this wide (segmentation is most of a 3DCS round's time)", at_least(16))
     dcs_yield: bool = setting(True, "3DCS: on a live stream the mapper cannot keep up with (frames waiting), due "
                                     "relabelling rounds and novel-view steps wait until it can: two CPU cores at "
-                                    "10 Hz then map about a fifth more keyframes of a walk through rooms; offline "
+                                    "10 Hz then map a fifth to a half more keyframes of a walk through rooms; offline "
                                     "runs never wait")
     dcs_split_masks: bool = setting(True, "3DCS: vote inside each 2D mask's parts cut by segments of the keyframe's "
                                            "render (a small object a mask merged into its support keeps its own "
