@@ -23,6 +23,13 @@
 
 namespace {
 
+// One Gaussian's compositing inputs in one 32-byte record, so gathering a tile's splats (which lie scattered
+// through the map in depth order) reads one cache line per splat instead of four arrays' worth.
+struct SplatRecord {
+  float mx, my, ca, cb, cc, o;
+  int32_t rx, ry;
+};
+
 template <typename T>
 struct Scene {
   const T* means2d;            // [N, 2] pixel coordinates, pixel centres at +0.5
@@ -34,14 +41,7 @@ struct Scene {
   const int64_t* tile_start;   // [tiles]
   const int64_t* tile_count;   // [tiles]
   int64_t C, width, height, tiles_x, tiles_y, tile;
-  const struct SplatRecord* records = nullptr;  // [N] the same per-Gaussian values packed (render_simd), or null
-};
-
-// One Gaussian's compositing inputs in one 32-byte record, so gathering a tile's splats (which lie scattered
-// through the map in depth order) reads one cache line per splat instead of four arrays' worth.
-struct SplatRecord {
-  float mx, my, ca, cb, cc, o;
-  int32_t rx, ry;
+  const SplatRecord* records = nullptr;  // [N] the same per-Gaussian values packed (render_simd), or null
 };
 
 template <typename T>
@@ -937,7 +937,7 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
   const int64_t start = s.tile_start[t], count = s.tile_count[t], C = s.C;
   L.splats.clear();
   L.row_segs.resize(kTile * count);
-  vi per_row_v[kSegs * kTile / kLanes] = {};  // [segment][row block]
+  vi slot_counts[kSegs * kTile / kLanes] = {};  // splats per slot, [segment][row block] (lane: row in block)
   constexpr int64_t kAhead = 8;  // the lists' Gaussians lie scattered through the map: fetch ahead
   for (int64_t k = 0; k < count; ++k) {
     if (k + kAhead < count) {
@@ -968,7 +968,7 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
     sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
     sp.k = (int32_t)k;
     uint8_t* segs = L.row_segs.data() + kTile * L.splats.size();
-    if (!reached_segments(sp, rec.ca, ty0, segs, per_row_v)) continue;
+    if (!reached_segments(sp, rec.ca, ty0, segs, slot_counts)) continue;
     sp.f = s.feats + g * C;
     L.splats.push_back(sp);
   }
@@ -978,7 +978,7 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
   for (int r = 0; r < kTile; ++r)
     for (int q = 0; q < kSegs; ++q) {
       const int slot = r * kSegs + q;
-      L.row_start[slot + 1] = L.row_start[slot] + per_row_v[q * (kTile / kLanes) + r / kLanes][r % kLanes] + 1;
+      L.row_start[slot + 1] = L.row_start[slot] + slot_counts[q * (kTile / kLanes) + r / kLanes][r % kLanes] + 1;
     }
   L.rows.resize(L.row_start[kSlots]);
   int32_t cursor[kSlots];
