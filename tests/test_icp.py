@@ -265,3 +265,50 @@ def test_compiled_normal_equations_match_the_numpy_reference():
                       model_from_predicted=M) for c in (True, False)]
     assert np.allclose(runs[0].correction, runs[1].correction, atol=1e-6)
     assert runs[0].inliers == pytest.approx(runs[1].inliers, abs=1e-3) and runs[0].ok and runs[1].ok
+
+
+def test_occlusion_edges_mark_jumps_and_sensor_gaps_not_dropouts_slopes_or_the_range_limit():
+    from clipgs.mapping.icp import occlusion_edges
+
+    depth = np.full((10, 12), 2.0)
+    depth[:, 6:] = 3.0  # a jump between columns 5 and 6
+    assert occlusion_edges(depth, 0)[:, 5:7].all() and not occlusion_edges(depth, 0)[:, [4, 7]].any()
+    grown = occlusion_edges(depth, 2)
+    assert grown[:, 3:9].all() and not grown[:, :3].any() and not grown[:, 9:].any()
+    depth[:, 5:7] = 0.0  # as a structured-light sensor sees it: nothing on either side of the jump
+    assert occlusion_edges(depth, 1)[:, 4:8].all() and not occlusion_edges(depth, 1)[:, [2, 9]].any()
+    surface = 2.0 + 0.02 * np.arange(12.0)[None].repeat(10, 0)  # a slanted wall (1 % per pixel) ...
+    surface[4, 4] = surface[7, 9] = 0.0  # ... with two dropouts
+    assert not occlusion_edges(surface, 2).any()
+    surface[:2, :] = 0.0  # beyond the sensor's range in rows 0-1: where it stops seeing, no surface ends
+    assert not occlusion_edges(surface, 2).any()
+
+
+def test_coloured_icp_takes_nothing_from_colour_that_changes_only_across_occlusion_edges():
+    """A bright cube before a uniform room: the only colour edges are its silhouettes, where colour mixes both
+    surfaces (resampled images) and the two move apart with parallax. Those pairs would pull the pose (on the
+    apartment's doorways by 0.5-0.7 degrees); left out, coloured ICP is depth-only ICP here, to the last bit."""
+    from clipgs.data.synthetic.sensor import SensorModel
+    from clipgs.mapping.icp import ModelView, icp_align_views
+
+    def view(world_from_camera, rng):
+        depth = raycast_box(world_from_camera)
+        image = np.pad(np.where(depth < raycast_box(world_from_camera, cube=None) - 1e-6, 0.9, 0.35), 1, mode="edge")
+        blurred = sum(image[1 + dv:image.shape[0] - 1 + dv, 1 + du:image.shape[1] - 1 + du]
+                      for dv in (-1, 0, 1) for du in (-1, 0, 1)) / 9  # resampling mixes neighbours
+        return SensorModel(dropout=0.0).corrupt_depth(depth, rng), blurred
+
+    moved = 0.0
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        true = pose(rng.normal(0.0, 0.15, 3) * [1.0, 0.3, 1.0], degrees=rng.normal(0.0, 5.0))
+        (ref_depth, ref_image), (depth, image) = view(np.eye(4), rng), view(true, rng)
+        model = ModelView(ref_depth.astype(np.float64), ref_depth > 0, true, ref_image)
+        depth_only = icp_align_views(depth, [model], K, iterations=15)
+        coloured = icp_align_views(depth, [model], K, iterations=15, frame_intensity=image, colour_weight=0.03)
+        assert depth_only.ok and np.array_equal(coloured.correction, depth_only.correction)
+        with pytest.MonkeyPatch.context() as patch:  # the same with the edges' colour paired: it moves the pose
+            patch.setattr(icp_module, "occlusion_edges", lambda d, margin, max_jump=0.05: np.zeros(d.shape, bool))
+            edges_paired = icp_align_views(depth, [model], K, iterations=15, frame_intensity=image, colour_weight=0.03)
+        moved = max(moved, np.abs(edges_paired.correction - depth_only.correction).max())
+    assert moved > 1e-4

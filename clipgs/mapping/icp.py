@@ -161,6 +161,49 @@ def _normal_equations_numpy(src: np.ndarray, src_n: np.ndarray, T: np.ndarray, M
 
 COLOUR_DEPTH_GAP_M = 0.05  # the colour term pairs a frame point with the model pixel it lands on when their depths
                           # agree this closely (else the pixel shows something in front of it or behind)
+COLOUR_EDGE_MARGIN_PX = 2  # ... and leaves out model pixels this close to an occlusion edge (frame points: 1 closer)
+
+
+def _grow(mask: np.ndarray, margin: int) -> np.ndarray:
+    """(H, W) bool -> true within ``margin`` pixels (a square) of a true pixel."""
+    h, w = mask.shape
+    grown = mask.copy()
+    for dv in range(-margin, margin + 1):
+        for du in range(-margin, margin + 1):
+            if dv or du:
+                grown[max(dv, 0):h + min(dv, 0), max(du, 0):w + min(du, 0)] |= \
+                    mask[max(-dv, 0):h + min(-dv, 0), max(-du, 0):w + min(-du, 0)]
+    return grown
+
+
+def occlusion_edges(depth: np.ndarray, margin: int, max_jump: float = 0.05, gap: int = 2) -> np.ndarray:
+    """depth (H, W) metres, 0 = invalid -> (H, W) bool: pixels within ``margin`` pixels (a square) of an occlusion
+    edge: a jump between two valid 4-neighbours of more than ``max_jump`` x the larger depth (as
+    :func:`normal_map` judges), or an invalid pixel with valid depths within ``gap`` pixels that differ by more
+    than twice that (a structured-light sensor returns nothing on both sides of a jump). A dropout inside a
+    surface, or the end of what the sensor reaches (a wall beyond its range), is no edge.
+
+    Colour there mixes both surfaces (the image was resampled, and bilinear sampling and the image gradient
+    reach across), and the two move apart with parallax: a colour pair across such an edge pulls the pose. On a
+    doorway view of the apartment (realistic sensor) the keyframe ICP's colour term turned a pose that was right
+    to 0.04 degrees by 0.5-0.7 degrees through these pixels; the drift that followed was most of the walk's
+    keyframe error."""
+    z = np.asarray(depth, dtype=np.float64)
+    h, w = z.shape
+    edge = np.zeros(z.shape, dtype=bool)
+    for a, b, pair in ((z[:, 1:], z[:, :-1], (np.s_[:, 1:], np.s_[:, :-1])), (z[1:], z[:-1], (np.s_[1:], np.s_[:-1]))):
+        jump = (a > 0) & (b > 0) & (np.abs(a - b) > max_jump * np.maximum(a, b))
+        edge[pair[0]] |= jump
+        edge[pair[1]] |= jump
+    lo, hi = np.full(z.shape, np.inf), np.zeros(z.shape)
+    padded = np.pad(z, gap)
+    for dv in range(2 * gap + 1):
+        for du in range(2 * gap + 1):
+            near = padded[dv:dv + h, du:du + w]
+            lo = np.where(near > 0, np.minimum(lo, near), lo)
+            hi = np.maximum(hi, near)
+    edge |= (z <= 0) & (hi > (1.0 + 2.0 * max_jump) * lo)
+    return _grow(edge, margin)
 
 
 def intensity(rgb: np.ndarray) -> np.ndarray:
@@ -295,7 +338,9 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
     Coloured ICP: with ``frame_intensity`` (H, W) and ``colour_weight`` > 0, every view that has an intensity
     image adds the photometric term (:func:`_colour_equations_numpy`) times ``colour_weight`` (intensity is in
     [0, 1], depth residuals in metres: 0.03 weighs a 0.06 intensity error like a 1 cm one). Depth leaves motion
-    along planes free (a table top, the floor and a wall); the texture on them pins it.
+    along planes free (a table top, the floor and a wall); the texture on them pins it. Model pixels within
+    ``COLOUR_EDGE_MARGIN_PX`` of an occlusion edge (:func:`occlusion_edges`), and frame points within one pixel
+    less, stay out of the colour term.
     """
     frame_v, frame_n = vertex_normal_map(frame_depth, K, compiled=compiled)
     src = frame_v[::pixel_stride, ::pixel_stride].reshape(-1, 3)
@@ -303,7 +348,11 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
     valid = src[:, 2] > 0
     src, src_n = src[valid], src_n[valid]
     use_colour = colour_weight > 0 and frame_intensity is not None
-    src_I = frame_intensity[::pixel_stride, ::pixel_stride].reshape(-1)[valid] if use_colour else None
+    src_c = src_I = None  # the colour term's frame points and intensities: away from occlusion edges
+    if use_colour:
+        away = ~occlusion_edges(frame_depth, COLOUR_EDGE_MARGIN_PX - 1)[::pixel_stride, ::pixel_stride]
+        away = away.reshape(-1)[valid]
+        src_c, src_I = src[away], frame_intensity[::pixel_stride, ::pixel_stride].reshape(-1)[valid][away]
     T = np.eye(4)
     nan = float("nan")
     result = IcpResult(T, 0.0, nan, nan, 0, False, False)
@@ -318,7 +367,8 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
         colour = None
         if use_colour and view.intensity is not None:
             image = np.asarray(view.intensity, dtype=np.float64)
-            colour = (np.asarray(depth, dtype=np.float64), image, *_image_gradients(image))
+            colour_depth = np.where(occlusion_edges(depth, COLOUR_EDGE_MARGIN_PX), 0.0, depth)
+            colour = (np.asarray(colour_depth, dtype=np.float64), image, *_image_gradients(image))
         models.append((model_v.reshape(-1, 3), model_n.reshape(-1, 3), M, w, h, colour))  # flat: one gather a pair
     for it in range(1, iterations + 1):
         A, b, kept, sum_r2, paired, best_share = np.zeros((6, 6)), np.zeros(6), 0, 0.0, [], 0.0
@@ -331,8 +381,8 @@ def icp_align_views(frame_depth: np.ndarray, views: Sequence[ModelView], K: np.n
                 continue
             A, b, kept, sum_r2 = A + A_v, b + b_v, kept + kept_v, sum_r2 + r2_v
             if colour is not None:
-                A_c, b_c, _, _ = _colour_equations(src, src_I, T, M, K, *colour, COLOUR_DEPTH_GAP_M, colour_huber,
-                                                   compiled)
+                A_c, b_c, _, _ = _colour_equations(src_c, src_I, T, M, K, *colour, COLOUR_DEPTH_GAP_M,
+                                                   colour_huber, compiled)
                 A, b = A + colour_weight * A_c, b + colour_weight * b_c
             paired.append(model)
         if not paired:
