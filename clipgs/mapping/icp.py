@@ -164,16 +164,18 @@ COLOUR_DEPTH_GAP_M = 0.05  # the colour term pairs a frame point with the model 
 COLOUR_EDGE_MARGIN_PX = 2  # ... and leaves out model pixels this close to an occlusion edge (frame points: 1 closer)
 
 
-def _grow(mask: np.ndarray, margin: int) -> np.ndarray:
-    """(H, W) bool -> true within ``margin`` pixels (a square) of a true pixel."""
-    h, w = mask.shape
-    grown = mask.copy()
-    for dv in range(-margin, margin + 1):
-        for du in range(-margin, margin + 1):
-            if dv or du:
-                grown[max(dv, 0):h + min(dv, 0), max(du, 0):w + min(du, 0)] |= \
-                    mask[max(-dv, 0):h + min(-dv, 0), max(-du, 0):w + min(-du, 0)]
-    return grown
+def _window(a: np.ndarray, radius: int, reduce, fill) -> np.ndarray:
+    """(H, W) -> the ``reduce`` (np.minimum, np.maximum, np.logical_or) of each pixel's (2r+1)^2 square, outside
+    the image ``fill``: separable, one pass along rows and one along columns."""
+    out = a
+    for axis in (1, 0):
+        padded = np.pad(out, [(radius, radius) if ax == axis else (0, 0) for ax in (0, 1)], constant_values=fill)
+        n = out.shape[axis]
+        acc = padded.take(np.arange(n), axis=axis)
+        for k in range(1, 2 * radius + 1):
+            acc = reduce(acc, padded.take(np.arange(k, k + n), axis=axis))
+        out = acc
+    return out
 
 
 def occlusion_edges(depth: np.ndarray, margin: int, max_jump: float = 0.05, gap: int = 2) -> np.ndarray:
@@ -189,21 +191,15 @@ def occlusion_edges(depth: np.ndarray, margin: int, max_jump: float = 0.05, gap:
     to 0.04 degrees by 0.5-0.7 degrees through these pixels; the drift that followed was most of the walk's
     keyframe error."""
     z = np.asarray(depth, dtype=np.float64)
-    h, w = z.shape
     edge = np.zeros(z.shape, dtype=bool)
     for a, b, pair in ((z[:, 1:], z[:, :-1], (np.s_[:, 1:], np.s_[:, :-1])), (z[1:], z[:-1], (np.s_[1:], np.s_[:-1]))):
         jump = (a > 0) & (b > 0) & (np.abs(a - b) > max_jump * np.maximum(a, b))
         edge[pair[0]] |= jump
         edge[pair[1]] |= jump
-    lo, hi = np.full(z.shape, np.inf), np.zeros(z.shape)
-    padded = np.pad(z, gap)
-    for dv in range(2 * gap + 1):
-        for du in range(2 * gap + 1):
-            near = padded[dv:dv + h, du:du + w]
-            lo = np.where(near > 0, np.minimum(lo, near), lo)
-            hi = np.maximum(hi, near)
+    lo = _window(np.where(z > 0, z, np.inf), gap, np.minimum, np.inf)  # the valid depths within gap pixels
+    hi = _window(z, gap, np.maximum, 0.0)
     edge |= (z <= 0) & (hi > (1.0 + 2.0 * max_jump) * lo)
-    return _grow(edge, margin)
+    return _window(edge, margin, np.logical_or, False) if margin > 0 else edge
 
 
 def intensity(rgb: np.ndarray) -> np.ndarray:
