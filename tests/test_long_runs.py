@@ -10,6 +10,7 @@ from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera, Frame
 from clipgs.data.images import resize, resize_depth
 from clipgs.geometry import intrinsics_from_hfov
+from clipgs.mapping import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.growth import auto_pixel_stride
 from clipgs.mapping.keyframes import Keyframe, KeyframeStore
@@ -94,6 +95,14 @@ def test_first_keyframe_respects_the_gaussian_budget_at_any_resolution():
     c = MapperConfig()
     assert c.auto_map_width(640, "cpu") == 320 and c.auto_map_width(640, "cuda") == 0
     assert c.auto_map_width(4000, "cuda") == 1280 and c.auto_map_width(320, "cpu") == 0
+    # With semantics on a CPU the cap is tighter (cpu_semantic_map_width); a GPU keeps the camera's width.
+    assert c.auto_map_width(640, "cpu", semantic=True) == 160 and c.auto_map_width(320, "cpu", semantic=True) == 160
+    assert c.auto_map_width(160, "cpu", semantic=True) == 0 and c.auto_map_width(640, "cuda", semantic=True) == 0
+    assert c.replace(cpu_semantic_map_width=0).auto_map_width(640, "cpu", semantic=True) == 320
+    semantic = ChannelTrainer()
+    semantic.channels = 4  # any trainer with attribute channels: the mapper picks the semantic cap
+    on_cpu_semantic = IncrementalMapper(MapperConfig(**FAST), trainer=semantic)
+    assert on_cpu_semantic.add_frame(big) == "keyframe" and on_cpu_semantic.keyframes[0].camera.width == 160
 
 
 def test_auto_growth_stride_keeps_samples_per_view_at_any_resolution():

@@ -91,7 +91,7 @@ class IncrementalMapper:
             if reason is None:
                 self.last_input_camera, size = frame.camera, (frame.width, frame.height)
                 frame = dataclasses.replace(frame)  # re-validates and sanitises depth (NaN/inf/negative -> 0)
-                width = c.map_width or c.auto_map_width(frame.width, self.device.type)
+                width = c.map_width or c.auto_map_width(frame.width, self.device.type, self.trainer.channels > 0)
                 frame = frame.resized(width) if width else frame
                 frame = self.tracker.track(frame) if self.tracker.enabled else frame
         except Exception as exc:  # a malformed frame must never take the mapper down
