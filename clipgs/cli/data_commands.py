@@ -119,7 +119,8 @@ def run_map(args: argparse.Namespace) -> int:
     given, mapped = mapper.last_input_camera, mapper.keyframes[-1].camera if len(mapper.keyframes) else None
     if given is not None and mapped is not None and mapped.width != given.width:
         print(f"{given.width}x{given.height} frames mapped at {mapped.width}x{mapped.height} (map_width, or "
-              f"max_map_width / cpu_map_width when it is 0); renders and queries answer at any size")
+              f"max_map_width / cpu_map_width / cpu_semantic_map_width when it is 0); renders and queries answer at "
+              "any size")
     print(f"keyframe trajectory written to {trajectory} (clipgs eval --true-poses scores it)")
     if summary["poses_refined"] or summary["frames_tracked"]:
         print(f"poses refined: {summary['poses_refined']} keyframes against the nearest keyframes, "
