@@ -130,9 +130,9 @@ def main() -> int:
     semantics = f"on (own thread, {args.teacher} teacher)" if args.semantic else "off"
     map_width = config.map_width or config.auto_map_width(w, mapper.device.type, mapper.trainer.channels > 0) or w
     print(f"{ds.summary()}; {args.laps} laps, {args.rate:g} frames/s, noise {args.noise}, semantics {semantics}, "
-          f"map_width {map_width}, keyframe budget "
-          f"{args.keyframe_budget_mb:g} MB, pose refinement {config.pose_refine_iters or 'off'}, poses "
-          f"{'true' if args.true_poses else 'as given'}, device {args.device}{''.join(', ' + kv for kv in args.set)}\n")
+          f"map_width {map_width}, keyframe budget {args.keyframe_budget_mb:g} MB, pose refinement "
+          f"{config.pose_refine_iters or 'off'}, poses {'true' if args.true_poses else 'as given'}, device "
+          f"{args.device}{''.join(', ' + kv for kv in args.set)}\n")
     cols = ("frames", "mapped", "dropped", "keyframes held", "held MB", "Gaussians", "RSS MB", "ms/keyframe",
             "semantic lag s")
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

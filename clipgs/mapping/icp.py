@@ -164,20 +164,6 @@ COLOUR_DEPTH_GAP_M = 0.05  # the colour term pairs a frame point with the model 
 COLOUR_EDGE_MARGIN_PX = 2  # ... and leaves out model pixels this close to an occlusion edge (frame points: 1 closer)
 
 
-def _window(a: np.ndarray, radius: int, reduce, fill) -> np.ndarray:
-    """(H, W) -> the ``reduce`` (np.minimum, np.maximum, np.logical_or) of each pixel's (2r+1)^2 square, outside
-    the image ``fill``: separable, one pass along rows and one along columns."""
-    out = a
-    for axis in (1, 0):
-        padded = np.pad(out, [(radius, radius) if ax == axis else (0, 0) for ax in (0, 1)], constant_values=fill)
-        n = out.shape[axis]
-        acc = padded.take(np.arange(n), axis=axis)
-        for k in range(1, 2 * radius + 1):
-            acc = reduce(acc, padded.take(np.arange(k, k + n), axis=axis))
-        out = acc
-    return out
-
-
 def occlusion_edges(depth: np.ndarray, margin: int, max_jump: float = 0.05, gap: int = 2) -> np.ndarray:
     """depth (H, W) metres, 0 = invalid -> (H, W) bool: pixels within ``margin`` pixels (a square) of an occlusion
     edge: a jump between two valid 4-neighbours of more than ``max_jump`` x the larger depth (as
@@ -190,16 +176,19 @@ def occlusion_edges(depth: np.ndarray, margin: int, max_jump: float = 0.05, gap:
     doorway view of the apartment (realistic sensor) the keyframe ICP's colour term turned a pose that was right
     to 0.04 degrees by 0.5-0.7 degrees through these pixels; the drift that followed was most of the walk's
     keyframe error."""
+    from scipy.ndimage import maximum_filter, minimum_filter
+
     z = np.asarray(depth, dtype=np.float64)
     edge = np.zeros(z.shape, dtype=bool)
     for a, b, pair in ((z[:, 1:], z[:, :-1], (np.s_[:, 1:], np.s_[:, :-1])), (z[1:], z[:-1], (np.s_[1:], np.s_[:-1]))):
         jump = (a > 0) & (b > 0) & (np.abs(a - b) > max_jump * np.maximum(a, b))
         edge[pair[0]] |= jump
         edge[pair[1]] |= jump
-    lo = _window(np.where(z > 0, z, np.inf), gap, np.minimum, np.inf)  # the valid depths within gap pixels
-    hi = _window(z, gap, np.maximum, 0.0)
+    window = {"size": 2 * gap + 1, "mode": "constant"}  # outside the image: no depth
+    lo = minimum_filter(np.where(z > 0, z, np.inf), cval=np.inf, **window)  # the valid depths within gap pixels
+    hi = maximum_filter(z, cval=0.0, **window)
     edge |= (z <= 0) & (hi > (1.0 + 2.0 * max_jump) * lo)
-    return _window(edge, margin, np.logical_or, False) if margin > 0 else edge
+    return maximum_filter(edge, size=2 * margin + 1, mode="constant", cval=False) if margin > 0 else edge
 
 
 def intensity(rgb: np.ndarray) -> np.ndarray:
