@@ -62,6 +62,8 @@ def load() -> ctypes.CDLL:
     lib.clipgs_render_simd_f32.restype = None
     lib.clipgs_project_scalar_f32.argtypes = lib.clipgs_project_f32.argtypes  # for tests: the scalar reference
     lib.clipgs_project_scalar_f32.restype = None
+    lib.clipgs_project_backward_scalar_f32.argtypes = lib.clipgs_project_backward_f32.argtypes  # for tests
+    lib.clipgs_project_backward_scalar_f32.restype = None
     lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]
     lib.clipgs_fast_exp_f32.restype = None
     for suffix in ("f32", "f64"):

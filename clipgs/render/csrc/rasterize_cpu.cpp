@@ -707,6 +707,55 @@ inline vf vsqrt(vf x) { return lanes_apply(x, [](float v) { return std::sqrt(v);
 inline vf vceil(vf x) { return lanes_apply(x, [](float v) { return std::ceil(v); }); }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 
+// `ewa` for eight Gaussians per vector, in depth (tz = the camera-frame z): the same expressions in the same order.
+// m / q / ls: means, quaternions and log-scales, one vector per component (lanes = Gaussians).
+struct EwaLanes {
+  vf tz, qn, w, x, y, z;  // quaternion norm and normalised components
+  vf R[9], sc[3], Mc[9];
+  vf cux, cuy;
+  vi free_x, free_y;
+  vf J[6], JM[6];
+  vf a, b, c;
+};
+
+inline EwaLanes ewa_lanes(const vf* mc, const vf* q, const vf* ls, const Lens<float>& L, float eps2d) {
+  EwaLanes e;
+  const float* vm = L.vm;
+  const vf tz = e.tz = mc[2];
+  const vf qn = e.qn = vsqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
+  const vf w = e.w = q[0] / qn, x = e.x = q[1] / qn, y = e.y = q[2] / qn, zq = e.z = q[3] / qn;
+  const vf one = splat(1.f), two = splat(2.f);
+  const vf R[9] = {one - two * (y * y + zq * zq), two * (x * y - w * zq), two * (x * zq + w * y),
+                   two * (x * y + w * zq), one - two * (x * x + zq * zq), two * (y * zq - w * x),
+                   two * (x * zq - w * y), two * (y * zq + w * x), one - two * (x * x + y * y)};
+  std::copy(R, R + 9, e.R);
+  for (int k = 0; k < 3; ++k) e.sc[k] = lanes_apply(ls[k], [](float v) { return std::exp(v); });
+  vf M[9];
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * e.sc[k];
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k)
+      e.Mc[3 * r + k] = splat(vm[4 * r]) * M[k] + splat(vm[4 * r + 1]) * M[3 + k] + splat(vm[4 * r + 2]) * M[6 + k];
+  const vf ux = mc[0] / tz, uy = mc[1] / tz;
+  e.free_x = (ux >= splat(-L.lim_x_neg)) & (ux <= splat(L.lim_x_pos));
+  e.free_y = (uy >= splat(-L.lim_y_neg)) & (uy <= splat(L.lim_y_pos));
+  const vf cux = e.cux = vmin(vmax(ux, splat(-L.lim_x_neg)), splat(L.lim_x_pos));
+  const vf cuy = e.cuy = vmin(vmax(uy, splat(-L.lim_y_neg)), splat(L.lim_y_pos));
+  const vf txc = tz * cux, tyc = tz * cuy;
+  const vf zero{};
+  const vf J[6] = {splat(L.fx) / tz, zero, -splat(L.fx) * txc / (tz * tz), zero, splat(L.fy) / tz,
+                   -splat(L.fy) * tyc / (tz * tz)};
+  std::copy(J, J + 6, e.J);
+  vf* JM = e.JM;
+  for (int r = 0; r < 2; ++r)
+    for (int k = 0; k < 3; ++k)
+      JM[3 * r + k] = J[3 * r] * e.Mc[k] + J[3 * r + 1] * e.Mc[3 + k] + J[3 * r + 2] * e.Mc[6 + k];
+  e.a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + splat(eps2d);
+  e.b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
+  e.c = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + splat(eps2d);
+  return e;
+}
+
 // `project` for float32, eight Gaussians per vector: the same expressions in the same order as the scalar
 // template (Cull::maybe, ewa, the radius and the box test), so the same values but for the compiler's choice of
 // fused multiply-adds; blocks whose eight Gaussians the cheap cull drops skip the rest.
@@ -755,35 +804,8 @@ void project_simd(int64_t n, const float* means, const float* quats, const float
               (cmy - reach_y < splat(H));
       if (!any(keep)) continue;
       // ewa (culled lanes: in depth by the cull, so tz = z)
-      const vf tz = z;
-      const vf qn = vsqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3]);
-      const vf w = q[0] / qn, x = q[1] / qn, y = q[2] / qn, zq = q[3] / qn;
-      const vf one = splat(1.f), two = splat(2.f);
-      const vf R[9] = {one - two * (y * y + zq * zq), two * (x * y - w * zq), two * (x * zq + w * y),
-                       two * (x * y + w * zq), one - two * (x * x + zq * zq), two * (y * zq - w * x),
-                       two * (x * zq - w * y), two * (y * zq + w * x), one - two * (x * x + y * y)};
-      vf sc[3];
-      for (int k = 0; k < 3; ++k) sc[k] = lanes_apply(ls[k], [](float v) { return std::exp(v); });
-      vf M[9], Mc[9];
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k) M[3 * r + k] = R[3 * r + k] * sc[k];
-      for (int r = 0; r < 3; ++r)
-        for (int k = 0; k < 3; ++k)
-          Mc[3 * r + k] = splat(vm[4 * r]) * M[k] + splat(vm[4 * r + 1]) * M[3 + k] + splat(vm[4 * r + 2]) * M[6 + k];
-      const vf ux = mc[0] / tz, uy = mc[1] / tz;
-      const vf cux = vmin(vmax(ux, splat(-L.lim_x_neg)), splat(L.lim_x_pos));
-      const vf cuy = vmin(vmax(uy, splat(-L.lim_y_neg)), splat(L.lim_y_pos));
-      const vf txc = tz * cux, tyc = tz * cuy;
-      const vf zero{};
-      const vf J[6] = {splat(L.fx) / tz, zero, -splat(L.fx) * txc / (tz * tz), zero, splat(L.fy) / tz,
-                       -splat(L.fy) * tyc / (tz * tz)};
-      vf JM[6];
-      for (int r = 0; r < 2; ++r)
-        for (int k = 0; k < 3; ++k)
-          JM[3 * r + k] = J[3 * r] * Mc[k] + J[3 * r + 1] * Mc[3 + k] + J[3 * r + 2] * Mc[6 + k];
-      const vf a = JM[0] * JM[0] + JM[1] * JM[1] + JM[2] * JM[2] + splat(eps2d);
-      const vf b = JM[0] * JM[3] + JM[1] * JM[4] + JM[2] * JM[5];
-      const vf cc = JM[3] * JM[3] + JM[4] * JM[4] + JM[5] * JM[5] + splat(eps2d);
+      const EwaLanes e = ewa_lanes(mc, q, ls, L, eps2d);
+      const vf tz = z, a = e.a, b = e.b, cc = e.c;
       // the projection's own tests, the radius and the box
       const vf det = a * cc - b * b;
       keep &= det > splat(0.f);
@@ -810,6 +832,105 @@ void project_simd(int64_t n, const float* means, const float* quats, const float
   });
 }
 
+// `project_backward` for float32, eight Gaussians per vector: the scalar template's expressions in its order (the
+// clamp's branches as selects), reading the intermediates from ewa_lanes. Lanes with no footprint get zeros.
+void project_backward_simd(int64_t n, const float* means, const float* quats, const float* log_scales,
+                           const float* viewmat, const float* K, int64_t width, int64_t height, float eps2d,
+                           const int32_t* radii, const float* g_means2d, const float* g_conics, const float* g_depths,
+                           float* g_means, float* g_quats, float* g_log_scales, int threads) {
+  const Lens<float> L(viewmat, K, width, height);
+  const float* vm = L.vm;
+  const int64_t chunk = 4096;
+  parallel_tiles((n + chunk - 1) / chunk, threads, [&](int64_t c) {
+    const int64_t end = std::min(n, (c + 1) * chunk);
+    for (int64_t i0 = c * chunk; i0 < end; i0 += kLanes) {
+      const int nl = (int)std::min<int64_t>(kLanes, end - i0);
+      vi seen{};
+      for (int j = 0; j < nl; ++j) seen[j] = radii[2 * (i0 + j)] > 0 || radii[2 * (i0 + j) + 1] > 0 ? -1 : 0;
+      if (!any(seen)) {
+        std::fill(g_means + 3 * i0, g_means + 3 * (i0 + nl), 0.f);
+        std::fill(g_quats + 4 * i0, g_quats + 4 * (i0 + nl), 0.f);
+        std::fill(g_log_scales + 3 * i0, g_log_scales + 3 * (i0 + nl), 0.f);
+        continue;
+      }
+      vf m[3], q[4], ls[3], gA, gB, gC, g_dep, gmx, gmy;
+      for (int j = 0; j < kLanes; ++j) {  // lanes past the end repeat the last Gaussian; never written
+        const int64_t i = i0 + std::min(j, nl - 1);
+        for (int k = 0; k < 3; ++k) m[k][j] = means[3 * i + k], ls[k][j] = log_scales[3 * i + k];
+        for (int k = 0; k < 4; ++k) q[k][j] = quats[4 * i + k];
+        gA[j] = g_conics[3 * i], gB[j] = g_conics[3 * i + 1], gC[j] = g_conics[3 * i + 2];
+        g_dep[j] = g_depths[i], gmx[j] = g_means2d[2 * i], gmy[j] = g_means2d[2 * i + 1];
+      }
+      vf mc[3];
+      for (int r = 0; r < 3; ++r)
+        mc[r] = splat(vm[4 * r]) * m[0] + splat(vm[4 * r + 1]) * m[1] + splat(vm[4 * r + 2]) * m[2] +
+                splat(vm[4 * r + 3]);
+      const EwaLanes e = ewa_lanes(mc, q, ls, L, eps2d);  // a footprint means in depth: tz = z
+      const vf *R = e.R, *sc = e.sc, *Mc = e.Mc, *J = e.J, *JM = e.JM;
+      const vf tz = e.tz, tz2 = tz * tz, txc = tz * e.cux, tyc = tz * e.cuy, a = e.a, b = e.b, cc = e.c;
+      const vf w = e.w, x = e.x, y = e.y, z = e.z, two = splat(2.f), one = splat(1.f), zero{};
+      const vf fx = splat(K[0]), fy = splat(K[4]);
+      const vf det = a * cc - b * b, det2 = det * det;
+      const vf ga = gA * (-cc * cc / det2) + gB * (b * cc / det2) + gC * (one / det - a * cc / det2);
+      const vf gb = gA * (two * b * cc / det2) + gB * (-(det + two * b * b) / det2) + gC * (two * a * b / det2);
+      const vf gc = gA * (one / det - a * cc / det2) + gB * (a * b / det2) + gC * (-a * a / det2);
+      vf gJM[6], gJ[6], gMc[9];
+      for (int k = 0; k < 3; ++k) {
+        gJM[k] = two * ga * JM[k] + gb * JM[3 + k];
+        gJM[3 + k] = two * gc * JM[3 + k] + gb * JM[k];
+      }
+      for (int r = 0; r < 2; ++r)
+        for (int k = 0; k < 3; ++k)
+          gJ[3 * r + k] = gJM[3 * r] * Mc[3 * k] + gJM[3 * r + 1] * Mc[3 * k + 1] + gJM[3 * r + 2] * Mc[3 * k + 2];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) gMc[3 * r + k] = J[r] * gJM[k] + J[3 + r] * gJM[3 + k];
+      vf gmc[3] = {zero, zero, g_dep};
+      gmc[2] += gJ[0] * (-fx / tz2) + gJ[2] * (two * fx * txc / (tz2 * tz)) + gJ[4] * (-fy / tz2) +
+                gJ[5] * (two * fy * tyc / (tz2 * tz));
+      const vf g_txc = gJ[2] * (-fx / tz2), g_tyc = gJ[5] * (-fy / tz2);
+      gmc[0] += select(e.free_x, g_txc, zero);
+      gmc[2] += select(e.free_x, zero, g_txc * e.cux);
+      gmc[1] += select(e.free_y, g_tyc, zero);
+      gmc[2] += select(e.free_y, zero, g_tyc * e.cuy);
+      gmc[0] += gmx * fx / tz;
+      gmc[1] += gmy * fy / tz;
+      gmc[2] += -gmx * fx * mc[0] / tz2 - gmy * fy * mc[1] / tz2;
+      vf out_means[3], out_scales[3], out_quats[4];
+      for (int k = 0; k < 3; ++k)  // mc = Rv m + t
+        out_means[k] = splat(vm[k]) * gmc[0] + splat(vm[4 + k]) * gmc[1] + splat(vm[8 + k]) * gmc[2];
+      vf gM[9], gR[9];  // Mc = Rv M
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k)
+          gM[3 * r + k] = splat(vm[r]) * gMc[k] + splat(vm[4 + r]) * gMc[3 + k] + splat(vm[8 + r]) * gMc[6 + k];
+      for (int k = 0; k < 3; ++k) {
+        vf gs = zero;
+        for (int r = 0; r < 3; ++r) {
+          gR[3 * r + k] = gM[3 * r + k] * sc[k];
+          gs += gM[3 * r + k] * R[3 * r + k];
+        }
+        out_scales[k] = gs * sc[k];
+      }
+      const vf gw = two * (-z * gR[1] + y * gR[2] + z * gR[3] - x * gR[5] - y * gR[6] + x * gR[7]);
+      const vf gx = two * (y * gR[1] + z * gR[2] + y * gR[3] - two * x * gR[4] - w * gR[5] + z * gR[6] + w * gR[7] -
+                           two * x * gR[8]);
+      const vf gy = two * (-two * y * gR[0] + x * gR[1] + w * gR[2] + x * gR[3] + z * gR[5] - w * gR[6] +
+                           z * gR[7] - two * y * gR[8]);
+      const vf gz = two * (-two * z * gR[0] - w * gR[1] + x * gR[2] + w * gR[3] - two * z * gR[4] + y * gR[5] +
+                           x * gR[6] + y * gR[7]);
+      const vf dot = w * gw + x * gx + y * gy + z * gz;  // through the normalisation q / |q|
+      out_quats[0] = (gw - w * dot) / e.qn, out_quats[1] = (gx - x * dot) / e.qn;
+      out_quats[2] = (gy - y * dot) / e.qn, out_quats[3] = (gz - z * dot) / e.qn;
+      for (int j = 0; j < nl; ++j) {
+        const int64_t i = i0 + j;
+        const bool keep = seen[j] != 0;
+        for (int k = 0; k < 3; ++k) g_means[3 * i + k] = keep ? out_means[k][j] : 0.f;
+        for (int k = 0; k < 3; ++k) g_log_scales[3 * i + k] = keep ? out_scales[k][j] : 0.f;
+        for (int k = 0; k < 4; ++k) g_quats[4 * i + k] = keep ? out_quats[k][j] : 0.f;
+      }
+    }
+  });
+}
+
 // The projection the exported entry points run: eight lanes at a time for float32, the scalar template for float64.
 template <typename T>
 void project_fastest(int64_t n, const T* means, const T* quats, const T* log_scales, const T* opacities,
@@ -821,6 +942,20 @@ void project_fastest(int64_t n, const T* means, const T* quats, const T* log_sca
   else
     project(n, means, quats, log_scales, opacities, viewmat, K, width, height, near_plane, far_plane, eps2d,
             means2d, conics, depths, radii, threads);
+}
+
+// Its gradient: eight lanes at a time for float32, the scalar template for float64.
+template <typename T>
+void project_backward_fastest(int64_t n, const T* means, const T* quats, const T* log_scales, const T* viewmat,
+                              const T* K, int64_t width, int64_t height, T eps2d, const int32_t* radii,
+                              const T* g_means2d, const T* g_conics, const T* g_depths, T* g_means, T* g_quats,
+                              T* g_log_scales, int threads) {
+  if constexpr (std::is_same<T, float>::value)
+    project_backward_simd(n, means, quats, log_scales, viewmat, K, width, height, eps2d, radii, g_means2d, g_conics,
+                          g_depths, g_means, g_quats, g_log_scales, threads);
+  else
+    project_backward(n, means, quats, log_scales, viewmat, K, width, height, eps2d, radii, g_means2d, g_conics,
+                     g_depths, g_means, g_quats, g_log_scales, threads);
 }
 
 // The row segments a Gaussian's box overlaps in a tile: lanes inside [x0, x1] and the x offsets of
@@ -1416,6 +1551,15 @@ void clipgs_project_scalar_f32(int64_t n, const float* means, const float* quats
   project(n, means, quats, log_scales, opacities, viewmat, K, width, height, float(near_plane), float(far_plane),
           float(eps2d), means2d, conics, depths, radii, threads);
 }
+// For tests: the scalar float32 projection gradient the vectorised one must reproduce.
+void clipgs_project_backward_scalar_f32(int64_t n, const float* means, const float* quats, const float* log_scales,
+                                        const float* viewmat, const float* K, int64_t width, int64_t height,
+                                        double eps2d, const int32_t* radii, const float* g_means2d,
+                                        const float* g_conics, const float* g_depths, float* g_means,
+                                        float* g_quats, float* g_log_scales, int threads) {
+  project_backward(n, means, quats, log_scales, viewmat, K, width, height, float(eps2d), radii, g_means2d, g_conics,
+                   g_depths, g_means, g_quats, g_log_scales, threads);
+}
 void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's exp
   for (int64_t i = 0; i < n; i += kLanes) {
     vf v{};
@@ -1449,8 +1593,8 @@ void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: t
                                         double eps2d, const int32_t* radii, const T* g_means2d,             \
                                         const T* g_conics, const T* g_depths, T* g_means, T* g_quats,       \
                                         T* g_log_scales, int threads) {                                     \
-    project_backward(n, means, quats, log_scales, viewmat, K, width, height, T(eps2d), radii, g_means2d,     \
-                     g_conics, g_depths, g_means, g_quats, g_log_scales, threads);                          \
+    project_backward_fastest(n, means, quats, log_scales, viewmat, K, width, height, T(eps2d), radii,        \
+                             g_means2d, g_conics, g_depths, g_means, g_quats, g_log_scales, threads);      \
   }                                                                                                         \
   void clipgs_cull_##SUFFIX(int64_t n, const T* means, const T* log_scales, const T* opacities, const T* viewmat,    \
                             const T* K, int64_t width, int64_t height, double near_plane, double far_plane,     \
