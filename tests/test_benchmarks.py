@@ -22,6 +22,16 @@ def test_render_benchmark_prints_a_row_per_backend_with_speedups():
     assert rows[0].split("|")[-2].strip() == "1.0"  # the reference divided by itself
 
 
+def test_kernel_ab_times_two_builds_and_compares_their_outputs():
+    """A/A (the base is this checkout's own kernel sources): one row, the same outputs bit for bit, ratios near 1."""
+    out = run("kernel_ab.py", "--base", "clipgs/render/csrc", "--sizes", "3000", "--res", "64x48", "--repeats", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| 3000 ")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].split("|")[1:-1]]  # N, res, fwd base, fwd new, ratio, image, fb base, ...
+    assert cells[5] == "same" and cells[9] == "same"
+    assert float(cells[2]) > 0 and 0.2 < float(cells[4]) < 5 and 0.2 < float(cells[8]) < 5
+
+
 def test_profile_step_breaks_a_step_into_its_parts(tmp_path):
     out = run("profile_step.py", "--scenes", "room", "--sizes", "64x48", "--warm-keyframes", "2", "--repeats", "1",
               "--scene-dir", str(tmp_path))
