@@ -70,7 +70,8 @@ def test_row_reach_of_thin_tilted_splats_matches_scalar(seed, scene_factory, cam
     """The vectorised kernels visit only the row segments a splat's ellipse reaches (its box bounds the ellipse
     on every row at once). Needles at every angle, opacities from the 1/255 threshold to 0.999 and few overlaps,
     so a segment wrongly left out would change pixels by at least 1/255 of a colour: values and gradients must be
-    the scalar kernel's, which evaluates every pixel of the box."""
+    the scalar kernel's, which evaluates every pixel of the box (gradients to 2e-4: 1.2e-4 apart on a build
+    without fused multiply-adds, -march=x86-64-v2; a left-out segment moves them by far more)."""
     means, quats, _, _, features = scene_factory(600, 10 + seed, torch.float32, channels=19, spread=1.2)
     g = torch.Generator().manual_seed(seed)
     long_axis = torch.randint(3, (600,), generator=g)
@@ -79,7 +80,7 @@ def test_row_reach_of_thin_tilted_splats_matches_scalar(seed, scene_factory, cam
     opacity_logits = torch.empty(600).uniform_(-5.4, 7.0, generator=g)
     scene = (means, quats, log_scales, opacity_logits, features)
     out, grads = assert_agree(scene, camera_factory(83, 61), backend="cpu", reference="cpu_scalar",
-                              img_tol=1e-5, grad_tol=1e-4)
+                              img_tol=1e-5, grad_tol=2e-4)
     assert 0.05 < out.alpha.mean() < 0.9 and all(g.abs().max() > 0 for g in grads)
 
 
