@@ -75,7 +75,7 @@ def far(a, b) -> str:
 
 
 def compare(n: int, width: int, height: int, libs: dict, repeats: int) -> dict:
-    """Times and output differences of every build in ``libs`` (name -> library) on one configuration."""
+    """Times and output differences of the builds ``libs['base']`` and ``libs['new']`` on one configuration."""
     import torch
     from render import build_map
 
@@ -110,9 +110,8 @@ def compare(n: int, width: int, height: int, libs: dict, repeats: int) -> dict:
                 times[name, what].append(time.perf_counter() - t0)
     (img_b, grads_b), (img_n, grads_n) = outputs["base"], outputs["new"]
     row = {"image": far(img_n, img_b)}
-    diffs = {name: far(x, y) for name, x, y in zip(params, grads_n, grads_b) if far(x, y) != "same"}
-    row["gradients"] = ", ".join(f"{name} {d} (largest {float(grads_b[list(params).index(name)].abs().max()):.0e})"
-                                 for name, d in diffs.items()) or "same"
+    diffs = [(name, far(x, y), float(y.abs().max())) for name, x, y in zip(params, grads_n, grads_b)]
+    row["gradients"] = ", ".join(f"{name} {d} (largest {top:.0e})" for name, d, top in diffs if d != "same") or "same"
     for what in ("fwd", "fb"):
         base, new = times["base", what], times["new", what]
         row[what] = (statistics.median(base) * 1e3, statistics.median(new) * 1e3,
