@@ -3,6 +3,7 @@ relevancy averaged inside segments of the view's own render)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from clipgs.render import RenderOutput
@@ -98,3 +99,22 @@ def test_mask_pixels_are_sampled_from_masks_only():
     assert torch.equal(idx, sample_mask_pixels(ids, 500, torch.Generator().manual_seed(0)))
     few = sample_mask_pixels(ids, 10**6, torch.Generator())  # fewer mask pixels than asked: all of them, once
     assert torch.equal(few, torch.nonzero(ids.reshape(-1) >= 0).squeeze(1))
+
+
+@pytest.mark.parametrize("balance, small_share", [(0.0, 20 / 45020), (0.5, 1 / (1 + (45000 / 20) ** 0.5)), (1.0, 0.5)])
+def test_mask_balance_spreads_samples_over_masks(balance, small_share):
+    """A 20-pixel vase beside a 45000-pixel wall: each mask's share of the samples is (its pixels)^(1 - balance)
+    over the sum of those; only mask pixels, the same draw for the same seed."""
+    from clipgs.semantics.sac import sample_mask_pixels
+
+    ids = torch.full((300, 300), -1)
+    ids[:150] = 0  # wall
+    ids[200:204, 50:55] = 7  # vase
+    idx = sample_mask_pixels(ids, 20000, torch.Generator().manual_seed(0), balance)
+    got = ids.reshape(-1)[idx]
+    assert len(idx) == 20000 and bool((got >= 0).all())
+    assert float((got == 7).float().mean()) == pytest.approx(small_share, rel=0.1, abs=0.002)
+    again = sample_mask_pixels(ids, 20000, torch.Generator().manual_seed(0), balance)
+    assert torch.equal(idx, again)
+    if balance > 0:  # every vase pixel drawn, not only a few of them
+        assert len(torch.unique(idx[got == 7])) == 20

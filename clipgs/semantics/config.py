@@ -26,6 +26,9 @@ class SemanticTrainingConfig(Settings):
                                at_least(0.0))
     sem_tau: float = setting(0.1, "temperature of the contrastive loss", greater_than(0.0))
     sem_pixels: int = setting(4096, "mask pixels sampled per step for the semantic losses", at_least(1))
+    sem_mask_balance: float = setting(0.25, "how evenly the sampled pixels spread over a frame's masks: a pixel is "
+                                            "drawn with probability ~ 1 / (its mask's pixels)^this (0: every mask "
+                                            "pixel alike, so walls take most samples; 1: every mask alike)", UNIT)
     sem_moves_geometry: bool = setting(False, "whether the semantic losses' gradients reach the Gaussians' shape "
                                               "(means, rotations, scales, opacities); false: they train the semantic "
                                               "attributes only, and colour and depth alone shape the map")

@@ -61,15 +61,15 @@ def evenly_spaced(items: list, limit: int) -> list:
 
 @torch.no_grad()
 def render_refit_rows(gaussians: GaussianMap, keyframes: list[Keyframe], pixels: int, generator: torch.Generator,
-                      backend: str = "auto") -> list[RefitRows]:
+                      backend: str = "auto", balance: float = 0.0) -> list[RefitRows]:
     """Rows of every keyframe in ``keyframes`` that has masks: up to ``pixels`` mask pixels each, attributes
-    composited at those pixels only."""
+    composited at those pixels only; ``balance``: as :func:`sample_mask_pixels`."""
     data = []
     for kf in keyframes:
         masks = kf.annotation.masks if kf.annotation is not None else None
         if masks is None:
             continue
-        idx = sample_mask_pixels(masks.mask_ids, pixels, generator)
+        idx = sample_mask_pixels(masks.mask_ids, pixels, generator, balance)
         if len(idx) == 0:
             continue
         out = gaussians.render(kf.camera, semantic=True, backend=backend, attribute_pixels=idx)
@@ -141,7 +141,7 @@ def refit_decoder(decoder: SemanticDecoder, optimizer: torch.optim.Optimizer, ke
     t0 = time.perf_counter()
     per_step = max(1, config.sem_pixels // config.refit_pixels)  # a step sees as many rows as a mapping step
     chosen = evenly_spaced(keyframes, max(1, config.refit_steps * per_step // 2))
-    data = render_refit_rows(gaussians, chosen, config.refit_pixels, generator, backend)
+    data = render_refit_rows(gaussians, chosen, config.refit_pixels, generator, backend, config.sem_mask_balance)
     losses = fit_decoder(data, config.refit_steps, per_step, refit_loss(decoder, config, vocabulary), optimizer,
                          generator, progress, step_lock, stop)
     return RefitReport(len(losses), len(data), losses, time.perf_counter() - t0)

@@ -133,9 +133,9 @@ class SemanticTrainer(ChannelTrainer):
     def channel_pixels(self, keyframe: Keyframe) -> Tensor | None:
         """The mask pixels the coming ``keyframe_loss`` samples, drawn before the render (which then composites
         the attribute channels only around them)."""
-        if not self.renders_channels(keyframe):
-            return None
-        return sample_mask_pixels(keyframe.annotation.masks.mask_ids, self.config.sem_pixels, self._generator)
+        c = self.config
+        return sample_mask_pixels(keyframe.annotation.masks.mask_ids, c.sem_pixels, self._generator,
+                                  c.sem_mask_balance) if self.renders_channels(keyframe) else None
 
     def close(self) -> None:
         """Stop the source's thread (async_source); a no-op otherwise."""
@@ -206,7 +206,7 @@ class SemanticTrainer(ChannelTrainer):
         waiting = c.dcs_yield and self.stream_behind()  # frames are waiting: mapping them comes first
         for _ in range(c.dcs_novel_steps if self.novel_views and not waiting else 0):
             view = self.novel_views[mapper.rng.integers(len(self.novel_views))]
-            idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator)
+            idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator, c.sem_mask_balance)
 
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = out.attribute_pixels
