@@ -304,7 +304,8 @@ def test_vectorised_float32_projection_gradient_matches_the_scalar_one(n, scene_
     lib = cpu_kernel.load()
     m2, co, dep = torch.empty(n, 2), torch.empty(n, 3), torch.empty(n)
     radii = torch.empty(n, 2, dtype=torch.int32)
-    lib.clipgs_project_f32(n, *map(_ptr, (means, quats, log_scales, torch.sigmoid(logits), viewmat, K)), 83, 45,
+    opacities = torch.sigmoid(logits)  # held: a temporary's memory is freed before the call reads it
+    lib.clipgs_project_f32(n, *map(_ptr, (means, quats, log_scales, opacities, viewmat, K)), 83, 45,
                            0.01, 1e10, 0.3, *map(_ptr, (m2, co, dep, radii)), 2)
     seen = (radii > 0).any(dim=1)
     g = torch.Generator().manual_seed(1)

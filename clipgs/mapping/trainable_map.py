@@ -45,7 +45,8 @@ def adam_step_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[T
     """Same as :func:`adam_step_torch`, one compiled pass (CPU, float32/float64, contiguous tensors)."""
     suffix = "f64" if p.dtype == torch.float64 else "f32"
     fn = getattr(cpu_kernel.load(), f"clipgs_adam_{suffix}")
-    ptr = [ctypes.c_void_p(t.data_ptr()) for t in (p, grad.contiguous(), m, v, *bias)]
+    held = (p, grad.contiguous(), m, v, *bias)  # named: a contiguous copy must live until the call returns
+    ptr = [ctypes.c_void_p(t.data_ptr()) for t in held]
     fn(p.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
 
 
@@ -55,7 +56,8 @@ def adam_rows_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, rows: Tensor,
     compact (V rows), as a working set's gradients are."""
     suffix = "f64" if p.dtype == torch.float64 else "f32"
     fn = getattr(cpu_kernel.load(), f"clipgs_adam_rows_{suffix}")
-    ptr = [ctypes.c_void_p(t.data_ptr()) for t in (rows.contiguous(), p, grad.contiguous(), m, v, *bias)]
+    held = (rows.contiguous(), p, grad.contiguous(), m, v, *bias)  # as in adam_step_fused
+    ptr = [ctypes.c_void_p(t.data_ptr()) for t in held]
     fn(rows.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
 
 
