@@ -66,6 +66,24 @@ def test_coherent_labels_remove_speckle_inside_an_object_and_keep_empty_pixels_v
     assert np.array_equal(pixelwise[:30, :45], coherent[:30, :45])  # nothing else changed
 
 
+def test_coherent_labels_keep_a_small_object_the_segments_merged_into_its_background():
+    """A lamp the colour + depth segments cannot tell from the wall behind it (same colour, same depth) keeps its
+    class when its decoded piece is large enough (80 pixels of 6144, over KEEP_PIECE_FRACTION); a 3 x 3 speckle
+    does not."""
+    from clipgs.semantics.coherence import KEEP_PIECE_FRACTION
+
+    decoder = SemanticDecoder(3, 3, hidden=0)
+    vocabulary = torch.cat([torch.zeros(1, 3), torch.eye(3)])
+    out = two_object_render(speckle=True)
+    out.image[40:48, 10:20, 3:] = torch.tensor([0.0, 0.0, 1.0])  # an 8 x 10 object of the third class, red as the wall
+    assert 9 < KEEP_PIECE_FRACTION * 64 * 96 < 80
+    coherent = labels_from_render(out, decoder, vocabulary)
+    assert (coherent[40:48, 10:20] == 3).all() and (coherent[30:33, 20:23] == 1).all()
+    voted = segment_majority(torch.from_numpy(labels_from_render(out, decoder, vocabulary, coherent=False)),
+                             rendered_segments(out, scale_with_size=True))
+    assert (voted[40:48, 10:20] == 1).all()  # the segments alone had merged it
+
+
 def test_wide_frames_are_segmented_coarser_with_the_same_regions():
     from clipgs.data.frame import Frame
     from clipgs.semantics.segmentation import felzenszwalb_masks

@@ -14,7 +14,7 @@ from clipgs.data.images import labelled_classes_panel, write_image
 from clipgs.eval.metrics import semantic_scores
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.render.api import RenderOutput
-from clipgs.semantics.coherence import rendered_segments, segment_majority
+from clipgs.semantics.coherence import keep_large_pieces, rendered_segments, segment_majority
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.realistic_teacher import RealisticCorruption, RealisticTeacher
 from clipgs.semantics.sac import SemanticDecoder
@@ -97,8 +97,9 @@ def pixel_labels(out: RenderOutput, decoder: SemanticDecoder, vocabulary: Tensor
 
 
 def coherent_labels(labels: Tensor, out: RenderOutput) -> Tensor:
-    """Per-pixel labels of ``out`` -> each rendered segment's majority (empty pixels are in no segment: stay 0)."""
-    return segment_majority(labels, rendered_segments(out, scale_with_size=True))
+    """Per-pixel labels of ``out`` -> each rendered segment's majority (empty pixels are in no segment: stay 0),
+    but where a large connected piece of one class disagrees with its segment (:func:`keep_large_pieces`)."""
+    return keep_large_pieces(labels, segment_majority(labels, rendered_segments(out, scale_with_size=True)))
 
 
 def evaluate_semantics(gmap: GaussianMap, model: SemanticModel, dataset: SequenceDataset,
