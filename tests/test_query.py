@@ -68,6 +68,11 @@ def test_query_splits_matching_gaussians_into_instances():
     found = group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40))
     assert [i.gaussians for i in found] == [len(left)]
     assert len(group_instances(np.concatenate([left, fragment]), np.ones(len(left) + 40), min_fraction=0.0)) == 2
+    # Under 20 Gaussians is a fragment however heavy (a small object's stray pieces came back as extra objects).
+    few = chair[:15] + np.array([0, 2.0, 0])
+    heavy = np.concatenate([np.ones(len(left)), np.full(15, 100.0)])
+    assert [i.gaussians for i in group_instances(np.concatenate([left, few]), heavy)] == [len(left)]
+    assert len(group_instances(np.concatenate([left, few]), heavy, min_gaussians=10)) == 2
     assert group_instances(np.zeros((0, 3)), np.zeros(0)) == []
 
 

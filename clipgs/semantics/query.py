@@ -115,7 +115,7 @@ def _split(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
-                    min_gaussians: int = 10, min_fraction: float = 0.1, absorb: float = 0.5) -> list[QueryInstance]:
+                    min_gaussians: int = 20, min_fraction: float = 0.1, absorb: float = 0.5) -> list[QueryInstance]:
     """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
 
     points: (N, 3) m; weights: (N,) >= 0 (how much matching surface each point stands for). Pieces of one
