@@ -1,9 +1,11 @@
 """Query metrics against hand-computed examples, and end to end on a small semantic map."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from clipgs.semantics.query_metrics import QueryScores, localisation_hit, mask_iou, match_objects
+from clipgs.semantics.query_metrics import QueryScores, consensus_scores, localisation_hit, mask_iou, match_objects
 
 
 def test_mask_iou_by_hand():
@@ -13,6 +15,15 @@ def test_mask_iou_by_hand():
     b[1:3, 1:3] = True  # 4 pixels, 1 shared
     assert mask_iou(a, b) == 1 / 7
     assert mask_iou(a, a) == 1.0 and mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == 1.0
+
+
+def test_consensus_scores_by_hand():
+    """Every ground-truth object labelled with its consensus class, scored per held-out view as a map is."""
+    view = SimpleNamespace(instances=np.array([[1, 1], [2, 2]]), labels=np.array([[1, 1], [2, 2]]))
+    ds = type("Views", (), {"test_indices": [0], "classes": ["void", "a", "b"], "__getitem__": lambda s, i: view})()
+    assert consensus_scores(ds, {1: 1, 2: 2}) == (1.0, 1.0)
+    assert consensus_scores(ds, {1: 1, 2: 1}) == (0.25, 0.5)  # class a: IoU 2/4, class b: 0/2
+    assert consensus_scores(ds, {1: 2, 7: 1}) == (0.0, 0.0)  # object 2 unread (void); 7 is in no held-out view
 
 
 def test_localisation_hit_uses_the_most_relevant_region():
@@ -65,8 +76,6 @@ def test_eval_semantic_prints_and_saves_query_scores(synth_dir, tmp_path, capsys
 
 
 def test_teacher_consensus_sums_mask_embeddings_over_views_by_pixels():
-    from types import SimpleNamespace
-
     import torch
 
     from clipgs.semantics.query_metrics import teacher_consensus
