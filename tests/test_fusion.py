@@ -14,7 +14,7 @@ from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import rasterize, splat_to_gaussians
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import mask_class_image, render_fused_labels, splat_votes
+from clipgs.semantics.fusion import label_support, mask_class_image, render_fused_labels, splat_votes
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.trainer import SemanticTrainer
@@ -93,6 +93,57 @@ def test_fused_labels_render_each_gaussians_plurality_class_and_votes_add_up():
                               torch.ones(30, 40, 1), backend="torch")
     torch.testing.assert_close(added.sum(1), ones[:, 0], rtol=1e-4, atol=1e-6)
     assert float(added[:, [0, 2, 4]].abs().sum()) == 0.0 and float(added[:, 3].sum()) > 0
+
+
+def test_label_support_is_the_share_of_votes_for_each_pixels_label():
+    gmap, camera = _random_scene(200)
+    gmap = gmap.to(dtype=torch.float32)
+    votes = torch.zeros(len(gmap), 5)
+    votes[:, 2], votes[:, 3] = 3.0, 1.0  # every voted Gaussian: class 2 has 3/4 of its votes, class 3 1/4
+    votes[:10] = 0.0  # unvoted Gaussians count for neither side of the share
+    alpha = gmap.render(camera, backend="torch").alpha
+    labels = torch.full((30, 40), 2)
+    labels[:, 20:], labels[:5], labels[25:] = 3, 4, -1  # class 4: never voted for; -1: no label
+    support = label_support(gmap, votes, camera, labels, backend="torch")
+    seen = alpha > 0.05
+    torch.testing.assert_close(support[seen & (labels == 2)], torch.full_like(support[seen & (labels == 2)], 0.75))
+    torch.testing.assert_close(support[seen & (labels == 3)], torch.full_like(support[seen & (labels == 3)], 0.25))
+    assert bool((support[labels == 4] == 0).all()) and bool((support[labels == -1] == 0).all())
+    # Shares differ between Gaussians: a pixel's support is its voted Gaussians' shares, compositing-weighted.
+    left = gmap.means[:, 0] < 0
+    votes[left, 3], votes[~left, 2] = 0.0, 0.0  # left: all class 2, right: all class 3
+    support = label_support(gmap, votes, camera, torch.full((30, 40), 2), backend="torch")
+    assert float(support[:, :8][seen[:, :8]].min()) > 0.99 and float(support[:, -8:][seen[:, -8:]].max()) < 0.01
+    assert bool(((support >= 0) & (support <= 1 + 1e-5)).all())
+    nothing = label_support(gmap, torch.zeros(len(gmap), 5), camera, torch.full((30, 40), 2), backend="torch")
+    assert float(nothing.abs().sum()) == 0.0  # no votes at all: no support
+
+
+def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
+    """With ``dcs_teacher_support`` the Gaussians count the teacher's (hard) votes, without fusion's targets, and a
+    pseudo-label of a class the teacher never gave a surface is dropped; the teacher's classes stay."""
+    ds = open_dataset(synth_dir)
+    text = TextEncoder("clipgs-tiny")
+    vocab = torch.cat([torch.zeros(1, 64), text.encode(ds.classes[1:])])
+    teacher = SimulatedTeacher(vocab, TeacherCorruption(wrong_fraction=0.0, seed=0))
+    trainer = SemanticTrainer(SemanticTrainingConfig(sem_dim=8, dcs_every=0, dcs_teacher_support=0.2), teacher,
+                              vocab)
+    mapper = IncrementalMapper(MapperConfig(iters_per_keyframe=3, w_ssim=0.0), trainer=trainer)
+    for i in ds.train_indices[:8]:
+        mapper.add_frame(ds[i])
+    assert trainer.fusion_votes == 0  # without fusion the keyframes vote when a 3DCS round needs their votes
+    frame = ds[ds.train_indices[7]]
+    truth = torch.from_numpy(frame.labels).long()
+    absent = next(c for c in range(1, len(vocab)) if not bool((truth == c).any()))
+    labels = torch.where(torch.arange(frame.width) < frame.width // 2, truth, torch.full_like(truth, absent))
+    kept = trainer._filter_labels(mapper, frame.camera, labels)
+    annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+    assert trainer.fusion_votes == len(annotated) and all(kf.annotation.voted for kf in annotated)
+    assert all(kf.annotation.fused_labels is None for kf in annotated)  # votes, no fusion targets
+    assert bool((kept[:, frame.width // 2:] == -1).all())  # the class nobody saw there: no label
+    left = kept[:, :frame.width // 2]
+    assert float((left == truth[:, :frame.width // 2]).float().mean()) > 0.7  # the teacher's own classes stay
+    assert bool(((left == -1) | (left == truth[:, :frame.width // 2])).all())
 
 
 def test_trainable_map_extras_follow_select_and_extend():

@@ -91,6 +91,12 @@ class SemanticTrainingConfig(Settings):
                                            "render (most of the weight): younger ones still learn the teacher's "
                                            "classes, and voting them in would keep what they hold now; 0: off",
                                         at_least(0))
+    dcs_teacher_support: float = setting(0.1, "3DCS: keep a pseudo-label only where the teacher's masks, over every "
+                                              "keyframe that saw the surface, gave its class at least this share of "
+                                              "their votes (each Gaussian counts them, as 3D label fusion does): the "
+                                              "map may settle what the teacher is unsure of, not turn a refrigerator "
+                                              "the teacher calls one into the wall beside it (apartment +5 mIoU); 0: "
+                                              "off", UNIT)
     dcs_decoder_share: float = setting(0.2, "3DCS: share of the gradient of the cross-entropy on pseudo-labels (and "
                                             "fused labels) that reaches the shared decoder; the attributes get all "
                                             "of it (0: attributes only, so on a walk through rooms the classes out "

@@ -84,13 +84,50 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
 
 
 @torch.no_grad()
+def label_support(gaussians: GaussianMap, votes: Tensor, camera: Camera, labels: Tensor,
+                  backend: str = "auto") -> Tensor:
+    """(H, W) the share of the teacher's votes that went to each pixel's label: over the Gaussians the pixel
+    blends (compositing weights), the votes for ``labels`` (H, W) (vocabulary rows, -1 = none) against all
+    their votes. 0 where there is no label or no voted Gaussian: a class the teacher never gave that surface
+    in any view has no support. Renders the label classes present plus one channel (voted or not)."""
+    support = torch.zeros(labels.shape, device=labels.device)
+    classes = torch.unique(labels[labels >= 0])
+    rows = gaussians.rows_in_view(camera, backend)
+    if len(classes) == 0 or len(rows) == 0:
+        return support
+    mine = votes[rows.to(votes.device)]
+    total = mine.sum(dim=1, keepdim=True)
+    shares = torch.cat([mine[:, classes.to(votes.device)] / total.clamp(min=1e-12), (total > 0).to(mine)], dim=1)
+    g = gaussians.select(rows)
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, shares.to(g.means), camera, backend=backend)
+    image = out.image.to(labels.device)  # (H, W, K + 1)
+    slot = torch.searchsorted(classes.to(labels.device), labels.clamp(min=0)).clamp(max=len(classes) - 1)
+    voted = image[..., -1]
+    share = image[..., :-1].gather(-1, slot[..., None])[..., 0] / voted.clamp(min=1e-6)
+    return torch.where((labels >= 0) & (voted > 1e-6), share, support)
+
+
+def keyframes_to_vote(annotated: list[Keyframe], revote: int, cursor: int) -> tuple[list[Keyframe], int]:
+    """The keyframes whose masks have not voted yet (the new one; late ones with ``async_source``) and ``revote``
+    older ones in turn from ``cursor`` on (Gaussians grown since they voted get their votes too); the next
+    cursor."""
+    todo = [kf for kf in annotated if not kf.annotation.voted]
+    older = [kf for kf in annotated if kf.annotation.voted]
+    if not older:
+        return todo, cursor
+    return todo + [older[(cursor + j) % len(older)] for j in range(min(revote, len(older)))], \
+        (cursor + revote) % len(older)
+
+
+@torch.no_grad()
 def vote_and_label(keyframes: list[Keyframe], votes: Tensor, gaussians: GaussianMap, vocabulary: Tensor, tau: float,
-                   min_share: float, backend: str = "auto") -> None:
-    """Each keyframe's masks splat their classes onto the Gaussians' ``votes`` (N, C); then each gets the fused
-    classes rendered into its view as pixel targets (``annotation.fused_labels``, -1 below ``min_share``)."""
+                   min_share: float, backend: str = "auto", label: bool = True) -> None:
+    """Each keyframe's masks splat their classes onto the Gaussians' ``votes`` (N, C); then (``label``) each gets
+    the fused classes rendered into its view as pixel targets (``annotation.fused_labels``, -1 below
+    ``min_share``)."""
     for kf in keyframes:
         splat_votes(votes, gaussians, kf.camera, mask_class_image(kf.annotation.masks, vocabulary, tau), backend)
         kf.annotation.voted = True
-    for kf in keyframes:
+    for kf in keyframes if label else []:
         labels = render_fused_labels(gaussians, votes, kf.camera, min_share, backend)
         kf.annotation.fused_labels = compact_ids(labels.cpu())

@@ -23,7 +23,7 @@ from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import vote_and_label
+from clipgs.semantics.fusion import keyframes_to_vote, label_support, vote_and_label
 from clipgs.semantics.refit import RefitReport, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
@@ -261,25 +261,18 @@ class SemanticTrainer(ChannelTrainer):
 
     # ----------------------------------------------------------------- 3D label fusion
     @torch.no_grad()
-    def _vote(self, mapper: IncrementalMapper) -> None:
-        """Keyframes whose masks have not voted yet (the new one; late ones with ``async_source``) and
-        ``fused_revote`` older ones in turn splat their masks' classes onto the Gaussians; then each of them gets
-        the fused classes rendered into its view as pixel targets (``keyframe_loss`` trains the decoded
-        rendered attributes towards them, as 3DCS does with its pseudo-labels)."""
-        if not self.fusion_enabled:
-            return
-        annotated = self._annotated(mapper)
-        todo = [kf for kf in annotated if not kf.annotation.voted]
-        older = [kf for kf in annotated if kf.annotation.voted]
-        if older:
-            todo += [older[(self._vote_cursor + j) % len(older)] for j in range(min(self.config.fused_revote,
-                                                                                    len(older)))]
-            self._vote_cursor = (self._vote_cursor + self.config.fused_revote) % len(older)
-        if not todo:
-            return
-        votes = mapper.map.extra("class_votes", len(self.vocabulary))
-        vote_and_label(todo, votes, mapper.map.gaussians, self.vocabulary.to(self.device), self.config.fused_tau,
-                       self.config.dcs_confidence, mapper.config.backend)
+    def _vote(self, mapper: IncrementalMapper, support: bool = False) -> None:
+        """New and ``fused_revote`` older keyframes (:func:`keyframes_to_vote`) splat their masks' classes onto the
+        Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets (trained
+        as 3DCS' pseudo-labels are). ``support``: for 3DCS' support test, which votes when a round needs it (each
+        keyframe once, hard: ``dcs_tau``), so a stream that keeps rounds waiting does not pay for it meanwhile."""
+        c, fused, cursor = self.config, self.fusion_enabled, self._vote_cursor
+        todo, self._vote_cursor = keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0,
+                                                    cursor) if fused or support else ([], cursor)
+        if todo:
+            vote_and_label(todo, mapper.map.extra("class_votes", len(self.vocabulary)), mapper.map.gaussians,
+                           self.vocabulary.to(self.device), c.fused_tau if fused else c.dcs_tau, c.dcs_confidence,
+                           mapper.config.backend, label=fused)
         self.fusion_votes += len(todo)
 
     # ----------------------------------------------------------------- 3DCS
@@ -302,23 +295,27 @@ class SemanticTrainer(ChannelTrainer):
         if c.dcs_split_masks:
             masks = split_masks(masks, rendered_segments(out, max_width=c.dcs_segment_width))
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
-        kf.annotation.pseudo_labels = compact_ids(self._leave_young_out(mapper, kf.camera, labels))
+        kf.annotation.pseudo_labels = compact_ids(self._filter_labels(mapper, kf.camera, labels))
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
             out = mapper.render(camera)
             pseudo = label_rendered_view(out, self.decoder, vocab, c.dcs_confidence, c.dcs_tau, c.dcs_segment_width)
-            pseudo = self._leave_young_out(mapper, camera, pseudo)
+            pseudo = self._filter_labels(mapper, camera, pseudo)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo),
                                        NovelView.surface_far_mm(out, mapper.config.occlusion_margin_m)))
 
-    def _leave_young_out(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor) -> Tensor:
-        """``labels`` (H, W) with -1 where Gaussians younger than ``dcs_mature_keyframes`` carry half the weight."""
-        age = self.config.dcs_mature_keyframes
-        if age <= 0:
-            return labels
-        share = rendered_share(mapper.map.gaussians, mapper.map.extra("age_keyframes", 1)[:, 0] >= age, camera,
-                               mapper.config.backend)
-        return torch.where(share >= 0.5, labels, torch.full_like(labels, -1))
+    def _filter_labels(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor) -> Tensor:
+        """``labels`` (H, W) with -1 where Gaussians younger than ``dcs_mature_keyframes`` carry half the weight,
+        and where the teacher's votes give the label under ``dcs_teacher_support`` (:func:`label_support`)."""
+        c, g, backend, none = self.config, mapper.map.gaussians, mapper.config.backend, torch.full_like(labels, -1)
+        if c.dcs_mature_keyframes > 0:
+            old = mapper.map.extra("age_keyframes", 1)[:, 0] >= c.dcs_mature_keyframes
+            labels = torch.where(rendered_share(g, old, camera, backend) >= 0.5, labels, none)
+        if c.dcs_teacher_support > 0:
+            self._vote(mapper, support=True)  # the keyframes that have not voted yet
+            support = label_support(g, mapper.map.extra("class_votes", len(self.vocabulary)), camera, labels, backend)
+            labels = torch.where(support >= c.dcs_teacher_support, labels, none)
+        return labels
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
         """Do up to ``count`` items of the open round; when none are left its novel views replace the last
