@@ -189,7 +189,8 @@ def main() -> int:
         sem, before = semantic_scores(snap), semantic_scores(online)
         summary += (f", mIoU map {100 * sem['map_miou']:.1f} (per pixel {100 * sem['map_pixelwise_miou']:.1f}) / "
                     f"teacher {100 * sem['teacher_miou']:.1f}, online {100 * before['map_miou']:.1f} "
-                    f"({100 * before['map_pixelwise_miou']:.1f}) before the {t_finish:.1f} s decoder refit, "
+                    f"({100 * before['map_pixelwise_miou']:.1f}) before the {t_finish:.1f} s end (final 3DCS "
+                    f"round, decoder refit), "
                     f"3DCS rounds {mapper.trainer.pseudo_label_rounds} (due while frames waited "
                     f"{mapper.trainer.dcs_rounds_waited})")
         from clipgs.semantics.query import query_map

@@ -222,8 +222,8 @@ class QuietMapper:
         self.stats.keyframes += 1
         return "keyframe"
 
-    def finish(self, mapper, progress=None, stop=None):
-        assert mapper is self and stop is not None and not stop()
+    def finish(self, mapper, progress=None, stop=None, ended=True):
+        assert mapper is self and stop is not None and not stop() and not ended  # only quiet: the Gaussians stay
         self.finished.append(self.stats.keyframes)
 
 
@@ -268,3 +268,23 @@ def test_an_idle_refit_of_a_real_semantic_map_leaves_the_gaussians_alone(synth_d
     assert worker.idle_refits == 1 and trainer.refit.steps == 20 and worker.error is None
     assert torch.equal(gaussians.semantics, mapper.snapshot().gaussians.semantics)
     worker.stop(10)
+
+
+def test_a_final_3dcs_round_relabels_keyframes_when_mapping_ends_not_while_it_is_quiet(synth_dir):
+    mapper, trainer = _map(synth_dir, frames=6, dcs_every=10, refit_steps=0, dcs_final_keyframes=4, dcs_confidence=0.0)
+    annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+    assert len(annotated) == 6 and trainer.pseudo_label_rounds == 0  # dcs_start (20) not reached while mapping
+    before = mapper.snapshot().gaussians
+    trainer.finish(mapper, ended=False)  # the stream only went quiet: the Gaussians stay as they are
+    assert trainer.pseudo_label_rounds == 0 and torch.equal(before.semantics, mapper.snapshot().gaussians.semantics)
+    assert trainer.final_round(mapper, stop=lambda: True) == 0 and trainer.pseudo_label_rounds == 0
+    trainer.finish(mapper)  # the stream ended: a round over 4 keyframes spread over the walk, a step on each
+    labelled = [k for k, kf in enumerate(annotated) if kf.annotation.pseudo_labels is not None]
+    assert labelled == [0, 2, 3, 5] and trainer.pseudo_label_rounds == 1
+    for k in labelled:
+        labels = annotated[k].annotation.pseudo_labels
+        assert labels.shape == (60, 80) and int(labels.max()) > 0  # vocabulary rows, -1 where none
+    after = mapper.snapshot().gaussians
+    assert not torch.equal(before.semantics, after.semantics)
+    for name in ("means", "quats", "log_scales", "opacity_logits", "sh0"):  # semantic-only steps
+        assert torch.equal(getattr(before, name), getattr(after, name)), name

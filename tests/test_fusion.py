@@ -14,7 +14,13 @@ from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import rasterize, splat_to_gaussians
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import label_support, mask_class_image, render_fused_labels, splat_votes
+from clipgs.semantics.fusion import (
+    keyframes_to_vote,
+    label_support,
+    mask_class_image,
+    render_fused_labels,
+    splat_votes,
+)
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.trainer import SemanticTrainer
@@ -144,6 +150,16 @@ def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
     left = kept[:, :frame.width // 2]
     assert float((left == truth[:, :frame.width // 2]).float().mean()) > 0.7  # the teacher's own classes stay
     assert bool(((left == -1) | (left == truth[:, :frame.width // 2])).all())
+
+
+def test_keyframes_to_vote_new_ones_first_at_most_limit_spread_evenly_then_older_ones_in_turn():
+    from types import SimpleNamespace
+
+    kfs = [SimpleNamespace(annotation=SimpleNamespace(voted=k < 3)) for k in range(10)]  # 0-2 voted, 3-9 new
+    todo, cursor = keyframes_to_vote(kfs, revote=1, cursor=2)
+    assert todo == [*kfs[3:], kfs[2]] and cursor == 0
+    todo, cursor = keyframes_to_vote(kfs, revote=0, cursor=0, limit=3)
+    assert todo == [kfs[3], kfs[6], kfs[9]] and cursor == 0  # first, middle and last of the new ones
 
 
 def test_trainable_map_extras_follow_select_and_extend():

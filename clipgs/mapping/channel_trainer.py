@@ -77,11 +77,12 @@ class ChannelTrainer:
         """After a keyframe was mapped and pruned: periodic work such as relabelling."""
 
     def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
-               stop: Callable[[], bool] | None = None) -> None:
-        """Once the stream has ended (``IncrementalMapper.finish``) or gone quiet (the worker's idle refit, called
-        without ``mapper.lock`` held: take it for each change readers must not see half of): closing work that
-        pays only when nothing more comes, e.g. refitting a decoder on every held keyframe; ``progress(done,
-        total)`` may be called; ``stop()`` true: end early."""
+               stop: Callable[[], bool] | None = None, ended: bool = True) -> None:
+        """Once the stream has ended (``IncrementalMapper.finish``) or gone quiet (``ended`` False: the worker's
+        idle refit, called without ``mapper.lock`` held: take it for each change readers must not see half of, and
+        leave the Gaussians as they are, the stream may go on): closing work that pays only when nothing more
+        comes, e.g. refitting a decoder on every held keyframe; ``progress(done, total)`` may be called;
+        ``stop()`` true: end early."""
 
     def snapshot(self) -> Any:
         """A copy of what turns the channels into meaning (e.g. a decoder), safe to use from another thread;

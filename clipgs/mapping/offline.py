@@ -55,7 +55,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         interrupted = True
     mapper.trainer.close()  # the 2D source's thread, if any: what it delivered so far is what the refit sees
     t_finish = time.perf_counter()
-    with tqdm(desc="decoder refit", unit="step", disable=not progress, delay=0.5) as finishing:
+    with tqdm(desc="finishing (3DCS round, decoder refit)", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
     end = time.perf_counter()
     seconds, finish_seconds = end - t0, end - t_finish

@@ -147,7 +147,7 @@ class MapperWorker:
         """The trainer's ``finish`` on the map thread (the map's only writer: its renders need no lock)."""
         keyframes = self.mapper.stats.keyframes
         try:
-            self.mapper.trainer.finish(self.mapper, stop=lambda: self._stop)
+            self.mapper.trainer.finish(self.mapper, stop=lambda: self._stop, ended=False)
         except Exception as exc:  # mapping goes on; the next quiet spell tries again only after a new keyframe
             log.exception("idle refit failed")
             self.error = exc

@@ -106,6 +106,13 @@ class SemanticTrainingConfig(Settings):
                                       "round's labels serve meanwhile)")
     dcs_novel_steps: int = setting(2, "3DCS: semantic-only training steps on those novel views per keyframe",
                                    at_least(0))
+    dcs_final_keyframes: int = setting(150, "3DCS when mapping ends (clipgs map, the node's shutdown; not while the "
+                                            "stream is only quiet): up to this many held keyframes, spread over the "
+                                            "walk, relabelled from the finished map and trained one semantic step "
+                                            "each, before the decoder refit (a live stream on two CPU cores runs no "
+                                            "round while it maps, dcs_yield; ~0.13 s a keyframe at 160x120, so 20 s "
+                                            "at most here: the launch file gives shutdown 60 s); 0: off",
+                                     at_least(0))
     dcs_segment_width: int = setting(160, "3DCS: renders wider than this are segmented on a block-averaged copy "
                                           "this wide (segmentation is most of a 3DCS round's time)", at_least(16))
     dcs_yield: bool = setting(True, "3DCS: on a live stream the mapper cannot keep up with (frames waiting), due "

@@ -107,11 +107,14 @@ def label_support(gaussians: GaussianMap, votes: Tensor, camera: Camera, labels:
     return torch.where((labels >= 0) & (voted > 1e-6), share, support)
 
 
-def keyframes_to_vote(annotated: list[Keyframe], revote: int, cursor: int) -> tuple[list[Keyframe], int]:
-    """The keyframes whose masks have not voted yet (the new one; late ones with ``async_source``) and ``revote``
-    older ones in turn from ``cursor`` on (Gaussians grown since they voted get their votes too); the next
-    cursor."""
+def keyframes_to_vote(annotated: list[Keyframe], revote: int, cursor: int,
+                      limit: int | None = None) -> tuple[list[Keyframe], int]:
+    """The keyframes whose masks have not voted yet (the new one; late ones with ``async_source``; at most
+    ``limit``, spread evenly, first and last included) and ``revote`` older ones in turn from ``cursor`` on
+    (Gaussians grown since they voted get their votes too); the next cursor."""
     todo = [kf for kf in annotated if not kf.annotation.voted]
+    if limit is not None and len(todo) > limit:
+        todo = [todo[round(i * (len(todo) - 1) / max(limit - 1, 1))] for i in range(limit)]
     older = [kf for kf in annotated if kf.annotation.voted]
     if not older:
         return todo, cursor

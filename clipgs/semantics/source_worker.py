@@ -7,13 +7,40 @@ as usual. Results always land on the keyframe they were computed from.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from clipgs.data.frame import Frame
 from clipgs.openmp import release_thread_team
+from clipgs.semantics.sources import MaskEmbeddings
+from clipgs.semantics.supervision import KeyframeSemantics, compact_ids
+
+log = logging.getLogger(__name__)
+
+
+def run_source(source: Callable[[Frame], MaskEmbeddings], frame: Frame, failures: Counter) -> MaskEmbeddings | None:
+    """``source(frame)`` with its mask ids compacted; None when it raised (counted in ``failures`` by message; the
+    first failure is logged in one line, later ones only counted): the keyframe then has no semantics."""
+    try:
+        masks = source(frame)
+    except Exception as exc:
+        failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
+        if sum(failures.values()) == 1:
+            log.warning("semantic source failed on frame %s (%s: %s); mapping geometry only for it",
+                        frame.index, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+    return dataclasses.replace(masks, mask_ids=compact_ids(masks.mask_ids))
+
+
+def deliver_masks(annotation: KeyframeSemantics, masks: MaskEmbeddings | None) -> None:
+    """Store a worker's result on its keyframe: one reference assignment, so the mapping thread sees None or the
+    whole result."""
+    annotation.masks = masks
 
 
 class SourceWorker:

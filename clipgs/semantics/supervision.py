@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from clipgs.data.frame import Camera
@@ -54,6 +55,14 @@ def stack_rows(parts: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tens
     rows = torch.cat([r for r, _, _ in parts])
     ids = torch.cat([i.long().to(rows.device) + o for (_, i, _), o in zip(parts, offsets, strict=True)])
     return rows, ids, torch.cat([e for _, _, e in parts]).to(rows)
+
+
+def label_cross_entropy(logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
+    """Cross-entropy of sampled pixels' vocabulary logits (P, C) (flat indices ``idx`` (P,)) to (H, W) vocabulary
+    labels; None when none of them is labelled (-1)."""
+    target = labels.reshape(-1)[idx.to(labels.device)].to(logits.device).long()
+    keep = target >= 0
+    return F.cross_entropy(logits[keep], target[keep]) if bool(keep.any()) else None
 
 
 def compact_ids(ids: Tensor) -> Tensor:

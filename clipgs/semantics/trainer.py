@@ -7,8 +7,7 @@ scheduling with its pseudo-labels and novel views, and the KNN term. The mapper 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import logging
+import functools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import keyframes_to_vote, label_support, vote_and_label
-from clipgs.semantics.refit import RefitReport, refit_decoder
+from clipgs.semantics.refit import RefitReport, evenly_spaced, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
     SemanticDecoder,
@@ -41,11 +40,15 @@ from clipgs.semantics.self_training import (
     rendered_share,
     vote_in_masks,
 )
-from clipgs.semantics.source_worker import SourceWorker
+from clipgs.semantics.source_worker import SourceWorker, deliver_masks, run_source
 from clipgs.semantics.sources import MaskEmbeddings
-from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, replay_batch
-
-log = logging.getLogger(__name__)
+from clipgs.semantics.supervision import (
+    KeyframeSemantics,
+    NovelView,
+    compact_ids,
+    label_cross_entropy,
+    replay_batch,
+)
 
 
 class SemanticTrainer(ChannelTrainer):
@@ -94,29 +97,15 @@ class SemanticTrainer(ChannelTrainer):
         """The 2D source's masks + embeddings; a failing source costs this keyframe its semantics, not its
         geometry. With ``async_source`` the keyframe joins at once and its masks arrive when the source's
         thread is done (the worker's newest-wins queue; see :mod:`clipgs.semantics.source_worker`)."""
+        run = functools.partial(run_source, self.source, failures=self.failures)
         if self.config.async_source:
             if self.worker is None:
-                self.worker = SourceWorker(self._run_source, self._deliver)
+                self.worker = SourceWorker(run, deliver_masks)
             pending = KeyframeSemantics(None)
             self.worker.submit(frame, pending)
             return pending
-        masks = self._run_source(frame)
+        masks = run(frame)
         return None if masks is None else KeyframeSemantics(masks)
-
-    def _run_source(self, frame: Frame) -> MaskEmbeddings | None:
-        try:
-            masks = self.source(frame)
-        except Exception as exc:
-            self.failures[f"{type(exc).__name__}: {exc}"[:120]] += 1
-            if sum(self.failures.values()) == 1:  # one line; later failures are counted (the summary lists them)
-                log.warning("semantic source failed on frame %s (%s: %s); mapping geometry only for it",
-                            frame.index, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
-            return None
-        return dataclasses.replace(masks, mask_ids=compact_ids(masks.mask_ids))
-
-    @staticmethod
-    def _deliver(annotation: KeyframeSemantics, masks: MaskEmbeddings | None) -> None:
-        annotation.masks = masks  # one reference assignment: the mapping thread sees None or the whole result
 
     @property
     def needs_whole_map(self) -> bool:
@@ -180,7 +169,7 @@ class SemanticTrainer(ChannelTrainer):
             if not on or labels is None:
                 continue
             logits = self._label_logits(decoded, rows) if logits is None else logits
-            term = self._label_loss(logits, labels, idx)
+            term = label_cross_entropy(logits, labels, idx)
             if term is not None:
                 terms[name] = term
                 loss = loss + weight * term
@@ -239,13 +228,32 @@ class SemanticTrainer(ChannelTrainer):
         self._dcs_work(mapper, self._dcs_per_keyframe)
 
     def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
-               stop: Callable[[], bool] | None = None) -> None:
-        """Decoder refit (``refit_steps``): the decoder alone fitted to every held keyframe (clipgs.semantics.refit);
-        nothing to fit without decoder parameters (``sem_hidden: 0``, the no-SAC baseline)."""
+               stop: Callable[[], bool] | None = None, ended: bool = True) -> None:
+        """A last 3DCS round if the stream has ended (:meth:`final_round`), then the decoder refit (``refit_steps``:
+        the decoder alone fitted to every held keyframe, clipgs.semantics.refit; none with ``sem_hidden: 0``)."""
+        if ended and self.self_training_enabled and self.config.dcs_final_keyframes > 0:
+            self.final_round(mapper, stop)
         if self.config.refit_steps > 0 and self.decoder is not None and self.optimizer is not None:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
                                        self.config, self.vocabulary, self._generator, mapper.config.backend, progress,
                                        mapper.lock, stop)
+
+    def final_round(self, mapper: IncrementalMapper, stop: Callable[[], bool] | None = None) -> int:
+        """3DCS at the end of mapping (a CPU stream runs no round while it maps, ``dcs_yield``): up to
+        ``dcs_final_keyframes`` held keyframes, spread over the walk, relabelled from the finished map, then one
+        semantic-only step each (SAC + the new pseudo-labels). Returns how many (``stop()`` true: fewer)."""
+        chosen = []
+        for kf in evenly_spaced(self._annotated(mapper), self.config.dcs_final_keyframes):
+            if stop is not None and stop():
+                break
+            self._relabel(mapper, kf, None, [])
+            chosen.append(kf)
+        for kf in (chosen[k] for k in torch.randperm(len(chosen), generator=self._generator).tolist()):
+            loss_fn = lambda out, kf=kf: (self.keyframe_loss(out, kf, mapper.map.gaussians, {}), {})  # noqa: E731
+            mapper.train_step(kf.camera, loss_fn, channels=True, only={"semantics"}, pixels=self.channel_pixels(kf),
+                              occluder=kf.occluder(mapper.config.occlusion_margin_m))
+        self.pseudo_label_rounds += bool(chosen)
+        return len(chosen)
 
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
@@ -265,10 +273,12 @@ class SemanticTrainer(ChannelTrainer):
         """New and ``fused_revote`` older keyframes (:func:`keyframes_to_vote`) splat their masks' classes onto the
         Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets (trained
         as 3DCS' pseudo-labels are). ``support``: for 3DCS' support test, which votes when a round needs it (each
-        keyframe once, hard: ``dcs_tau``), so a stream that keeps rounds waiting does not pay for it meanwhile."""
+        keyframe once, hard: ``dcs_tau``; at most the larger of dcs_final / dcs_max_keyframes new ones a call),
+        so a stream that keeps rounds waiting does not pay for it meanwhile."""
         c, fused, cursor = self.config, self.fusion_enabled, self._vote_cursor
-        todo, self._vote_cursor = keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0,
-                                                    cursor) if fused or support else ([], cursor)
+        limit = max(c.dcs_final_keyframes, c.dcs_max_keyframes)
+        todo, self._vote_cursor = keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0, cursor,
+                                                    limit) if fused or support else ([], cursor)
         if todo:
             vote_and_label(todo, mapper.map.extra("class_votes", len(self.vocabulary)), mapper.map.gaussians,
                            self.vocabulary.to(self.device), c.fused_tau if fused else c.dcs_tau, c.dcs_confidence,
@@ -355,13 +365,6 @@ class SemanticTrainer(ChannelTrainer):
             return None
         decoded = DecodedPixels(self.decoder, batch[0], gram=gram)
         return weighted_sac(sac_losses(decoded, batch[1], batch[2], self.config.sem_tau), self.config)
-
-    def _label_loss(self, logits: Tensor, labels: Tensor, idx: Tensor) -> Tensor | None:
-        """Cross-entropy of the sampled pixels' vocabulary logits (P, C) (flat indices ``idx``) to (H, W)
-        vocabulary labels; None when none of them is labelled (-1)."""
-        target = labels.reshape(-1)[idx.to(labels.device)].to(logits.device).long()
-        keep = target >= 0
-        return F.cross_entropy(logits[keep], target[keep]) if bool(keep.any()) else None
 
     @staticmethod
     def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:
