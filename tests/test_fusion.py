@@ -142,6 +142,7 @@ def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
     truth = torch.from_numpy(frame.labels).long()
     absent = next(c for c in range(1, len(vocab)) if not bool((truth == c).any()))
     labels = torch.where(torch.arange(frame.width) < frame.width // 2, truth, torch.full_like(truth, absent))
+    trainer._vote(mapper, support=True)  # as a 3DCS round's work starts
     kept = trainer._filter_labels(mapper, frame.camera, labels)
     annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
     assert trainer.fusion_votes == len(annotated) and all(kf.annotation.voted for kf in annotated)

@@ -23,6 +23,7 @@ from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.semantics.refit import evenly_spaced
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.supervision import compact_ids
 
@@ -113,8 +114,7 @@ def keyframes_to_vote(annotated: list[Keyframe], revote: int, cursor: int,
     ``limit``, spread evenly, first and last included) and ``revote`` older ones in turn from ``cursor`` on
     (Gaussians grown since they voted get their votes too); the next cursor."""
     todo = [kf for kf in annotated if not kf.annotation.voted]
-    if limit is not None and len(todo) > limit:
-        todo = [todo[round(i * (len(todo) - 1) / max(limit - 1, 1))] for i in range(limit)]
+    todo = todo if limit is None else evenly_spaced(todo, limit)
     older = [kf for kf in annotated if kf.annotation.voted]
     if not older:
         return todo, cursor

@@ -130,8 +130,8 @@ def teacher_consensus(ds: SequenceDataset, teacher, vocabulary: Tensor) -> dict[
 
 def consensus_scores(ds: SequenceDataset, consensus: dict[int, int]) -> tuple[float, float]:
     """(mIoU, pixel accuracy) on the held-out views of labelling every ground-truth object with its teacher
-    consensus class (:func:`teacher_consensus`): what the best fusion of the teacher's views could score, as
-    evaluation scores a map (per image, class 0 ignored)."""
+    consensus class (:func:`teacher_consensus`): what voting the teacher's views per object scores, as evaluation
+    scores a map (per image, class 0 ignored). Not a bound: a map can break an object's near tie the other way."""
     rows = []
     for i in ds.test_indices:
         f = ds[i]

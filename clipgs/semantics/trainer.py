@@ -243,6 +243,7 @@ class SemanticTrainer(ChannelTrainer):
         ``dcs_final_keyframes`` held keyframes, spread over the walk, relabelled from the finished map, then one
         semantic-only step each (SAC + the new pseudo-labels). Returns how many (``stop()`` true: fewer)."""
         chosen = []
+        self._vote(mapper, support=True)
         for kf in evenly_spaced(self._annotated(mapper), self.config.dcs_final_keyframes):
             if stop is not None and stop():
                 break
@@ -271,14 +272,13 @@ class SemanticTrainer(ChannelTrainer):
     @torch.no_grad()
     def _vote(self, mapper: IncrementalMapper, support: bool = False) -> None:
         """New and ``fused_revote`` older keyframes (:func:`keyframes_to_vote`) splat their masks' classes onto the
-        Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets (trained
-        as 3DCS' pseudo-labels are). ``support``: for 3DCS' support test, which votes when a round needs it (each
-        keyframe once, hard: ``dcs_tau``; at most the larger of dcs_final / dcs_max_keyframes new ones a call),
-        so a stream that keeps rounds waiting does not pay for it meanwhile."""
+        Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets. ``support``:
+        for 3DCS' support test when it is on, as a round's work starts (each keyframe once, hard: ``dcs_tau``; at most
+        max(dcs_final, dcs_max_keyframes) new ones), so a stream whose rounds wait does not pay for it meanwhile."""
         c, fused, cursor = self.config, self.fusion_enabled, self._vote_cursor
-        limit = max(c.dcs_final_keyframes, c.dcs_max_keyframes)
+        limit, on = max(c.dcs_final_keyframes, c.dcs_max_keyframes), fused or (support and c.dcs_teacher_support > 0)
         todo, self._vote_cursor = keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0, cursor,
-                                                    limit) if fused or support else ([], cursor)
+                                                    limit) if on else ([], cursor)
         if todo:
             vote_and_label(todo, mapper.map.extra("class_votes", len(self.vocabulary)), mapper.map.gaussians,
                            self.vocabulary.to(self.device), c.fused_tau if fused else c.dcs_tau, c.dcs_confidence,
@@ -321,8 +321,7 @@ class SemanticTrainer(ChannelTrainer):
         if c.dcs_mature_keyframes > 0:
             old = mapper.map.extra("age_keyframes", 1)[:, 0] >= c.dcs_mature_keyframes
             labels = torch.where(rendered_share(g, old, camera, backend) >= 0.5, labels, none)
-        if c.dcs_teacher_support > 0:
-            self._vote(mapper, support=True)  # the keyframes that have not voted yet
+        if c.dcs_teacher_support > 0:  # the votes: cast as the round's work started (_dcs_work, final_round)
             support = label_support(g, mapper.map.extra("class_votes", len(self.vocabulary)), camera, labels, backend)
             labels = torch.where(support >= c.dcs_teacher_support, labels, none)
         return labels
@@ -332,6 +331,7 @@ class SemanticTrainer(ChannelTrainer):
         round's and the round closes."""
         if self._dcs_queue is None:
             return
+        self._vote(mapper, support=True)
         for kf, next_camera in self._dcs_queue[:count]:
             self._relabel(mapper, kf, next_camera, self._dcs_next_views)
         del self._dcs_queue[:count]
