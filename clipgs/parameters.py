@@ -35,6 +35,9 @@ class NodeSettings(Settings):
     stats_period_s: float = setting(10.0, "period of the counters log line (frames, keyframes, dropped, "
                                           "rejected)", at_least(0.0))
     autosave_path: str = setting("~/.ros/clipgs_map.ply", "map written on shutdown (PLY); empty: no autosave")
+    finish_budget_s: float = setting(40.0, "on shutdown, the map's finishing work before the autosave (the final "
+                                           "3DCS round, the decoder refit) stops after this long: the launch file "
+                                           "gives the node 60 s; 0: none done", at_least(0.0))
     device: str = setting("cpu", "torch device for mapping", TORCH_DEVICE)
     idle_refit_s: float = setting(5.0, "semantic decoder refit while the stream is quiet: after this long without a "
                                        "new keyframe (the robot stopped) the map thread refits the decoder once per "

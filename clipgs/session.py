@@ -309,12 +309,13 @@ class MappingSession:
                            answer.instances)
 
     def shutdown(self, autosave: bool = True) -> str | None:
-        """Stop the worker (finishing the frame in hand) and autosave, the map finished first (the semantic decoder
-        refit, a few seconds); returns what was done."""
+        """Stop the worker (finishing the frame in hand) and autosave, the map finished first (the final 3DCS round
+        and the decoder refit, at most ``finish_budget_s``); returns what was done."""
         self.worker.stop(timeout=60.0)
         self.worker.mapper.trainer.close()
         if autosave and self.settings.autosave_path:
-            self.worker.mapper.finish()
+            deadline = time.monotonic() + self.settings.finish_budget_s
+            self.worker.mapper.finish(stop=lambda: time.monotonic() >= deadline)
             ok, msg = self.save_map()
             refit = self.worker.mapper.counters()[1].get("decoder_refit")
             msg += f" (decoder refit first: {refit})" if ok and refit is not None else ""

@@ -123,10 +123,10 @@ def test_finish_holds_the_map_lock_so_snapshots_see_a_whole_decoder(synth_dir):
     copies, threads = [], []
     original = trainer.finish
 
-    def finish(m, progress=None):  # a snapshot asked for while the refit is under way
+    def finish(m, progress=None, stop=None):  # a snapshot asked for while the refit is under way
         threads.append(threading.Thread(target=lambda: copies.append(copy.deepcopy(mapper.snapshot().decoder))))
         threads[0].start()
-        original(m, progress)
+        original(m, progress, stop)
 
     trainer.finish = finish
     mapper.finish()
@@ -278,7 +278,7 @@ def test_a_final_3dcs_round_relabels_keyframes_when_mapping_ends_not_while_it_is
     trainer.finish(mapper, ended=False)  # the stream only went quiet: the Gaussians stay as they are
     assert trainer.pseudo_label_rounds == 0 and torch.equal(before.semantics, mapper.snapshot().gaussians.semantics)
     assert trainer.final_round(mapper, stop=lambda: True) == 0 and trainer.pseudo_label_rounds == 0
-    trainer.finish(mapper)  # the stream ended: a round over 4 keyframes spread over the walk, a step on each
+    trainer.finish(mapper)  # the stream ended: two sweeps over 4 keyframes spread over the walk, a step on each
     labelled = [k for k, kf in enumerate(annotated) if kf.annotation.pseudo_labels is not None]
     assert labelled == [0, 2, 3, 5] and trainer.pseudo_label_rounds == 1
     for k in labelled:
@@ -288,3 +288,27 @@ def test_a_final_3dcs_round_relabels_keyframes_when_mapping_ends_not_while_it_is
     assert not torch.equal(before.semantics, after.semantics)
     for name in ("means", "quats", "log_scales", "opacity_logits", "sh0"):  # semantic-only steps
         assert torch.equal(getattr(before, name), getattr(after, name)), name
+
+
+def test_the_final_round_sweeps_its_keyframes_relabelling_each_before_its_step(synth_dir, monkeypatch):
+    mapper, trainer = _map(synth_dir, frames=6, dcs_every=10, refit_steps=0, dcs_final_keyframes=3,
+                           dcs_final_sweeps=3, dcs_confidence=0.0)
+    calls = []
+    relabel, step = trainer._relabel, mapper.train_step
+    monkeypatch.setattr(trainer, "_relabel", lambda m, kf, *a: calls.append(("relabel", id(kf))) or relabel(m, kf, *a))
+    monkeypatch.setattr(mapper, "train_step", lambda camera, *a, **k: calls.append(("step", id(camera))) or
+                        step(camera, *a, **k))
+    progress = []
+    assert trainer.final_round(mapper, progress=lambda *a: progress.append(a)) == 9
+    assert trainer.pseudo_label_rounds == 1 and progress == [(k, 9) for k in range(1, 10)]
+    annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
+    spread = evenly_spaced(annotated, 3)
+    assert spread[0] is annotated[0] and spread[-1] is annotated[-1]  # spread over the walk
+    chosen = {id(kf): id(kf.camera) for kf in spread}
+    assert [kind for kind, _ in calls] == ["relabel", "step"] * 9
+    for (_, kf), (_, camera) in zip(calls[::2], calls[1::2], strict=True):
+        assert chosen[kf] == camera  # each step trains the keyframe just relabelled
+    for sweep in range(3):  # every sweep visits each chosen keyframe once
+        assert sorted(kf for _, kf in calls[sweep * 6:(sweep + 1) * 6:2]) == sorted(chosen)
+    steps = iter(range(100))
+    assert trainer.final_round(mapper, stop=lambda: next(steps) >= 4) == 4

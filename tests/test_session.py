@@ -157,6 +157,31 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     assert not torch.equal(saved.net[0].weight, model.decoder.net[0].weight)
 
 
+
+def test_shutdown_finishes_the_map_within_its_budget_and_always_saves(synth_dir, tmp_path):
+    from clipgs.semantics.factory import SemanticStack
+    from clipgs.semantics.pipeline import simulated_setup
+
+    ds = open_dataset(synth_dir)
+    teacher, text, vocab = simulated_setup(ds, corruption=TeacherCorruption(0.0, 0.0, 0.0))
+    done = {}
+    for budget in (0.0, 60.0):
+        stack = SemanticStack(lambda f: teacher(ds[round(f.timestamp - 1.0)]), text, ds.classes, vocab, "simulated")
+        node = NodeSettings(idle_refit_s=0.0, finish_budget_s=budget, autosave_path=str(tmp_path / f"{budget}.ply"))
+        params = Parameters(mapper=MapperConfig(iters_per_keyframe=3, w_ssim=0.0, kf_translation_m=0.0), node=node,
+                            training=SemanticTrainingConfig(dcs_final_keyframes=2, refit_steps=10))
+        session = MappingSession(params, stack)
+        for k in range(3):
+            c, d, info = messages(ds[k], 1.0 + k)
+            session.on_camera_info(info)
+            session.on_images(c, d, ds[k].world_from_camera)
+            session.worker.wait_idle(120)
+        outcome = session.shutdown()
+        trainer = session.worker.mapper.trainer
+        assert "saved" in outcome and (tmp_path / f"{budget}.ply").exists(), outcome
+        done[budget] = trainer.pseudo_label_rounds, trainer.refit.steps
+    assert done == {0.0: (0, 0), 60.0: (1, 10)}  # no time: the map is saved as it stands
+
 def make_stream_session(tmp_path, **stream):
     from clipgs.data.ros_stream import StreamSettings
 

@@ -58,11 +58,10 @@ class IncrementalMapper:
         c = self.config
         self.keyframes = KeyframeStore(int(c.keyframe_budget_mb * 2**20), protect=c.window_size)
         self.gate = KeyframeGate(c.kf_translation_m, c.kf_rotation_deg, c.kf_min_overlap, seed=c.seed)
-        self.rng = np.random.default_rng(c.seed)
         lrs = {"means": c.lr_means, "quats": c.lr_quats, "log_scales": c.lr_log_scales,
                "opacity_logits": c.lr_opacity_logits, "sh0": c.lr_sh0, "semantics": self.trainer.channel_lr}
         self.map = TrainableMap(GaussianMap.empty(self.trainer.channels, device=self.device), lrs)
-        self.jumps = PoseJumpGate(c.max_speed_mps)
+        self.rng, self.jumps = np.random.default_rng(c.seed), PoseJumpGate(c.max_speed_mps)
         self._size: tuple[int, int] | None = None
         self.last_input_camera: Camera | None = None  # of the last frame that passed the checks, as given
         self._last_timestamp: float | None = None
@@ -202,8 +201,9 @@ class IncrementalMapper:
         self.trainer.end_round(self)
         self.stats.optimise_seconds += time.perf_counter() - t0
 
-    def finish(self, iterations: int = 0, progress: Callable[[int, int], None] | None = None) -> None:
-        """Stream ended: ``iterations`` steps over all keyframes, prune, then the trainer's ``finish``; all locked."""
+    def finish(self, iterations: int = 0, progress: Callable[[int, int], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> None:
+        """Stream ended: ``iterations`` steps over all keyframes, prune, the trainer's ``finish`` (until ``stop()``)."""
         with self._lock:
             t0 = time.perf_counter()
             self.trainer.begin_round(self)
@@ -211,7 +211,7 @@ class IncrementalMapper:
                 self._keyframe_step(self.keyframes[self.rng.integers(len(self.keyframes))])
             self.stats.optimise_seconds += time.perf_counter() - t0
             self.prune(batch=0.0)
-            self.trainer.finish(self, progress)
+            self.trainer.finish(self, progress, stop)
 
     def _keyframe_step(self, kf: Keyframe) -> None:
         c = self.config

@@ -108,11 +108,14 @@ class SemanticTrainingConfig(Settings):
                                    at_least(0))
     dcs_final_keyframes: int = setting(150, "3DCS when mapping ends (clipgs map, the node's shutdown; not while the "
                                             "stream is only quiet): up to this many held keyframes, spread over the "
-                                            "walk, relabelled from the finished map and trained one semantic step "
-                                            "each, before the decoder refit (a live stream on two CPU cores runs no "
-                                            "round while it maps, dcs_yield; ~0.13 s a keyframe at 160x120, so 20 s "
-                                            "at most here: the launch file gives shutdown 60 s); 0: off",
+                                            "walk, each relabelled from the map and trained one semantic step, "
+                                            "dcs_final_sweeps times, before the decoder refit (a live stream on two "
+                                            "CPU cores runs no round while it maps, dcs_yield; ~0.12 s a keyframe "
+                                            "and sweep at 160x120; the node stops it at finish_budget_s); 0: off",
                                      at_least(0))
+    dcs_final_sweeps: int = setting(2, "sweeps of the final 3DCS round over its keyframes (each sweep relabels "
+                                       "from the map the last one left: a label one view fixes reaches the next)",
+                                    at_least(1))
     dcs_segment_width: int = setting(160, "3DCS: renders wider than this are segmented on a block-averaged copy "
                                           "this wide (segmentation is most of a 3DCS round's time)", at_least(16))
     dcs_yield: bool = setting(True, "3DCS: on a live stream the mapper cannot keep up with (frames waiting), due "

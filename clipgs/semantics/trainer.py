@@ -68,8 +68,7 @@ class SemanticTrainer(ChannelTrainer):
         self._dcs_cursor = 0  # next older keyframe a bounded 3DCS round relabels
         self._dcs_queue: list[tuple[Keyframe, Camera | None]] | None = None  # an open round: what is left to do
         self._dcs_next_views: list[NovelView] = []  # the novel views a spread round has labelled so far
-        self._dcs_per_keyframe = 1
-        self._dcs_owed = False  # a round fell due while the stream was ahead of the mapper (dcs_yield)
+        self._dcs_per_keyframe, self._dcs_owed = 1, False  # owed: a round fell due, the stream ahead (dcs_yield)
         self.failures: Counter = Counter()  # error -> keyframes mapped without semantics
         self.device, self.seed = torch.device("cpu"), 0
         self._generator = torch.Generator().manual_seed(0)
@@ -84,13 +83,9 @@ class SemanticTrainer(ChannelTrainer):
         self.device, self.seed = mapper.device, mapper.config.seed
         self._generator = torch.Generator().manual_seed(self.seed)
 
-    @property
-    def fusion_enabled(self) -> bool:
-        return self.config.w_fused > 0 and self.vocabulary is not None
-
-    @property
-    def self_training_enabled(self) -> bool:
-        return self.config.dcs_every > 0 and self.vocabulary is not None and self.decoder is not None
+    fusion_enabled = property(lambda self: self.config.w_fused > 0 and self.vocabulary is not None)
+    self_training_enabled = property(lambda self: self.config.dcs_every > 0 and self.vocabulary is not None
+                                     and self.decoder is not None, doc="3DCS on (dcs_every, a vocabulary, a decoder)")
 
     # ----------------------------------------------------------------- hooks
     def observe(self, frame: Frame) -> KeyframeSemantics | None:
@@ -232,29 +227,33 @@ class SemanticTrainer(ChannelTrainer):
         """A last 3DCS round if the stream has ended (:meth:`final_round`), then the decoder refit (``refit_steps``:
         the decoder alone fitted to every held keyframe, clipgs.semantics.refit; none with ``sem_hidden: 0``)."""
         if ended and self.self_training_enabled and self.config.dcs_final_keyframes > 0:
-            self.final_round(mapper, stop)
+            self.final_round(mapper, stop, progress)
         if self.config.refit_steps > 0 and self.decoder is not None and self.optimizer is not None:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
                                        self.config, self.vocabulary, self._generator, mapper.config.backend, progress,
                                        mapper.lock, stop)
 
-    def final_round(self, mapper: IncrementalMapper, stop: Callable[[], bool] | None = None) -> int:
-        """3DCS at the end of mapping (a CPU stream runs no round while it maps, ``dcs_yield``): up to
-        ``dcs_final_keyframes`` held keyframes, spread over the walk, relabelled from the finished map, then one
-        semantic-only step each (SAC + the new pseudo-labels). Returns how many (``stop()`` true: fewer)."""
-        chosen = []
+    def final_round(self, mapper: IncrementalMapper, stop: Callable[[], bool] | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> int:
+        """3DCS at the end of mapping (a CPU stream runs no round while it maps, ``dcs_yield``): ``dcs_final_sweeps``
+        sweeps, in random order, over up to ``dcs_final_keyframes`` held keyframes spread over the walk, each
+        relabelled from the map as the sweep has left it, then trained one semantic-only step (SAC + its new
+        pseudo-labels): a label that one view fixes reaches the next. Returns the steps (``stop()`` true: fewer)."""
+        chosen, done = evenly_spaced(self._annotated(mapper), self.config.dcs_final_keyframes), 0
         self._vote(mapper, support=True)
-        for kf in evenly_spaced(self._annotated(mapper), self.config.dcs_final_keyframes):
-            if stop is not None and stop():
-                break
+        steps = [chosen[k] for _ in range(self.config.dcs_final_sweeps)
+                 for k in torch.randperm(len(chosen), generator=self._generator).tolist()]
+        while done < len(steps) and not (stop is not None and stop()):
+            kf = steps[done]
             self._relabel(mapper, kf, None, [])
-            chosen.append(kf)
-        for kf in (chosen[k] for k in torch.randperm(len(chosen), generator=self._generator).tolist()):
             loss_fn = lambda out, kf=kf: (self.keyframe_loss(out, kf, mapper.map.gaussians, {}), {})  # noqa: E731
             mapper.train_step(kf.camera, loss_fn, channels=True, only={"semantics"}, pixels=self.channel_pixels(kf),
                               occluder=kf.occluder(mapper.config.occlusion_margin_m))
-        self.pseudo_label_rounds += bool(chosen)
-        return len(chosen)
+            done += 1
+            if progress is not None:
+                progress(done, len(steps))
+        self.pseudo_label_rounds += bool(done)
+        return done
 
     def snapshot(self) -> SemanticDecoder | None:
         return None if self.decoder is None else copy.deepcopy(self.decoder).eval()
