@@ -38,6 +38,15 @@ def make_session(tmp_path, **node):
     return MappingSession(params)
 
 
+
+def feed(session, ds, count: int) -> None:
+    """The dataset's first ``count`` frames as ROS messages (frame k stamped 1 + k s), each mapped before the next."""
+    for k in range(count):
+        c, d, info = messages(ds[k], 1.0 + k)
+        session.on_camera_info(info)
+        session.on_images(c, d, ds[k].world_from_camera)
+        session.worker.wait_idle(120)
+
 def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
     ds = open_dataset(synth_dir)
     session = make_session(tmp_path, max_cloud_points=500)
@@ -117,11 +126,7 @@ def test_semantic_session_renders_labels_answers_queries_and_saves_the_model(syn
     session = MappingSession(params, stack)
     assert session.semantics_status.startswith("semantics on: simulated, d=16")
     assert "no keyframe" in session.query("chair").message or "empty" in session.query("chair").message
-    for k in range(6):
-        c, d, info = messages(ds[k], 1.0 + k)
-        session.on_camera_info(info)
-        session.on_images(c, d, ds[k].world_from_camera)
-        session.worker.wait_idle(120)
+    feed(session, ds, 6)
     views = session.render()
     assert views.semantic.shape == (60, 80, 3) and views.semantic.dtype == np.uint8
     frame = ds[5]
@@ -171,11 +176,7 @@ def test_shutdown_finishes_the_map_within_its_budget_and_always_saves(synth_dir,
         params = Parameters(mapper=MapperConfig(iters_per_keyframe=3, w_ssim=0.0, kf_translation_m=0.0), node=node,
                             training=SemanticTrainingConfig(dcs_final_keyframes=2, refit_steps=10))
         session = MappingSession(params, stack)
-        for k in range(3):
-            c, d, info = messages(ds[k], 1.0 + k)
-            session.on_camera_info(info)
-            session.on_images(c, d, ds[k].world_from_camera)
-            session.worker.wait_idle(120)
+        feed(session, ds, 3)
         outcome = session.shutdown()
         trainer = session.worker.mapper.trainer
         assert "saved" in outcome and (tmp_path / f"{budget}.ply").exists(), outcome
