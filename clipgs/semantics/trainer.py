@@ -226,7 +226,7 @@ class SemanticTrainer(ChannelTrainer):
                stop: Callable[[], bool] | None = None, ended: bool = True) -> None:
         """A last 3DCS round if the stream has ended (:meth:`final_round`), then the decoder refit (``refit_steps``:
         the decoder alone fitted to every held keyframe, clipgs.semantics.refit; none with ``sem_hidden: 0``)."""
-        if ended and self.self_training_enabled and self.config.dcs_final_keyframes > 0:
+        if ended and self.self_training_enabled and self.config.dcs_final_keyframes > 0 and not (stop and stop()):
             self.final_round(mapper, stop, progress)
         if self.config.refit_steps > 0 and self.decoder is not None and self.optimizer is not None:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
