@@ -58,7 +58,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     with tqdm(desc="finishing (3DCS round, decoder refit)", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
     end = time.perf_counter()
-    seconds, finish_seconds = end - t0, end - t_finish
+    seconds, finish_seconds, mapping_seconds = end - t0, end - t_finish, t_finish - t0
     s = mapper.stats
     summary = {
         "frames": count,
@@ -68,9 +68,10 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "gaussians": s.gaussians,
         "iterations": s.iterations,
         "seconds": seconds,
-        "finish_seconds": finish_seconds,  # of which: the end (refine, prune, decoder refit)
-        "frames_per_s": count / seconds,
-        "keyframes_per_s": s.keyframes / seconds,
+        "finish_seconds": finish_seconds,  # of which: the end (refine, prune, final 3DCS round, decoder refit)
+        # rates while the frames streamed in (what a live stream must keep up with); the end comes once, after
+        "frames_per_s": count / max(mapping_seconds, 1e-9),
+        "keyframes_per_s": s.keyframes / max(mapping_seconds, 1e-9),
         "seconds_per_iteration": s.seconds_per_iteration,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "interrupted": interrupted,
