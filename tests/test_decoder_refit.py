@@ -290,6 +290,15 @@ def test_a_final_3dcs_round_relabels_keyframes_when_mapping_ends_not_while_it_is
         assert torch.equal(getattr(before, name), getattr(after, name)), name
 
 
+def test_finishing_reports_the_final_round_and_the_refit_against_one_total(synth_dir):
+    mapper, _ = _map(synth_dir, frames=6, dcs_every=10, refit_steps=7, refit_pixels=64, dcs_final_keyframes=4,
+                     dcs_confidence=0.0)
+    seen = []
+    mapper.finish(progress=lambda done, total: seen.append((done, total)))
+    assert {total for _, total in seen} == {2 * 4 + 7}  # two sweeps over 4 keyframes, then 7 refit steps
+    assert [done for done, _ in seen] == list(range(1, 16))  # one bar that never goes back
+
+
 def test_the_final_round_sweeps_its_keyframes_relabelling_each_before_its_step(synth_dir, monkeypatch):
     mapper, trainer = _map(synth_dir, frames=6, dcs_every=10, refit_steps=0, dcs_final_keyframes=3,
                            dcs_final_sweeps=3, dcs_confidence=0.0)

@@ -42,13 +42,7 @@ from clipgs.semantics.self_training import (
 )
 from clipgs.semantics.source_worker import SourceWorker, deliver_masks, run_source
 from clipgs.semantics.sources import MaskEmbeddings
-from clipgs.semantics.supervision import (
-    KeyframeSemantics,
-    NovelView,
-    compact_ids,
-    label_cross_entropy,
-    replay_batch,
-)
+from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, label_cross_entropy, replay_batch
 
 
 class SemanticTrainer(ChannelTrainer):
@@ -225,13 +219,19 @@ class SemanticTrainer(ChannelTrainer):
     def finish(self, mapper: IncrementalMapper, progress: Callable[[int, int], None] | None = None,
                stop: Callable[[], bool] | None = None, ended: bool = True) -> None:
         """A last 3DCS round if the stream has ended (:meth:`final_round`), then the decoder refit (``refit_steps``:
-        the decoder alone fitted to every held keyframe, clipgs.semantics.refit; none with ``sem_hidden: 0``)."""
-        if ended and self.self_training_enabled and self.config.dcs_final_keyframes > 0 and not (stop and stop()):
-            self.final_round(mapper, stop, progress)
-        if self.config.refit_steps > 0 and self.decoder is not None and self.optimizer is not None:
+        the decoder alone fitted to every held keyframe, clipgs.semantics.refit; none with ``sem_hidden: 0``).
+        ``progress(done, total)`` counts the steps of both against one total."""
+        c = self.config
+        final = ended and self.self_training_enabled and c.dcs_final_keyframes > 0 and not (stop and stop())
+        refit = c.refit_steps > 0 and self.decoder is not None and self.optimizer is not None
+        first = min(len(self._annotated(mapper)), c.dcs_final_keyframes) * c.dcs_final_sweeps if final else 0
+        total = first + (c.refit_steps if refit else 0)
+        if final:
+            self.final_round(mapper, stop, progress and (lambda done, _: progress(done, total)))
+        if refit:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
-                                       self.config, self.vocabulary, self._generator, mapper.config.backend, progress,
-                                       mapper.lock, stop)
+                                       c, self.vocabulary, self._generator, mapper.config.backend,
+                                       progress and (lambda done, _: progress(first + done, total)), mapper.lock, stop)
 
     def final_round(self, mapper: IncrementalMapper, stop: Callable[[], bool] | None = None,
                     progress: Callable[[int, int], None] | None = None) -> int:
