@@ -37,7 +37,8 @@ class NodeSettings(Settings):
     autosave_path: str = setting("~/.ros/clipgs_map.ply", "map written on shutdown (PLY); empty: no autosave")
     finish_budget_s: float = setting(40.0, "on shutdown, the map's finishing work before the autosave (the final "
                                            "3DCS round, the decoder refit) stops after this long: the launch file "
-                                           "gives the node 60 s; 0: none done", at_least(0.0))
+                                           "gives the node this + 20 s after Ctrl-C (at least 60 s); 0: none done",
+                                     at_least(0.0))
     device: str = setting("cpu", "torch device for mapping", TORCH_DEVICE)
     idle_refit_s: float = setting(5.0, "semantic decoder refit while the stream is quiet: after this long without a "
                                        "new keyframe (the robot stopped) the map thread refits the decoder once per "
@@ -82,6 +83,17 @@ class Parameters:
     def from_yaml(cls, path: str | Path | None) -> Parameters:
         """A flat YAML or a ROS 2 params file (``clipgs_mapping: ros__parameters:``); None: the defaults."""
         return cls() if path is None else cls.from_flat(read_settings_file(path))
+
+
+def shutdown_timeout_s(params_file: str | Path | None, margin_s: float = 20.0) -> float:
+    """Seconds a launch file gives the node after Ctrl-C before it escalates to SIGTERM: the params file's
+    ``finish_budget_s`` + ``margin_s`` (the frame in hand, the save), at least 60; 60 when the file cannot be read
+    (the node then reports what is wrong with it)."""
+    try:
+        budget = Parameters.from_yaml(params_file).node.finish_budget_s
+    except SettingsError:
+        return 60.0
+    return max(60.0, budget + margin_s)
 
 
 def parameter_specs() -> list[SettingSpec]:

@@ -22,6 +22,7 @@ ros2 launch clipgs_ros mapping.launch.py clip_model:=ViT-B-16 clip_weights:=/w/v
 
 import shutil
 
+from clipgs.parameters import shutdown_timeout_s
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -49,10 +50,13 @@ def _nodes(context):
     use_sim_time = LaunchConfiguration('use_sim_time')
     given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
     overrides = {name: value for name, value in given.items() if value != ''}
+    params_file = LaunchConfiguration('params_file').perform(context)
+    # Ctrl-C: time to finish the map (finish_budget_s) and autosave it before SIGTERM.
+    timeout = shutdown_timeout_s(params_file)
     actions = [Node(
         package='clipgs_ros', executable='mapping_node', name='clipgs_mapping',
-        output='screen', sigterm_timeout='60',  # Ctrl-C: time to finish the map and autosave it
-        parameters=[LaunchConfiguration('params_file'), {'use_sim_time': use_sim_time},
+        output='screen', sigterm_timeout=str(int(timeout)),
+        parameters=[params_file, {'use_sim_time': use_sim_time},
                     overrides])]
     if LaunchConfiguration('rviz').perform(context).lower() in ('true', '1', 'yes'):
         if shutil.which('rviz2') is None:

@@ -68,11 +68,21 @@ def test_node_declares_every_parameter_of_the_params_file():
     executables = [kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords
                    if kw.arg == "executable"]
     assert executables == ["mapping_node", "rviz2"]
-    nodes = [{kw.arg: getattr(kw.value, "value", None) for kw in c.keywords} for c in calls if c.func.id == "Node"]
-    grace = next(kw for kw in nodes if kw["executable"] == "mapping_node")
-    assert float(grace["sigterm_timeout"]) >= 30  # Ctrl-C: the map is finished (decoder refit) and autosaved first
+    assert "sigterm_timeout=str(int(timeout))" in launch and "timeout = shutdown_timeout_s(params_file)" in launch
     assert "mapping_node = clipgs_ros.mapping_node:main" in (ROOT / "setup.py").read_text()
     assert "mapping.yaml" in launch and "clipgs.rviz" in launch and len(parameter_specs()) > 40
+
+
+def test_the_launch_file_gives_the_node_its_finishing_budget_before_sigterm(tmp_path):
+    from clipgs.parameters import shutdown_timeout_s
+
+    shipped = shutdown_timeout_s(ROOT / "config" / "mapping.yaml")
+    assert shipped == 60.0  # finish_budget_s 40 + 20 s for the frame in hand and the save
+    longer = tmp_path / "long.yaml"
+    longer.write_text("clipgs_mapping:\n  ros__parameters:\n    finish_budget_s: 100.0\n")
+    assert shutdown_timeout_s(longer) == 120.0
+    (tmp_path / "broken.yaml").write_text("clipgs_mapping: [")
+    assert shutdown_timeout_s(tmp_path / "broken.yaml") == shutdown_timeout_s(tmp_path / "missing.yaml") == 60.0
 
 
 def _real_rclpy() -> bool:
