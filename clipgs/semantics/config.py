@@ -25,7 +25,8 @@ class SemanticTrainingConfig(Settings):
     w_sem_var: float = setting(0.1, "weight of the one-object-one-semantic loss (spread inside a mask)",
                                at_least(0.0))
     sem_tau: float = setting(0.1, "temperature of the contrastive loss", greater_than(0.0))
-    sem_pixels: int = setting(4096, "mask pixels sampled per step for the semantic losses", at_least(1))
+    sem_pixels: int = setting(2048, "mask pixels sampled per step for the semantic losses (with sem_mask_balance "
+                                    "a small mask gets about as many as 4096 drawn evenly would give it)", at_least(1))
     sem_mask_balance: float = setting(0.25, "how evenly the sampled pixels spread over a frame's masks: a pixel is "
                                             "drawn with probability ~ 1 / (its mask's pixels)^this (0: every mask "
                                             "pixel alike, so walls take most samples; 1: every mask alike)", UNIT)
