@@ -9,7 +9,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
-from clipgs.semantics.supervision import KeyframeSemantics, compact_ids, replay_batch
+from clipgs.semantics.supervision import KeyframeSemantics, compact_ids, replay_batch, replay_loss
 from clipgs.semantics.trainer import SemanticTrainer
 from tests.test_self_training import _class_embeddings
 
@@ -65,7 +65,7 @@ def test_mapping_keeps_replay_rows_and_trains_the_decoder_on_them(synth_dir):
     trainer.decoder.zero_grad()
     attributes = mapper.map.gaussians.semantics
     before = None if attributes.grad is None else attributes.grad.clone()
-    trainer._replay_loss(annotations[-1]).backward()
+    replay_loss(trainer.decoder, trainer._replay_pool, annotations[-1], trainer.config, trainer._generator).backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in trainer.decoder.parameters())
     after = attributes.grad
     assert (before is None and after is None) or torch.equal(before, after)  # the attributes learn nothing

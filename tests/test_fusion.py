@@ -20,6 +20,7 @@ from clipgs.semantics.fusion import (
     mask_class_image,
     render_fused_labels,
     splat_votes,
+    support_of_labels,
 )
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
@@ -143,7 +144,15 @@ def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
     absent = next(c for c in range(1, len(vocab)) if not bool((truth == c).any()))
     labels = torch.where(torch.arange(frame.width) < frame.width // 2, truth, torch.full_like(truth, absent))
     trainer._vote(mapper, support=True)  # as a 3DCS round's work starts
-    kept = trainer._filter_labels(mapper, frame.camera, labels)
+    out, shares = trainer._render(mapper, frame.camera)  # the map and its vote shares, one pass
+    plain = mapper.render(frame.camera)
+    for name in ("image", "depth", "alpha", "radii"):
+        torch.testing.assert_close(getattr(out, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+    assert shares.shape == (frame.height, frame.width, len(vocab) + 1)
+    torch.testing.assert_close(support_of_labels(shares, labels), label_support(
+        mapper.map.gaussians, mapper.map.extra("class_votes", len(vocab)), frame.camera, labels, backend="torch"),
+        rtol=1e-4, atol=1e-5)  # the compiled one-pass render agrees with the PyTorch reference
+    kept = trainer._filter_labels(mapper, frame.camera, labels, shares)
     annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
     assert trainer.fusion_votes == len(annotated) and all(kf.annotation.voted for kf in annotated)
     assert all(kf.annotation.fused_labels is None for kf in annotated)  # votes, no fusion targets

@@ -15,6 +15,8 @@ count, and a vote costs what the view holds, not what the map holds.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,7 +24,7 @@ from torch import Tensor
 from clipgs.data.frame import Camera
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.keyframes import Keyframe
-from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.render import COLOR_CHANNELS, RenderOutput, rasterize, splat_to_gaussians
 from clipgs.semantics.refit import evenly_spaced
 from clipgs.semantics.sources import MaskEmbeddings
 from clipgs.semantics.supervision import compact_ids
@@ -84,28 +86,42 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     return torch.where(keep, classes.to(pick.device)[pick], labels)
 
 
+def vote_shares(votes: Tensor) -> Tensor:
+    """(N, C + 1) each Gaussian's share of its votes (N, C) per class, then 1 where it has any vote (0 where none).
+    Rendered, the channels give per pixel the compositing-weighted shares and the weight of voted Gaussians."""
+    total = votes.sum(dim=1, keepdim=True)
+    return torch.cat([votes / total.clamp(min=1e-12), (total > 0).to(votes)], dim=1)
+
+
+def support_of_labels(shares: Tensor, labels: Tensor) -> Tensor:
+    """(H, W) the share of the teacher's votes that went to each pixel's label (``labels`` (H, W) vocabulary rows,
+    -1 = none), from a render of :func:`vote_shares` (H, W, C + 1): over the Gaussians a pixel blends, the votes
+    for its label against all their votes. 0 where there is no label or no voted Gaussian: a class the teacher
+    never gave that surface in any view has no support."""
+    voted = shares[..., -1]
+    share = shares[..., :-1].gather(-1, labels.clamp(min=0)[..., None])[..., 0] / voted.clamp(min=1e-6)
+    return torch.where((labels >= 0) & (voted > 1e-6), share, torch.zeros_like(share))
+
+
+@torch.no_grad()
+def render_with_support(gaussians: GaussianMap, votes: Tensor, camera: Camera,
+                        backend: str = "auto") -> tuple[RenderOutput, Tensor]:
+    """The map's render (colour + attributes, as ``GaussianMap.render``) and, from the same pass, its vote
+    shares (H, W, C + 1) for :func:`support_of_labels`: one projection, binning and set of compositing weights
+    for both (a second render had cost 3DCS as much as the first)."""
+    g = gaussians
+    parts = (g.rgb, g.semantics) if g.sem_dim else (g.rgb,)
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, (*parts, vote_shares(votes).to(g.means)),
+                    camera, backend=backend)
+    keep = COLOR_CHANNELS + g.sem_dim
+    return dataclasses.replace(out, image=out.image[..., :keep]), out.image[..., keep:]
+
+
 @torch.no_grad()
 def label_support(gaussians: GaussianMap, votes: Tensor, camera: Camera, labels: Tensor,
                   backend: str = "auto") -> Tensor:
-    """(H, W) the share of the teacher's votes that went to each pixel's label: over the Gaussians the pixel
-    blends (compositing weights), the votes for ``labels`` (H, W) (vocabulary rows, -1 = none) against all
-    their votes. 0 where there is no label or no voted Gaussian: a class the teacher never gave that surface
-    in any view has no support. Renders the label classes present plus one channel (voted or not)."""
-    support = torch.zeros(labels.shape, device=labels.device)
-    classes = torch.unique(labels[labels >= 0])
-    rows = gaussians.rows_in_view(camera, backend)
-    if len(classes) == 0 or len(rows) == 0:
-        return support
-    mine = votes[rows.to(votes.device)]
-    total = mine.sum(dim=1, keepdim=True)
-    shares = torch.cat([mine[:, classes.to(votes.device)] / total.clamp(min=1e-12), (total > 0).to(mine)], dim=1)
-    g = gaussians.select(rows)
-    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, shares.to(g.means), camera, backend=backend)
-    image = out.image.to(labels.device)  # (H, W, K + 1)
-    slot = torch.searchsorted(classes.to(labels.device), labels.clamp(min=0)).clamp(max=len(classes) - 1)
-    voted = image[..., -1]
-    share = image[..., :-1].gather(-1, slot[..., None])[..., 0] / voted.clamp(min=1e-6)
-    return torch.where((labels >= 0) & (voted > 1e-6), share, support)
+    """(H, W) :func:`support_of_labels` of ``labels`` in ``camera`` (the map rendered for it)."""
+    return support_of_labels(render_with_support(gaussians, votes, camera, backend)[1].to(labels.device), labels)
 
 
 def keyframes_to_vote(annotated: list[Keyframe], revote: int, cursor: int,

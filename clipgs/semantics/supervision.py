@@ -10,6 +10,8 @@ from torch import Tensor
 from clipgs.data.frame import Camera
 from clipgs.render import Occluder, RenderOutput
 from clipgs.render.occlusion import default_radius_px
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.sac import DecodedPixels, SemanticDecoder, sac_losses, weighted_sac
 from clipgs.semantics.sources import MaskEmbeddings
 
 
@@ -43,6 +45,21 @@ def replay_batch(pool: list[KeyframeSemantics], current: KeyframeSemantics | Non
         return None
     drawn = torch.randperm(len(pool), generator=generator)[:count].tolist()
     return stack_rows([(*pool[j].replay, pool[j].masks.embeddings) for j in drawn])
+
+
+def replay_loss(decoder: SemanticDecoder, pool: list[KeyframeSemantics], current: KeyframeSemantics | None,
+                config: SemanticTrainingConfig, generator: torch.Generator,
+                gram: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | None:
+    """Decoder replay: the SAC losses on rows kept by ``sem_replay_keyframes`` other keyframes of ``pool``
+    (:func:`replay_batch`; None when there are none). The rows are constants, so only the decoder learns: it keeps
+    decoding the rooms out of view as when they were trained instead of drifting to the classes in view (the
+    attributes there stay as they were). ``gram``: the decoder's Gram matrix the step has already computed, shared
+    (None: computed here)."""
+    batch = replay_batch(pool, current, config.sem_replay_keyframes, generator)
+    if batch is None:
+        return None
+    decoded = DecodedPixels(decoder, batch[0], gram=gram)
+    return weighted_sac(sac_losses(decoded, batch[1], batch[2], config.sem_tau), config)
 
 
 def stack_rows(parts: list[tuple[Tensor, Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:

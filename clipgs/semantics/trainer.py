@@ -22,7 +22,7 @@ from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import keyframes_to_vote, label_support, vote_and_label
+from clipgs.semantics.fusion import keyframes_to_vote, render_with_support, support_of_labels, vote_and_label
 from clipgs.semantics.refit import RefitReport, evenly_spaced, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
@@ -42,7 +42,7 @@ from clipgs.semantics.self_training import (
 )
 from clipgs.semantics.source_worker import SourceWorker, deliver_masks, run_source
 from clipgs.semantics.sources import MaskEmbeddings
-from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, label_cross_entropy, replay_batch
+from clipgs.semantics.supervision import KeyframeSemantics, NovelView, compact_ids, label_cross_entropy, replay_loss
 
 
 class SemanticTrainer(ChannelTrainer):
@@ -146,7 +146,7 @@ class SemanticTrainer(ChannelTrainer):
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = weighted_sac(terms, self.config)
         if c.sem_replay_pixels > 0:
-            replay = self._replay_loss(sem, decoded.gram)  # other keyframes' kept rows; then this one's are renewed
+            replay = replay_loss(self.decoder, self._replay_pool, sem, c, self._generator, decoded.gram)
             keep = torch.linspace(0, len(idx) - 1, min(len(idx), c.sem_replay_pixels), device=ids.device).long()
             sem.replay = rows.detach()[keep], compact_ids(ids[keep])  # indexing copies: nothing of the step kept
             if replay is not None:
@@ -299,30 +299,40 @@ class SemanticTrainer(ChannelTrainer):
         between it and ``next_camera`` (appended to ``views``)."""
         c = self.config
         vocab = self.vocabulary.to(self.device)
-        out = mapper.render(kf.camera)
+        out, shares = self._render(mapper, kf.camera)
         masks = kf.annotation.masks.mask_ids.to(self.device).long()
         if c.dcs_split_masks:
             masks = split_masks(masks, rendered_segments(out, max_width=c.dcs_segment_width))
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
-        kf.annotation.pseudo_labels = compact_ids(self._filter_labels(mapper, kf.camera, labels))
+        kf.annotation.pseudo_labels = compact_ids(self._filter_labels(mapper, kf.camera, labels, shares))
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
-            out = mapper.render(camera)
+            out, shares = self._render(mapper, camera)
             pseudo = label_rendered_view(out, self.decoder, vocab, c.dcs_confidence, c.dcs_tau, c.dcs_segment_width)
-            pseudo = self._filter_labels(mapper, camera, pseudo)
+            pseudo = self._filter_labels(mapper, camera, pseudo, shares)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo),
                                        NovelView.surface_far_mm(out, mapper.config.occlusion_margin_m)))
 
-    def _filter_labels(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor) -> Tensor:
+    def _render(self, mapper: IncrementalMapper, camera: Camera) -> tuple[RenderOutput, Tensor | None]:
+        """The map from ``camera`` and, with ``dcs_teacher_support``, its vote shares from the same pass (the votes
+        were cast as the round's work started: _dcs_work, final_round)."""
+        if self.config.dcs_teacher_support <= 0:
+            return mapper.render(camera), None
+        with mapper.lock:
+            votes = mapper.map.extra("class_votes", len(self.vocabulary))
+            return render_with_support(mapper.map.gaussians, votes, camera, mapper.config.backend)
+
+    def _filter_labels(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor,
+                       shares: Tensor | None) -> Tensor:
         """``labels`` (H, W) with -1 where Gaussians younger than ``dcs_mature_keyframes`` carry half the weight,
-        and where the teacher's votes give the label under ``dcs_teacher_support`` (:func:`label_support`)."""
+        and where the teacher's votes (``shares``, :meth:`_render`) give the label under ``dcs_teacher_support``."""
         c, g, backend, none = self.config, mapper.map.gaussians, mapper.config.backend, torch.full_like(labels, -1)
         if c.dcs_mature_keyframes > 0:
             old = mapper.map.extra("age_keyframes", 1)[:, 0] >= c.dcs_mature_keyframes
             labels = torch.where(rendered_share(g, old, camera, backend) >= 0.5, labels, none)
-        if c.dcs_teacher_support > 0:  # the votes: cast as the round's work started (_dcs_work, final_round)
-            support = label_support(g, mapper.map.extra("class_votes", len(self.vocabulary)), camera, labels, backend)
-            labels = torch.where(support >= c.dcs_teacher_support, labels, none)
+        if shares is not None:
+            labels = torch.where(support_of_labels(shares.to(labels.device), labels) >= c.dcs_teacher_support, labels,
+                                 none)
         return labels
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
@@ -353,18 +363,6 @@ class SemanticTrainer(ChannelTrainer):
         return take
 
     # ----------------------------------------------------------------- helpers
-    def _replay_loss(self, current: KeyframeSemantics,
-                     gram: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor | None:
-        """Decoder replay: the SAC losses on rows kept by other keyframes (:func:`replay_batch`). The rows are
-        constants, so only the decoder learns: it keeps decoding the rooms out of view as when they were trained
-        instead of drifting to the classes in view (the attributes there stay as they were). ``gram``: the
-        decoder's Gram matrix the step has already computed, shared (None: computed here)."""
-        batch = replay_batch(self._replay_pool, current, self.config.sem_replay_keyframes, self._generator)
-        if batch is None:
-            return None
-        decoded = DecodedPixels(self.decoder, batch[0], gram=gram)
-        return weighted_sac(sac_losses(decoded, batch[1], batch[2], self.config.sem_tau), self.config)
-
     @staticmethod
     def _annotated(mapper: IncrementalMapper) -> list[Keyframe]:
         """The held keyframes that have their masks (oldest first)."""
