@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from clipgs.data.frame import Camera, Frame
@@ -189,8 +188,8 @@ class SemanticTrainer(ChannelTrainer):
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = out.attribute_pixels
                 rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
-                target = view.pseudo_labels.reshape(-1)[idx.to(view.pseudo_labels.device)].to(out.image.device).long()
-                loss = c.w_dcs * F.cross_entropy(self._label_logits(None, rows), target)
+                term = label_cross_entropy(self._label_logits(None, rows), view.pseudo_labels, idx)
+                loss = c.w_dcs * term if term is not None else rows.sum() * 0.0  # idx: labelled pixels only
                 return loss, {"novel_dcs": float(loss.detach())}
 
             mapper.train_step(view.camera, loss_fn, channels=True, only={"semantics"}, pixels=idx,
