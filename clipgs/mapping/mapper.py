@@ -147,7 +147,7 @@ class IncrementalMapper:
         the map (``only``: these fields; ``view_steps``: Gaussians in view, less what ``occluder`` hides), trainer."""
         with self._lock:
             view = self.config.view_steps and not self.trainer.needs_whole_map
-            work, rows = self.map.working_set(camera if view else None, self.config.backend, occluder)
+            work, rows = self.map.working_set(camera if view else None, self.config.backend, occluder, only)
             self.map.zero_grad()
             if channels:
                 self.trainer.zero_grad()

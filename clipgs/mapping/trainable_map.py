@@ -89,9 +89,10 @@ class TrainableMap:
         self._extras: dict[str, Tensor] = {}  # per-Gaussian rows that are not optimised (see ``extra``)
 
     @staticmethod
-    def _leaves(tensors: dict[str, Tensor]) -> GaussianMap:
-        """A map of fresh leaf tensors (the given ones are new tensors already: indexed or concatenated)."""
-        return GaussianMap(**{k: v.detach().requires_grad_(True) for k, v in tensors.items()})
+    def _leaves(tensors: dict[str, Tensor], only: Collection[str] | None = None) -> GaussianMap:
+        """A map of fresh leaf tensors (the given ones are new tensors already: indexed or concatenated), those
+        not in ``only`` (None: all) without gradient."""
+        return GaussianMap(**{k: v.detach().requires_grad_(only is None or k in only) for k, v in tensors.items()})
 
     def __len__(self) -> int:
         return len(self.gaussians)
@@ -105,20 +106,20 @@ class TrainableMap:
         for p in self.gaussians.tensors().values():
             p.grad = None
 
-    def working_set(self, camera: Camera | None = None, backend: str = "auto",
-                    occluder: Occluder | None = None) -> tuple[GaussianMap, Tensor | None]:
+    def working_set(self, camera: Camera | None = None, backend: str = "auto", occluder: Occluder | None = None,
+                    only: Collection[str] | None = None) -> tuple[GaussianMap, Tensor | None]:
         """What a step on ``camera`` trains: fresh leaf copies of the Gaussians it may see (a cheap superset,
         ``GaussianMap.rows_in_view``; in map order, so they render the same image) and their indices
         (V,); or the live map itself and None when ``camera`` is None or may see all of them or none.
-        occluder: less those the view's observed surface hides."""
+        occluder: less those the view's observed surface hides. only: the fields the step trains; the others
+        come without gradient (the live map's as detached views), so its backward computes none for them."""
         g = self.gaussians
-        if camera is None or len(g) == 0:
-            return g, None
-        rows = g.rows_in_view(camera, backend, occluder)
-        if len(rows) in (0, len(g)):
-            return g, None
+        rows = None if camera is None or len(g) == 0 else g.rows_in_view(camera, backend, occluder)
+        if rows is None or len(rows) in (0, len(g)):
+            return g if only is None else GaussianMap(**{k: v if k in only else v.detach()
+                                                         for k, v in g.tensors().items()}), None
         with torch.no_grad():
-            return self._leaves(g.select(rows).tensors()), rows
+            return self._leaves(g.select(rows).tensors(), only), rows
 
     @torch.no_grad()
     def step(self, only: Collection[str] | None = None, rows: Tensor | None = None,

@@ -18,6 +18,8 @@ from clipgs.render.occlusion import Occluder
 from clipgs.render.projection import Projected
 from clipgs.render.torch_backend import TILE
 
+FEATURES_ONLY = 2  # the backward's mode when only the features want gradients (kFeaturesOnly in the kernel)
+
 
 def _ptr(t: Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
@@ -72,9 +74,12 @@ class _Composite(torch.autograd.Function):
         e_feats = torch.empty(M, C, dtype=dt)
         scene = (_ptr(means2d), _ptr(conics), _ptr(opacities), _ptr(feats), _ptr(radii), _ptr(ids), _ptr(tile_start),
                  _ptr(tile_count), C, width, height, tiles_x, tiles_y, TILE)
+        # No gradient wanted for the geometry (a step that trains the features alone, a splat onto the Gaussians):
+        # the vectorised kernel then computes the features' gradients only, the same values, its geometry's 0.
+        mode = ctx.attributes_move_geometry if any(ctx.needs_input_grad[:3]) else FEATURES_ONLY
         getattr(lib, f"clipgs_backward_{suffix}")(*scene, _ptr(final_T), _ptr(last), _ptr(g_out), _ptr(g_alpha),
                                                   _ptr(e_means), _ptr(e_conics), _ptr(e_opac), _ptr(e_feats),
-                                                  ctx.attributes_move_geometry, torch.get_num_threads())
+                                                  mode, torch.get_num_threads())
         n = means2d.shape[0]
         grads = [torch.empty(n, 2, dtype=dt), torch.empty(n, 3, dtype=dt), torch.empty(n, dtype=dt),
                  torch.empty(n, C, dtype=dt)]

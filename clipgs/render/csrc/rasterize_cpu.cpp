@@ -56,8 +56,11 @@ inline T trans_eps() { return T(1e-4); }
 
 // Depth and RGB: the channels whose gradients always reach the geometry (means, conics, opacities). The
 // backwards take `attributes_move_geometry`: 0 keeps the attribute channels after them out of dL/dalpha, so
-// a loss on them trains the attributes alone (a semantic loss then never bends the geometry).
+// a loss on them trains the attributes alone (a semantic loss then never bends the geometry). The vectorised
+// backward also takes kFeaturesOnly: the features' gradients alone (w * dL/dout), no dL/dalpha at all, the
+// geometry's gradients left 0 (a step whose geometry takes no gradient; the scalar kernels compute them all).
 constexpr int64_t kGeometryChannels = 4;
+constexpr int kFeaturesOnly = 2;
 
 struct Box { int64_t x0, x1, y0, y1; };  // inclusive pixel ranges, already clipped
 
@@ -1264,6 +1267,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
                    int attributes_move_geometry, int threads) {
   const int64_t n_tiles = s.tiles_x * s.tiles_y, C = kC > 0 ? kC : s.C;
   const int64_t head = head_channels<kC>(C);  // == kGeometryChannels whenever there are attribute channels
+  const bool features_only = attributes_move_geometry == kFeaturesOnly;
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
@@ -1363,6 +1367,13 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
           const vf T_before = trans[q] * inv_one_minus;
           const vf wgt = select(valid, alpha * T_before, splat(0.f));
+          if (features_only) {  // the same weights, so the same feature gradients; nothing for the geometry
+            for (int64_t ch = 0; ch < head; ++ch) gf[ch] += wgt * gout[ch * kSlots + q];
+            if (tail[q])
+              for (int64_t ch = head; ch < C; ++ch) gf[ch] += wgt * gout[ch * kSlots + q];
+            trans[q] = select(valid, T_before, trans[q]);
+            continue;
+          }
           vf f_dot{};
           const auto channel = [&](int64_t ch) {
             const vf go_ch = gout[ch * kSlots + q];
