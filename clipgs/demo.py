@@ -84,7 +84,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
     (out / "metrics.json").write_text(json.dumps({**metrics, "per_view": result["per_view"]}, indent=2) + "\n")
 
     print(f"\nmapping: {summary['frames']} frames -> {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians"
-          f" in {summary['seconds'] - summary['finish_seconds']:.0f} s ({summary['keyframes_per_s']:.2f} keyframes/s, "
+          f" in {summary['mapping_seconds']:.0f} s ({summary['keyframes_per_s']:.2f} keyframes/s, "
           f"{summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration) + {summary['finish_seconds']:.0f} s finishing, "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB")
     print(f"held-out views ({result['views']}, never mapped): PSNR {result['psnr_db']:.2f} dB, "

@@ -113,7 +113,7 @@ def run_map(args: argparse.Namespace) -> int:
             semantics_path(args.out).unlink()
             print(f"removed the old {semantics_path(args.out).name}: it belonged to the map this run replaced")
     print(f"mapped {summary['frames']} frames: {summary['keyframes']} keyframes, {summary['gaussians']} Gaussians, "
-          f"{summary['seconds'] - summary['finish_seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
+          f"{summary['mapping_seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration) "
           f"+ {summary['finish_seconds']:.1f} s finishing, peak RSS {summary['peak_rss_mb']:.0f} MB")
     given, mapped = mapper.last_input_camera, mapper.keyframes[-1].camera if len(mapper.keyframes) else None

@@ -68,7 +68,8 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "gaussians": s.gaussians,
         "iterations": s.iterations,
         "seconds": seconds,
-        "finish_seconds": finish_seconds,  # of which: the end (refine, prune, final 3DCS round, decoder refit)
+        "mapping_seconds": mapping_seconds,  # of which: while the frames streamed in
+        "finish_seconds": finish_seconds,  # and the end (refine, prune, final 3DCS round, decoder refit)
         # rates while the frames streamed in (what a live stream must keep up with); the end comes once, after
         "frames_per_s": count / max(mapping_seconds, 1e-9),
         "keyframes_per_s": s.keyframes / max(mapping_seconds, 1e-9),

@@ -223,14 +223,13 @@ class SemanticTrainer(ChannelTrainer):
         c = self.config
         final = ended and self.self_training_enabled and c.dcs_final_keyframes > 0 and not (stop and stop())
         refit = c.refit_steps > 0 and self.decoder is not None and self.optimizer is not None
-        first = min(len(self._annotated(mapper)), c.dcs_final_keyframes) * c.dcs_final_sweeps if final else 0
-        total = first + (c.refit_steps if refit else 0)
-        if final:
-            self.final_round(mapper, stop, progress and (lambda done, _: progress(done, total)))
+        after = c.refit_steps if refit else 0  # the refit's steps, counted after the round's
+        first = self.final_round(mapper, stop, progress and (lambda done, n: progress(done, n + after))) if final else 0
         if refit:
             self.refit = refit_decoder(self.decoder, self.optimizer, self._annotated(mapper), mapper.map.gaussians,
                                        c, self.vocabulary, self._generator, mapper.config.backend,
-                                       progress and (lambda done, _: progress(first + done, total)), mapper.lock, stop)
+                                       progress and (lambda done, n: progress(first + done, first + n)), mapper.lock,
+                                       stop)
 
     def final_round(self, mapper: IncrementalMapper, stop: Callable[[], bool] | None = None,
                     progress: Callable[[int, int], None] | None = None) -> int:
