@@ -5,7 +5,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from clipgs.semantics.query_metrics import QueryScores, consensus_scores, localisation_hit, mask_iou, match_objects
+from clipgs.semantics.query_metrics import (
+    QueryScores,
+    consensus_localisation,
+    consensus_scores,
+    localisation_hit,
+    mask_iou,
+    match_objects,
+)
 
 
 def test_mask_iou_by_hand():
@@ -26,6 +33,19 @@ def test_consensus_scores_by_hand():
     assert consensus_scores(ds, {1: 2, 7: 1}) == (0.0, 0.0)  # object 2 unread (void); 7 is in no held-out view
 
 
+def test_consensus_localisation_by_hand():
+    """Objects labelled with their consensus class, queried by class name: where several objects read as the
+    class, the read pixel nearest their middle decides; a class read nowhere is not found."""
+    inst = np.zeros((14, 14), np.int64)  # three 3x3 objects, farther apart than the 5-pixel window
+    inst[1:4, 1:4], inst[9:12, 9:12], inst[1:4, 9:12] = 1, 2, 3
+    labels = np.where(inst == 3, 2, np.minimum(inst, 2))  # objects 1 (class a), 2 and 3 (class b)
+    view = SimpleNamespace(instances=inst, labels=labels)
+    ds = type("Views", (), {"test_indices": [0], "__getitem__": lambda s, i: view})()
+    assert consensus_localisation(ds, {1: 1, 2: 2, 3: 2}) == 1.0
+    assert consensus_localisation(ds, {1: 2, 2: 2, 3: 2}) == 0.5  # a read nowhere; b found (on object 3)
+    assert consensus_localisation(ds, {1: 1, 2: 1, 3: 1}) == 0.0  # a: object 3 is nearest the middle; b nowhere
+
+
 def test_localisation_hit_uses_the_most_relevant_region():
     rel = np.zeros((12, 12))
     rel[8:11, 4:7] = 0.9  # a relevant region ...
@@ -39,6 +59,7 @@ def test_localisation_hit_uses_the_most_relevant_region():
     right = np.zeros((12, 12), bool)
     right[3:9, 7:11] = True
     assert localisation_hit(tied, right)
+    assert not localisation_hit(np.zeros((12, 12)), right)  # nothing relevant anywhere: not found
 
 
 def test_greedy_matching_within_radius_each_truth_once():
