@@ -39,6 +39,7 @@ from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, si
 from clipgs.semantics.query_metrics import (
     consensus_localisation,
     consensus_scores,
+    labels_through_map,
     map_object_classes,
     object_points,
     score_queries,
@@ -100,6 +101,9 @@ def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teac
         mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
         s["consensus_objects"] = sum(consensus.get(k) == owner[k] for k in objects)
         s["consensus_localisation"] = consensus_localisation(ds, consensus)
+        s["consensus_miou"] = consensus_scores(ds, consensus)[0]
+        s["consensus_through_map"] = labels_through_map(gmap, ds, points, consensus)
+        s["truth_through_map"] = labels_through_map(gmap, ds, points, owner)
         s["map_objects"] = sum(mapped[k] == owner[k] for k in objects)
         wrong = [f"{ds.classes[owner[k]]} as {ds.classes[consensus.get(k, 0)]} / {ds.classes[mapped[k]]}"
                  for k in objects if consensus.get(k) != owner[k] or mapped[k] != owner[k]]
@@ -123,7 +127,9 @@ def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int
     """Query scores of every seed's map (the first seed's per class), and how many objects the teacher's
     consensus over all views and the map read as their class: no fusion of a teacher's views can return an
     object its consensus misreads, so that count bounds 3D recall; and the localisation accuracy of labelling
-    every object with its consensus class (``consensus_localisation``), what such a fusion would find in 2D."""
+    every object with its consensus class (``consensus_localisation``), what such a fusion would find in 2D;
+    then the map's mIoU beside that fusion's and the true classes' through the map's own geometry
+    (``labels_through_map``)."""
     rows, seen = [], object_points(ds)
     for seed, (gmap, model, _, _) in zip(seeds, results, strict=True):
         teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
@@ -142,6 +148,15 @@ def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int
           f"{mean('query_miou'):.2f} | {mean('precision_3d'):.2f} | {mean('recall_3d'):.2f} | "
           f"{mean('consensus_objects') / n:.2f} / {mean('map_objects') / n:.2f} | |\n",
           flush=True)
+    print(f"| mIoU, {kind} teacher | map | teacher's consensus per object, through the map's geometry | true classes, "
+          "through the map's geometry | teacher's consensus on the ground-truth masks |")
+    print("|---|---|---|---|---|")
+    for seed, r, (_, _, ev, _) in zip(seeds, rows, results, strict=True):
+        print(f"| seed {seed} | {100 * ev['map_miou']:.1f} | {100 * r['consensus_through_map']:.1f} | "
+              f"{100 * r['truth_through_map']:.1f} | {100 * r['consensus_miou']:.1f} |")
+    print("(each Gaussian carries the class of the ground-truth object nearest to it, composited one-hot and "
+          "scored as the map: what fusing the teacher's views per object, or knowing every object, would score "
+          "with this map's geometry)\n", flush=True)
 
 
 @torch.no_grad()

@@ -139,3 +139,22 @@ def test_map_object_classes_votes_by_surface():
     assert map_object_classes(gmap, decoder, vocab, points) == {7: 2, 8: 0}
     gmap.log_scales[2] = torch.log(torch.tensor([0.01, 0.01, 0.001]))  # now 2 small votes for 1 against 1
     assert map_object_classes(gmap, decoder, vocab, points) == {7: 1, 8: 0}
+
+
+def test_labels_through_map_scores_the_geometry_carrying_given_classes(synth_dir):
+    """A map seeded from a held-out view carries the true classes of the objects nearest each Gaussian: its own
+    view scores high; carrying one class everywhere scores what that one class right gives."""
+    from clipgs.data.dataset import open_dataset
+    from clipgs.mapping.gaussian_map import GaussianMap
+    from clipgs.semantics.query_metrics import labels_through_map, object_points
+
+    ds = open_dataset(synth_dir)
+    view = ds.test_indices[0]
+    gmap = GaussianMap.from_frame(ds[view], initial_opacity=0.99, scale_factor=0.6)  # little spill over edges
+    points, owner = object_points(ds, stride=1)
+    truth = labels_through_map(gmap, ds, points, owner, indices=[view])
+    assert truth > 0.7
+    labels = ds[view].labels
+    one = int(np.bincount(labels[labels > 0]).argmax())  # the view's largest class, carried by every Gaussian
+    assert labels_through_map(gmap, ds, points, dict.fromkeys(owner, one), indices=[view]) < 0.6 * truth
+    assert labels_through_map(gmap, ds, points, {}, indices=[view]) == 0.0  # void everywhere: nothing right

@@ -8,6 +8,7 @@ not matched yet (greedy, strongest object first); precision = counted / returned
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -157,6 +158,36 @@ def consensus_localisation(ds: SequenceDataset, consensus: dict[int, int]) -> fl
         for k in np.unique(f.labels[f.labels > 0]):
             hits.setdefault(int(k), []).append(localisation_hit((read == k).astype(np.float32), f.labels == k))
     return float(np.mean([np.mean(v) for v in hits.values()])) if hits else float("nan")
+
+
+@torch.no_grad()
+def labels_through_map(gmap: GaussianMap, ds: SequenceDataset, points: dict[int, np.ndarray],
+                       class_of: dict[int, int], indices: list[int] | None = None) -> float:
+    """mIoU on held-out views (``indices``: these instead) of the map's own geometry carrying given classes:
+    every Gaussian takes ``class_of`` the ground-truth instance nearest to it (``points``: instance id -> (M, 3)
+    m, :func:`object_points`; 0 = void where absent), the classes are composited one-hot and each pixel takes
+    the largest share, then coherent labels and scores as evaluation does for the map. With each object's
+    teacher consensus: what fusing the teacher's views per object would score through this geometry; with
+    the true classes: what the geometry allows."""
+    from scipy.spatial import cKDTree
+
+    from clipgs.semantics.pipeline import coherent_labels
+
+    owners = np.concatenate([np.full(len(p), k) for k, p in points.items()])
+    nearest = cKDTree(np.concatenate(list(points.values()))).query(gmap.means.detach().cpu().numpy())[1]
+    lut = np.zeros(int(max([*points, *class_of])) + 1, np.int64)  # instance id -> class
+    lut[list(class_of)] = list(class_of.values())
+    n = len(ds.classes)
+    labels = torch.from_numpy(lut[owners[nearest]]).to(gmap.means.device)
+    carrying = dataclasses.replace(gmap, semantics=torch.nn.functional.one_hot(labels, n).to(gmap.means.dtype))
+    rows = []
+    for i in ds.test_indices if indices is None else indices:
+        f = ds[i]
+        out = carrying.render(f.camera)
+        shares = out.semantics[..., 1:]  # void carries no vote: a pixel only void Gaussians reach stays void
+        read = torch.where((out.alpha > 0.5) & (shares.amax(-1) > 0), shares.argmax(-1) + 1, 0)
+        rows.append(semantic_scores(coherent_labels(read, out).cpu().numpy(), f.labels, n)[0])
+    return float(np.nanmean(rows))
 
 
 @torch.no_grad()
