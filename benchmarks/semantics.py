@@ -1,4 +1,4 @@
-"""Semantic mapping benchmark on the default synthetic room with the simulated teacher.
+"""Semantic mapping benchmark on the default synthetic room (or the apartment) with the simulated teacher.
 
 Prints, on held-out views (never trained on):
 1. mIoU / pixel accuracy of the 2D teacher and of the map for the ablation ladder (SAC only; + 3D label
@@ -12,6 +12,9 @@ Prints, on held-out views (never trained on):
    timed on the same geometry.
 
     .venv/bin/python benchmarks/semantics.py [--seeds 0 1 2] [--dims 3 8 16 32] [--wrong-fraction 0.3]
+    .venv/bin/python benchmarks/semantics.py --scene apartment --teachers realistic --rows 3 --dims 16
+        # the four-room apartment (1500 frames, realistic noise; generated on first use, ~2 min), true poses,
+        # scored at 160x120, mapped offline from every 16th training frame (--frame-step)
     .venv/bin/python benchmarks/semantics.py --map demo_out/map.ply   # tables 2b and 3 only, no mapping
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +36,7 @@ from clipgs.demo import DEMO_SCENE, ensure_scene
 from clipgs.geometry import scale_intrinsics
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
-from clipgs.mapping.offline import map_dataset
+from clipgs.mapping.offline import map_frames
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
@@ -62,13 +66,36 @@ LADDER = [
 DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the query and d tables use it
 
 
-def run(ds, text, vocab, kind: str, wrong: float, seed: int, **training):
-    """Map the room with a simulated teacher (``kind`` realistic or uniform; ``training``:
-    SemanticTrainingConfig overrides); returns (map, semantic model, evaluation, seconds)."""
+APARTMENT = {"scene": "apartment", "seed": 0, "n_frames": 1500, "width": 320, "height": 240, "noise": "realistic"}
+SCENES = {"room": (DEMO_SCENE, "clipgs_bench_demo_room", 1), "apartment": (APARTMENT, "clipgs_bench_long/"
+          "apartment_1500_320x240_realistic", 16)}  # settings, folder under the temp dir, default frame step
+
+
+def open_scene(name: str, folder: Path | None, frames: int = 0, size: str = ""):
+    """The benchmark's dataset: the room as generated, or the apartment at its true poses scored at most 160
+    wide (its semantic maps are 160 wide on a CPU), generated into ``folder`` (default: under the temp dir) with
+    ``frames`` and ``size`` (WxH) in place of the scene's own when given."""
+    settings, default_folder, _ = SCENES[name]
+    settings = {**settings, **({"n_frames": frames} if frames else {})}
+    if size:
+        settings["width"], settings["height"] = (int(v) for v in size.split("x"))
+    root = ensure_scene(folder or Path(tempfile.gettempdir()) / default_folder, **settings)
+    if name == "room":
+        return open_dataset(root)
+    scale = min(1.0, 160 / settings["width"])
+    return open_dataset(root, trajectory="gt_traj_w_c.txt",
+                        size=(round(settings["width"] * scale), round(settings["height"] * scale)))
+
+
+def run(ds, text, vocab, kind: str, wrong: float, seed: int, frame_step: int = 1, **training):
+    """Map every ``frame_step``-th training frame of the scene with a simulated teacher (``kind`` realistic or
+    uniform; ``training``: SemanticTrainingConfig overrides); returns (map, semantic model, evaluation, seconds)."""
     teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
     trainer = SemanticTrainer(SemanticTrainingConfig(**training), teacher, vocab)
     t0 = time.perf_counter()
-    mapper, _ = map_dataset(ds, MapperConfig(seed=seed), progress=False, trainer=trainer)
+    indices = ds.train_indices[::frame_step]
+    mapper, _ = map_frames(ds.readable_frames(indices, Counter()), MapperConfig(seed=seed).resolved(
+        ds.poses_from_odometry), len(indices), progress=False, trainer=trainer)
     seconds = time.perf_counter() - t0
     snap = mapper.snapshot()
     model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab)
@@ -217,7 +244,12 @@ def main() -> int:
     parser.add_argument("--dims", type=int, nargs="+", default=[3, 8, 16, 32])
     parser.add_argument("--teachers", nargs="+", choices=["realistic", "uniform"], default=["realistic", "uniform"])
     parser.add_argument("--wrong-fraction", type=float, default=0.3, help="uniform teacher: masks with a wrong class")
-    parser.add_argument("--scene-dir", type=Path, default=Path(tempfile.gettempdir()) / "clipgs_bench_demo_room")
+    parser.add_argument("--scene", choices=sorted(SCENES), default="room")
+    parser.add_argument("--frame-step", type=int, default=0, help="map every this-many-th training frame (0: the "
+                        "scene's default, room 1, apartment 16: 85 keyframes)")
+    parser.add_argument("--scene-dir", type=Path, help="where the scene is generated (default: under the temp dir)")
+    parser.add_argument("--frames", type=int, default=0, help="frames of the generated scene (0: the scene's own)")
+    parser.add_argument("--size", default="", help="WxH of the generated scene (default: the scene's own)")
     parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "
                         "default: all; the teacher row comes with row 0)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -228,7 +260,7 @@ def main() -> int:
     torch.set_num_threads(2)
     if args.map is not None:
         gmap, model = load_ply(args.map), load_semantics(args.map)
-        ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
+        ds = open_scene(args.scene, args.scene_dir, args.frames, args.size)
         text = TextEncoder.from_identity(model.text_encoder)
         print_queries(gmap, model, ds, text, str(args.map))
         print_queries(gmap, model, ds, text, f"{args.map}, masks by segment", coherent=True)
@@ -240,9 +272,10 @@ def main() -> int:
         raise SystemExit(f"--set {unknown[0]}: not a semantic training setting")
     default = SemanticTrainingConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
-    ds = open_dataset(ensure_scene(args.scene_dir, **DEMO_SCENE))
+    step = args.frame_step or SCENES[args.scene][2]
+    ds = open_scene(args.scene, args.scene_dir, args.frames, args.size)
     _, text, vocab = simulated_setup(ds)
-    print(ds.summary())
+    print(ds.summary() + f"; mapped from 1 in {step} training frames" * (step > 1))
     described = "; ".join(default_corruption(k, wrong_fraction=args.wrong_fraction).describe() for k in args.teachers)
     changed = "".join(f", {k}={v}" for k, v in overrides.items())
     print(f"teachers: {described} (seed varies); text model {text.model_name} (D={vocab.shape[1]}); "
@@ -256,7 +289,8 @@ def main() -> int:
         for k, (name, config) in enumerate(LADDER):
             if args.rows is not None and k not in args.rows:
                 continue
-            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, **{**config, **overrides}) for s in args.seeds]
+            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, step, **{**config, **overrides})
+                    for s in args.seeds]
             results[kind, name] = runs
             if k == 0:
                 teacher = [r[2] for r in runs]
@@ -281,9 +315,10 @@ def main() -> int:
     miou = {SemanticTrainingConfig().sem_dim: results[kind, chosen][0][2]["map_miou"]}
     for d in args.dims:
         if d not in miou:
-            miou[d] = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], sem_dim=d,
+            miou[d] = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], step, sem_dim=d,
                           **config)[2]["map_miou"]
-    full = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], sem_dim=full_d, sem_hidden=0, **config)
+    full = run(ds, text, vocab, kind, args.wrong_fraction, args.seeds[0], step, sem_dim=full_d, sem_hidden=0,
+               **config)
     miou[full_d] = full[2]["map_miou"]
     print(f"attribute size ({chosen}, {kind} teacher, seed {args.seeds[0]}):")
     timing_table(gmap, timing_cameras(ds), args.dims, miou, full_d)

@@ -61,3 +61,18 @@ def test_fault_injected_replay_counts_every_fault(tmp_path):
         assert int(injected) > 0 and int(counted.split(" x ")[0]) > 0, rows[fault]
     assert "pose_jump" in rows["pose_jump_20m"] and "timestamp_backwards" in rows["stale_stamp"]
     assert out.strip().splitlines()[-1].startswith("faults: PSNR clean")
+
+
+def test_semantics_benchmark_on_a_small_apartment(tmp_path):
+    """The apartment option: the ablation rows, the query tables with the teacher's consensus beside the map, and
+    the table of classes carried through the map's geometry, on a 30-frame walk mapped from 1 in 3 frames."""
+    out = run("semantics.py", "--scene", "apartment", "--frames", "30", "--size", "80x60", "--frame-step", "3",
+              "--teachers", "realistic", "--rows", "0", "3", "--dims", "16", "--seeds", "0",
+              "--scene-dir", str(tmp_path))
+    assert "mapped from 1 in 3 training frames" in out and "| 2D teacher | realistic |" in out
+    seed_rows = [line for line in out.splitlines() if line.startswith("| seed 0 |")]
+    assert len(seed_rows) == 2  # queries (localisation: map / consensus) and mIoU through the map's geometry
+    localisation = seed_rows[0].split("|")[2].split("/")
+    assert all(0 <= float(v) <= 1 for v in localisation)
+    map_miou, consensus, truth, on_masks = (float(c) for c in seed_rows[1].split("|")[2:6])
+    assert 0 <= consensus <= truth <= 100 and 0 <= map_miou <= 100 and 0 <= on_masks <= 100
