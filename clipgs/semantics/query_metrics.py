@@ -131,6 +131,13 @@ def teacher_consensus(ds: SequenceDataset, teacher, vocabulary: Tensor) -> dict[
     return {k: int((v @ vocabulary[1:].T).argmax()) + 1 for k, v in sums.items()}
 
 
+def read_as(instances: np.ndarray, class_of: dict[int, int]) -> np.ndarray:
+    """(H, W) instance ids -> (H, W) int64 classes: ``class_of`` each instance, 0 (void) where it has none."""
+    lut = np.zeros(max([int(instances.max()), *class_of]) + 1, np.int64)  # instance id -> class
+    lut[list(class_of)] = list(class_of.values())
+    return lut[instances]
+
+
 def consensus_scores(ds: SequenceDataset, consensus: dict[int, int]) -> tuple[float, float]:
     """(mIoU, pixel accuracy) on the held-out views of labelling every ground-truth object with its teacher
     consensus class (:func:`teacher_consensus`): what voting the teacher's views per object scores, as evaluation
@@ -138,9 +145,7 @@ def consensus_scores(ds: SequenceDataset, consensus: dict[int, int]) -> tuple[fl
     rows = []
     for i in ds.test_indices:
         f = ds[i]
-        lut = np.zeros(max([int(f.instances.max()), *consensus]) + 1, np.int64)  # instance id -> class
-        lut[list(consensus)] = list(consensus.values())
-        rows.append(semantic_scores(lut[f.instances], f.labels, len(ds.classes)))
+        rows.append(semantic_scores(read_as(f.instances, consensus), f.labels, len(ds.classes)))
     return float(np.nanmean([r[0] for r in rows])), float(np.nanmean([r[1] for r in rows]))
 
 
@@ -152,9 +157,7 @@ def consensus_localisation(ds: SequenceDataset, consensus: dict[int, int]) -> fl
     hits: dict[int, list[bool]] = {}
     for i in ds.test_indices:
         f = ds[i]
-        lut = np.zeros(max([int(f.instances.max()), *consensus]) + 1, np.int64)  # instance id -> class
-        lut[list(consensus)] = list(consensus.values())
-        read = lut[f.instances]
+        read = read_as(f.instances, consensus)
         for k in np.unique(f.labels[f.labels > 0]):
             hits.setdefault(int(k), []).append(localisation_hit((read == k).astype(np.float32), f.labels == k))
     return float(np.mean([np.mean(v) for v in hits.values()])) if hits else float("nan")
@@ -175,10 +178,8 @@ def labels_through_map(gmap: GaussianMap, ds: SequenceDataset, points: dict[int,
 
     owners = np.concatenate([np.full(len(p), k) for k, p in points.items()])
     nearest = cKDTree(np.concatenate(list(points.values()))).query(gmap.means.detach().cpu().numpy())[1]
-    lut = np.zeros(int(max([*points, *class_of])) + 1, np.int64)  # instance id -> class
-    lut[list(class_of)] = list(class_of.values())
     n = len(ds.classes)
-    labels = torch.from_numpy(lut[owners[nearest]]).to(gmap.means.device)
+    labels = torch.from_numpy(read_as(owners[nearest], class_of)).to(gmap.means.device)
     carrying = dataclasses.replace(gmap, semantics=torch.nn.functional.one_hot(labels, n).to(gmap.means.dtype))
     rows = []
     for i in ds.test_indices if indices is None else indices:
