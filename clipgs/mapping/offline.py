@@ -19,13 +19,16 @@ from clipgs.mapping.mapper import IncrementalMapper
 
 def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int | None = None,
                 refine_iters: int = 0, progress: bool = True, trainer: ChannelTrainer | None = None,
-                device: str | torch.device = "cpu") -> tuple[IncrementalMapper, dict]:
+                device: str | torch.device = "cpu", frame_step: int = 1) -> tuple[IncrementalMapper, dict]:
     """Feed the training frames (held-out views never) to a mapper, synchronously; returns it and a summary.
 
     trainer: trains the extra channels (a ``SemanticTrainer``); None: geometry only. device: where the map
-    and its optimisation live ('cpu', 'cuda'). Unreadable frames are skipped and counted (summary 'rejected').
+    and its optimisation live ('cpu', 'cuda'). frame_step: only every this-many-th training frame (then the
+    first ``max_frames`` of those). Unreadable frames are skipped and counted (summary 'rejected').
     """
-    indices = dataset.train_indices[:max_frames] if max_frames else dataset.train_indices
+    if frame_step < 1:
+        raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+    indices = dataset.train_indices[::frame_step][:max_frames or None]
     unreadable = Counter()
     config = config.resolved(dataset.poses_from_odometry)
     return map_frames(dataset.readable_frames(indices, unreadable), config, len(indices), refine_iters, progress,
