@@ -146,15 +146,16 @@ def test_labels_through_map_scores_the_geometry_carrying_given_classes(synth_dir
     view scores high; carrying one class everywhere scores what that one class right gives."""
     from clipgs.data.dataset import open_dataset
     from clipgs.mapping.gaussian_map import GaussianMap
-    from clipgs.semantics.query_metrics import labels_through_map, object_points
+    from clipgs.semantics.query_metrics import labels_through_map, nearest_instances, object_points
 
     ds = open_dataset(synth_dir)
     view = ds.test_indices[0]
     gmap = GaussianMap.from_frame(ds[view], initial_opacity=0.99, scale_factor=0.6)  # little spill over edges
     points, owner = object_points(ds, stride=1)
-    truth = labels_through_map(gmap, ds, points, owner, indices=[view])
+    instances = nearest_instances(gmap, points)
+    truth = labels_through_map(gmap, ds, instances, owner, indices=[view])
     assert truth > 0.7
     labels = ds[view].labels
     one = int(np.bincount(labels[labels > 0]).argmax())  # the view's largest class, carried by every Gaussian
-    assert labels_through_map(gmap, ds, points, dict.fromkeys(owner, one), indices=[view]) < 0.6 * truth
-    assert labels_through_map(gmap, ds, points, {}, indices=[view]) == 0.0  # void everywhere: nothing right
+    assert labels_through_map(gmap, ds, instances, dict.fromkeys(owner, one), indices=[view]) < 0.6 * truth
+    assert labels_through_map(gmap, ds, instances, {}, indices=[view]) == 0.0  # void everywhere: nothing right

@@ -20,6 +20,7 @@ from clipgs.eval.metrics import semantic_scores
 from clipgs.geometry import unproject_depth
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.semantics.model import SemanticModel
+from clipgs.semantics.pipeline import coherent_labels
 from clipgs.semantics.query import QueryInstance, footprint_areas, negative_names, query_map
 from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
@@ -163,23 +164,26 @@ def consensus_localisation(ds: SequenceDataset, consensus: dict[int, int]) -> fl
     return float(np.mean([np.mean(v) for v in hits.values()])) if hits else float("nan")
 
 
-@torch.no_grad()
-def labels_through_map(gmap: GaussianMap, ds: SequenceDataset, points: dict[int, np.ndarray],
-                       class_of: dict[int, int], indices: list[int] | None = None) -> float:
-    """mIoU on held-out views (``indices``: these instead) of the map's own geometry carrying given classes:
-    every Gaussian takes ``class_of`` the ground-truth instance nearest to it (``points``: instance id -> (M, 3)
-    m, :func:`object_points`; 0 = void where absent), the classes are composited one-hot and each pixel takes
-    the largest share, then coherent labels and scores as evaluation does for the map. With each object's
-    teacher consensus: what fusing the teacher's views per object would score through this geometry; with
-    the true classes: what the geometry allows."""
+def nearest_instances(gmap: GaussianMap, points: dict[int, np.ndarray]) -> np.ndarray:
+    """(N,) the ground-truth instance nearest to each Gaussian's mean (``points``: instance id -> (M, 3) m,
+    :func:`object_points`)."""
     from scipy.spatial import cKDTree
 
-    from clipgs.semantics.pipeline import coherent_labels
-
     owners = np.concatenate([np.full(len(p), k) for k, p in points.items()])
-    nearest = cKDTree(np.concatenate(list(points.values()))).query(gmap.means.detach().cpu().numpy())[1]
+    return owners[cKDTree(np.concatenate(list(points.values()))).query(gmap.means.detach().cpu().numpy())[1]]
+
+
+@torch.no_grad()
+def labels_through_map(gmap: GaussianMap, ds: SequenceDataset, instances: np.ndarray, class_of: dict[int, int],
+                       indices: list[int] | None = None) -> float:
+    """mIoU on held-out views (``indices``: these instead) of the map's own geometry carrying given classes:
+    every Gaussian takes ``class_of`` its ground-truth instance (``instances`` (N,), :func:`nearest_instances`;
+    0 = void where absent), the classes are composited one-hot and each pixel takes the largest share, then
+    coherent labels and scores as evaluation does for the map. With each object's teacher consensus: what
+    fusing the teacher's views per object would score through this geometry; with the true classes: what the
+    geometry allows."""
     n = len(ds.classes)
-    labels = torch.from_numpy(read_as(owners[nearest], class_of)).to(gmap.means.device)
+    labels = torch.from_numpy(read_as(instances, class_of)).to(gmap.means.device)
     carrying = dataclasses.replace(gmap, semantics=torch.nn.functional.one_hot(labels, n).to(gmap.means.dtype))
     rows = []
     for i in ds.test_indices if indices is None else indices:
