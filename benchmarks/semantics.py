@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from clipgs.demo import DEMO_SCENE, ensure_scene
 from clipgs.geometry import scale_intrinsics
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
-from clipgs.mapping.offline import map_frames
+from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
@@ -45,6 +45,7 @@ from clipgs.semantics.query_metrics import (
     consensus_scores,
     labels_through_map,
     map_object_classes,
+    nearest_instances,
     object_points,
     score_queries,
     teacher_consensus,
@@ -93,13 +94,20 @@ def run(ds, text, vocab, kind: str, wrong: float, seed: int, frame_step: int = 1
     teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
     trainer = SemanticTrainer(SemanticTrainingConfig(**training), teacher, vocab)
     t0 = time.perf_counter()
-    indices = ds.train_indices[::frame_step]
-    mapper, _ = map_frames(ds.readable_frames(indices, Counter()), MapperConfig(seed=seed).resolved(
-        ds.poses_from_odometry), len(indices), progress=False, trainer=trainer)
+    mapper, _ = map_dataset(ds, MapperConfig(seed=seed), progress=False, trainer=trainer, frame_step=frame_step)
     seconds = time.perf_counter() - t0
     snap = mapper.snapshot()
     model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab)
     return snap.gaussians, model, evaluate_semantics(snap.gaussians, model, ds, teacher), seconds
+
+
+@functools.cache
+def seed_consensus(ds, text, vocab, kind: str, seed: int, wrong: float) -> dict[int, int]:
+    """Object id -> the class one seed's teacher reads it as over every training view (``teacher_consensus``),
+    computed once per run (the consensus row and the query tables both need it; on the apartment it runs the
+    teacher over 1350 frames)."""
+    teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
+    return teacher_consensus(ds, teacher, vocab)
 
 
 def consensus_row(ds, text, vocab, kind: str, seeds: list[int], wrong: float) -> str:
@@ -107,30 +115,29 @@ def consensus_row(ds, text, vocab, kind: str, seeds: list[int], wrong: float) ->
     over all training views, read as (``consensus_scores``): what voting the teacher's views per object gives. Not
     a bound: a leaning object's sum sits near a tie between its class and its partner, which a map can break
     either way, and on the room the map scores above it."""
-    scores = [consensus_scores(ds, teacher_consensus(ds, simulated_setup(ds, text.model_name, default_corruption(
-        kind, seed, wrong))[0], vocab)) for seed in seeds]
+    scores = [consensus_scores(ds, seed_consensus(ds, text, vocab, kind, seed, wrong)) for seed in seeds]
     return (f"| teacher's consensus per object (mask embeddings summed over all views) | {kind} | "
             f"{mean_spread([m for m, _ in scores])} | {mean_spread([a for _, a in scores])} | - | - |")
 
 
-def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teacher=None, table: bool = True,
-                  objects_seen: tuple | None = None) -> dict:
+def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, consensus: dict | None = None,
+                  table: bool = True, objects_seen: tuple | None = None) -> dict:
     """The field-standard query table (clipgs.semantics.query_metrics), per class and overall (``table``);
-    with the ``teacher``, how many objects the map and the teacher's consensus over all views read as their
-    class (keys consensus_objects, map_objects of the returned summary; ``objects_seen``: ``object_points(ds)``
-    if already at hand)."""
+    with the teacher's ``consensus`` (:func:`seed_consensus`), how many objects the map and that consensus read
+    as their class (keys consensus_objects, map_objects of the returned summary), and what the consensus scores
+    (consensus_*, truth_through_map); ``objects_seen``: ``object_points(ds)`` if already at hand."""
     scores = score_queries(gmap, model, ds, text, coherent=coherent)
     s = scores.summary()
-    if teacher is not None:
+    if consensus is not None:
         points, owner = objects_seen or object_points(ds)
         objects = [k for k in points if ds.classes[owner[k]] not in STUFF]
-        consensus = teacher_consensus(ds, teacher, model.vocabulary_embeddings)
         mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
         s["consensus_objects"] = sum(consensus.get(k) == owner[k] for k in objects)
         s["consensus_localisation"] = consensus_localisation(ds, consensus)
         s["consensus_miou"] = consensus_scores(ds, consensus)[0]
-        s["consensus_through_map"] = labels_through_map(gmap, ds, points, consensus)
-        s["truth_through_map"] = labels_through_map(gmap, ds, points, owner)
+        instances = nearest_instances(gmap, points)
+        s["consensus_through_map"] = labels_through_map(gmap, ds, instances, consensus)
+        s["truth_through_map"] = labels_through_map(gmap, ds, instances, owner)
         s["map_objects"] = sum(mapped[k] == owner[k] for k in objects)
         wrong = [f"{ds.classes[owner[k]]} as {ds.classes[consensus.get(k, 0)]} / {ds.classes[mapped[k]]}"
                  for k in objects if consensus.get(k) != owner[k] or mapped[k] != owner[k]]
@@ -150,7 +157,7 @@ def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, teac
     return s
 
 
-def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int], wrong: float) -> None:
+def print_query_seeds(results: list[tuple], ds, text, vocab, kind: str, seeds: list[int], wrong: float) -> None:
     """Query scores of every seed's map (the first seed's per class), and how many objects the teacher's
     consensus over all views and the map read as their class: no fusion of a teacher's views can return an
     object its consensus misreads, so that count bounds 3D recall; and the localisation accuracy of labelling
@@ -159,9 +166,9 @@ def print_query_seeds(results: list[tuple], ds, text, kind: str, seeds: list[int
     (``labels_through_map``)."""
     rows, seen = [], object_points(ds)
     for seed, (gmap, model, _, _) in zip(seeds, results, strict=True):
-        teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
         rows.append(print_queries(gmap, model, ds, text, f"{DEFAULT_ROW}, {kind} teacher, seed {seed}",
-                                  teacher=teacher, table=seed == seeds[0], objects_seen=seen))
+                                  consensus=seed_consensus(ds, text, vocab, kind, seed, wrong),
+                                  table=seed == seeds[0], objects_seen=seen))
     print(f"| queries, {kind} teacher | localisation: map / teacher's consensus | query mIoU | 3D precision | "
           "3D recall | objects read right: teacher consensus / map | misread (consensus / map) |")
     print("|---|---|---|---|---|---|---|")
@@ -306,7 +313,7 @@ def main() -> int:
     if any((kind, chosen) not in results for kind in args.teachers):
         return 0  # --rows left the default row out: no query and attribute tables
     for kind in args.teachers:
-        print_query_seeds(results[kind, chosen], ds, text, kind, args.seeds, args.wrong_fraction)
+        print_query_seeds(results[kind, chosen], ds, text, vocab, kind, args.seeds, args.wrong_fraction)
     kind = args.teachers[0]
     gmap, model, _, _ = results[kind, chosen][0]
 
