@@ -125,6 +125,11 @@ class GaussianMap:
         split the result)."""
         return torch.cat([self.rgb, self.semantics], dim=1) if semantic and self.sem_dim else self.rgb
 
+    def channel_parts(self, semantic: bool = True) -> tuple[Tensor, ...]:
+        """Colour (N, 3), then the semantic channels (N, D) when there are any and ``semantic``: the renderer's
+        parts, never concatenated for the whole map (they are only copied for the Gaussians in view)."""
+        return (self.rgb, self.semantics) if semantic and self.sem_dim else (self.rgb,)
+
     # ----------------------------------------------------------------- subsets (each returns a new map)
     def select(self, index: Tensor) -> GaussianMap:
         """Subset by a bool mask (N,) or an index tensor (gathered with index_select: 2.5x faster than advanced
@@ -166,9 +171,8 @@ class GaussianMap:
         flat pixel indices; the rows out of view left out first; whether a loss on the semantic channels reaches
         the geometry). Colour and attributes go to the renderer as two parts, never concatenated for the whole
         map."""
-        parts = (self.rgb, self.semantics) if semantic and self.sem_dim else (self.rgb,)
-        return rasterize(  # colour and attributes apart: they are only copied for the Gaussians in view
-            self.means, self.quats, self.log_scales, self.opacity_logits, parts, camera, background=background,
-            backend=backend, attribute_pixels=attribute_pixels, cull=cull,
+        return rasterize(
+            self.means, self.quats, self.log_scales, self.opacity_logits, self.channel_parts(semantic), camera,
+            background=background, backend=backend, attribute_pixels=attribute_pixels, cull=cull,
             attributes_move_geometry=attributes_move_geometry,
         )

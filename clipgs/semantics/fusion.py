@@ -110,9 +110,8 @@ def render_with_support(gaussians: GaussianMap, votes: Tensor, camera: Camera,
     shares (H, W, C + 1) for :func:`support_of_labels`: one projection, binning and set of compositing weights
     for both (a second render had cost 3DCS as much as the first)."""
     g = gaussians
-    parts = (g.rgb, g.semantics) if g.sem_dim else (g.rgb,)
-    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits, (*parts, vote_shares(votes).to(g.means)),
-                    camera, backend=backend)
+    out = rasterize(g.means, g.quats, g.log_scales, g.opacity_logits,
+                    (*g.channel_parts(), vote_shares(votes).to(g.means)), camera, backend=backend)
     keep = COLOR_CHANNELS + g.sem_dim
     return dataclasses.replace(out, image=out.image[..., :keep]), out.image[..., keep:]
 
