@@ -25,11 +25,14 @@ import torch
 
 from clipgs.data.dataset import open_dataset
 from clipgs.demo import ensure_scene
+from clipgs.errors import SettingsError
 from clipgs.eval.evaluate import evaluate
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.trajectory import trajectory_errors
 from clipgs.mapping.worker import MapperWorker
+from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.settings import split_overrides
 
 LONG_RUN_DEFAULTS = {"room": (200, 3, "160x120"), "apartment": (1500, 1, "320x240")}  # frames, laps, size
 
@@ -60,20 +63,6 @@ def trend(rows: list[tuple], total: int) -> str:
     if early and late and total >= 600:
         ratio = np.mean([row[7] for row in late]) / np.mean([row[7] for row in early])
         out += f", ms/keyframe last 200 frames / frames 100-300 {ratio:.2f}x"
-    return out
-
-
-def parse_overrides(pairs: list[str]) -> tuple[dict, dict]:
-    """NAME=VALUE pairs -> (MapperConfig, SemanticTrainingConfig) overrides; the settings coerce the strings."""
-    from clipgs.semantics.config import SemanticTrainingConfig
-
-    out: tuple[dict, dict] = ({}, {})
-    for name, value in (kv.split("=", 1) for kv in pairs):
-        target = next((o for o, group in zip(out, (MapperConfig, SemanticTrainingConfig)) if name in group.names()),
-                      None)
-        if target is None:
-            raise SystemExit(f"--set {name}: not a mapper or semantic training setting")
-        target[name] = value
     return out
 
 
@@ -113,12 +102,14 @@ def main() -> int:
     truth = folder / "gt_traj_w_c.txt"
     ds = open_dataset(folder, trajectory=truth.name) if args.true_poses and truth.is_file() else open_dataset(folder)
     true_poses = np.loadtxt(truth if truth.is_file() else folder / "traj_w_c.txt").reshape(-1, 4, 4)
-    extra, training = parse_overrides(args.set)
+    try:
+        extra, training = split_overrides(args.set, (MapperConfig, SemanticTrainingConfig))
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
     config = MapperConfig(map_width=args.map_width, keyframe_budget_mb=args.keyframe_budget_mb,
                           pose_refine_iters=args.pose_refine_iters, **extra).resolved(ds.poses_from_odometry)
     trainer = teacher = vocab = None
     if args.semantic:
-        from clipgs.semantics.config import SemanticTrainingConfig
         from clipgs.semantics.pipeline import default_corruption, simulated_setup
         from clipgs.semantics.trainer import SemanticTrainer
 

@@ -33,6 +33,7 @@ import torch
 from clipgs.data.dataset import open_dataset
 from clipgs.data.frame import Camera
 from clipgs.demo import DEMO_SCENE, ensure_scene
+from clipgs.errors import SettingsError
 from clipgs.geometry import scale_intrinsics
 from clipgs.mapping import load_ply
 from clipgs.mapping.config import MapperConfig
@@ -54,6 +55,7 @@ from clipgs.semantics.sac import SemanticDecoder
 from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
 from clipgs.semantics.trainer import SemanticTrainer
+from clipgs.settings import split_overrides
 
 LADDER = [
     (f"SAC d={SemanticTrainingConfig().sem_dim}, no 3DCS", {"dcs_every": 0, "dcs_novel_views": 0}),
@@ -88,13 +90,16 @@ def open_scene(name: str, folder: Path | None, frames: int = 0, size: str = ""):
                         size=(round(settings["width"] * scale), round(settings["height"] * scale)))
 
 
-def run(ds, text, vocab, kind: str, wrong: float, seed: int, frame_step: int = 1, **training):
+def run(ds, text, vocab, kind: str, wrong: float, seed: int, frame_step: int = 1, mapping: dict | None = None,
+        **training):
     """Map every ``frame_step``-th training frame of the scene with a simulated teacher (``kind`` realistic or
-    uniform; ``training``: SemanticTrainingConfig overrides); returns (map, semantic model, evaluation, seconds)."""
+    uniform; ``mapping``: MapperConfig overrides, ``training``: SemanticTrainingConfig overrides); returns (map,
+    semantic model, evaluation, seconds)."""
     teacher = simulated_setup(ds, text.model_name, default_corruption(kind, seed, wrong))[0]
     trainer = SemanticTrainer(SemanticTrainingConfig(**training), teacher, vocab)
     t0 = time.perf_counter()
-    mapper, _ = map_dataset(ds, MapperConfig(seed=seed), progress=False, trainer=trainer, frame_step=frame_step)
+    mapper, _ = map_dataset(ds, MapperConfig(seed=seed, **(mapping or {})), progress=False, trainer=trainer,
+                            frame_step=frame_step)
     seconds = time.perf_counter() - t0
     snap = mapper.snapshot()
     model = SemanticModel(snap.decoder, text.identity, list(ds.classes), vocab)
@@ -260,7 +265,8 @@ def main() -> int:
     parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "
                         "default: all; the teacher row comes with row 0)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a semantic training setting for every row (e.g. sem_tau=0.25), for ablations")
+                        help="a mapper or semantic training setting for every row (e.g. sem_tau=0.25, "
+                        "iters_per_keyframe=10), for ablations")
     parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
                         "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
     args = parser.parse_args()
@@ -273,10 +279,10 @@ def main() -> int:
         print_queries(gmap, model, ds, text, f"{args.map}, masks by segment", coherent=True)
         timing_table(gmap, timing_cameras(ds), args.dims, {}, model.decoder.embed_dim)
         return 0
-    overrides = dict(pair.split("=", 1) for pair in args.set)
-    unknown = sorted(set(overrides) - set(SemanticTrainingConfig.names()))
-    if unknown:
-        raise SystemExit(f"--set {unknown[0]}: not a semantic training setting")
+    try:
+        mapping, overrides = split_overrides(args.set, (MapperConfig, SemanticTrainingConfig))
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
     default = SemanticTrainingConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
     step = args.frame_step or SCENES[args.scene][2]
@@ -284,9 +290,9 @@ def main() -> int:
     _, text, vocab = simulated_setup(ds)
     print(ds.summary() + f"; mapped from 1 in {step} training frames" * (step > 1))
     described = "; ".join(default_corruption(k, wrong_fraction=args.wrong_fraction).describe() for k in args.teachers)
-    changed = "".join(f", {k}={v}" for k, v in overrides.items())
+    changed = "".join(f", {k}={v}" for k, v in {**mapping, **overrides}.items())
     print(f"teachers: {described} (seed varies); text model {text.model_name} (D={vocab.shape[1]}); "
-          f"seeds {args.seeds}; defaults = SemanticTrainingConfig(){changed}\n")
+          f"seeds {args.seeds}; defaults = MapperConfig(), SemanticTrainingConfig(){changed}\n")
 
     print(f"| held-out views, mean ± std over {len(args.seeds)} seeds | teacher | mIoU | pixel acc | mIoU per pixel "
           "| mapping s |")
@@ -296,7 +302,7 @@ def main() -> int:
         for k, (name, config) in enumerate(LADDER):
             if args.rows is not None and k not in args.rows:
                 continue
-            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, step, **{**config, **overrides})
+            runs = [run(ds, text, vocab, kind, args.wrong_fraction, s, step, mapping, **{**config, **overrides})
                     for s in args.seeds]
             results[kind, name] = runs
             if k == 0:

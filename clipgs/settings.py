@@ -174,3 +174,19 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: expected a mapping of setting names to values (flat, or under "
                             f"{ROS_NODE_NAME}: ros__parameters:)")
     return data
+
+
+def split_overrides(pairs: Iterable[str], groups: Iterable[type[Settings]]) -> list[dict[str, str]]:
+    """'NAME=VALUE' strings (a command line's ``--set``) -> one dict per settings group, each name in the first
+    group that has it; the values stay strings (the settings coerce them). A malformed pair or a name no group
+    has is a SettingsError."""
+    groups = list(groups)
+    out: list[dict[str, str]] = [{} for _ in groups]
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        owner = next((i for i, group in enumerate(groups) if name in group.names()), None)
+        if not sep or owner is None:
+            known = " or ".join(group.__name__ for group in groups)
+            raise SettingsError(f"--set {pair!r}: expected NAME=VALUE with NAME a {known} setting")
+        out[owner][name] = value
+    return out

@@ -68,8 +68,9 @@ def test_semantics_benchmark_on_a_small_apartment(tmp_path):
     the table of classes carried through the map's geometry, on a 30-frame walk mapped from 1 in 3 frames."""
     out = run("semantics.py", "--scene", "apartment", "--frames", "30", "--size", "80x60", "--frame-step", "3",
               "--teachers", "realistic", "--rows", "0", "3", "--dims", "16", "--seeds", "0",
-              "--scene-dir", str(tmp_path))
+              "--scene-dir", str(tmp_path), "--set", "iters_per_keyframe=5")
     assert "mapped from 1 in 3 training frames" in out and "| 2D teacher | realistic |" in out
+    assert "defaults = MapperConfig(), SemanticTrainingConfig(), iters_per_keyframe=5" in out
     seed_rows = [line for line in out.splitlines() if line.startswith("| seed 0 |")]
     assert len(seed_rows) == 2  # queries (localisation: map / consensus) and mIoU through the map's geometry
     localisation = seed_rows[0].split("|")[2].split("/")

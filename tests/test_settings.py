@@ -11,7 +11,7 @@ from clipgs.errors import SettingsError
 from clipgs.mapping.config import MapperConfig
 from clipgs.parameters import GROUPS, NodeSettings, Parameters, parameter_specs, params_file_text
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.settings import coerce
+from clipgs.settings import coerce, split_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {spec.name: spec.default for spec in parameter_specs()}
@@ -80,6 +80,16 @@ def test_parameters_split_flat_values_into_groups_and_reject_typos(tmp_path):
     loaded = Parameters.from_yaml(ros)
     assert loaded.mapper.window_size == 3 and loaded.stream.map_frame == "odom"
     assert Parameters.from_yaml(None) == Parameters()
+
+
+def test_command_line_overrides_go_to_the_group_that_has_the_setting():
+    mapping, training = split_overrides(["iters_per_keyframe=10", "dcs_every=0", "lr_means=1e-3"],
+                                        (MapperConfig, SemanticTrainingConfig))
+    assert mapping == {"iters_per_keyframe": "10", "lr_means": "1e-3"} and training == {"dcs_every": "0"}
+    assert MapperConfig(**mapping).iters_per_keyframe == 10  # the settings coerce the strings
+    for bad in ("iters_per_kf=10", "dcs_every"):
+        with pytest.raises(SettingsError, match="expected NAME=VALUE with NAME a MapperConfig or SemanticTraining"):
+            split_overrides([bad], (MapperConfig, SemanticTrainingConfig))
 
 
 @pytest.mark.parametrize("content, expected", [
