@@ -43,6 +43,7 @@ from clipgs.semantics.model import SemanticModel, load_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
 from clipgs.semantics.query_metrics import (
     consensus_localisation,
+    consensus_objects_3d,
     consensus_scores,
     labels_through_map,
     map_object_classes,
@@ -139,6 +140,8 @@ def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, cons
         mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
         s["consensus_objects"] = sum(consensus.get(k) == owner[k] for k in objects)
         s["consensus_localisation"] = consensus_localisation(ds, consensus)
+        s["consensus_precision_3d"], s["consensus_recall_3d"] = consensus_objects_3d(points, owner, consensus,
+                                                                                     list(ds.classes))
         s["consensus_miou"] = consensus_scores(ds, consensus)[0]
         instances = nearest_instances(gmap, points)
         s["consensus_through_map"] = labels_through_map(gmap, ds, instances, consensus)
@@ -174,17 +177,20 @@ def print_query_seeds(results: list[tuple], ds, text, vocab, kind: str, seeds: l
         rows.append(print_queries(gmap, model, ds, text, f"{DEFAULT_ROW}, {kind} teacher, seed {seed}",
                                   consensus=seed_consensus(ds, text, vocab, kind, seed, wrong),
                                   table=seed == seeds[0], objects_seen=seen))
-    print(f"| queries, {kind} teacher | localisation: map / teacher's consensus | query mIoU | 3D precision | "
-          "3D recall | objects read right: teacher consensus / map | misread (consensus / map) |")
+    print(f"| queries, {kind} teacher | localisation: map / teacher's consensus | query mIoU | 3D precision: map / "
+          "consensus | 3D recall: map / consensus | objects read right: teacher consensus / map | misread "
+          "(consensus / map) |")
     print("|---|---|---|---|---|---|---|")
     n = rows[0]["objects_3d"]
     for seed, r in zip(seeds, rows, strict=True):
         print(f"| seed {seed} | {r['localisation_acc']:.2f} / {r['consensus_localisation']:.2f} | "
-              f"{r['query_miou']:.2f} | {r['precision_3d']:.2f} | {r['recall_3d']:.2f} | "
+              f"{r['query_miou']:.2f} | {r['precision_3d']:.2f} / {r['consensus_precision_3d']:.2f} | "
+              f"{r['recall_3d']:.2f} / {r['consensus_recall_3d']:.2f} | "
               f"{r['consensus_objects']} / {r['map_objects']} of {n} | {r['misread']} |")
     mean = lambda key: np.mean([r[key] for r in rows])  # noqa: E731
     print(f"| mean | {mean('localisation_acc'):.2f} / {mean('consensus_localisation'):.2f} | "
-          f"{mean('query_miou'):.2f} | {mean('precision_3d'):.2f} | {mean('recall_3d'):.2f} | "
+          f"{mean('query_miou'):.2f} | {mean('precision_3d'):.2f} / {mean('consensus_precision_3d'):.2f} | "
+          f"{mean('recall_3d'):.2f} / {mean('consensus_recall_3d'):.2f} | "
           f"{mean('consensus_objects') / n:.2f} / {mean('map_objects') / n:.2f} | |\n",
           flush=True)
     print(f"| mIoU, {kind} teacher | map | teacher's consensus per object, through the map's geometry | true classes, "

@@ -8,6 +8,7 @@ import numpy as np
 from clipgs.semantics.query_metrics import (
     QueryScores,
     consensus_localisation,
+    consensus_objects_3d,
     consensus_scores,
     localisation_hit,
     mask_iou,
@@ -44,6 +45,19 @@ def test_consensus_localisation_by_hand():
     assert consensus_localisation(ds, {1: 1, 2: 2, 3: 2}) == 1.0
     assert consensus_localisation(ds, {1: 2, 2: 2, 3: 2}) == 0.5  # a read nowhere; b found (on object 3)
     assert consensus_localisation(ds, {1: 1, 2: 1, 3: 1}) == 0.0  # a: object 3 is nearest the middle; b nowhere
+
+
+def test_consensus_objects_3d_by_hand():
+    """Each object class answered with the objects its consensus reads as it, at their true centroids, matched
+    as the map's returned objects are (within 0.3 m, the most observed first); a wall read as a class counts."""
+    pts = lambda x, n: np.full((n, 3), [x, 0.0, 0.0])  # noqa: E731  n points at (x, 0, 0)
+    points = {1: pts(0.0, 5), 2: pts(2.0, 5), 3: pts(4.0, 9), 4: pts(8.0, 50)}
+    owner = {1: 1, 2: 1, 3: 2, 4: 3}  # chairs 1 and 2, table 3, the wall 4
+    classes = ["void", "chair", "table", "wall"]
+    assert consensus_objects_3d(points, owner, {1: 1, 2: 1, 3: 2, 4: 3}, classes) == (1.0, 1.0)
+    # chair 2 read as table, the wall as chair: chair returns 1 and 4 (1 right), table 2 and 3 (3 right)
+    assert consensus_objects_3d(points, owner, {1: 1, 2: 2, 3: 2, 4: 1}, classes) == (0.5, 2 / 3)
+    assert consensus_objects_3d(points, owner, {}, classes) == (0.0, 0.0)
 
 
 def test_localisation_hit_uses_the_most_relevant_region():

@@ -164,6 +164,24 @@ def consensus_localisation(ds: SequenceDataset, consensus: dict[int, int]) -> fl
     return float(np.mean([np.mean(v) for v in hits.values()])) if hits else float("nan")
 
 
+def consensus_objects_3d(points: dict[int, np.ndarray], owner: dict[int, int], consensus: dict[int, int],
+                         classes: list[str], radius_m: float = 0.3) -> tuple[float, float]:
+    """(3D precision, 3D recall), scored as :func:`score_queries` scores a map's, of answering each object class's
+    query with the ground-truth objects its teacher consensus reads as that class (``points``, ``owner``:
+    :func:`object_points`; the most observed first, each at its true centroid): what fusing the teacher's views per
+    object would return. Objects of every class count as returned, walls and floors included; only object
+    classes are queried, as for the map."""
+    returned = matched = present = 0
+    for k, name in enumerate(classes):
+        truth = [pts.mean(0) for i, pts in points.items() if owner[i] == k]
+        if k == 0 or name in STUFF or not truth:
+            continue
+        read = sorted((i for i in points if consensus.get(i) == k), key=lambda i: -len(points[i]))
+        matched += len(match_objects([points[i].mean(0) for i in read], truth, radius_m))
+        returned, present = returned + len(read), present + len(truth)
+    return matched / max(1, returned), matched / max(1, present)
+
+
 def nearest_instances(gmap: GaussianMap, points: dict[int, np.ndarray]) -> np.ndarray:
     """(N,) the ground-truth instance nearest to each Gaussian's mean (``points``: instance id -> (M, 3) m,
     :func:`object_points`)."""
