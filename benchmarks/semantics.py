@@ -289,6 +289,8 @@ def main() -> int:
         mapping, overrides = split_overrides(args.set, (MapperConfig, SemanticTrainingConfig))
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
+    if "seed" in mapping:
+        raise SystemExit("--set seed: the mapper's seed follows each run's; give them with --seeds")
     default = SemanticTrainingConfig()
     assert all(getattr(default, k) == v for k, v in dict(LADDER)[DEFAULT_ROW].items()), "update DEFAULT_ROW"
     step = args.frame_step or SCENES[args.scene][2]
