@@ -1,4 +1,4 @@
-"""Semantic mapping benchmark on the default synthetic room (or the apartment) with the simulated teacher.
+"""Semantic mapping benchmark on the default synthetic room (or the apartment, or pybullet) with the simulated teacher.
 
 Prints, on held-out views (never trained on):
 1. mIoU / pixel accuracy of the 2D teacher and of the map for the ablation ladder (SAC only; + 3D label
@@ -15,6 +15,8 @@ Prints, on held-out views (never trained on):
     .venv/bin/python benchmarks/semantics.py --scene apartment --teachers realistic --rows 3 --dims 16
         # the four-room apartment (1500 frames, realistic noise; generated on first use, ~2 min), true poses,
         # scored at 160x120, mapped offline from every 16th training frame (--frame-step)
+    .venv/bin/python benchmarks/semantics.py --scene pybullet --teachers realistic --rows 0 3 --dims 16
+        # the pybullet room of ../shared/scenes (made outside clipgs), at its true poses
     .venv/bin/python benchmarks/semantics.py --map demo_out/map.ply   # tables 2b and 3 only, no mapping
 """
 from __future__ import annotations
@@ -72,14 +74,25 @@ DEFAULT_ROW = "+ 3DCS novel views"  # SemanticTrainingConfig's defaults; the que
 
 APARTMENT = {"scene": "apartment", "seed": 0, "n_frames": 1500, "width": 320, "height": 240, "noise": "realistic"}
 SCENES = {"room": (DEMO_SCENE, "clipgs_bench_demo_room", 1), "apartment": (APARTMENT, "clipgs_bench_long/"
-          "apartment_1500_320x240_realistic", 16)}  # settings, folder under the temp dir, default frame step
+          "apartment_1500_320x240_realistic", 16),  # settings, folder under the temp dir, default frame step
+          "pybullet": (None, Path(__file__).resolve().parents[2] / "shared/scenes/pybullet_room_s100", 1)}
+# pybullet: a scene made outside clipgs (no settings: read as it is), beside the checkout
 
 
 def open_scene(name: str, folder: Path | None, frames: int = 0, size: str = ""):
     """The benchmark's dataset: the room as generated, or the apartment at its true poses scored at most 160
     wide (its semantic maps are 160 wide on a CPU), generated into ``folder`` (default: under the temp dir) with
-    ``frames`` and ``size`` (WxH) in place of the scene's own when given."""
+    ``frames`` and ``size`` (WxH) in place of the scene's own when given; or the pybullet room (made outside
+    clipgs: textures, sensor noise) read from ``folder`` (default: ../shared/scenes) at its true poses."""
     settings, default_folder, _ = SCENES[name]
+    if settings is None:
+        root = folder or default_folder
+        if frames or size:
+            raise SystemExit(f"--frames / --size: the {name} scene is read as it is, not generated")
+        if not (root / "gt_traj_w_c.txt").is_file():
+            raise SystemExit(f"{root}: no {name} scene there (its true poses, gt_traj_w_c.txt, are missing); "
+                             "give its folder with --scene-dir")
+        return open_dataset(root, trajectory="gt_traj_w_c.txt")
     settings = {**settings, **({"n_frames": frames} if frames else {})}
     if size:
         settings["width"], settings["height"] = (int(v) for v in size.split("x"))
@@ -265,7 +278,8 @@ def main() -> int:
     parser.add_argument("--scene", choices=sorted(SCENES), default="room")
     parser.add_argument("--frame-step", type=int, default=0, help="map every this-many-th training frame (0: the "
                         "scene's default, room 1, apartment 16: 85 keyframes)")
-    parser.add_argument("--scene-dir", type=Path, help="where the scene is generated (default: under the temp dir)")
+    parser.add_argument("--scene-dir", type=Path, help="where the scene is generated (default: under the temp dir); "
+                        "pybullet: where it is (default: ../shared/scenes/pybullet_room_s100 beside the checkout)")
     parser.add_argument("--frames", type=int, default=0, help="frames of the generated scene (0: the scene's own)")
     parser.add_argument("--size", default="", help="WxH of the generated scene (default: the scene's own)")
     parser.add_argument("--rows", nargs="+", type=int, help="only these rows of the ablation (0: no 3DCS; "

@@ -77,3 +77,18 @@ def test_semantics_benchmark_on_a_small_apartment(tmp_path):
     assert all(0 <= float(v) <= 1 for v in localisation)
     map_miou, consensus, truth, on_masks = (float(c) for c in seed_rows[1].split("|")[2:6])
     assert 0 <= consensus <= truth <= 100 and 0 <= map_miou <= 100 and 0 <= on_masks <= 100
+
+
+def test_semantics_benchmark_reads_a_scene_made_elsewhere_as_it_is(tmp_path):
+    """--scene pybullet reads a scene from its folder (not generated) at its true poses; a folder without one is a
+    one-line error. A small noisy room stands in for the pybullet scene, which lives outside the repository."""
+    from clipgs.demo import ensure_scene
+
+    folder = ensure_scene(tmp_path / "elsewhere", scene="room", seed=0, n_frames=24, width=64, height=48,
+                          noise="realistic")
+    out = run("semantics.py", "--scene", "pybullet", "--scene-dir", str(folder), "--teachers", "realistic",
+              "--rows", "3", "--dims", "16", "--seeds", "0")
+    assert out.startswith(f"replica '{folder}'") and "| + 3DCS novel views | realistic |" in out
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "semantics.py"), "--scene", "pybullet",
+                           "--scene-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode != 0 and "no pybullet scene there" in proc.stderr.strip().splitlines()[-1]
