@@ -145,10 +145,11 @@ def print_queries(gmap, model, ds, text, what: str, coherent: bool = False, cons
     with the teacher's ``consensus`` (:func:`seed_consensus`), how many objects the map and that consensus read
     as their class (keys consensus_objects, map_objects of the returned summary), and what the consensus scores
     (consensus_*, truth_through_map); ``objects_seen``: ``object_points(ds)`` if already at hand."""
-    scores = score_queries(gmap, model, ds, text, coherent=coherent)
+    objects_seen = objects_seen or object_points(ds)  # read once for the 3D scores and the consensus
+    scores = score_queries(gmap, model, ds, text, coherent=coherent, objects=objects_seen)
     s = scores.summary()
     if consensus is not None:
-        points, owner = objects_seen or object_points(ds)
+        points, owner = objects_seen
         objects = [k for k in points if ds.classes[owner[k]] not in STUFF]
         mapped = map_object_classes(gmap, model.decoder, model.vocabulary_embeddings, points)
         s["consensus_objects"] = sum(consensus.get(k) == owner[k] for k in objects)

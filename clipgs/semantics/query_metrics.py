@@ -105,12 +105,12 @@ def object_points(ds: SequenceDataset, stride: int = 3) -> tuple[dict[int, np.nd
     return {k: np.concatenate(chunks) for k, chunks in points.items()}, owner
 
 
-def ground_truth_instances(ds: SequenceDataset, stride: int = 3) -> dict[str, list[np.ndarray]]:
-    """Class name -> centroids (3,) m of its object instances, from training frames' instance maps + depth."""
-    points, owner = object_points(ds, stride)
+def class_centroids(points: dict[int, np.ndarray], owner: dict[int, int],
+                    classes: list[str]) -> dict[str, list[np.ndarray]]:
+    """Class name -> centroids (3,) m of its object instances (``points``, ``owner``: :func:`object_points`)."""
     out: dict[str, list[np.ndarray]] = {}
     for k, pts in points.items():
-        out.setdefault(ds.classes[owner[k]], []).append(pts.mean(0))
+        out.setdefault(classes[owner[k]], []).append(pts.mean(0))
     return out
 
 
@@ -172,8 +172,9 @@ def consensus_objects_3d(points: dict[int, np.ndarray], owner: dict[int, int], c
     object would return. Objects of every class count as returned, walls and floors included; only object
     classes are queried, as for the map."""
     returned = matched = present = 0
+    centroids = class_centroids(points, owner, classes)
     for k, name in enumerate(classes):
-        truth = [pts.mean(0) for i, pts in points.items() if owner[i] == k]
+        truth = centroids.get(name, [])
         if k == 0 or name in STUFF or not truth:
             continue
         read = sorted((i for i in points if consensus.get(i) == k), key=lambda i: -len(points[i]))
@@ -234,9 +235,10 @@ def map_object_classes(gmap: GaussianMap, decoder, vocabulary: Tensor, points: d
 
 @torch.no_grad()
 def score_queries(gmap: GaussianMap, model: SemanticModel, ds: SequenceDataset, text: TextEncoder,
-                  radius_m: float = 0.3, coherent: bool = False) -> QueryScores:
+                  radius_m: float = 0.3, coherent: bool = False, objects: tuple | None = None) -> QueryScores:
     """Query every class name of the map's vocabulary (negatives: the other names) on the held-out views (2D)
-    and in 3D, and score against ground truth (coherent: 2D masks by segment, see ``query_map``)."""
+    and in 3D, and score against ground truth (coherent: 2D masks by segment, see ``query_map``; objects:
+    ``object_points(ds)`` if already at hand)."""
     names = model.vocabulary[1:]
     emb = dict(zip(names, text.encode(names)))
     negatives = {name: text.encode(negative_names(model.vocabulary, name)) for name in names}
@@ -250,7 +252,7 @@ def score_queries(gmap: GaussianMap, model: SemanticModel, ds: SequenceDataset, 
             answer = query_map(gmap, model.decoder, emb[name], negatives[name], f.camera, coherent=coherent)
             scores.iou.setdefault(name, []).append(mask_iou(answer.mask, truth))
             scores.hits.setdefault(name, []).append(localisation_hit(answer.relevancy, truth))
-    truth3d = ground_truth_instances(ds)
+    truth3d = class_centroids(*(objects or object_points(ds)), list(ds.classes))
     for name in names:
         if name in STUFF or name not in truth3d:
             continue
