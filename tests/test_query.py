@@ -93,6 +93,31 @@ def test_query_joins_pieces_of_one_object_but_not_two_like_objects():
     assert len(group_instances(np.concatenate([body, twin]), np.ones(len(body) + len(twin)))) == 2
 
 
+def test_query_joins_patches_of_one_wall_but_not_other_planes_or_small_flat_things():
+    from clipgs.semantics.query import group_instances
+
+    def patch(x0: float, x1: float, y0: float, y1: float, z: float = 2.6, step: float = 0.04) -> np.ndarray:
+        return np.stack(np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step), [z]), -1).reshape(-1, 3)
+
+    def sizes(*parts: np.ndarray, **options) -> list[int]:
+        points = np.concatenate(parts)
+        return sorted(i.gaussians for i in group_instances(points, np.ones(len(points)), **options))
+
+    # A ceiling the query matches in three patches, 15 and 20 cm apart (where the rest of it reads as something
+    # else): one surface. Not with plane_gap_m 0, nor 50 cm apart.
+    a, b, c = patch(0.0, 1.5, 0.0, 1.2), patch(1.65, 3.0, 0.0, 1.2), patch(0.0, 1.5, 1.4, 2.6)
+    assert sizes(a, b, c) == [len(a) + len(b) + len(c)]
+    assert sizes(a, b, c, plane_gap_m=0.0) == sorted([len(a), len(b), len(c)])
+    far = patch(2.0, 3.5, 0.0, 1.2)
+    assert sizes(a, far) == sorted([len(a), len(far)])
+    # The floor under it (another plane), and a ceiling patch 10 cm lower (a soffit): not the same surface.
+    floor, soffit = patch(0.0, 1.5, 0.0, 1.2, z=0.0), patch(1.65, 3.0, 0.0, 1.2, z=2.5)
+    assert sizes(a, floor) == sorted([len(a), len(floor)]) and sizes(a, soffit) == sorted([len(a), len(soffit)])
+    # Two pictures side by side on one wall are flat and coplanar, but small: two objects.
+    left, right = patch(0.0, 0.6, 0.0, 0.4, step=0.02), patch(0.8, 1.4, 0.0, 0.4, step=0.02)
+    assert sizes(left, right) == [len(left), len(right)]
+
+
 def test_footprint_areas_are_the_two_largest_axes():
     from clipgs.mapping import GaussianMap
     from clipgs.semantics.query import footprint_areas

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 from torch import Tensor
 
 from clipgs.data.frame import Camera
@@ -115,13 +116,15 @@ def _split(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
-                    min_gaussians: int = 20, min_fraction: float = 0.1, absorb: float = 0.5) -> list[QueryInstance]:
+                    min_gaussians: int = 20, min_fraction: float = 0.1, absorb: float = 0.5,
+                    plane_gap_m: float = 0.3) -> list[QueryInstance]:
     """Split matching Gaussians into objects: connected components of occupied voxels (26-neighbourhood).
 
     points: (N, 3) m; weights: (N,) >= 0 (how much matching surface each point stands for). Pieces of one
     object that a gap of about a voxel keeps apart (a cabinet front matching in stripes) are joined: within
     each component at twice ``voxel_m``, the pieces lighter than ``absorb`` x its heaviest join the nearest
-    heavier one (two like objects side by side stay two; 0: no joining). Groups smaller than
+    heavier one (two like objects side by side stay two; 0: no joining). Patches of one wall, floor or ceiling
+    (see :func:`_join_planes`) less than ``plane_gap_m`` apart are joined too (0: not). Groups smaller than
     ``min_gaussians`` or lighter than ``min_fraction`` of the strongest group are fragments (a few mislabelled
     Gaussians) and dropped; the strongest group always stays. Returns instances sorted by weight, strongest
     first; each instance's ``indices`` are rows of ``points``; centroids are weighted by ``weights``.
@@ -134,6 +137,8 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     pieces = _split(_components(points, voxel_m))
     if absorb > 0 and len(pieces) > 1:
         pieces = _join_pieces(points, w, pieces, _components(points, 2 * voxel_m), absorb)
+    if plane_gap_m > 0 and len(pieces) > 1:
+        pieces = _join_planes(points, w, pieces, plane_gap_m)
     mass = [float(weights[g].sum()) for g in pieces]
     strongest = max(range(len(pieces)), key=lambda k: (len(pieces[k]) >= min_gaussians, mass[k]))
     out = []
@@ -160,6 +165,58 @@ def _join_pieces(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], co
         for k in members[light]:
             target[k] = heavy[np.argmin(np.linalg.norm(centre[heavy] - centre[k], axis=1))]
     return [np.concatenate([pieces[k] for k in np.nonzero(target == t)[0]]) for t in np.unique(target)]
+
+
+# A piece is a patch of a structural plane (wall, floor, ceiling) when its points lie within this much of their
+# best-fit plane (standard deviation; a surface's splats jitter by a centimetre or two) and spread at least this
+# far along its narrower in-plane axis (a picture or a rug is flat too, but smaller).
+PLANE_THICKNESS_M = 0.03
+PLANE_MIN_SPREAD_M = 0.25
+PLANE_MAX_ANGLE_DEG = 10.0
+PLANE_MAX_OFFSET_M = 0.05
+
+
+def _plane_fit(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``w``-weighted plane through ``points[rows]``: centre (3,), unit normal (3,), and the standard
+    deviations (3,) along its principal axes, widest first (the last one across the plane)."""
+    x, wr = points[rows], w[rows] / w[rows].sum()
+    centre = wr @ x
+    d = x - centre
+    values, vectors = np.linalg.eigh((d * wr[:, None]).T @ d)  # ascending
+    return centre, vectors[:, 0], np.sqrt(np.maximum(values[::-1], 0.0))
+
+
+def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], gap_m: float) -> list[np.ndarray]:
+    """Join patches of one structural plane: pieces that are each flat and wide (``PLANE_THICKNESS_M``,
+    ``PLANE_MIN_SPREAD_M``), lie in the same plane (normals within ``PLANE_MAX_ANGLE_DEG``, each centre within
+    ``PLANE_MAX_OFFSET_M`` of the other's plane) and come within ``gap_m`` of each other. A ceiling the query
+    matches in patches (where other Gaussians of it read as something else) is one surface, not six objects."""
+    fits = [_plane_fit(points, w, g) if len(g) >= 3 else None for g in pieces]
+    flat = [k for k, f in enumerate(fits)
+            if f is not None and f[2][2] <= PLANE_THICKNESS_M and f[2][1] >= PLANE_MIN_SPREAD_M]
+    if len(flat) < 2:
+        return pieces
+    cos_max = np.cos(np.radians(PLANE_MAX_ANGLE_DEG))
+    trees = {k: cKDTree(points[pieces[k]]) for k in flat}
+    parent = list(range(len(pieces)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for a, b in itertools.combinations(flat, 2):
+        (ca, na, _), (cb, nb, _) = fits[a], fits[b]
+        coplanar = abs(na @ nb) >= cos_max and max(abs((cb - ca) @ na), abs((ca - cb) @ nb)) <= PLANE_MAX_OFFSET_M
+        if not coplanar:
+            continue
+        if root(a) != root(b) and np.isfinite(trees[a].query(points[pieces[b]], distance_upper_bound=gap_m)[0]).any():
+            parent[root(b)] = root(a)
+    groups: dict[int, list[np.ndarray]] = {}
+    for k, g in enumerate(pieces):
+        groups.setdefault(root(k), []).append(g)
+    return [np.concatenate(parts) for parts in groups.values()]
 
 
 def footprint_areas(gmap: GaussianMap) -> Tensor:
