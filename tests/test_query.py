@@ -108,6 +108,8 @@ def test_query_joins_patches_of_one_wall_but_not_other_planes_or_small_flat_thin
     a, b, c = patch(0.0, 1.5, 0.0, 1.2), patch(1.65, 3.0, 0.0, 1.2), patch(0.0, 1.5, 1.4, 2.6)
     assert sizes(a, b, c) == [len(a) + len(b) + len(c)]
     assert sizes(a, b, c, plane_gap_m=0.0) == sorted([len(a), len(b), len(c)])
+    fine = [patch(0.0, 1.5, 0.0, 1.2, step=0.006), patch(1.65, 3.0, 0.0, 1.2, step=0.006)]  # gaps on a sample
+    assert len(fine[0]) > 2 * 20_000 and sizes(*fine) == [len(fine[0]) + len(fine[1])]
     far = patch(2.0, 3.5, 0.0, 1.2)
     assert sizes(a, far) == sorted([len(a), len(far)])
     # The floor under it (another plane), and a ceiling patch 10 cm lower (a soffit): not the same surface.

@@ -174,6 +174,7 @@ PLANE_THICKNESS_M = 0.03
 PLANE_MIN_SPREAD_M = 0.25
 PLANE_MAX_ANGLE_DEG = 10.0
 PLANE_MAX_OFFSET_M = 0.05
+PLANE_GAP_SAMPLES = 20_000
 
 
 def _plane_fit(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,7 +198,10 @@ def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], ga
     if len(flat) < 2:
         return pieces
     cos_max = np.cos(np.radians(PLANE_MAX_ANGLE_DEG))
-    trees = {k: cKDTree(points[pieces[k]]) for k in flat}
+    # Gaps measured on at most PLANE_GAP_SAMPLES points a piece (every k-th: map order mixes places, so a wall's
+    # sample stays spread over it, a few cm apart): three patches of 1.5M points join in +0.1 s, not +0.5 s.
+    sample = {k: points[pieces[k][:: max(1, len(pieces[k]) // PLANE_GAP_SAMPLES)]] for k in flat}
+    trees = {k: cKDTree(sample[k]) for k in flat}
     parent = list(range(len(pieces)))
 
     def root(k: int) -> int:
@@ -211,7 +215,7 @@ def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], ga
         coplanar = abs(na @ nb) >= cos_max and max(abs((cb - ca) @ na), abs((ca - cb) @ nb)) <= PLANE_MAX_OFFSET_M
         if not coplanar:
             continue
-        if root(a) != root(b) and np.isfinite(trees[a].query(points[pieces[b]], distance_upper_bound=gap_m)[0]).any():
+        if root(a) != root(b) and np.isfinite(trees[a].query(sample[b], distance_upper_bound=gap_m)[0]).any():
             parent[root(b)] = root(a)
     groups: dict[int, list[np.ndarray]] = {}
     for k, g in enumerate(pieces):
