@@ -169,7 +169,8 @@ def _join_pieces(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], co
 
 # A piece is a patch of a structural plane (wall, floor, ceiling) when its points lie within this much of their
 # best-fit plane (standard deviation; a surface's splats jitter by a centimetre or two) and spread at least this
-# far along its narrower in-plane axis (a picture or a rug is flat too, but smaller).
+# far along its narrower in-plane axis (standard deviation: a patch about 0.9 m wide or more; a picture or a rug
+# is flat too, but narrower).
 PLANE_THICKNESS_M = 0.03
 PLANE_MIN_SPREAD_M = 0.25
 PLANE_MAX_ANGLE_DEG = 10.0
@@ -202,25 +203,18 @@ def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], ga
     # sample stays spread over it, a few cm apart): three patches of 1.5M points join in +0.1 s, not +0.5 s.
     sample = {k: points[pieces[k][:: max(1, len(pieces[k]) // PLANE_GAP_SAMPLES)]] for k in flat}
     trees = {k: cKDTree(sample[k]) for k in flat}
-    parent = list(range(len(pieces)))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
+    edges = []
     for a, b in itertools.combinations(flat, 2):
         (ca, na, _), (cb, nb, _) = fits[a], fits[b]
         coplanar = abs(na @ nb) >= cos_max and max(abs((cb - ca) @ na), abs((ca - cb) @ nb)) <= PLANE_MAX_OFFSET_M
-        if not coplanar:
-            continue
-        if root(a) != root(b) and np.isfinite(trees[a].query(sample[b], distance_upper_bound=gap_m)[0]).any():
-            parent[root(b)] = root(a)
-    groups: dict[int, list[np.ndarray]] = {}
-    for k, g in enumerate(pieces):
-        groups.setdefault(root(k), []).append(g)
-    return [np.concatenate(parts) for parts in groups.values()]
+        if coplanar and np.isfinite(trees[a].query(sample[b], distance_upper_bound=gap_m)[0]).any():
+            edges.append((a, b))
+    if not edges:
+        return pieces
+    rows, cols = np.array(edges).T
+    graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(pieces), len(pieces)))
+    joined = connected_components(graph, directed=False)[1]
+    return [np.concatenate([pieces[k] for k in np.nonzero(joined == j)[0]]) for j in np.unique(joined)]
 
 
 def footprint_areas(gmap: GaussianMap) -> Tensor:
