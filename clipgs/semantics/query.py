@@ -115,6 +115,11 @@ def _split(labels: np.ndarray) -> list[np.ndarray]:
     return [g for g in np.split(order, np.cumsum(np.bincount(labels))[:-1]) if len(g)]
 
 
+def _regroup(pieces: list[np.ndarray], group: np.ndarray) -> list[np.ndarray]:
+    """The pieces (row indices) joined by ``group`` (one label per piece): one array of rows per label."""
+    return [np.concatenate([pieces[k] for k in np.nonzero(group == g)[0]]) for g in np.unique(group)]
+
+
 def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.05,
                     min_gaussians: int = 20, min_fraction: float = 0.1, absorb: float = 0.5,
                     plane_gap_m: float = 0.3) -> list[QueryInstance]:
@@ -164,7 +169,7 @@ def _join_pieces(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], co
         heavy = members[~light]
         for k in members[light]:
             target[k] = heavy[np.argmin(np.linalg.norm(centre[heavy] - centre[k], axis=1))]
-    return [np.concatenate([pieces[k] for k in np.nonzero(target == t)[0]]) for t in np.unique(target)]
+    return _regroup(pieces, target)
 
 
 # A piece is a patch of a structural plane (wall, floor, ceiling) when its points lie within this much of their
@@ -181,9 +186,9 @@ PLANE_GAP_SAMPLES = 20_000
 def _plane_fit(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``w``-weighted plane through ``points[rows]``: centre (3,), unit normal (3,), and the standard
     deviations (3,) along its principal axes, widest first (the last one across the plane)."""
-    x, wr = points[rows], w[rows] / w[rows].sum()
-    centre = wr @ x
-    d = x - centre
+    centre = _centroid(points, w, rows)
+    d = points[rows] - centre
+    wr = w[rows] / w[rows].sum()
     values, vectors = np.linalg.eigh((d * wr[:, None]).T @ d)  # ascending
     return centre, vectors[:, 0], np.sqrt(np.maximum(values[::-1], 0.0))
 
@@ -214,7 +219,7 @@ def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], ga
     rows, cols = np.array(edges).T
     graph = coo_matrix((np.ones(len(edges)), (rows, cols)), shape=(len(pieces), len(pieces)))
     joined = connected_components(graph, directed=False)[1]
-    return [np.concatenate([pieces[k] for k in np.nonzero(joined == j)[0]]) for j in np.unique(joined)]
+    return _regroup(pieces, joined)
 
 
 def footprint_areas(gmap: GaussianMap) -> Tensor:
