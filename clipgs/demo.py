@@ -12,7 +12,7 @@ from clipgs.data.synthetic.generate import GENERATOR_VERSION
 from clipgs.eval.evaluate import evaluate, write_view_images
 from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig
-from clipgs.mapping.offline import map_dataset
+from clipgs.mapping.offline import keyframe_time_breakdown, map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.model import SemanticModel, save_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup, teacher_notes
@@ -87,6 +87,7 @@ def run_demo(out: str | Path, config: MapperConfig | None = None, training: Sema
           f" in {summary['mapping_seconds']:.0f} s ({summary['keyframes_per_s']:.2f} keyframes/s, "
           f"{summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration) + {summary['finish_seconds']:.0f} s finishing, "
           f"peak RSS {summary['peak_rss_mb']:.0f} MB")
+    print(keyframe_time_breakdown(summary))
     print(f"held-out views ({result['views']}, never mapped): PSNR {result['psnr_db']:.2f} dB, "
           f"depth L1 {result['depth_l1_m']:.4f} m, render {result['render_fps']:.1f} FPS "
           f"({result['backend']} backend, {result['resolution']})")

@@ -378,7 +378,8 @@ def test_bad_frames_are_rejected_counted_and_never_crash(synth_dir):
 
 def test_mapping_a_small_scene_reaches_useful_quality(synth_dir):
     from clipgs.eval.evaluate import evaluate
-    from clipgs.mapping.offline import map_dataset
+    from clipgs.mapping.offline import keyframe_time_breakdown, map_dataset
+    from clipgs.mapping.state import MAPPING_PHASES
 
     ds = open_dataset(synth_dir)
     mapper, summary = map_dataset(ds, MapperConfig(iters_per_keyframe=10), progress=False)
@@ -386,3 +387,11 @@ def test_mapping_a_small_scene_reaches_useful_quality(synth_dir):
     result = evaluate(mapper.snapshot().gaussians, ds, progress=False)
     assert result["views"] == 2
     assert result["psnr_db"] > 20.0 and result["depth_l1_m"] < 0.15
+    phases = summary["phase_seconds"]  # where the mapping time went, by phase; the iteration time is the steps'
+    assert set(phases) == set(MAPPING_PHASES)
+    assert phases["steps"] > 0 and phases["growth"] > 0 and phases["rounds"] >= 0
+    assert sum(phases.values()) <= summary["mapping_seconds"]
+    assert summary["seconds_per_iteration"] == pytest.approx(phases["steps"] / summary["iterations"])
+    line = keyframe_time_breakdown(summary)
+    assert line.startswith("per keyframe: steps ") and "growth" in line and line.endswith(" ms")
+

@@ -107,3 +107,5 @@ def test_3dcs_rounds_wait_while_frames_wait_for_the_mapper(synth_dir):
     rounds, waited, novel = runs[True]
     assert rounds == [0, 0, 0, 0, 0, 1, 2] and waited == 3  # waited at keyframes 3, 4 (owed) and 5; ran at 6, 7
     assert runs[False][2] == [4, 5, 6, 7] and novel == [7]  # novel-view steps: none while frames wait
+    spent = mapper.stats.seconds  # the last run's (no waiting): its rounds and novel-view steps are timed apart
+    assert spent["keyframe_work"] > 0 and spent["rounds"] > 0 and spent["steps"] > 0

@@ -48,7 +48,7 @@ def run_map(args: argparse.Namespace) -> int:
     from clipgs.data.dataset import open_dataset
     from clipgs.data.rosbag_io import BagReplay, is_bag
     from clipgs.mapping import save_ply
-    from clipgs.mapping.offline import map_frames
+    from clipgs.mapping.offline import keyframe_time_breakdown, map_frames
     from clipgs.mapping.ply import check_writable
     from clipgs.mapping.trajectory import save_trajectory, trajectory_path
     from clipgs.parameters import Parameters
@@ -116,6 +116,7 @@ def run_map(args: argparse.Namespace) -> int:
           f"{summary['mapping_seconds']:.1f} s ({summary['frames_per_s']:.2f} frames/s, "
           f"{summary['keyframes_per_s']:.3f} keyframes/s, {summary['seconds_per_iteration'] * 1e3:.0f} ms/iteration) "
           f"+ {summary['finish_seconds']:.1f} s finishing, peak RSS {summary['peak_rss_mb']:.0f} MB")
+    print(keyframe_time_breakdown(summary))
     given, mapped = mapper.last_input_camera, mapper.keyframes[-1].camera if len(mapper.keyframes) else None
     if given is not None and mapped is not None and mapped.width != given.width:
         print(f"{given.width}x{given.height} frames mapped at {mapped.width}x{mapped.height} (map_width, or "

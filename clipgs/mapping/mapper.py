@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Collection
 
 import numpy as np
@@ -26,7 +25,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.growth import auto_pixel_stride, growth_mask
 from clipgs.mapping.keyframes import Keyframe, KeyframeGate, KeyframeStore
 from clipgs.mapping.losses import mapping_loss
-from clipgs.mapping.state import MapperStats, MapSnapshot
+from clipgs.mapping.state import MapperStats, MapSnapshot, timed_phase
 from clipgs.mapping.tracker import PoseTracker
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import Occluder, RenderOutput
@@ -119,7 +118,8 @@ class IncrementalMapper:
         self._add_keyframe(frame)
         self.optimise(c.iters_per_keyframe)
         self.prune()
-        self.trainer.after_keyframe(self)
+        with self.stats.timed("keyframe_work"):
+            self.trainer.after_keyframe(self)
         return "keyframe"
 
     def snapshot(self) -> MapSnapshot:
@@ -149,8 +149,7 @@ class IncrementalMapper:
             view = self.config.view_steps and not self.trainer.needs_whole_map
             work, rows = self.map.working_set(camera if view else None, self.config.backend, occluder, only)
             self.map.zero_grad()
-            if channels:
-                self.trainer.zero_grad()
+            self.trainer.zero_grad()  # its optimiser steps only after a step that rendered the channels
             out = work.render(camera, semantic=channels, backend=self.config.backend, attribute_pixels=pixels,
                               cull=not view, attributes_move_geometry=self.trainer.channels_move_geometry)
             loss, parts = loss_fn(out)
@@ -161,6 +160,7 @@ class IncrementalMapper:
         return loss, parts
 
     # ----------------------------------------------------------------- steps
+    @timed_phase("growth")
     def _add_keyframe(self, frame: Frame) -> None:
         c = self.config
         kf = Keyframe.from_frame(frame, self.device, self.trainer.observe(frame))
@@ -194,25 +194,24 @@ class IncrementalMapper:
     def optimise(self, iterations: int) -> None:
         """Run ``iterations`` steps on the window: the newest keyframe first, then random window members."""
         window = self._window()
-        t0 = time.perf_counter()
-        self.trainer.begin_round(self)
+        with self.stats.timed("rounds"):
+            self.trainer.begin_round(self)
         for i in range(iterations):
             self._keyframe_step(self.keyframes[-1] if i == 0 else window[self.rng.integers(len(window))])
-        self.trainer.end_round(self)
-        self.stats.optimise_seconds += time.perf_counter() - t0
+        with self.stats.timed("rounds"):
+            self.trainer.end_round(self)
 
     def finish(self, iterations: int = 0, progress: Callable[[int, int], None] | None = None,
                stop: Callable[[], bool] | None = None) -> None:
         """Stream ended: ``iterations`` steps over all keyframes, prune, the trainer's ``finish`` (until ``stop()``)."""
         with self._lock:
-            t0 = time.perf_counter()
             self.trainer.begin_round(self)
             for _ in range(iterations if self.keyframes else 0):
                 self._keyframe_step(self.keyframes[self.rng.integers(len(self.keyframes))])
-            self.stats.optimise_seconds += time.perf_counter() - t0
             self.prune(batch=0.0)
             self.trainer.finish(self, progress, stop)
 
+    @timed_phase("steps")
     def _keyframe_step(self, kf: Keyframe) -> None:
         c = self.config
         channels = self.trainer.renders_channels(kf)
@@ -228,6 +227,7 @@ class IncrementalMapper:
         self.stats.iterations += 1
         self.stats.last_loss, self.stats.last_parts = float(loss.detach()), parts
 
+    @timed_phase("prune")
     def prune(self, batch: float = PRUNE_BATCH) -> None:
         """Remove oversized Gaussians, near-transparent ones once they are ``batch`` of the map (removing copies the
         whole map and its optimiser state; invisible Gaussians may wait), then enforce the hard cap."""

@@ -57,7 +57,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     except KeyboardInterrupt:
         interrupted = True
     mapper.trainer.close()  # the 2D source's thread, if any: what it delivered so far is what the refit sees
-    t_finish = time.perf_counter()
+    t_finish, phase_seconds = time.perf_counter(), dict(mapper.stats.seconds)
     with tqdm(desc="finishing (3DCS round, decoder refit)", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
     end = time.perf_counter()
@@ -76,7 +76,8 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         # rates while the frames streamed in (what a live stream must keep up with); the end comes once, after
         "frames_per_s": count / max(mapping_seconds, 1e-9),
         "keyframes_per_s": s.keyframes / max(mapping_seconds, 1e-9),
-        "seconds_per_iteration": s.seconds_per_iteration,
+        "seconds_per_iteration": s.seconds_per_iteration,  # keyframe steps only (the trainer's extra: phase 'rounds')
+        "phase_seconds": phase_seconds,  # where the time while mapping went (MAPPING_PHASES), the end not included
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "interrupted": interrupted,
         "poses_refined": s.poses_refined,
@@ -85,6 +86,20 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
         "frames_not_tracked": s.frames_not_tracked,
     }
     return mapper, summary
+
+
+PHASE_NAMES = {"steps": "steps", "rounds": "trainer rounds", "keyframe_work": "3DCS / votes", "growth": "growth",
+               "pose_refine": "pose refinement", "prune": "pruning"}
+
+
+def keyframe_time_breakdown(summary: dict) -> str:
+    """One line: ms per keyframe while mapping, by phase (``summary['phase_seconds']``, MAPPING_PHASES), the
+    rest (reading and checking frames, keyframe selection, tracking) last; phases under 0.5 ms left out."""
+    n, phases = max(summary["keyframes"], 1), summary["phase_seconds"]
+    parts = [(PHASE_NAMES.get(k, k), v) for k, v in phases.items() if v > 0]
+    rest = summary["mapping_seconds"] - sum(phases.values())
+    return "per keyframe: " + ", ".join(f"{name} {1e3 * v / n:.0f} ms" for name, v in [*parts, ("other", rest)]
+                                        if v * 1e3 / n >= 0.5)
 
 
 def follow_with(bar: tqdm) -> Callable[[int, int], None]:

@@ -1,11 +1,25 @@
 """What the mapper reports: its counters, and one consistent snapshot of the map for renders, saves, queries."""
 from __future__ import annotations
 
+import functools
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from clipgs.mapping.gaussian_map import GaussianMap
+
+# Where a mapper's time goes (MapperStats.seconds), phase -> what it holds.
+MAPPING_PHASES = {
+    "steps": "keyframe optimisation steps (the iterations)",
+    "rounds": "the channel trainer's work around each round of steps (3DCS novel-view steps, 3D-term anchors)",
+    "keyframe_work": "the channel trainer's work after each keyframe (3DCS relabelling rounds, label votes)",
+    "growth": "adding a keyframe: its growth render, new Gaussians, the 2D source's call (unless async)",
+    "pose_refine": "refining new keyframes' poses against held keyframes",
+    "prune": "pruning",
+}
 
 
 @dataclass
@@ -32,11 +46,34 @@ class MapperStats:
     drift_correction: tuple[float, float] = (0.0, 0.0)  # metres, degrees: odometry -> map, all refinements
     last_loss: float = float("nan")
     last_parts: dict = field(default_factory=dict)
-    optimise_seconds: float = 0.0
+    # Where the mapping time went: phase -> seconds (MAPPING_PHASES; all present from the start, so a copy taken on
+    # another thread never meets a dict that grows). Each phase runs on the mapping thread.
+    seconds: Counter = field(default_factory=lambda: Counter(dict.fromkeys(MAPPING_PHASES, 0.0)))
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Adds the time spent inside to ``seconds[phase]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - t0
 
     @property
     def seconds_per_iteration(self) -> float:
-        return self.optimise_seconds / self.iterations if self.iterations else float("nan")
+        """Mean time of one keyframe optimisation step (the trainer's extra steps are in ``seconds['rounds']``)."""
+        return self.seconds["steps"] / self.iterations if self.iterations else float("nan")
+
+
+def timed_phase(phase: str):
+    """Decorator: a method of an object with ``stats`` (:class:`MapperStats`) adds its time to ``phase``."""
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            with self.stats.timed(phase):
+                return method(self, *args, **kwargs)
+        return run
+    return wrap
 
 
 @dataclass

@@ -28,7 +28,7 @@ from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.keyframes import KeyframeStore
 from clipgs.mapping.pose_refine import correction_size, icp_against_keyframes, icp_refine_pose, refine_pose, rigid
-from clipgs.mapping.state import MapperStats
+from clipgs.mapping.state import MapperStats, timed_phase
 
 
 class PoseTracker:
@@ -69,6 +69,7 @@ class PoseTracker:
             self.stats.drift_correction = correction_size(self.correction)
         return tracked
 
+    @timed_phase("pose_refine")
     def refine_keyframe(self, frame: Frame, keyframes: KeyframeStore, gaussians: GaussianMap) -> Frame:
         """A new keyframe's pose refined (``pose_refine_method``) against the held keyframes or the map; the fix
         carries to the frames tracked after it."""
