@@ -224,25 +224,6 @@ def test_adam_matches_torch_adam_and_new_rows_start_fresh(fused):
         opt.extend(GaussianMap.empty(sem_dim=2))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_adam_step_matches_the_torch_step(dtype):
-    """Rows at different step counts (Gaussians that joined at different times), 1-D and 2-D fields."""
-    from clipgs.mapping.trainable_map import adam_step_fused, adam_step_torch, bias_corrections
-
-    g = torch.Generator().manual_seed(3)
-    bias = bias_corrections(torch.randint(1, 50, (1000,), generator=g).double(), (0.9, 0.999), dtype)
-    for shape in ((1000,), (1000, 16)):
-        p, grad, m = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(3))
-        v = torch.rand(shape, generator=g, dtype=dtype)
-        a, b = [t.clone() for t in (p, m, v)], [t.clone() for t in (p, m, v)]
-        adam_step_fused(a[0], grad, a[1], a[2], bias, 0.01, (0.9, 0.999), 1e-15)
-        adam_step_torch(b[0], grad, b[1], b[2], bias, 0.01, (0.9, 0.999), 1e-15)
-        tol = 1e-12 if dtype == torch.float64 else 1e-6
-        for x, y in zip(a, b):
-            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
-        assert not torch.equal(a[0], p)
-
-
 def test_maybe_in_view_holds_every_gaussian_the_render_composites():
     from clipgs.geometry import intrinsics_from_hfov
     from clipgs.render import maybe_in_view, rasterize
@@ -262,28 +243,45 @@ def test_maybe_in_view_holds_every_gaussian_the_render_composites():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_adam_on_listed_rows_matches_the_torch_step_and_leaves_other_rows(dtype):
-    from clipgs.mapping.trainable_map import adam_rows_fused, adam_rows_torch, adam_step_torch, bias_corrections
+@pytest.mark.parametrize("listed", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_adam_over_fields_matches_the_torch_step_and_leaves_other_rows(dtype, listed, masked):
+    """One compiled pass over several fields (widths 1, 3, 4, 16 and 7) on listed map rows (a working set) or all
+    rows, only where the mask says (the rows a render composited), rows at different step counts: the same as
+    adam_step_torch on each field's stepping rows with their bias corrections, and the step counts advanced."""
+    from clipgs.mapping.trainable_map import adam_fields_fused, adam_step_torch, bias_corrections
 
-    g = torch.Generator().manual_seed(4)
-    rows = torch.tensor([0, 3, 4, 9, 517, 999])
-    bias = bias_corrections(torch.randint(1, 50, (len(rows),), generator=g).double(), (0.9, 0.999), dtype)
-    for shape in ((1000,), (1000, 3), (1000, 16)):
+    g, n_map = torch.Generator().manual_seed(4), 1000
+    rows = torch.tensor([0, 3, 4, 9, 517, 999, 640, 12]) if listed else None
+    n = n_map if rows is None else len(rows)
+    mask = torch.rand(n, generator=g) < 0.6 if masked else None
+    steps = torch.randint(0, 50, (n_map,), generator=g).double()
+    lrs = (0.01, 0.002, 0.05, 0.1, 0.003)
+    fields = []
+    for width, lr in zip((1, 3, 4, 16, 7), lrs, strict=True):
+        shape = (n_map,) if width == 1 else (n_map, width)
         p, m = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(2))
         v = torch.rand(shape, generator=g, dtype=dtype)
-        grad = torch.randn((len(rows), *shape[1:]), generator=g, dtype=dtype)
-        a, b = [t.clone() for t in (p, m, v)], [t.clone() for t in (p, m, v)]
-        adam_rows_fused(a[0], grad, a[1], a[2], rows, bias, 0.01, (0.9, 0.999), 1e-15)
-        adam_rows_torch(b[0], grad, b[1], b[2], rows, bias, 0.01, (0.9, 0.999), 1e-15)
-        c = [t[rows].clone() for t in (p, m, v)]  # the same step on the gathered rows
-        adam_step_torch(c[0], grad, c[1], c[2], bias, 0.01, (0.9, 0.999), 1e-15)
-        tol = 1e-12 if dtype == torch.float64 else 1e-6
-        others = torch.ones(1000, dtype=torch.bool)
-        others[rows] = False
-        for x, y, z, before in zip(a, b, c, (p, m, v)):
-            torch.testing.assert_close(x, y, rtol=tol, atol=tol)
-            torch.testing.assert_close(x[rows], z, rtol=tol, atol=tol)
-            assert torch.equal(x[others], before[others]) and not torch.equal(x[rows], before[rows])
+        fields.append((p, torch.randn((n, *shape[1:]), generator=g, dtype=dtype), m, v, lr))
+    before = [[t.clone() for t in f[:4]] for f in fields]
+    fused_steps = steps.clone()
+    adam_fields_fused(fields, fused_steps, rows, mask, (0.9, 0.999), 1e-15)
+
+    stepping = torch.arange(n) if mask is None else torch.nonzero(mask).squeeze(1)  # gradient rows that step
+    at = stepping if rows is None else rows[stepping]  # their map rows
+    ref_steps = steps.clone()
+    ref_steps[at] += 1
+    assert torch.equal(fused_steps, ref_steps)
+    bias = bias_corrections(ref_steps[at], (0.9, 0.999), dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5  # float32: the kernel's fused multiply-adds round differently
+    others = torch.ones(n_map, dtype=torch.bool)
+    others[at] = False
+    for (p, _, m, v, lr), (p0, grad, m0, v0) in zip(fields, before, strict=True):
+        ref = [t[at].clone() for t in (p0, m0, v0)]
+        adam_step_torch(ref[0], grad[stepping], ref[1], ref[2], bias, lr, (0.9, 0.999), 1e-15)
+        for x, y, x0 in zip((p, m, v), ref, (p0, m0, v0), strict=True):
+            torch.testing.assert_close(x[at], y, rtol=tol, atol=tol)
+            assert torch.equal(x[others], x0[others]) and not torch.equal(x[at], x0[at])
 
 
 @pytest.mark.parametrize("backend", ["auto", "torch"])  # the compiled cull, and the PyTorch one (GPU path)

@@ -2,9 +2,9 @@
 
 One :class:`GaussianMap` whose tensors are leaf parameters; ``select`` and ``extend`` are the only ways to
 change which Gaussians exist, and both keep the optimiser state in step. Each Gaussian (row) keeps its own
-Adam step count, so a Gaussian added late gets Adam's bias correction from its first step. On the CPU the
-step is one fused pass per field (compiled, csrc/adam_cpu.cpp); elsewhere, or with ``fused=False``, the
-same arithmetic in PyTorch ops.
+Adam step count, so a Gaussian added late gets Adam's bias correction from its first step. On the CPU a
+step is one compiled pass over the stepping rows of every field, step counts included (csrc/adam_cpu.cpp);
+elsewhere, or with ``fused=False``, the same arithmetic in PyTorch ops.
 
 A step may train only the Gaussians its camera sees (``working_set(camera)`` -> render ->
 ``step(only, rows, working, rendered)``: selective Adam, as gsplat's ``visible_adam``): the others keep their
@@ -40,25 +40,26 @@ def adam_step_torch(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[T
     p.sub_(lr * (m / bc1) / ((v / bc2).sqrt() + eps))
 
 
-def adam_step_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, bias: tuple[Tensor, Tensor], lr: float,
-                    betas: tuple[float, float], eps: float) -> None:
-    """Same as :func:`adam_step_torch`, one compiled pass (CPU, float32/float64, contiguous tensors)."""
-    suffix = "f64" if p.dtype == torch.float64 else "f32"
-    fn = getattr(cpu_kernel.load(), f"clipgs_adam_{suffix}")
-    held = (p, grad.contiguous(), m, v, *bias)  # named: a contiguous copy must live until the call returns
-    ptr = [ctypes.c_void_p(t.data_ptr()) for t in held]
-    fn(p.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
+def adam_fields_fused(fields: list[tuple[Tensor, Tensor, Tensor, Tensor, float]], steps: Tensor,
+                      map_rows: Tensor | None, mask: Tensor | None, betas: tuple[float, float], eps: float) -> None:
+    """One Adam step of several per-Gaussian fields in one compiled pass (CPU, float32/float64, contiguous), the
+    per-row step counts and bias corrections included: :func:`adam_step_torch` for each field on the stepping rows.
 
-
-def adam_rows_fused(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, rows: Tensor, bias: tuple[Tensor, Tensor],
-                    lr: float, betas: tuple[float, float], eps: float) -> None:
-    """:func:`adam_step_fused` on the rows ``rows`` (V,) of ``p``, ``m``, ``v`` only; ``grad`` and ``bias`` are
-    compact (V rows), as a working set's gradients are."""
-    suffix = "f64" if p.dtype == torch.float64 else "f32"
-    fn = getattr(cpu_kernel.load(), f"clipgs_adam_rows_{suffix}")
-    held = (rows.contiguous(), p, grad.contiguous(), m, v, *bias)  # as in adam_step_fused
-    ptr = [ctypes.c_void_p(t.data_ptr()) for t in held]
-    fn(rows.shape[0], p[0].numel() if p.shape[0] else 0, *ptr, lr, betas[0], betas[1], eps, torch.get_num_threads())
+    fields: (param (N, ...), grad (n, ...), exp_avg, exp_avg_sq (N, ...), lr) each; steps: (N,) float64 per-row
+    counts, incremented in place where a row steps; map_rows: (n,) int64 the map row of each gradient row (None:
+    the same row, n == N); mask: (n,) bool, the gradient rows that step (None: all)."""
+    dtype = fields[0][0].dtype if fields else torch.float32
+    fn = getattr(cpu_kernel.load(), f"clipgs_adam_fields_{'f64' if dtype == torch.float64 else 'f32'}")
+    held = [(p, g.contiguous(), m, v) for p, g, m, v, _ in fields]  # named: contiguous copies live until it returns
+    arrays = [(ctypes.c_void_p * max(len(held), 1))(*[t[j].data_ptr() for t in held]) for j in range(4)]
+    widths = (ctypes.c_int64 * max(len(held), 1))(*[p[0].numel() if len(p) else 1 for p, *_ in held])
+    lrs = (ctypes.c_double * max(len(held), 1))(*[lr for *_, lr in fields])
+    rows = None if map_rows is None else map_rows.contiguous()
+    flags = None if mask is None else mask.contiguous().view(torch.uint8)
+    n = len(steps) if rows is None else len(rows)
+    fn(n, None if rows is None else rows.data_ptr(), None if flags is None else flags.data_ptr(), steps.data_ptr(),
+       len(held), *[ctypes.cast(a, ctypes.c_void_p) for a in arrays], ctypes.cast(widths, ctypes.c_void_p),
+       ctypes.cast(lrs, ctypes.c_void_p), betas[0], betas[1], eps, torch.get_num_threads())
 
 
 def adam_rows_torch(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, rows: Tensor, bias: tuple[Tensor, Tensor],
@@ -131,6 +132,15 @@ class TrainableMap:
         ``visible_adam``): the others keep their parameters, moments and step counts. Without ``rows``,
         ``rendered`` alone selects rows of the whole map the same way."""
         source = self.gaussians if rows is None else working
+        todo = [(k, p, getattr(source, k).grad) for k, p in self.gaussians.tensors().items()]
+        todo = [(k, p, grad) for k, p, grad in todo if grad is not None and self.lrs.get(k, 0.0) != 0.0
+                and p.numel() > 0 and (only is None or k in only)]
+        state = [(p, grad, self._exp_avg[k], self._exp_avg_sq[k], self.lrs[k]) for k, p, grad in todo]
+        dtype = self.gaussians.means.dtype
+        if self.fused and _fusable(self._steps) and all(p.dtype == g.dtype == dtype and _fusable(p, m, v)
+                                                        for p, g, m, v, _ in state):
+            adam_fields_fused(state, self._steps, rows, rendered, self.betas, self.eps)
+            return
         if rendered is not None and bool(rendered.all()):
             rendered = None  # every row of the working set steps: no gather
         if rendered is not None:
@@ -142,18 +152,13 @@ class TrainableMap:
         else:
             self._steps[rows] += 1
             steps = self._steps[rows]
-        bias = bias_corrections(steps, self.betas, self.gaussians.means.dtype)
-        for k, p in self.gaussians.tensors().items():
-            lr, grad = self.lrs.get(k, 0.0), getattr(source, k).grad
-            if grad is None or lr == 0.0 or p.numel() == 0 or (only is not None and k not in only):
-                continue
-            m, v = self._exp_avg[k], self._exp_avg_sq[k]
+        bias = bias_corrections(steps, self.betas, dtype)
+        for p, grad, m, v, lr in state:
             grad = grad if rendered is None else grad.index_select(0, pick)
-            fused = self.fused and p.dtype == grad.dtype == bias[0].dtype and _fusable(p, m, v)
             if rows is None:
-                (adam_step_fused if fused else adam_step_torch)(p, grad, m, v, bias, lr, self.betas, self.eps)
+                adam_step_torch(p, grad, m, v, bias, lr, self.betas, self.eps)
             else:
-                (adam_rows_fused if fused else adam_rows_torch)(p, grad, m, v, rows, bias, lr, self.betas, self.eps)
+                adam_rows_torch(p, grad, m, v, rows, bias, lr, self.betas, self.eps)
 
     def extra(self, name: str, width: int, dtype: torch.dtype = torch.float32) -> Tensor:
         """(N, width) per-Gaussian buffer ``name`` (e.g. a channel trainer's label votes), created zero on first

@@ -1539,7 +1539,7 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
 
 extern "C" {
 
-int clipgs_abi_version() { return 13; }
+int clipgs_abi_version() { return 14; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
