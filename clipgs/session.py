@@ -20,6 +20,7 @@ from clipgs.data.ros_messages import matrix_from_transform, stamp_to_seconds
 from clipgs.data.ros_stream import ApproxTimePairer, FrameAssembler, PoseWait, TransformBuffer, WaitingPair
 from clipgs.errors import FrameError, MessageError
 from clipgs.mapping import IncrementalMapper, save_ply
+from clipgs.mapping.state import describe_phases
 from clipgs.mapping.trajectory import TrajectoryPose, save_trajectory, trajectory_path
 from clipgs.mapping.worker import MapperWorker
 from clipgs.openmp import hands_back_team
@@ -194,7 +195,8 @@ class MappingSession:
                    f"{s.drift_correction[1]:.1f} deg)" if s.poses_refined else "")
                 + (f", frames tracked {s.frames_tracked} (lost {s.frames_not_tracked})" if s.frames_tracked else "")
                 + (f", {self.worker.ms_per_frame_prepared:.0f} ms a frame prepared" if self.worker.prepared else "")
-                + (f", {self.worker.seconds_per_keyframe:.2f} s a keyframe" if self.worker.outcomes["keyframe"] else "")
+                + (f", {self.worker.seconds_per_keyframe:.2f} s a keyframe ({describe_phases(s.seconds, s.keyframes)})"
+                   if self.worker.outcomes["keyframe"] else "")
                 + (f", rejected {rejected}" if rejected else "")
                 + (f", bad messages {sum(self.counters.bad_messages.values())}" if self.counters.bad_messages else "")
                 + (f", keyframes without semantics {sum(failures.values())} (source failed)" if failures else "")

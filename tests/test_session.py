@@ -75,7 +75,7 @@ def test_frames_flow_to_map_render_cloud_and_autosave(synth_dir, tmp_path):
     # Where the time goes: the prepare thread per frame, the map thread per keyframe.
     w = session.worker
     assert w.prepared == 4 and 0 < w.ms_per_frame_prepared < 1e3 * w.seconds_per_keyframe
-    assert re.search(r", \d+ ms a frame prepared, \d+\.\d\d s a keyframe", line)
+    assert re.search(r", \d+ ms a frame prepared, \d+\.\d\d s a keyframe \(steps \d+ ms, .*growth \d+ ms", line)
     assert "3DCS" not in line  # geometry only; a semantic trainer's rounds, and those that waited, are listed:
     session.worker.mapper.trainer.counters = lambda: {"pseudo_label_rounds": 2, "dcs_rounds_waited": 5}
     assert "3DCS rounds 2 (due while frames waited 5)" in session.stats_line()

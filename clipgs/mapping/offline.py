@@ -15,6 +15,7 @@ from clipgs.data.frame import Frame
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.state import describe_phases
 
 
 def map_dataset(dataset: SequenceDataset, config: MapperConfig, max_frames: int | None = None,
@@ -88,18 +89,12 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     return mapper, summary
 
 
-PHASE_NAMES = {"steps": "steps", "rounds": "trainer rounds", "keyframe_work": "3DCS / votes", "growth": "growth",
-               "pose_refine": "pose refinement", "prune": "pruning"}
-
-
 def keyframe_time_breakdown(summary: dict) -> str:
     """One line: ms per keyframe while mapping, by phase (``summary['phase_seconds']``, MAPPING_PHASES), the
     rest (reading and checking frames, keyframe selection, tracking) last; phases under 0.5 ms left out."""
-    n, phases = max(summary["keyframes"], 1), summary["phase_seconds"]
-    parts = [(PHASE_NAMES.get(k, k), v) for k, v in phases.items() if v > 0]
+    phases = summary["phase_seconds"]
     rest = summary["mapping_seconds"] - sum(phases.values())
-    return "per keyframe: " + ", ".join(f"{name} {1e3 * v / n:.0f} ms" for name, v in [*parts, ("other", rest)]
-                                        if v * 1e3 / n >= 0.5)
+    return "per keyframe: " + describe_phases(phases, summary["keyframes"], rest)
 
 
 def follow_with(bar: tqdm) -> Callable[[int, int], None]:

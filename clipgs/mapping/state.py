@@ -22,6 +22,18 @@ MAPPING_PHASES = {
 }
 
 
+PHASE_NAMES = {"steps": "steps", "rounds": "trainer rounds", "keyframe_work": "3DCS / votes", "growth": "growth",
+               "pose_refine": "pose refinement", "prune": "pruning"}
+
+
+def describe_phases(seconds: dict[str, float], keyframes: int, other: float | None = None) -> str:
+    """'steps 524 ms, 3DCS / votes 121 ms, ...': ms per keyframe by phase (``MapperStats.seconds``), ``other``
+    (seconds no phase holds) last; under 0.5 ms a keyframe left out."""
+    n = max(keyframes, 1)
+    parts = [(PHASE_NAMES.get(k, k), v) for k, v in seconds.items()] + ([("other", other)] if other is not None else [])
+    return ", ".join(f"{name} {1e3 * v / n:.0f} ms" for name, v in parts if 1e3 * v / n >= 0.5)
+
+
 @dataclass
 class MapperStats:
     """Counters a user (or the ROS node) can log. Times in seconds."""
