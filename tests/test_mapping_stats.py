@@ -27,4 +27,5 @@ def test_keyframe_time_breakdown_reads_ms_per_keyframe_and_the_rest():
     phases = dict.fromkeys(MAPPING_PHASES, 0.0) | {"steps": 6.0, "keyframe_work": 1.0, "prune": 0.001}
     summary = {"keyframes": 10, "mapping_seconds": 7.5, "phase_seconds": phases}
     # 0.1 ms of pruning a keyframe is left out; the rest is what no phase holds
-    assert keyframe_time_breakdown(summary) == "per keyframe: steps 600 ms, 3DCS / votes 100 ms, other 50 ms"
+    assert keyframe_time_breakdown(summary) == ("per keyframe: steps 600 ms, 3DCS / votes 100 ms, frames read, "
+                                                "checked, tracked 50 ms")

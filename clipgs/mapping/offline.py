@@ -94,7 +94,7 @@ def keyframe_time_breakdown(summary: dict) -> str:
     rest (reading and checking frames, keyframe selection, tracking) last; phases under 0.5 ms left out."""
     phases = summary["phase_seconds"]
     rest = summary["mapping_seconds"] - sum(phases.values())
-    return "per keyframe: " + describe_phases(phases, summary["keyframes"], rest)
+    return "per keyframe: " + describe_phases(phases, summary["keyframes"], rest, "frames read, checked, tracked")
 
 
 def follow_with(bar: tqdm) -> Callable[[int, int], None]:

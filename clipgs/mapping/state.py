@@ -26,11 +26,13 @@ PHASE_NAMES = {"steps": "steps", "rounds": "trainer rounds", "keyframe_work": "3
                "pose_refine": "pose refinement", "prune": "pruning"}
 
 
-def describe_phases(seconds: dict[str, float], keyframes: int, other: float | None = None) -> str:
+def describe_phases(seconds: dict[str, float], keyframes: int, other: float | None = None,
+                    other_name: str = "other") -> str:
     """'steps 524 ms, 3DCS / votes 121 ms, ...': ms per keyframe by phase (``MapperStats.seconds``), ``other``
-    (seconds no phase holds) last; under 0.5 ms a keyframe left out."""
+    (seconds no phase holds, named ``other_name``) last; under 0.5 ms a keyframe left out."""
     n = max(keyframes, 1)
-    parts = [(PHASE_NAMES.get(k, k), v) for k, v in seconds.items()] + ([("other", other)] if other is not None else [])
+    parts = [(PHASE_NAMES.get(k, k), v) for k, v in seconds.items()] + ([(other_name, other)] if other is not None
+                                                                         else [])
     return ", ".join(f"{name} {1e3 * v / n:.0f} ms" for name, v in parts if 1e3 * v / n >= 0.5)
 
 
