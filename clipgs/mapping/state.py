@@ -11,28 +11,24 @@ from typing import Any
 
 from clipgs.mapping.gaussian_map import GaussianMap
 
-# Where a mapper's time goes (MapperStats.seconds), phase -> what it holds.
+# Where a mapper's time goes (MapperStats.seconds): phase -> its name in the per-keyframe lines.
 MAPPING_PHASES = {
-    "steps": "keyframe optimisation steps (the iterations)",
-    "rounds": "the channel trainer's work around each round of steps (3DCS novel-view steps, 3D-term anchors)",
-    "keyframe_work": "the channel trainer's work after each keyframe (3DCS relabelling rounds, label votes)",
-    "growth": "adding a keyframe: its growth render, new Gaussians, the 2D source's call (unless async)",
-    "pose_refine": "refining new keyframes' poses against held keyframes",
+    "steps": "steps",  # keyframe optimisation steps (the iterations)
+    "rounds": "trainer rounds",  # the channel trainer's work around a round of steps (3DCS novel-view steps, anchors)
+    "keyframe_work": "3DCS / votes",  # the channel trainer's work after each keyframe (3DCS relabelling, label votes)
+    "growth": "growth",  # adding a keyframe: its growth render, new Gaussians, the 2D source's call (unless async)
+    "pose_refine": "pose refinement",  # refining new keyframes' poses against held keyframes
     "prune": "pruning",
 }
-
-
-PHASE_NAMES = {"steps": "steps", "rounds": "trainer rounds", "keyframe_work": "3DCS / votes", "growth": "growth",
-               "pose_refine": "pose refinement", "prune": "pruning"}
 
 
 def describe_phases(seconds: dict[str, float], keyframes: int, other: float | None = None,
                     other_name: str = "other") -> str:
     """'steps 524 ms, 3DCS / votes 121 ms, ...': ms per keyframe by phase (``MapperStats.seconds``), ``other``
     (seconds no phase holds, named ``other_name``) last; under 0.5 ms a keyframe left out."""
-    n = max(keyframes, 1)
-    parts = [(PHASE_NAMES.get(k, k), v) for k, v in seconds.items()] + ([(other_name, other)] if other is not None
-                                                                         else [])
+    n, parts = max(keyframes, 1), [(MAPPING_PHASES.get(k, k), v) for k, v in seconds.items()]
+    if other is not None:
+        parts.append((other_name, other))
     return ", ".join(f"{name} {1e3 * v / n:.0f} ms" for name, v in parts if 1e3 * v / n >= 0.5)
 
 

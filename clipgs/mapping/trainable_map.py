@@ -52,7 +52,7 @@ def adam_fields_fused(fields: list[tuple[Tensor, Tensor, Tensor, Tensor, float]]
     fn = getattr(cpu_kernel.load(), f"clipgs_adam_fields_{'f64' if dtype == torch.float64 else 'f32'}")
     held = [(p, g.contiguous(), m, v) for p, g, m, v, _ in fields]  # named: contiguous copies live until it returns
     arrays = [(ctypes.c_void_p * max(len(held), 1))(*[t[j].data_ptr() for t in held]) for j in range(4)]
-    widths = (ctypes.c_int64 * max(len(held), 1))(*[p[0].numel() if len(p) else 1 for p, *_ in held])
+    widths = (ctypes.c_int64 * max(len(held), 1))(*[p[0].numel() for p, *_ in held])  # rows are never empty here
     lrs = (ctypes.c_double * max(len(held), 1))(*[lr for *_, lr in fields])
     rows = None if map_rows is None else map_rows.contiguous()
     flags = None if mask is None else mask.contiguous().view(torch.uint8)
@@ -132,10 +132,9 @@ class TrainableMap:
         ``visible_adam``): the others keep their parameters, moments and step counts. Without ``rows``,
         ``rendered`` alone selects rows of the whole map the same way."""
         source = self.gaussians if rows is None else working
-        todo = [(k, p, getattr(source, k).grad) for k, p in self.gaussians.tensors().items()]
-        todo = [(k, p, grad) for k, p, grad in todo if grad is not None and self.lrs.get(k, 0.0) != 0.0
-                and p.numel() > 0 and (only is None or k in only)]
-        state = [(p, grad, self._exp_avg[k], self._exp_avg_sq[k], self.lrs[k]) for k, p, grad in todo]
+        state = [(p, getattr(source, k).grad, self._exp_avg[k], self._exp_avg_sq[k], self.lrs.get(k, 0.0))
+                 for k, p in self.gaussians.tensors().items() if only is None or k in only]
+        state = [field for field in state if field[1] is not None and field[4] != 0.0 and field[0].numel() > 0]
         dtype = self.gaussians.means.dtype
         if self.fused and _fusable(self._steps) and all(p.dtype == g.dtype == dtype and _fusable(p, m, v)
                                                         for p, g, m, v, _ in state):
