@@ -16,11 +16,11 @@ from clipgs.render import rasterize, splat_to_gaussians
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import (
     keyframes_to_vote,
-    label_support,
     mask_class_image,
     render_fused_labels,
+    render_with_support,
     splat_votes,
-    support_of_labels,
+    support_channels,
 )
 from clipgs.semantics.sources import MaskEmbeddings, SimulatedTeacher, TeacherCorruption
 from clipgs.semantics.text import TextEncoder
@@ -102,6 +102,11 @@ def test_fused_labels_render_each_gaussians_plurality_class_and_votes_add_up():
     assert float(added[:, [0, 2, 4]].abs().sum()) == 0.0 and float(added[:, 3].sum()) > 0
 
 
+def _label_support(gmap: GaussianMap, votes: torch.Tensor, camera: Camera, labels: torch.Tensor,
+                   min_share: float = 0.0) -> torch.Tensor:
+    return render_with_support(gmap, support_channels(votes, min_share), camera, "torch")[1].of(labels)
+
+
 def test_label_support_is_the_share_of_votes_for_each_pixels_label():
     gmap, camera = _random_scene(200)
     gmap = gmap.to(dtype=torch.float32)
@@ -111,19 +116,44 @@ def test_label_support_is_the_share_of_votes_for_each_pixels_label():
     alpha = gmap.render(camera, backend="torch").alpha
     labels = torch.full((30, 40), 2)
     labels[:, 20:], labels[:5], labels[25:] = 3, 4, -1  # class 4: never voted for; -1: no label
-    support = label_support(gmap, votes, camera, labels, backend="torch")
+    support = _label_support(gmap, votes, camera, labels)
     seen = alpha > 0.05
     torch.testing.assert_close(support[seen & (labels == 2)], torch.full_like(support[seen & (labels == 2)], 0.75))
     torch.testing.assert_close(support[seen & (labels == 3)], torch.full_like(support[seen & (labels == 3)], 0.25))
     assert bool((support[labels == 4] == 0).all()) and bool((support[labels == -1] == 0).all())
+    # Only classes some Gaussian in view gives min_share get a channel; the others' support is below it anyway.
+    _, bounded = render_with_support(gmap, support_channels(votes, min_share=0.5), camera, "torch")
+    assert bounded.classes.tolist() == [2] and bounded.shares.shape == (30, 40, 2)
+    torch.testing.assert_close(bounded.of(labels)[labels == 2], support[labels == 2])
+    assert float(bounded.of(labels)[labels != 2].abs().sum()) == 0.0
     # Shares differ between Gaussians: a pixel's support is its voted Gaussians' shares, compositing-weighted.
     left = gmap.means[:, 0] < 0
     votes[left, 3], votes[~left, 2] = 0.0, 0.0  # left: all class 2, right: all class 3
-    support = label_support(gmap, votes, camera, torch.full((30, 40), 2), backend="torch")
+    support = _label_support(gmap, votes, camera, torch.full((30, 40), 2))
     assert float(support[:, :8][seen[:, :8]].min()) > 0.99 and float(support[:, -8:][seen[:, -8:]].max()) < 0.01
     assert bool(((support >= 0) & (support <= 1 + 1e-5)).all())
-    nothing = label_support(gmap, torch.zeros(len(gmap), 5), camera, torch.full((30, 40), 2), backend="torch")
+    nothing = _label_support(gmap, torch.zeros(len(gmap), 5), camera, torch.full((30, 40), 2))
     assert float(nothing.abs().sum()) == 0.0  # no votes at all: no support
+
+
+def test_support_bounded_to_the_views_classes_decides_as_the_whole_vocabulary():
+    """A 200-class vocabulary whose votes spread thinly over every class: the bounded render carries only the
+    classes some Gaussian gives ``min_share``, and a support test at ``min_share`` keeps the same pixels."""
+    gmap, camera = _random_scene(300, seed=3)
+    gmap = gmap.to(dtype=torch.float32)
+    g = torch.Generator().manual_seed(1)
+    votes = torch.rand(len(gmap), 200, generator=g) * 0.01  # every class a sliver
+    strong = torch.randint(0, 6, (len(gmap),), generator=g) * 7  # and one of six classes most of the votes
+    votes[torch.arange(len(gmap)), strong] += torch.rand(len(gmap), generator=g) + 0.5
+    labels = torch.randint(0, 200, (30, 40), generator=g)
+    labels[:, :20] = torch.tensor([0, 7, 14, 21, 28, 35]).repeat(4)[:20]
+    for min_share in (0.1, 0.3):
+        _, whole = render_with_support(gmap, support_channels(votes), camera, "cpu")
+        _, bounded = render_with_support(gmap, support_channels(votes, min_share), camera, "cpu")
+        assert len(whole.classes) == 200 and set(bounded.classes.tolist()) <= {0, 7, 14, 21, 28, 35}
+        a, b = whole.of(labels), bounded.of(labels)
+        assert bool(((a >= min_share) == (b >= min_share)).all()) and bool((b >= min_share).any())
+        torch.testing.assert_close(b[b > 0], a[b > 0])
 
 
 def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
@@ -144,15 +174,17 @@ def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
     absent = next(c for c in range(1, len(vocab)) if not bool((truth == c).any()))
     labels = torch.where(torch.arange(frame.width) < frame.width // 2, truth, torch.full_like(truth, absent))
     trainer._vote(mapper, support=True)  # as a 3DCS round's work starts
-    out, shares = trainer._render(mapper, frame.camera)  # the map and its vote shares, one pass
+    out, support = trainer._render(mapper, frame.camera)  # the map and its vote shares, one pass
     plain = mapper.render(frame.camera)
     for name in ("image", "depth", "alpha", "radii"):
         torch.testing.assert_close(getattr(out, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
-    assert shares.shape == (frame.height, frame.width, len(vocab) + 1)
-    torch.testing.assert_close(support_of_labels(shares, labels), label_support(
-        mapper.map.gaussians, mapper.map.extra("class_votes", len(vocab)), frame.camera, labels, backend="torch"),
-        rtol=1e-4, atol=1e-5)  # the compiled one-pass render agrees with the PyTorch reference
-    kept = trainer._filter_labels(mapper, frame.camera, labels, shares)
+    assert support.shares.shape == (frame.height, frame.width, len(support.classes) + 1)
+    reference = _label_support(mapper.map.gaussians, mapper.map.extra("class_votes", len(vocab)), frame.camera,
+                               labels)  # every class, the PyTorch backend
+    mine = support.of(labels)  # the compiled one-pass render, the classes that can reach dcs_teacher_support
+    assert bool(((mine >= 0.2) == (reference >= 0.2)).all())
+    torch.testing.assert_close(mine[mine > 0], reference[mine > 0], rtol=1e-4, atol=1e-5)
+    kept = trainer._filter_labels(mapper, frame.camera, labels, support)
     annotated = [kf for kf in mapper.keyframes if kf.annotation is not None]
     assert trainer.fusion_votes == len(annotated) and all(kf.annotation.voted for kf in annotated)
     assert all(kf.annotation.fused_labels is None for kf in annotated)  # votes, no fusion targets

@@ -19,9 +19,9 @@ from clipgs.data.frame import Camera, Frame
 from clipgs.mapping import ChannelTrainer, GaussianMap, IncrementalMapper
 from clipgs.mapping.keyframes import Keyframe
 from clipgs.render import RenderOutput
+from clipgs.semantics import fusion
 from clipgs.semantics.coherence import rendered_segments, split_masks
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.fusion import keyframes_to_vote, render_with_support, support_of_labels, vote_and_label
 from clipgs.semantics.refit import RefitReport, evenly_spaced, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
@@ -71,6 +71,7 @@ class SemanticTrainer(ChannelTrainer):
         self.worker: SourceWorker | None = None  # the source's thread, with async_source
         self._replay_pool: list[KeyframeSemantics] = []  # the annotated keyframes' supervision, drawn per round
         self.refit: RefitReport | None = None  # what the decoder refit did (``finish``)
+        self._support: fusion.SupportChannels | None = None  # what 3DCS' support test renders (_vote, support=True)
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -268,19 +269,23 @@ class SemanticTrainer(ChannelTrainer):
     # ----------------------------------------------------------------- 3D label fusion
     @torch.no_grad()
     def _vote(self, mapper: IncrementalMapper, support: bool = False) -> None:
-        """New and ``fused_revote`` older keyframes (:func:`keyframes_to_vote`) splat their masks' classes onto the
-        Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets. ``support``:
-        for 3DCS' support test when it is on, as a round's work starts (each keyframe once, hard: ``dcs_tau``; at most
-        max(dcs_final, dcs_max_keyframes) new ones), so a stream whose rounds wait does not pay for it meanwhile."""
+        """New and ``fused_revote`` older keyframes (:func:`~fusion.keyframes_to_vote`) splat their masks' classes onto
+        the Gaussians; with fusion each then gets the fused classes rendered into its view as pixel targets.
+        ``support``: for 3DCS' support test when it is on, as a round's work starts (each keyframe once, hard:
+        ``dcs_tau``; at most max(dcs_final, dcs_max_keyframes) new ones), so a stream whose rounds wait does not pay
+        for it meanwhile; then the channels the round's views render for it (``fusion.support_channels``)."""
         c, fused, cursor = self.config, self.fusion_enabled, self._vote_cursor
         limit, on = max(c.dcs_final_keyframes, c.dcs_max_keyframes), fused or (support and c.dcs_teacher_support > 0)
-        todo, self._vote_cursor = keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0, cursor,
-                                                    limit) if on else ([], cursor)
+        todo, self._vote_cursor = fusion.keyframes_to_vote(self._annotated(mapper), c.fused_revote if fused else 0,
+                                                           cursor, limit) if on else ([], cursor)
+        votes = mapper.map.extra("class_votes", len(self.vocabulary)) if on else None
         if todo:
-            vote_and_label(todo, mapper.map.extra("class_votes", len(self.vocabulary)), mapper.map.gaussians,
-                           self.vocabulary.to(self.device), c.fused_tau if fused else c.dcs_tau, c.dcs_confidence,
-                           mapper.config.backend, label=fused)
+            fusion.vote_and_label(todo, votes, mapper.map.gaussians, self.vocabulary.to(self.device),
+                                  c.fused_tau if fused else c.dcs_tau, c.dcs_confidence, mapper.config.backend,
+                                  label=fused)
         self.fusion_votes += len(todo)
+        if support and c.dcs_teacher_support > 0:
+            self._support = fusion.support_channels(votes, c.dcs_teacher_support)
 
     # ----------------------------------------------------------------- 3DCS
     def _round_items(self, mapper: IncrementalMapper) -> list[tuple[Keyframe, Camera | None]]:
@@ -297,40 +302,38 @@ class SemanticTrainer(ChannelTrainer):
         between it and ``next_camera`` (appended to ``views``)."""
         c = self.config
         vocab = self.vocabulary.to(self.device)
-        out, shares = self._render(mapper, kf.camera)
+        out, support = self._render(mapper, kf.camera)
         masks = kf.annotation.masks.mask_ids.to(self.device).long()
         if c.dcs_split_masks:
             masks = split_masks(masks, rendered_segments(out, max_width=c.dcs_segment_width))
         labels = vote_in_masks(self.decoder.similarity(out.semantics, vocab) / c.dcs_tau, masks, c.dcs_confidence)
-        kf.annotation.pseudo_labels = compact_ids(self._filter_labels(mapper, kf.camera, labels, shares))
+        kf.annotation.pseudo_labels = compact_ids(self._filter_labels(mapper, kf.camera, labels, support))
         for camera in novel_cameras([kf.camera, next_camera], c.dcs_novel_views) if next_camera is not None else []:
-            out, shares = self._render(mapper, camera)
+            out, support = self._render(mapper, camera)
             pseudo = label_rendered_view(out, self.decoder, vocab, c.dcs_confidence, c.dcs_tau, c.dcs_segment_width)
-            pseudo = self._filter_labels(mapper, camera, pseudo, shares)
+            pseudo = self._filter_labels(mapper, camera, pseudo, support)
             if bool((pseudo >= 0).any()):
                 views.append(NovelView(camera, compact_ids(pseudo),
                                        NovelView.surface_far_mm(out, mapper.config.occlusion_margin_m)))
 
-    def _render(self, mapper: IncrementalMapper, camera: Camera) -> tuple[RenderOutput, Tensor | None]:
+    def _render(self, mapper: IncrementalMapper, camera: Camera) -> tuple[RenderOutput, fusion.VoteSupport | None]:
         """The map from ``camera`` and, with ``dcs_teacher_support``, its vote shares from the same pass (the votes
         were cast as the round's work started: _dcs_work, final_round)."""
         if self.config.dcs_teacher_support <= 0:
             return mapper.render(camera), None
         with mapper.lock:
-            votes = mapper.map.extra("class_votes", len(self.vocabulary))
-            return render_with_support(mapper.map.gaussians, votes, camera, mapper.config.backend)
+            return fusion.render_with_support(mapper.map.gaussians, self._support, camera, mapper.config.backend)
 
     def _filter_labels(self, mapper: IncrementalMapper, camera: Camera, labels: Tensor,
-                       shares: Tensor | None) -> Tensor:
+                       support: fusion.VoteSupport | None) -> Tensor:
         """``labels`` (H, W) with -1 where Gaussians younger than ``dcs_mature_keyframes`` carry half the weight,
-        and where the teacher's votes (``shares``, :meth:`_render`) give the label under ``dcs_teacher_support``."""
+        and where the teacher's votes (``support``, :meth:`_render`) give the label under ``dcs_teacher_support``."""
         c, g, backend, none = self.config, mapper.map.gaussians, mapper.config.backend, torch.full_like(labels, -1)
         if c.dcs_mature_keyframes > 0:
             old = mapper.map.extra("age_keyframes", 1)[:, 0] >= c.dcs_mature_keyframes
             labels = torch.where(rendered_share(g, old, camera, backend) >= 0.5, labels, none)
-        if shares is not None:
-            labels = torch.where(support_of_labels(shares.to(labels.device), labels) >= c.dcs_teacher_support, labels,
-                                 none)
+        if support is not None:
+            labels = torch.where(support.of(labels) >= c.dcs_teacher_support, labels, none)
         return labels
 
     def _dcs_work(self, mapper: IncrementalMapper, count: int) -> None:
