@@ -57,12 +57,15 @@ def _load_open_clip(model: str, weights: str | None, seed: int, device: str):
 class TextEncoder:
     """encode(["chair", ...]) -> (n, D) unit vectors: mean of the template embeddings, renormalised."""
 
+    BATCH = 16  # prompts per text-tower pass: a 200-class vocabulary's 1600 prompts in one took 2.9 GB (ViT-B-16)
+
     def __init__(self, model: str = "clipgs-tiny", weights: str | Path | None = None,
                  templates: tuple[str, ...] = TEMPLATES, seed: int = 0, device: str | torch.device = "cpu") -> None:
         self.model_name, self.weights, self.templates = model, weights, templates
         self.device = torch.device(device)
         self.net, _, self.tokenizer = load_open_clip(model, weights, seed, device)
         self._cache: dict[str, Tensor] = {}
+        self._cut_context: bool | None = None  # whether encode_tokens' shortcut matched encode_text (first use)
 
     @property
     def identity(self) -> dict:
@@ -94,7 +97,34 @@ class TextEncoder:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             prompts = [tpl.format(t.strip()) for t in missing for tpl in self.templates]
-            emb = F.normalize(self.net.encode_text(self.tokenizer(prompts).to(self.device)).float().cpu(), dim=-1)
-            emb = F.normalize(emb.reshape(len(missing), len(self.templates), -1).mean(1), dim=-1)
+            emb = torch.cat([self._encode_prompts(prompts[i:i + self.BATCH]) for i in range(0, len(prompts),
+                                                                                            self.BATCH)])
+            emb = F.normalize(F.normalize(emb, dim=-1).reshape(len(missing), len(self.templates), -1).mean(1), dim=-1)
             self._cache.update(zip(missing, emb))
         return torch.stack([self._cache[t] for t in texts])
+
+    def _encode_prompts(self, prompts: list[str]) -> Tensor:
+        """(len(prompts), D) float32 text-tower embeddings on the CPU (not normalised): :func:`encode_tokens`, whose
+        shortcut is checked once against the model's own ``encode_text`` and not taken if they disagree."""
+        tokens = self.tokenizer(prompts).to(self.device)
+        if self._cut_context is None:
+            first = tokens[:2]
+            self._cut_context = bool(torch.allclose(encode_tokens(self.net, first), self.net.encode_text(first),
+                                                    rtol=1e-4, atol=1e-4))
+        return (encode_tokens(self.net, tokens) if self._cut_context else self.net.encode_text(tokens)).float().cpu()
+
+
+def encode_tokens(net: torch.nn.Module, tokens: Tensor) -> Tensor:
+    """(B, T) token ids -> (B, D) text embeddings, the same as ``net.encode_text(tokens)``. For open_clip's CLIP
+    text tower (causal attention, pooled at the end-of-text token, the largest id of a prompt) the context is cut
+    after the last end token first: later positions cannot reach the pooled one, and class prompts fill about 14
+    of CLIP's 77 (ViT-B-16: 5.8x faster). Other towers run ``encode_text``."""
+    parts = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection", "attn_mask")
+    if getattr(net, "text_pool_type", None) != "argmax" or any(getattr(net, p, None) is None for p in parts):
+        return net.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    cast = net.transformer.get_cast_dtype()
+    x = net.token_embedding(tokens[:, :length]).to(cast) + net.positional_embedding[:length].to(cast)
+    x = net.ln_final(net.transformer(x, attn_mask=net.attn_mask[:length, :length]))
+    x = x[torch.arange(len(tokens), device=tokens.device), tokens[:, :length].argmax(dim=-1)]
+    return net.text_projection(x) if isinstance(net.text_projection, torch.nn.Linear) else x @ net.text_projection
