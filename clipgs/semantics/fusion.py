@@ -11,7 +11,8 @@ everywhere) win the vote as well: fusion does not undo those.
 
 Only the Gaussians a view may see and only the classes it involves are rendered (a vote splats the classes
 its masks read; labels render the classes of the Gaussians in view): the kernels' cost grows with the channel
-count, and a vote costs what the view holds, not what the map holds.
+count, and a vote costs what the view holds, not what the map holds. 3DCS' support test renders only the
+classes some Gaussian gives its threshold (:func:`support_channels`).
 """
 from __future__ import annotations
 
