@@ -93,6 +93,13 @@ def test_vote_in_masks_hand_made_case():
     mask_ids = torch.tensor([[0, 0, 1, 1], [0, 0, 1, -1]])
     out = vote_in_masks(logits, mask_ids, confidence=0.6)
     assert out.tolist() == [[1, 1, 2, 2], [1, 1, -1, -1]]
+    # the void row leads on every pixel; after it class 2 on two pixels, class 1 on one (softmax 1 / (1 + e^-10))
+    void_first = torch.tensor([[[9.0, -5.0, 5.0], [9.0, -5.0, 5.0], [9.0, 5.0, -5.0]]])
+    one_mask = torch.zeros(1, 3, dtype=torch.long)
+    assert vote_in_masks(void_first, one_mask, 0.6).tolist() == [[2, 2, 2]]
+    assert vote_in_masks(void_first, one_mask, 0.99999).tolist() == [[-1, -1, -1]]  # 0.99995: not confident
+    assert vote_in_masks(void_first, one_mask, 0.6, ignore_class=None).tolist() == [[0, 0, 0]]
+    assert vote_in_masks(void_first, one_mask, 0.6, ignore_class=2).tolist() == [[0, 0, 0]]
 
 
 def test_miou_against_a_hand_computed_example():
