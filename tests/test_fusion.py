@@ -13,6 +13,7 @@ from clipgs.mapping.gaussian_map import GaussianMap
 from clipgs.mapping.mapper import IncrementalMapper
 from clipgs.mapping.trainable_map import TrainableMap
 from clipgs.render import rasterize, splat_to_gaussians
+from clipgs.semantics import fusion
 from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.fusion import (
     keyframes_to_vote,
@@ -136,7 +137,7 @@ def test_label_support_is_the_share_of_votes_for_each_pixels_label():
     assert float(nothing.abs().sum()) == 0.0  # no votes at all: no support
 
 
-def test_support_bounded_to_the_views_classes_decides_as_the_whole_vocabulary():
+def test_support_bounded_to_the_views_classes_decides_as_the_whole_vocabulary(monkeypatch):
     """A 200-class vocabulary whose votes spread thinly over every class: the bounded render carries only the
     classes some Gaussian gives ``min_share``, and a support test at ``min_share`` keeps the same pixels."""
     gmap, camera = _random_scene(300, seed=3)
@@ -154,6 +155,10 @@ def test_support_bounded_to_the_views_classes_decides_as_the_whole_vocabulary():
         a, b = whole.of(labels), bounded.of(labels)
         assert bool(((a >= min_share) == (b >= min_share)).all()) and bool((b >= min_share).any())
         torch.testing.assert_close(b[b > 0], a[b > 0])
+    whole_blocks = support_channels(votes, 0.1)
+    monkeypatch.setattr(fusion, "SHARE_BLOCK_ROWS", 7)  # the largest shares found block by block: the same channels
+    blocked = support_channels(votes, 0.1)
+    assert torch.equal(blocked.classes, whole_blocks.classes) and torch.equal(blocked.channels, whole_blocks.channels)
 
 
 def test_3dcs_keeps_only_pseudo_labels_the_teachers_votes_support(synth_dir):
