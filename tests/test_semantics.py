@@ -100,6 +100,7 @@ def test_vote_in_masks_hand_made_case():
     assert vote_in_masks(void_first, one_mask, 0.99999).tolist() == [[-1, -1, -1]]  # 0.99995: not confident
     assert vote_in_masks(void_first, one_mask, 0.6, ignore_class=None).tolist() == [[0, 0, 0]]
     assert vote_in_masks(void_first, one_mask, 0.6, ignore_class=2).tolist() == [[0, 0, 0]]
+    assert vote_in_masks(void_first[..., :1], one_mask, 0.6).tolist() == [[-1, -1, -1]]  # void alone: no class
 
 
 def test_miou_against_a_hand_computed_example():

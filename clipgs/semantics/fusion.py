@@ -88,13 +88,6 @@ def render_fused_labels(gaussians: GaussianMap, votes: Tensor, camera: Camera, m
     return torch.where(keep, classes.to(pick.device)[pick], labels)
 
 
-def vote_shares(votes: Tensor) -> Tensor:
-    """(N, C + 1) each Gaussian's share of its votes (N, C) per class, then 1 where it has any vote (0 where none).
-    Rendered, the channels give per pixel the compositing-weighted shares and the weight of voted Gaussians."""
-    total = votes.sum(dim=1, keepdim=True)
-    return torch.cat([votes / total.clamp(min=1e-12), (total > 0).to(votes)], dim=1)
-
-
 @dataclasses.dataclass
 class VoteSupport:
     """A view's rendered vote shares (:func:`render_with_support`) for the classes that can pass a support test.
@@ -126,7 +119,9 @@ class VoteSupport:
 class SupportChannels:
     """Per-Gaussian channels whose render gives a view's vote support (:func:`support_channels`).
 
-    channels: (N, K + 1) each Gaussian's vote share for each of ``classes``, then 1 where it has any vote.
+    channels: (N, K + 1) each Gaussian's share of its votes for each of ``classes``, then 1 where it has any vote
+        (0 where none); rendered, they give per pixel the compositing-weighted shares and the weight of voted
+        Gaussians.
     classes: (K,) vocabulary rows, those some Gaussian gives at least the ``min_share`` they were chosen with.
     """
 

@@ -21,6 +21,9 @@ def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_cl
     below the confidence get no label, as do masks without a confident pixel and pixels outside masks.
     ``ignore_class`` (the void row of a vocabulary) is never predicted.
     """
+    out = torch.full(mask_ids.shape, -1, dtype=torch.long, device=logits.device)
+    if logits.shape[-1] - (0 if ignore_class is None else 1) < 1:  # no class to choose
+        return out
     scores = logits[..., 1:] if ignore_class == 0 else logits  # void first (a vocabulary's row 0): left out, no copy
     if ignore_class not in (None, 0):
         scores = scores.clone()
@@ -28,7 +31,6 @@ def vote_in_masks(logits: Tensor, mask_ids: Tensor, confidence: float, ignore_cl
     top, label = scores.max(dim=-1)
     conf = torch.exp(scores - top[..., None]).sum(dim=-1).reciprocal()  # the softmax's largest value
     label = label + 1 if ignore_class == 0 else label
-    out = torch.full(mask_ids.shape, -1, dtype=torch.long, device=logits.device)
     confident = (conf >= confidence) & (mask_ids >= 0)
     if not bool(confident.any()):
         return out
