@@ -312,3 +312,16 @@ def test_mapper_with_pose_refinement_corrects_drifting_odometry(room_160):
     # it and the correction carries to the frames after it.
     assert drifts[0][0] > 0.03 and drifts[0][1] > 0.9
     assert drifts[25][0] < 0.75 * drifts[0][0] and drifts[25][1] < 0.6 * drifts[0][1], drifts
+
+
+def test_offline_mapping_hands_freed_memory_back_after_each_keyframe_and_the_end(synth_dir, monkeypatch):
+    """As MapperWorker does on a live stream: glibc keeps freed blocks, and RSS would creep up over a long bag."""
+    from clipgs.mapping import memory, offline
+
+    assert memory._libc_trim() is not None  # glibc on Linux: the release is real, not a no-op
+    memory.release_free_memory()
+    calls = []
+    monkeypatch.setattr(offline, "release_free_memory", lambda: calls.append(1))
+    _, summary = offline.map_dataset(open_dataset(synth_dir), MapperConfig(iters_per_keyframe=2, w_ssim=0.0),
+                                     max_frames=6, progress=False)
+    assert summary["keyframes"] >= 2 and len(calls) == summary["keyframes"] + 1

@@ -15,6 +15,7 @@ from clipgs.data.frame import Frame
 from clipgs.mapping.channel_trainer import ChannelTrainer
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.memory import release_free_memory
 from clipgs.mapping.state import describe_phases
 
 
@@ -51,7 +52,8 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     bar = tqdm(itertools.islice(frames, max_frames), total=total, desc="map", unit="frame", disable=not progress)
     try:
         for frame in bar:
-            mapper.add_frame(frame)
+            if mapper.add_frame(frame) == "keyframe":
+                release_free_memory()
             count += 1
             s = mapper.stats
             bar.set_postfix(kf=s.keyframes, gauss=s.gaussians, loss=f"{s.last_loss:.4f}", refresh=False)
@@ -61,6 +63,7 @@ def map_frames(frames: Iterable[Frame], config: MapperConfig, total: int | None 
     t_finish, phase_seconds = time.perf_counter(), dict(mapper.stats.seconds)
     with tqdm(desc="finishing (3DCS round, decoder refit)", unit="step", disable=not progress, delay=0.5) as finishing:
         mapper.finish(0 if interrupted else refine_iters, follow_with(finishing))
+    release_free_memory()
     end = time.perf_counter()
     seconds, finish_seconds, mapping_seconds = end - t0, end - t_finish, t_finish - t0
     s = mapper.stats

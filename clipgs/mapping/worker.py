@@ -1,8 +1,6 @@
 """MapperWorker: runs an IncrementalMapper on a background thread with a queue of one frame."""
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
 import threading
 import time
@@ -10,28 +8,11 @@ from collections import Counter
 
 from clipgs.data.frame import Frame
 from clipgs.mapping.mapper import IncrementalMapper
+from clipgs.mapping.memory import release_free_memory
 from clipgs.mapping.state import MapSnapshot
 from clipgs.openmp import release_thread_team
 
 log = logging.getLogger(__name__)
-
-
-@functools.cache
-def _libc_trim():
-    """glibc's malloc_trim, or None elsewhere (musl, macOS, Windows)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the system. A keyframe's renders allocate large temporaries whose sizes
-    change as the map grows, and glibc keeps such freed blocks in its arenas: without this the process's RSS
-    creeps up over a long run although nothing is held (apartment: +45 % over the last 550 frames)."""
-    trim = _libc_trim()
-    if trim is not None:
-        trim(0)
 
 
 class MapperWorker:
