@@ -10,13 +10,17 @@ from clipgs.semantics.sac import SemanticDecoder
 
 def test_relevancy_and_3d_query_on_a_toy_map():
     from clipgs.mapping import GaussianMap
-    from clipgs.semantics.query import query_map, relevancy
+    from clipgs.semantics.query import query_map, relevancy, relevancy_from_cosines
 
     g = torch.Generator().manual_seed(0)
     chair, table, other = torch.nn.functional.normalize(torch.randn(3, 16, generator=g), dim=-1)
     x = torch.stack([chair, table])
     rel = relevancy(x, chair, torch.stack([table, other]))
     assert rel[0] > 0.99 and rel[1] < 0.01
+    cosines = torch.rand(50, 1 + 30, generator=g) * 2 - 1  # LERF's definition, pair by pair: the same values
+    pairwise = torch.stack([torch.softmax(torch.stack([cosines[:, 0], cosines[:, k]], -1) / 0.01, -1)[:, 0]
+                            for k in range(1, 31)]).min(dim=0).values
+    torch.testing.assert_close(relevancy_from_cosines(cosines), pairwise, rtol=1e-6, atol=1e-7)
     # A toy map: two clusters of Gaussians whose attributes decode (identity decoder) to chair / table.
     n = 200
     means = torch.cat([torch.randn(n, 3, generator=g) * 0.05 + torch.tensor([1.0, 0, 0]),

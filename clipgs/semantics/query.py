@@ -39,8 +39,12 @@ def relevancy(decoded: Tensor, query: Tensor, negatives: Tensor, tau: float = 0.
 
 
 def relevancy_from_cosines(cosines: Tensor, tau: float = 0.01) -> Tensor:
-    """(..., 1 + K) cosines with [query, negatives...] -> (...,) relevancy in [0, 1] (see ``relevancy``)."""
-    return torch.sigmoid((cosines[..., :1] - cosines[..., 1:]) / tau).min(dim=-1).values
+    """(..., 1 + K) cosines with [query, negatives...] -> (...,) relevancy in [0, 1] (see ``relevancy``).
+
+    softmax([q, n] / tau)[q] = sigmoid((q - n) / tau) falls as n rises, so its minimum over the negatives is the
+    one at the closest negative: one sigmoid a pixel, not K (the same values; 640x480 with 199 negatives: 263 ->
+    12 ms, with 15: 22 -> 4)."""
+    return torch.sigmoid((cosines[..., 0] - cosines[..., 1:].amax(dim=-1)) / tau)
 
 
 @dataclass
