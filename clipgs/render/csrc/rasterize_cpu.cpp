@@ -26,12 +26,7 @@
 
 namespace {
 
-// One Gaussian's compositing inputs in one 32-byte record, so gathering a tile's splats (which lie scattered
-// through the map in depth order) reads one cache line per splat instead of four arrays' worth.
-struct SplatRecord {
-  float mx, my, ca, cb, cc, o;
-  int32_t rx, ry;
-};
+struct SplatRecord;  // below: one Gaussian's compositing inputs packed
 
 template <typename T>
 struct Scene {
@@ -53,6 +48,36 @@ template <typename T>
 inline T max_alpha() { return T(0.999); }
 template <typename T>
 inline T trans_eps() { return T(1e-4); }
+
+// An upper bound of log(x) for x >= 1: the exponent plus the tangent of log2 at sqrt(2) for the mantissa m in
+// [1, 2) (a concave function lies below its tangents), times log(2); at most 0.07 above log(x), below it only by
+// float rounding (3.6e-7 at the tangent point).
+inline float log_upper(float x) {
+  int32_t bits;
+  __builtin_memcpy(&bits, &x, sizeof bits);
+  const int32_t e = ((bits >> 23) & 0xff) - 127;
+  const int32_t mbits = (bits & 0x7fffff) | 0x3f800000;
+  float m;
+  __builtin_memcpy(&m, &mbits, sizeof m);
+  return (float(e) + 0.5f + (m - 1.41421356f) * 1.02014134f) * 0.69314718f;
+}
+
+// The constants of a splat's row intervals (see Reach): the same on every tile it touches, so computed once per
+// Gaussian where records are packed (render_simd; a division and a log fewer per tile entry).
+struct ReachShape { float k_dy2, k_0, slope, r_scale; };
+inline ReachShape reach_shape(float ca, float cb, float cc, float o) {
+  const float S = log_upper(o / alpha_threshold<float>()) + 1e-3f, inv_ca = 1.f / ca;
+  return ReachShape{cb * cb - ca * cc, 2.f * ca * S, cb * inv_ca, inv_ca};
+}
+
+// One Gaussian's compositing inputs in one 48-byte record, so gathering a tile's splats (which lie scattered
+// through the map in depth order) reads one record per splat instead of four arrays' worth.
+struct SplatRecord {
+  float mx, my, ca, cb, cc, o;
+  int32_t rx, ry;
+  ReachShape shape;
+};
+
 
 // Depth and RGB: the channels whose gradients always reach the geometry (means, conics, opacities). The
 // backwards take `attributes_move_geometry`: 0 keeps the attribute channels after them out of dL/dalpha, so
@@ -628,7 +653,7 @@ void backward(const Scene<T>& s, const T* final_T, const int32_t* last, const T*
 constexpr int kTile = 16;                  // the vector path is only used when tile == 16
 constexpr int kLanes = 8;                  // pixels per vector
 constexpr int kSegs = kTile / kLanes;      // vectors per tile row
-constexpr int kSlots = kTile * kSegs;      // vectors per tile; slot = row * kSegs + segment
+constexpr int kSlots = kTile * kSegs;      // vectors per tile (the backward's slot = row * kSegs + segment)
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
@@ -645,6 +670,7 @@ inline bool any(vi m) {
   return !_mm256_testz_si256(v, v);
 }
 inline bool all_set(vi m) { return _mm256_testc_si256((__m256i)m, _mm256_set1_epi32(-1)); }
+inline uint32_t lane_bits(vi m) { return (uint32_t)_mm256_movemask_ps((__m256)m); }  // bit x: lane x < 0
 #else
 inline bool any(vi m) {
   m |= __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
@@ -653,6 +679,11 @@ inline bool any(vi m) {
   return m[0] != 0;
 }
 inline bool all_set(vi m) { return !any(~m); }
+inline uint32_t lane_bits(vi m) {
+  uint32_t bits = 0;
+  for (int x = 0; x < kLanes; ++x) bits |= uint32_t(m[x] < 0) << x;
+  return bits;
+}
 #endif
 inline float hsum(vf v) {
   v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
@@ -672,6 +703,26 @@ inline vf hsum8(const vf* v) {
            __builtin_shufflevector(s[2 * i], s[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
   return __builtin_shufflevector(t[0], t[1], 0, 2, 4, 6, 8, 10, 12, 14) +
          __builtin_shufflevector(t[0], t[1], 1, 3, 5, 7, 9, 11, 13, 15);
+}
+
+// An 8x8 transpose in place: lane j of v[i] goes to lane i of v[j] (unpacks within 128-bit halves, then
+// 64-bit shuffles, then the halves swapped: 24 shuffles where moving the 64 floats one by one takes 128 moves).
+inline void transpose8(vf* v) {
+  static_assert(kLanes == 8, "an 8x8 transpose");
+  vf t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[2 * i + 1] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int h = 0; h < 2; ++h)  // rows 4h .. 4h + 3: u[4h + j] holds lanes j and j + 4 of them
+    for (int j = 0; j < 2; ++j) {
+      u[4 * h + 2 * j] = __builtin_shufflevector(t[4 * h + j], t[4 * h + 2 + j], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[4 * h + 2 * j + 1] = __builtin_shufflevector(t[4 * h + j], t[4 * h + 2 + j], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int j = 0; j < 4; ++j) {
+    v[j] = __builtin_shufflevector(u[j], u[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[4 + j] = __builtin_shufflevector(u[j], u[4 + j], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
 }
 
 // exp(x) for float32 lanes, x clamped to [-87, 0] (the compositor only needs exp(-sigma), sigma >= 0).
@@ -1009,30 +1060,19 @@ struct TileSplat {
   const float* f;        // its C channels
 };
 
-// Per tile: the splats whose ellipse reaches one of its pixels, and for each 8-pixel row segment (slot = row *
-// kSegs + segment) the splats that reach it, in list order: rows[row_start[q] .. row_end[q]). Reused across
-// tiles by each thread.
+// Per tile: the splats whose ellipse reaches one of its pixels, and for each 8-pixel row segment (list slot
+// `list_slot(row, segment)`) the splats that reach it, in list order: rows[row_start[q] .. row_end[q]). Reused
+// across tiles by each thread.
+static_assert(kSlots <= 32, "a splat's reached segments are one 32-bit mask");
+constexpr int list_slot(int row, int seg) { return seg * kTile + row; }
 struct TileLists {
   std::vector<TileSplat> splats;
   std::vector<int32_t> rows;
-  std::vector<uint8_t> row_segs;  // per splat, kTile bytes: the segments (bit q: segment q) it reaches per row
-  int32_t row_start[kSlots + 1];  // per slot: its stretch of `rows` (its entries and one spare)
+  std::vector<uint32_t> reached;  // per splat: the segments it reaches, bit list_slot(row, segment)
+  int32_t row_start[kSlots + 1];  // per slot: its stretch of `rows`
   int32_t row_end[kSlots];        // per slot: the end of its entries
   std::vector<vf> weights;        // composite_segment's scratch: one per entry of the longest slot
 };
-
-// An upper bound of log(x) for x >= 1: the exponent plus the tangent of log2 at sqrt(2) for the mantissa m in
-// [1, 2) (a concave function lies below its tangents), times log(2); at most 0.07 above log(x), below it only by
-// float rounding (3.6e-7 at the tangent point).
-inline float log_upper(float x) {
-  int32_t bits;
-  __builtin_memcpy(&bits, &x, sizeof bits);
-  const int32_t e = ((bits >> 23) & 0xff) - 127;
-  const int32_t mbits = (bits & 0x7fffff) | 0x3f800000;
-  float m;
-  __builtin_memcpy(&m, &mbits, sizeof m);
-  return (float(e) + 0.5f + (m - 1.41421356f) * 1.02014134f) * 0.69314718f;
-}
 
 // Which 8-pixel segments of tile rows r0 .. r0 + 7 (one lane per row; bit q: segment q) hold a pixel centre where a
 // splat's alpha can reach the threshold: within its box (tile-local columns x0..x1, rows y0..y1) and where
@@ -1046,13 +1086,12 @@ struct Reach {
   vf k_dy2, k_0, slope, r_scale, mx;
   float my_off;
   int32_t x0, x1, y0, y1;
+  Reach(float mx_off, float my_off_, const ReachShape& sh, int32_t x0_, int32_t x1_, int32_t y0_, int32_t y1_)
+      : k_dy2(splat(sh.k_dy2)), k_0(splat(sh.k_0)), slope(splat(sh.slope)), r_scale(splat(sh.r_scale)),
+        mx(splat(mx_off)), my_off(my_off_), x0(x0_), x1(x1_), y0(y0_), y1(y1_) {}
   Reach(float mx_off, float my_off_, float ca, float cb, float cc, float o, int32_t x0_, int32_t x1_, int32_t y0_,
         int32_t y1_)
-      : my_off(my_off_), x0(x0_), x1(x1_), y0(y0_), y1(y1_) {
-    const float S = log_upper(o / alpha_threshold<float>()) + 1e-3f, inv_ca = 1.f / ca;
-    k_dy2 = splat(cb * cb - ca * cc), k_0 = splat(2.f * ca * S);
-    slope = splat(cb * inv_ca), r_scale = splat(inv_ca), mx = splat(mx_off);
-  }
+      : Reach(mx_off, my_off_, reach_shape(ca, cb, cc, o), x0_, x1_, y0_, y1_) {}
   vi rows(int r0) const {
     constexpr float eps = 1e-3f;
     const vi row = lane_index() + r0;
@@ -1070,29 +1109,30 @@ struct Reach {
   }
 };
 
-// The splat's reached segments per tile row (out[r]) into the per-slot counts; whether it reaches any.
-inline bool reached_segments(const TileSplat& sp, float ca, int64_t ty0, uint8_t* out, vi* slot_counts) {
-  const Reach reach(sp.mx_off, sp.my - float(ty0) - 0.5f, ca, sp.cb, sp.cc, sp.o, sp.x0, sp.x1, sp.y0, sp.y1);
-  vi any_row = splat_i(0);
+// The segments the splat reaches (bit list_slot(row, segment)), added to the per-slot counts (slot_counts[i] lane
+// x: slot i * kLanes + x).
+inline uint32_t reached_segments(const TileSplat& sp, const ReachShape& shape, int64_t ty0, vi* slot_counts) {
+  const Reach reach(sp.mx_off, sp.my - float(ty0) - 0.5f, shape, sp.x0, sp.x1, sp.y0, sp.y1);
+  static_assert(list_slot(kLanes, 0) == kLanes && list_slot(0, 1) == kTile, "lanes of one vector: rows of a segment");
+  uint32_t bits = 0;
   for (int r0 = 0; r0 < kTile; r0 += kLanes) {
     if (r0 > sp.y1 || r0 + kLanes <= sp.y0) continue;  // the fill reads rows y0..y1 only
     const vi segs = reach.rows(r0);
-    any_row |= segs;
-    for (int q = 0; q < kSegs; ++q)  // a true lane is -1
-      slot_counts[q * (kTile / kLanes) + r0 / kLanes] -= (segs & splat_i(1 << q)) != splat_i(0);
-    typedef uint8_t v8u __attribute__((vector_size(kLanes)));
-    const v8u bytes = __builtin_convertvector(segs, v8u);
-    __builtin_memcpy(out + r0, &bytes, kLanes);
+    for (int q = 0; q < kSegs; ++q) {  // a true lane is -1
+      const vi hit = (segs & splat_i(1 << q)) != splat_i(0);
+      slot_counts[list_slot(r0, q) / kLanes] -= hit;
+      bits |= lane_bits(hit) << list_slot(r0, q);
+    }
   }
-  return any(any_row);
+  return bits;
 }
 
 template <bool kRecords>
 inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t ty0, TileLists& L) {
   const int64_t start = s.tile_start[t], count = s.tile_count[t], C = s.C;
   L.splats.clear();
-  L.row_segs.resize(kTile * count);
-  vi slot_counts[kSegs * kTile / kLanes] = {};  // splats per slot, [segment][row block] (lane: row in block)
+  L.reached.resize(count);
+  vi slot_counts[kSlots / kLanes] = {};  // splats per list slot (lane x of vector i: slot i * kLanes + x)
   constexpr int64_t kAhead = 8;  // the lists' Gaussians lie scattered through the map: fetch ahead
   for (int64_t k = 0; k < count; ++k) {
     if (k + kAhead < count) {
@@ -1111,9 +1151,10 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
       rec = s.records[g];
     else
       rec = SplatRecord{s.means2d[2 * g], s.means2d[2 * g + 1], s.conics[3 * g], s.conics[3 * g + 1],
-                        s.conics[3 * g + 2], s.opacities[g], s.radii[2 * g], s.radii[2 * g + 1]};
+                        s.conics[3 * g + 2], s.opacities[g], s.radii[2 * g], s.radii[2 * g + 1], {}};
     const Box b = pixel_box(s, rec.mx, rec.my, float(rec.rx), float(rec.ry), tx0, ty0);
     if (b.x0 > b.x1 || b.y0 > b.y1) continue;
+    if constexpr (!kRecords) rec.shape = reach_shape(rec.ca, rec.cb, rec.cc, rec.o);
     TileSplat sp;
     sp.mx_off = rec.mx - float(tx0) - 0.5f;
     sp.my = rec.my;
@@ -1122,31 +1163,19 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
     sp.x0 = (int32_t)(b.x0 - tx0), sp.x1 = (int32_t)(b.x1 - tx0);
     sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
     sp.k = (int32_t)k;
-    uint8_t* segs = L.row_segs.data() + kTile * L.splats.size();
-    if (!reached_segments(sp, rec.ca, ty0, segs, slot_counts)) continue;
+    const uint32_t reached = reached_segments(sp, rec.shape, ty0, slot_counts);
+    if (reached == 0) continue;
     sp.f = s.feats + g * C;
+    L.reached[L.splats.size()] = reached;
     L.splats.push_back(sp);
   }
-  // Each slot's stretch ends in one spare entry: the fill below writes every splat at its slots' cursors and
-  // advances only those it reaches (no branch), so a slot already full writes its spare.
   L.row_start[0] = 0;
-  for (int r = 0; r < kTile; ++r)
-    for (int q = 0; q < kSegs; ++q) {
-      const int slot = r * kSegs + q;
-      L.row_start[slot + 1] = L.row_start[slot] + slot_counts[q * (kTile / kLanes) + r / kLanes][r % kLanes] + 1;
-    }
+  for (int q = 0; q < kSlots; ++q) L.row_start[q + 1] = L.row_start[q] + slot_counts[q / kLanes][q % kLanes];
   L.rows.resize(L.row_start[kSlots]);
   int32_t cursor[kSlots];
   std::copy(L.row_start, L.row_start + kSlots, cursor);
-  for (int32_t i = 0; i < (int32_t)L.splats.size(); ++i)
-    for (int r = L.splats[i].y0; r <= L.splats[i].y1; ++r) {
-      const uint8_t segs = L.row_segs[kTile * i + r];
-      for (int q = 0; q < kSegs; ++q) {
-        int32_t& at = cursor[r * kSegs + q];
-        L.rows[at] = i;
-        at += (segs >> q) & 1;
-      }
-    }
+  for (int32_t i = 0; i < (int32_t)L.splats.size(); ++i)  // each splat into the lists of the segments it reaches
+    for (uint32_t bits = L.reached[i]; bits != 0; bits &= bits - 1) L.rows[cursor[__builtin_ctz(bits)]++] = i;
   int32_t longest = 0;
   for (int q = 0; q < kSlots; ++q) L.row_end[q] = cursor[q], longest = std::max(longest, cursor[q] - L.row_start[q]);
   if ((int32_t)L.weights.size() < longest) L.weights.resize(longest);
@@ -1156,15 +1185,15 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
 // registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail`.
 template <int kC, bool kTail, bool kTrack = true>
 inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64_t C, int64_t head,
-                              vi done, float* acc_out, vf& trans_out, vi& last_out) {
+                              vi done, vf* acc_out, vf& trans_out, vi& last_out) {
   // Compile-time channel bounds where kC > 0, so the loops unroll and the accumulators stay in registers.
   constexpr int kHeadC = kC > 0 ? (kC < kHead ? kC : kHead) : 0;
   const int64_t n_ch = kC > 0 ? kC : C, n_head = kC > 0 ? kHeadC : head;
   // Two passes: the weights first (exp, alpha, the lane tests, the transmittance), into w, then the channels. The
   // same sums in the same order as one loop doing both, 13-15 % faster on the render benchmark's 200k-Gaussian
   // 640x480 map (each splat's channel multiply-adds no longer wait in line behind its weight).
-  const int32_t* it = L.rows.data() + L.row_start[row * kSegs + seg];
-  const int32_t* end = L.rows.data() + L.row_end[row * kSegs + seg];
+  const int32_t* it = L.rows.data() + L.row_start[list_slot(row, seg)];
+  const int32_t* end = L.rows.data() + L.row_end[list_slot(row, seg)];
   vf* w = L.weights.data();
   vf trans = splat(1.f);
   vi lastk = splat_i(-1);
@@ -1212,9 +1241,29 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
         for (int64_t ch = n_head; ch < n_ch; ++ch) acc[ch] += wgt * splat(f[ch]);
     }
   }
-  for (int64_t ch = 0; ch < n_ch; ++ch) __builtin_memcpy(acc_out + ch * kLanes, &acc[ch], sizeof(vf));
+  for (int64_t ch = 0; ch < n_ch; ++ch) acc_out[ch] = acc[ch];
   trans_out = trans;
   last_out = lastk;
+}
+
+// A segment's channel sums (acc[ch], lane x: pixel x) into n_lanes consecutive pixels of the (H, W, C) image at
+// out, eight channels at a time through a transpose (the pixel-by-pixel copy had been 8 % of compositing).
+inline void store_pixels(vf* acc, int64_t C, int n_lanes, float* out) {
+  for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, C - c0);
+    vf block[kLanes];
+    for (int i = 0; i < kLanes; ++i) block[i] = i < width ? acc[c0 + i] : vf{};
+    transpose8(block);
+    for (int x = 0; x < n_lanes; ++x) {
+      float* dst = out + x * C + c0;
+      if (width == kLanes)
+        __builtin_memcpy(dst, &block[x], sizeof(vf));
+      else if (width == kLanes / 2)
+        __builtin_memcpy(dst, &block[x], sizeof(vf) / 2);
+      else
+        for (int64_t i = 0; i < width; ++i) dst[i] = block[x][i];
+    }
+  }
 }
 
 // Segment-major: each 8-pixel row segment of a tile runs through the splats of its row alone (lists built
@@ -1228,8 +1277,8 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
   const bool track = final_T != nullptr;  // null final_T and last: no backward follows, `last` is not kept
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     static thread_local TileLists L;
-    static thread_local std::vector<float> acc;
-    acc.resize(C * kLanes);
+    static thread_local std::vector<vf> acc;
+    acc.resize(C);
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
     if (s.records != nullptr)
@@ -1250,10 +1299,10 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
           composite_segment<kC, true>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
         else
           composite_segment<kC, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
+        const int64_t pix0 = (ty0 + row) * s.width + tx0 + col0;
+        store_pixels(acc.data(), C, n_lanes, out + pix0 * C);  // channels left out: 0
         for (int x = 0; x < n_lanes; ++x) {
-          const int64_t pix = (ty0 + row) * s.width + (tx0 + col0 + x);
-          float* o_pix = out + pix * C;
-          for (int64_t ch = 0; ch < C; ++ch) o_pix[ch] = acc[ch * kLanes + x];  // channels left out: 0
+          const int64_t pix = pix0 + x;
           out_alpha[pix] = 1.f - trans[x];
           if (track) final_T[pix] = trans[x], last[pix] = lastk[x];
         }
@@ -1507,7 +1556,8 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
       std::copy(means2d.get() + 2 * i, means2d.get() + 2 * i + 2, m2.get() + 2 * k);
       std::copy(radii + 2 * i, radii + 2 * i + 2, rad.get() + 2 * k);
       records[k] = SplatRecord{means2d[2 * i], means2d[2 * i + 1], conics[3 * i], conics[3 * i + 1], conics[3 * i + 2],
-                               opacities[i], radii[2 * i], radii[2 * i + 1]};
+                               opacities[i], radii[2 * i], radii[2 * i + 1],
+                               reach_shape(conics[3 * i], conics[3 * i + 1], conics[3 * i + 2], opacities[i])};
       dep[k] = depths[i];
       float* f = feats.get() + C * k;
       *f++ = depths[i];
