@@ -457,7 +457,10 @@ void bin_by_depth(int64_t n, const T* means2d, const int32_t* radii, const T* de
   std::vector<int64_t> cursor(size_t(ranges) * n_tiles, 0);  // per range: its tile counts, then its cursors
   parallel_tiles(ranges, threads, [&](int64_t r) {
     int64_t* counts = cursor.data() + r * n_tiles;
+    constexpr int64_t kAhead = 16;  // depth order scatters the Gaussians through the arrays: fetch ahead
     for (int64_t j = v * r / ranges, end = v * (r + 1) / ranges; j < end; ++j) {
+      if (j + kAhead < end)
+        __builtin_prefetch(means2d + 2 * order[j + kAhead]), __builtin_prefetch(radii + 2 * order[j + kAhead]);
       const TileRect t = rects[j] = tile_rect(means2d, radii, order[j], tiles_x, tiles_y, tile);
       for (int64_t ty = t.y0; ty < t.y1; ++ty)
         for (int64_t tx = t.x0; tx < t.x1; ++tx) ++counts[ty * tiles_x + tx];
