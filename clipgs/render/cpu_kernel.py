@@ -14,7 +14,7 @@ from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.native import library_path as _library_path
 
 SOURCES = [Path(__file__).with_name("csrc") / name for name in ("rasterize_cpu.cpp", "adam_cpu.cpp")]
-ABI_VERSION = 14
+ABI_VERSION = 15
 KernelUnavailableError = NativeUnavailableError  # the compiled CPU backend cannot be built or loaded here
 
 
@@ -64,8 +64,8 @@ def load() -> ctypes.CDLL:
     lib.clipgs_project_scalar_f32.restype = None
     lib.clipgs_project_backward_scalar_f32.argtypes = lib.clipgs_project_backward_f32.argtypes  # for tests
     lib.clipgs_project_backward_scalar_f32.restype = None
-    lib.clipgs_fast_exp_f32.argtypes = [i64, p, p]
-    lib.clipgs_fast_exp_f32.restype = None
+    lib.clipgs_fast_exp2_f32.argtypes = [i64, p, p]
+    lib.clipgs_fast_exp2_f32.restype = None
     for suffix in ("f32", "f64"):  # n, map rows, mask, steps, fields, their pointer arrays, widths, lrs, Adam's
         fn = getattr(lib, f"clipgs_adam_fields_{suffix}")
         fn.argtypes = [i64, p, p, p, i64, *([p] * 6), *([ctypes.c_double] * 3), i32]

@@ -728,28 +728,37 @@ inline void transpose8(vf* v) {
   }
 }
 
-// exp(x) for float32 lanes, x clamped to [-87, 0] (the compositor only needs exp(-sigma), sigma >= 0).
-// x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact product), exp(r) by a degree-5 polynomial
-// fitted for relative error on that interval (7.5e-8 in exact arithmetic; two multiply-adds fewer than the
-// degree-7 Taylor polynomial it replaced, same accuracy in float32), 2^n built in the exponent bits. Relative
-// error vs std::exp <= 3e-7 over [-87, 0] (about 2 ulp; checked by tests/test_render_cpu.py through
-// clipgs_fast_exp_f32).
-inline vf fast_exp(vf x) {
-  x = x < splat(-87.f) ? splat(-87.f) : x;
-  x = x > splat(0.f) ? splat(0.f) : x;
+// 2^y for float32 lanes, y <= 0 (clamped below at -126). The compositor takes alpha = o * exp(-sigma) as
+// o * 2^y with y = -sigma log2(e), the log2(e) folded into the splat's conic coefficients once per tile
+// (exp2_coefficients), so the lanes skip exp's range reduction by ln 2 (a multiply and two multiply-adds):
+// y = n + f with n the nearest integer and |f| <= 1/2, 2^f by the degree-5 polynomial fitted for exp(r) on
+// |r| <= ln2/2 with its coefficients times ln2^k (7.7e-8 in exact arithmetic), 2^n built in the exponent bits.
+// Relative error vs exp2 <= 3e-7 over [-126, 0] (checked by tests/test_render_cpu.py through
+// clipgs_fast_exp2_f32); the folded coefficients add a few float32 roundings of y (2e-7 relative at the alpha
+// threshold's y = -8). Lanes with y > 0 (none that pass the compositor's tests) are not clamped.
+inline vf fast_exp2(vf y) {
+  y = y < splat(-126.f) ? splat(-126.f) : y;
   const vf magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const vf n = (x * splat(1.44269504088896341f) + magic) - magic;
-  const vf r = (x - n * splat(0.693359375f)) - n * splat(-2.12194440e-4f);
-  vf p = splat(0.00829762f);
-  p = p * r + splat(0.04191538f);
-  p = p * r + splat(0.16667575f);
-  p = p * r + splat(0.49998895f);
-  p = p * r + splat(0.99999969f);
-  p = p * r + splat(1.00000007f);
+  const vf n = (y + magic) - magic;
+  const vf f = y - n;
+  vf p = splat(0.00132764158f);
+  p = p * f + splat(0.00967554087f);
+  p = p * f + splat(0.0555071336f);
+  p = p * f + splat(0.240221198f);
+  p = p * f + splat(0.693146966f);
+  p = p * f + splat(1.00000007f);
   const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
   vf scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
   return p * scale;
+}
+
+// A splat's exponent y = e_a dx^2 + e_b dx dy + e_c dy^2 = -sigma log2(e) (see fast_exp2): the forward and the
+// backward take their coefficients from here, so their alphas agree bit for bit.
+struct Exp2Coefficients { float e_a, e_b, e_c; };
+inline Exp2Coefficients exp2_coefficients(float ca, float cb, float cc) {
+  constexpr float kHalfLog2e = 0.72134752044448170f, kLog2e = 1.44269504088896341f;
+  return Exp2Coefficients{-kHalfLog2e * ca, -kLog2e * cb, -kHalfLog2e * cc};
 }
 
 // Per-lane std:: functions: the scalar results exactly (sqrt and ceil compile to vector instructions; exp and
@@ -1056,7 +1065,8 @@ inline int64_t head_channels(int64_t C) {
 // One Gaussian's constants for compositing one tile, gathered once per tile (list order = depth order).
 struct TileSplat {
   float mx_off;          // mx - tx0 - 0.5: a lane's dx is mx_off minus its column
-  float my, half_ca, cb, cc, o;
+  float my, o;
+  Exp2Coefficients ex;   // its alpha's exponent (exp2_coefficients)
   int32_t x0, x1;        // tile-local inclusive columns of its box
   int32_t y0, y1;        // tile-local inclusive rows of its box
   int32_t k;             // its index in the tile's list (what `last` records)
@@ -1161,7 +1171,7 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
     TileSplat sp;
     sp.mx_off = rec.mx - float(tx0) - 0.5f;
     sp.my = rec.my;
-    sp.half_ca = 0.5f * rec.ca, sp.cb = rec.cb, sp.cc = rec.cc;
+    sp.ex = exp2_coefficients(rec.ca, rec.cb, rec.cc);
     sp.o = rec.o;
     sp.x0 = (int32_t)(b.x0 - tx0), sp.x1 = (int32_t)(b.x1 - tx0);
     sp.y0 = (int32_t)(b.y0 - ty0), sp.y1 = (int32_t)(b.y1 - ty0);
@@ -1208,10 +1218,10 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
     const TileSplat& sp = L.splats[*it];
     const float dy = sp.my - dy_base;
     const vf dx = splat(sp.mx_off) - colf;
-    const vf sigma = splat(sp.half_ca) * dx * dx + splat(0.5f * sp.cc * dy * dy) + splat(sp.cb * dy) * dx;
-    const vf alpha = vmin(splat(max_alpha<float>()), splat(sp.o) * fast_exp(-sigma));
+    const vf y = splat(sp.ex.e_a) * dx * dx + splat(sp.ex.e_c * dy * dy) + splat(sp.ex.e_b * dy) * dx;  // -sigma log2 e
+    const vf alpha = vmin(splat(max_alpha<float>()), splat(sp.o) * fast_exp2(y));
     const vi inside = (col >= splat_i(sp.x0)) & (col <= splat_i(sp.x1));
-    const vi valid = inside & ~done & (sigma >= splat(0.f)) & (alpha >= splat(alpha_threshold<float>()));
+    const vi valid = inside & ~done & (y <= splat(0.f)) & (alpha >= splat(alpha_threshold<float>()));
     // No branch on `valid`: lanes outside it add exactly zero, and a data-dependent branch mispredicts often.
     const vf next = trans * (splat(1.f) - alpha);
     const vi stop = valid & (next <= splat(trans_eps<float>()));
@@ -1389,7 +1399,8 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
         int n_pairs = 0;
         int32_t pair_q[kSlots];
         float pair_dy[kSlots];
-        vf pair_vis[kSlots], pair_sigma[kSlots];
+        vf pair_vis[kSlots], pair_y[kSlots];
+        const Exp2Coefficients ex = exp2_coefficients(ca, cb, cc);
         vi reached{};
         for (int64_t py = b.y0; py <= b.y1; ++py) {
           const int r = (int)(py - ty0);
@@ -1397,23 +1408,23 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
           const int32_t row_segs = reached[r % kLanes];
           if (row_segs == 0) continue;
           const float dy = my - (float(py) + 0.5f);
-          const vf row_term = splat(0.5f * cc * dy * dy), cross = splat(cb * dy);
+          const vf row_term = splat(ex.e_c * dy * dy), cross = splat(ex.e_b * dy);
           for (int seg = sg.seg0; seg <= sg.seg1; ++seg) {
             const int q = r * kSegs + seg;
             if (k > seg_last[q] || !((row_segs >> seg) & 1)) continue;
             const vf dx = sg.dx[seg];
-            const vf sigma = splat(0.5f * ca) * dx * dx + row_term + cross * dx;
-            pair_sigma[n_pairs] = sigma, pair_vis[n_pairs] = fast_exp(-sigma);
+            const vf y = splat(ex.e_a) * dx * dx + row_term + cross * dx;  // as the forward's
+            pair_y[n_pairs] = y, pair_vis[n_pairs] = fast_exp2(y);
             pair_q[n_pairs] = q, pair_dy[n_pairs] = dy, ++n_pairs;
           }
         }
         for (int pi = 0; pi < n_pairs; ++pi) {
           const int q = pair_q[pi], seg = q % kSegs;
           const float dy = pair_dy[pi];
-          const vf cross = splat(cb * dy), dx = sg.dx[seg], sigma = pair_sigma[pi], vis = pair_vis[pi];
+          const vf cross = splat(cb * dy), dx = sg.dx[seg], vis = pair_vis[pi];
           const vf raw = splat(o) * vis;
           const vf alpha = vmin(splat(max_alpha<float>()), raw);
-          const vi valid = sg.cols[seg] & (kk <= lastk[q]) & (sigma >= splat(0.f)) &
+          const vi valid = sg.cols[seg] & (kk <= lastk[q]) & (pair_y[pi] <= splat(0.f)) &
                            (alpha >= splat(alpha_threshold<float>()));
           if (!any(valid)) continue;
           const vf inv_one_minus = splat(1.f) / (splat(1.f) - alpha);
@@ -1592,7 +1603,7 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
 
 extern "C" {
 
-int clipgs_abi_version() { return 14; }
+int clipgs_abi_version() { return 15; }
 
 // Vectorised float32 compositing (the default for float32 when tile == 16).
 // need: (height, width) uint8, the pixels whose channels >= 4 are wanted, or null for all of them.
@@ -1639,11 +1650,11 @@ void clipgs_project_backward_scalar_f32(int64_t n, const float* means, const flo
   project_backward(n, means, quats, log_scales, viewmat, K, width, height, float(eps2d), radii, g_means2d, g_conics,
                    g_depths, g_means, g_quats, g_log_scales, threads);
 }
-void clipgs_fast_exp_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's exp
+void clipgs_fast_exp2_f32(int64_t n, const float* x, float* y) {  // for tests: the compositor's 2^x
   for (int64_t i = 0; i < n; i += kLanes) {
     vf v{};
     for (int j = 0; j < kLanes && i + j < n; ++j) v[j] = x[i + j];
-    const vf r = fast_exp(v);
+    const vf r = fast_exp2(v);
     for (int j = 0; j < kLanes && i + j < n; ++j) y[i + j] = r[j];
   }
 }
