@@ -1221,16 +1221,16 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
     const TileSplat& sp = L.splats[*it];
     const float dy = sp.my - dy_base;
     const vf dx = splat(sp.mx_off) - colf;
-    const vf y = splat(sp.ex.e_a) * dx * dx + splat(sp.ex.e_c * dy * dy) + splat(sp.ex.e_b * dy) * dx;  // -sigma log2 e
+    const vf y = (splat(sp.ex.e_a) * dx + splat(sp.ex.e_b * dy)) * dx + splat(sp.ex.e_c * dy * dy);  // -sigma log2 e
     const vf alpha = vmin(splat(max_alpha<float>()), splat(sp.o) * fast_exp2(y));
     const vi inside = (col >= splat_i(sp.x0)) & (col <= splat_i(sp.x1));
     const vi valid = inside & ~done & (y <= splat(0.f)) & (alpha >= splat(alpha_threshold<float>()));
     // No branch on `valid`: lanes outside it add exactly zero, and a data-dependent branch mispredicts often.
-    const vf next = trans * (splat(1.f) - alpha);
+    const vf w_lane = alpha * trans, next = trans - w_lane;
     const vi stop = valid & (next <= splat(trans_eps<float>()));
     const vi take = valid & ~stop;
     done |= stop;
-    w[it - first] = select(take, alpha * trans, splat(0.f));
+    w[it - first] = select(take, w_lane, splat(0.f));
     trans = select(take, next, trans);
     if constexpr (kTrack) lastk = take ? splat_i(sp.k) : lastk;  // what the backward needs, nothing else
     if (all_set(done)) {  // every lane saturated: nothing behind can contribute
@@ -1416,7 +1416,7 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
             const int q = r * kSegs + seg;
             if (k > seg_last[q] || !((row_segs >> seg) & 1)) continue;
             const vf dx = sg.dx[seg];
-            const vf y = splat(ex.e_a) * dx * dx + row_term + cross * dx;  // as the forward's
+            const vf y = (splat(ex.e_a) * dx + cross) * dx + row_term;  // as the forward's
             pair_y[n_pairs] = y, pair_vis[n_pairs] = fast_exp2(y);
             pair_q[n_pairs] = q, pair_dy[n_pairs] = dy, ++n_pairs;
           }
