@@ -379,9 +379,10 @@ void project_backward(int64_t n, const T* means, const T* quats, const T* log_sc
 // histograms of every pass come from one read, and a pass whose digit is the same for every key (the exponent's
 // bits, over a room's depths) is skipped. float32: 2 passes of 3 on a 640x480 view, each pair packed in one
 // 64-bit word (half the bytes a pass moves of a 16-byte pair; a float32 map holds far fewer than 2^32
-// Gaussians); float64: 16-byte pairs.
+// Gaussians); float64: 16-byte pairs. ranks: the order as ranks among the visible Gaussians (their rows once
+// gathered in index order, as render_simd does) instead of indices; the same order.
 template <typename T>
-std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depths) {
+std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depths, bool ranks = false) {
   using Key = typename std::conditional<sizeof(T) == 4, uint32_t, uint64_t>::type;
   constexpr bool kPacked = sizeof(T) == 4;
   struct Pair { Key key; int64_t g; };
@@ -397,7 +398,8 @@ std::vector<int64_t> depth_order(int64_t n, const int32_t* radii, const T* depth
     if (radii[2 * g] <= 0 && radii[2 * g + 1] <= 0) continue;
     Key bits;
     std::memcpy(&bits, depths + g, sizeof bits);
-    if constexpr (kPacked) items.push_back((uint64_t(bits) << 32) | uint64_t(g)); else items.push_back({bits, g});
+    const int64_t id = ranks ? (int64_t)items.size() : g;
+    if constexpr (kPacked) items.push_back((uint64_t(bits) << 32) | uint64_t(id)); else items.push_back({bits, id});
     for (int p = 0; p < kPasses; ++p) ++hist[size_t(p) * kDigits + ((bits >> (p * kBits)) & (kDigits - 1))];
   }
   tmp.resize(items.size());
@@ -440,17 +442,16 @@ inline TileRect tile_rect(const T* means2d, const int32_t* radii, int64_t g, int
                   (int32_t)edge(my - ry, false, tiles_y), (int32_t)edge(my + ry, true, tiles_y)};
 }
 
-// Tile lists in one go: the Gaussians with a footprint in depth order, then contiguous ranges of that order (one
-// per thread) count the tiles of their footprints, computed once and kept, and fill their own stretch of every
-// tile's list, so every list comes out sorted (depth, then index) without a per-tile sort, in parallel, and the
-// same lists on any number of threads. Writes tile_count and tile_start, and ids into ids_for(total) (a callable
-// that returns room for that many).
+// Tile lists in one go, given the Gaussians with a footprint in depth order (depth_order): contiguous ranges of
+// that order (one per thread) count the tiles of their footprints, computed once and kept, and fill their own
+// stretch of every tile's list, so every list comes out sorted (depth, then index) without a per-tile sort, in
+// parallel, and the same lists on any number of threads. Writes tile_count and tile_start, and ids into
+// ids_for(total) (a callable that returns room for that many).
 template <typename T, typename IdsFor>
-void bin_by_depth(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x,
+void bin_in_order(const std::vector<int64_t>& order, const T* means2d, const int32_t* radii, int64_t tiles_x,
                   int64_t tiles_y, int64_t tile, int64_t* tile_count, int64_t* tile_start, IdsFor ids_for,
                   int threads) {
   const int64_t n_tiles = tiles_x * tiles_y;
-  const std::vector<int64_t> order = depth_order(n, radii, depths);
   const int64_t v = (int64_t)order.size();
   const int ranges = (int)std::max<int64_t>(1, std::min<int64_t>(threads, v / 8192));
   const auto rects = scratch<TileRect>(v);  // by position in the order
@@ -488,7 +489,7 @@ void bin_by_depth(int64_t n, const T* means2d, const int32_t* radii, const T* de
 }
 
 // Tile binning for callers that allocate the lists: count (tile_count; ids null: a histogram per thread over
-// the Gaussians, summed), then fill (ids sorted by depth, then index, per tile; see bin_by_depth).
+// the Gaussians, summed), then fill (ids sorted by depth, then index, per tile; see bin_in_order).
 template <typename T>
 void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depths, int64_t tiles_x, int64_t tiles_y,
                int64_t tile, int64_t* tile_count, const int64_t* tile_start, int64_t* ids, int threads) {
@@ -513,7 +514,7 @@ void bin_tiles(int64_t n, const T* means2d, const int32_t* radii, const T* depth
     return;
   }
   std::vector<int64_t> count(n_tiles), start(n_tiles);  // the same as the caller's, from the count above
-  bin_by_depth(n, means2d, radii, depths, tiles_x, tiles_y, tile, count.data(), start.data(),
+  bin_in_order(depth_order(n, radii, depths), means2d, radii, tiles_x, tiles_y, tile, count.data(), start.data(),
                [ids](int64_t) { return ids; }, threads);
 }
 
@@ -1560,10 +1561,18 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   });
   for (int64_t c = 0; c < n_chunks; ++c) first[c + 1] += first[c];
   const int64_t v = first[n_chunks];
-  const auto m2 = scratch<float>(2 * v), feats = scratch<float>(C * v), dep = scratch<float>(v);
+  const auto m2 = scratch<float>(2 * v), feats = scratch<float>(C * v);
   const auto rad = scratch<int32_t>(2 * v);
-  const auto records = scratch<SplatRecord>(v);  // what compositing reads; m2, rad and dep are for binning
-  parallel_tiles(n_chunks, threads, [&](int64_t c) {
+  const auto records = scratch<SplatRecord>(v);  // what compositing reads; m2 and rad are for binning
+  // One thread sorts the visible Gaussians by depth (ranks = their rows below) while the others, then it too,
+  // gather their rows chunk by chunk (work item 0 is the sort; the sort alone does not split across threads).
+  std::vector<int64_t> order;
+  parallel_tiles(n_chunks + 1, threads, [&](int64_t item) {
+    if (item == 0) {
+      order = depth_order(n, radii, depths.get(), /*ranks=*/true);
+      return;
+    }
+    const int64_t c = item - 1;
     int64_t k = first[c];
     for (int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) {
       const bool seen = radii[2 * i] > 0 || radii[2 * i + 1] > 0;
@@ -1575,7 +1584,6 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
       records[k] = SplatRecord{means2d[2 * i], means2d[2 * i + 1], conics[3 * i], conics[3 * i + 1], conics[3 * i + 2],
                                opacities[i], radii[2 * i], radii[2 * i + 1],
                                reach_shape(conics[3 * i], conics[3 * i + 1], conics[3 * i + 2], opacities[i])};
-      dep[k] = depths[i];
       float* f = feats.get() + C * k;
       *f++ = depths[i];
       for (int64_t p = 0; p < n_parts; ++p) f = std::copy(parts[p] + part_channels[p] * i,
@@ -1586,7 +1594,7 @@ void render_simd(int64_t n, const float* means, const float* quats, const float*
   const int64_t tiles_x = (width + kTile - 1) / kTile, tiles_y = (height + kTile - 1) / kTile;
   std::vector<int64_t> count(tiles_x * tiles_y), start(tiles_x * tiles_y);
   std::unique_ptr<int64_t[]> ids;
-  bin_by_depth(v, m2.get(), rad.get(), dep.get(), tiles_x, tiles_y, kTile, count.data(), start.data(),
+  bin_in_order(order, m2.get(), rad.get(), tiles_x, tiles_y, kTile, count.data(), start.data(),
                [&ids](int64_t m) { ids = scratch<int64_t>(m); return ids.get(); }, threads);
   const Scene<float> s{m2.get(), nullptr, nullptr, feats.get(), rad.get(), ids.get(), start.data(),
                        count.data(), C, width, height, tiles_x, tiles_y, kTile, records.get()};
