@@ -1089,6 +1089,7 @@ struct TileLists {
   int32_t row_start[kSlots + 1];  // per slot: its stretch of `rows`
   int32_t row_end[kSlots];        // per slot: the end of its entries
   std::vector<vf> weights;        // composite_segment's scratch: one per entry of the longest slot
+  std::vector<const float*> weight_feats;  // and the features each weight multiplies
 };
 
 // Which 8-pixel segments of tile rows r0 .. r0 + 7 (one lane per row; bit q: segment q) hold a pixel centre where a
@@ -1195,7 +1196,7 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
     for (uint32_t bits = L.reached[i]; bits != 0; bits &= bits - 1) L.rows[cursor[__builtin_ctz(bits)]++] = i;
   int32_t longest = 0;
   for (int q = 0; q < kSlots; ++q) L.row_end[q] = cursor[q], longest = std::max(longest, cursor[q] - L.row_start[q]);
-  if ((int32_t)L.weights.size() < longest) L.weights.resize(longest);
+  if ((int32_t)L.weights.size() < longest) L.weights.resize(longest), L.weight_feats.resize(longest);
 }
 
 // Composite one 8-pixel row segment (tile row `row`, segment `seg`) through the splats reaching it, accumulators in
@@ -1212,6 +1213,7 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
   const int32_t* it = L.rows.data() + L.row_start[list_slot(row, seg)];
   const int32_t* end = L.rows.data() + L.row_end[list_slot(row, seg)];
   vf* w = L.weights.data();
+  const float** wf = L.weight_feats.data();
   vf trans = splat(1.f);
   vi lastk = splat_i(-1);
   const vi col = lane_index() + seg * kLanes;
@@ -1232,6 +1234,7 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
     const vi take = valid & ~stop;
     done |= stop;
     w[it - first] = select(take, w_lane, splat(0.f));
+    wf[it - first] = sp.f;
     trans = select(take, next, trans);
     if constexpr (kTrack) lastk = take ? splat_i(sp.k) : lastk;  // what the backward needs, nothing else
     if (all_set(done)) {  // every lane saturated: nothing behind can contribute
@@ -1247,7 +1250,7 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
   for (int64_t ch = 0; ch < n_ch; ++ch) acc[ch] = vf{};
   for (int64_t j = 0; j < n_taken; ++j) {
     const vf wgt = w[j];
-    const float* f = L.splats[first[j]].f;
+    const float* f = wf[j];
     if constexpr (kC > 0) {
       for (int ch = 0; ch < kHeadC; ++ch) acc_fixed[ch] += wgt * splat(f[ch]);
       if constexpr (kTail)
