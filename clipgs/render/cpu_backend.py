@@ -184,7 +184,7 @@ def composite_cpu(proj: Projected, features: Tensor | Sequence[Tensor], width: i
 
     features: (N, C) float32 or float64 on the CPU, or (N, C_i) parts composited as their concatenation along
         channels. Returns image (H, W, C), accumulated depth (H, W), alpha (H, W).
-    vectorised: float32 through the SIMD kernel (fast exp, relative error <= 3e-7); False = the scalar kernel.
+    vectorised: float32 through the SIMD kernel (alpha by a fast 2^y, relative error <= 3e-6); False: the scalar one.
     attribute_pixels: (P,) flat row-major pixel indices where the channels after the first three are wanted
         (the vectorised kernel composites them only in the 8-pixel row segments holding one, 0 elsewhere).
     attributes_move_geometry: False keeps the gradients of the channels after the first three out of the
