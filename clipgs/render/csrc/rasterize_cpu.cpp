@@ -661,6 +661,14 @@ constexpr int kSlots = kTile * kSegs;      // vectors per tile (the backward's s
 typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t vi __attribute__((vector_size(kLanes * sizeof(int32_t))));
 
+// Two-vector lane shuffles (lane i of the result: lane idx[i] of a, or of b for idx[i] >= 8). GCC 12 and Clang have
+// __builtin_shufflevector; GCC 11 (Ubuntu 22.04, JetPack 6) only __builtin_shuffle with an index vector, which
+// -DCLIPGS_SHUFFLE_COMPAT selects on any GCC (tests/test_kernel_portability.py builds it that way).
+#if !defined(CLIPGS_SHUFFLE_COMPAT) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12))
+#define SHUFFLE(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE(a, b, ...) __builtin_shuffle(a, b, vi{__VA_ARGS__})
+#endif
 inline vf splat(float v) { return vf{v, v, v, v, v, v, v, v}; }  // one broadcast (vf{} + v would add 0.0 first)
 inline vi splat_i(int32_t v) { return vi{v, v, v, v, v, v, v, v}; }
 inline vf select(vi m, vf a, vf b) { return m ? a : b; }
@@ -677,9 +685,9 @@ inline bool all_set(vi m) { return _mm256_testc_si256((__m256i)m, _mm256_set1_ep
 inline uint32_t lane_bits(vi m) { return (uint32_t)_mm256_movemask_ps((__m256)m); }  // bit x: lane x < 0
 #else
 inline bool any(vi m) {
-  m |= __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
-  m |= __builtin_shufflevector(m, m, 2, 3, 0, 1, 2, 3, 0, 1);
-  m |= __builtin_shufflevector(m, m, 1, 0, 1, 0, 1, 0, 1, 0);
+  m |= SHUFFLE(m, m, 4, 5, 6, 7, 0, 1, 2, 3);
+  m |= SHUFFLE(m, m, 2, 3, 0, 1, 2, 3, 0, 1);
+  m |= SHUFFLE(m, m, 1, 0, 1, 0, 1, 0, 1, 0);
   return m[0] != 0;
 }
 inline bool all_set(vi m) { return !any(~m); }
@@ -690,9 +698,9 @@ inline uint32_t lane_bits(vi m) {
 }
 #endif
 inline float hsum(vf v) {
-  v += __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
-  v += __builtin_shufflevector(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
-  v += __builtin_shufflevector(v, v, 1, 0, 1, 0, 1, 0, 1, 0);
+  v += SHUFFLE(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v += SHUFFLE(v, v, 2, 3, 0, 1, 2, 3, 0, 1);
+  v += SHUFFLE(v, v, 1, 0, 1, 0, 1, 0, 1, 0);
   return v[0];
 }
 // The horizontal sums of eight vectors at once, added in the same order as hsum (lanes j and j + 4, then j and
@@ -700,13 +708,13 @@ inline float hsum(vf v) {
 inline vf hsum8(const vf* v) {
   vf s[4], t[2];
   for (int i = 0; i < 4; ++i)
-    s[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
-           __builtin_shufflevector(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
+    s[i] = SHUFFLE(v[2 * i], v[2 * i + 1], 0, 1, 2, 3, 8, 9, 10, 11) +
+           SHUFFLE(v[2 * i], v[2 * i + 1], 4, 5, 6, 7, 12, 13, 14, 15);
   for (int i = 0; i < 2; ++i)
-    t[i] = __builtin_shufflevector(s[2 * i], s[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13) +
-           __builtin_shufflevector(s[2 * i], s[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
-  return __builtin_shufflevector(t[0], t[1], 0, 2, 4, 6, 8, 10, 12, 14) +
-         __builtin_shufflevector(t[0], t[1], 1, 3, 5, 7, 9, 11, 13, 15);
+    t[i] = SHUFFLE(s[2 * i], s[2 * i + 1], 0, 1, 4, 5, 8, 9, 12, 13) +
+           SHUFFLE(s[2 * i], s[2 * i + 1], 2, 3, 6, 7, 10, 11, 14, 15);
+  return SHUFFLE(t[0], t[1], 0, 2, 4, 6, 8, 10, 12, 14) +
+         SHUFFLE(t[0], t[1], 1, 3, 5, 7, 9, 11, 13, 15);
 }
 
 // An 8x8 transpose in place: lane j of v[i] goes to lane i of v[j] (unpacks within 128-bit halves, then
@@ -715,17 +723,17 @@ inline void transpose8(vf* v) {
   static_assert(kLanes == 8, "an 8x8 transpose");
   vf t[8], u[8];
   for (int i = 0; i < 4; ++i) {
-    t[2 * i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-    t[2 * i + 1] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    t[2 * i] = SHUFFLE(v[2 * i], v[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[2 * i + 1] = SHUFFLE(v[2 * i], v[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
   }
   for (int h = 0; h < 2; ++h)  // rows 4h .. 4h + 3: u[4h + j] holds lanes j and j + 4 of them
     for (int j = 0; j < 2; ++j) {
-      u[4 * h + 2 * j] = __builtin_shufflevector(t[4 * h + j], t[4 * h + 2 + j], 0, 1, 8, 9, 4, 5, 12, 13);
-      u[4 * h + 2 * j + 1] = __builtin_shufflevector(t[4 * h + j], t[4 * h + 2 + j], 2, 3, 10, 11, 6, 7, 14, 15);
+      u[4 * h + 2 * j] = SHUFFLE(t[4 * h + j], t[4 * h + 2 + j], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[4 * h + 2 * j + 1] = SHUFFLE(t[4 * h + j], t[4 * h + 2 + j], 2, 3, 10, 11, 6, 7, 14, 15);
     }
   for (int j = 0; j < 4; ++j) {
-    v[j] = __builtin_shufflevector(u[j], u[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
-    v[4 + j] = __builtin_shufflevector(u[j], u[4 + j], 4, 5, 6, 7, 12, 13, 14, 15);
+    v[j] = SHUFFLE(u[j], u[4 + j], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[4 + j] = SHUFFLE(u[j], u[4 + j], 4, 5, 6, 7, 12, 13, 14, 15);
   }
 }
 
