@@ -19,9 +19,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 # -march=native: SIMD for this CPU; -fopenmp: parallel loops on the process's one OpenMP team (PyTorch's);
-# -fno-math-errno lets sqrt/exp loops vectorise. Without OpenMP the build is retried without it.
+# -fno-math-errno lets sqrt/exp loops vectorise. A compiler that refuses either is retried without it (OPTIONAL).
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC",
          "-pthread", "-fopenmp")
+# Flags a build may go without, in the order they are given up: -march=native (Clang 14 targeting aarch64 refuses
+# it; the target's baseline SIMD, NEON there, is still used), then OpenMP (no libomp: serial or std::thread), then
+# both.
+OPTIONAL = ("-march=native", "-fopenmp")
+
+
+def _attempts(flags: Sequence[str]) -> list[list[str]]:
+    """The flag lists to try, in order: all of ``flags``, then without each optional flag, then without both."""
+    present = [f for f in OPTIONAL if f in flags]
+    drops = [set()] + [{f} for f in present] + ([set(present)] if len(present) > 1 else [])
+    return [[f for f in flags if f not in drop] for drop in drops]
 
 
 class NativeUnavailableError(RuntimeError):
@@ -60,7 +71,7 @@ def build_library(name: str, sources: Sequence[Path], flags: Sequence[str] = FLA
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # build aside, then an atomic rename
         tmp_lib = Path(tmp) / target.name
-        for attempt in (list(flags), [f for f in flags if f != "-fopenmp"]):  # no OpenMP: serial or std::thread
+        for attempt in _attempts(flags):
             cmd = [compiler, *attempt, *map(str, sources), "-o", str(tmp_lib)]
             if verbose:
                 print(" ".join(cmd))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipgs.native import FLAGS, build_library
+from clipgs.native import FLAGS, NativeUnavailableError, build_library
 from clipgs.render import cpu_kernel, rasterize
 
 CROSS_CHECK = Path(__file__).with_name("native") / "kernel_cross_check.cpp"
@@ -92,3 +92,34 @@ def test_aarch64_build_passes_the_cross_check_under_qemu(tmp_path):
     templates as the x86 build does."""
     program = _compile("aarch64-linux-gnu-g++", tmp_path / "check", "armv8-a")
     _passes(["qemu-aarch64", "-L", str(AARCH64_SYSROOT), str(program)])
+
+
+def _fake_compiler(tmp_path: Path, refuse: str) -> Path:
+    """A ``CXX`` that logs each command line and fails on any argument containing ``refuse``, else runs g++."""
+    script = tmp_path / f"cxx-refusing{refuse}"  # a path of its own: the compiler is part of the build's cache key
+    script.write_text(f"""#!/bin/sh
+echo "$@" >> {tmp_path / "calls.log"}
+for a in "$@"; do case "$a" in *{refuse}*) echo "unsupported: $a" >&2; exit 1;; esac; done
+exec g++ "$@"
+""")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++")
+def test_a_compiler_refusing_march_native_still_builds(tmp_path, monkeypatch):
+    """A compiler that refuses -march=native (Clang 14 targeting aarch64) builds without it, OpenMP kept; one that
+    refuses everything gives one error naming the sources."""
+    src = tmp_path / "one.cpp"
+    src.write_text('extern "C" int one() { return 1; }\n')
+    monkeypatch.setenv("CLIPGS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", str(_fake_compiler(tmp_path, "-march=native")))
+    import ctypes
+
+    assert ctypes.CDLL(str(build_library("one", [src]))).one() == 1
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert len(calls) == 2 and "-march=native" in calls[0] and "-march=native" not in calls[1]
+    assert "-fopenmp" in calls[1]
+    monkeypatch.setenv("CXX", str(_fake_compiler(tmp_path, "-O3")))
+    with pytest.raises(NativeUnavailableError, match=r"compiling one\.cpp failed"):
+        build_library("one", [src])
