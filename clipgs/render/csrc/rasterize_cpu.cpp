@@ -78,7 +78,6 @@ struct SplatRecord {
   ReachShape shape;
 };
 
-
 // Depth and RGB: the channels whose gradients always reach the geometry (means, conics, opacities). The
 // backwards take `attributes_move_geometry`: 0 keeps the attribute channels after them out of dL/dalpha, so
 // a loss on them trains the attributes alone (a semantic loss then never bends the geometry). The vectorised
