@@ -58,8 +58,7 @@ def test_gcc11_shuffles_render_and_backpropagate_as_the_default_build(scene_fact
 def _compile(compiler: str, out: Path, arch: str) -> Path:
     """The cross-check program built with ``compiler`` for ``arch`` (-march): the kernels at -O3 as clipgs builds
     them; the driver at -O1 (aarch64 GCC 12 crashes vectorising its error loop at -O3)."""
-    kernel_flags = ["-O3", f"-march={arch}", "-ffp-contract=fast", "-fno-math-errno", "-std=c++17", "-pthread",
-                    "-fopenmp"]
+    kernel_flags = [f"-march={arch}" if f == "-march=native" else f for f in FLAGS if f not in ("-shared", "-fPIC")]
     objects = []
     for src, flags in [(CROSS_CHECK, ["-O1", "-std=c++17"]), *((s, kernel_flags) for s in cpu_kernel.SOURCES)]:
         obj = out.parent / f"{Path(src).stem}.o"

@@ -1206,11 +1206,32 @@ inline void gather_tile(const Scene<float>& s, int64_t t, int64_t tx0, int64_t t
   if ((int32_t)L.weights.size() < longest) L.weights.resize(longest), L.weight_feats.resize(longest);
 }
 
+// A segment's channel sums (acc[ch], lane x: pixel x) into n_lanes consecutive pixels of the (H, W, C) image at
+// out, eight channels at a time through a transpose (the pixel-by-pixel copy had been 8 % of compositing).
+inline void store_pixels(const vf* acc, int64_t C, int n_lanes, float* out) {
+  for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+    const int64_t width = std::min<int64_t>(kLanes, C - c0);
+    vf block[kLanes];
+    for (int i = 0; i < kLanes; ++i) block[i] = i < width ? acc[c0 + i] : vf{};
+    transpose8(block);
+    for (int x = 0; x < n_lanes; ++x) {
+      float* dst = out + x * C + c0;
+      if (width == kLanes)
+        __builtin_memcpy(dst, &block[x], sizeof(vf));
+      else if (width == kLanes / 2)
+        __builtin_memcpy(dst, &block[x], sizeof(vf) / 2);
+      else
+        for (int64_t i = 0; i < width; ++i) dst[i] = block[x][i];
+    }
+  }
+}
+
 // Composite one 8-pixel row segment (tile row `row`, segment `seg`) through the splats reaching it, accumulators in
-// registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail`.
+// registers; stops as soon as every lane is saturated. Channels [0, head) always, the rest when `tail` (the others
+// come out 0); the sums go to the n_lanes pixels of the (H, W, C) image at out.
 template <int kC, bool kTail, bool kTrack = true>
 inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64_t C, int64_t head,
-                              vi done, vf* acc_out, vf& trans_out, vi& last_out) {
+                              vi done, float* out, int n_lanes, vf& trans_out, vi& last_out) {
   // Compile-time channel bounds where kC > 0, so the loops unroll and the accumulators stay in registers.
   constexpr int kHeadC = kC > 0 ? (kC < kHead ? kC : kHead) : 0;
   const int64_t n_ch = kC > 0 ? kC : C, n_head = kC > 0 ? kHeadC : head;
@@ -1268,29 +1289,9 @@ inline void composite_segment(TileLists& L, int row, int seg, int64_t ty0, int64
         for (int64_t ch = n_head; ch < n_ch; ++ch) acc[ch] += wgt * splat(f[ch]);
     }
   }
-  for (int64_t ch = 0; ch < n_ch; ++ch) acc_out[ch] = acc[ch];
+  store_pixels(acc, n_ch, n_lanes, out);
   trans_out = trans;
   last_out = lastk;
-}
-
-// A segment's channel sums (acc[ch], lane x: pixel x) into n_lanes consecutive pixels of the (H, W, C) image at
-// out, eight channels at a time through a transpose (the pixel-by-pixel copy had been 8 % of compositing).
-inline void store_pixels(vf* acc, int64_t C, int n_lanes, float* out) {
-  for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
-    const int64_t width = std::min<int64_t>(kLanes, C - c0);
-    vf block[kLanes];
-    for (int i = 0; i < kLanes; ++i) block[i] = i < width ? acc[c0 + i] : vf{};
-    transpose8(block);
-    for (int x = 0; x < n_lanes; ++x) {
-      float* dst = out + x * C + c0;
-      if (width == kLanes)
-        __builtin_memcpy(dst, &block[x], sizeof(vf));
-      else if (width == kLanes / 2)
-        __builtin_memcpy(dst, &block[x], sizeof(vf) / 2);
-      else
-        for (int64_t i = 0; i < width; ++i) dst[i] = block[x][i];
-    }
-  }
 }
 
 // Segment-major: each 8-pixel row segment of a tile runs through the splats of its row alone (lists built
@@ -1304,8 +1305,6 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
   const bool track = final_T != nullptr;  // null final_T and last: no backward follows, `last` is not kept
   parallel_tiles(n_tiles, threads, [&](int64_t t) {
     static thread_local TileLists L;
-    static thread_local std::vector<vf> acc;
-    acc.resize(C);
     const int64_t tx0 = (t % s.tiles_x) * kTile, ty0 = (t / s.tiles_x) * kTile;
     const int64_t w = std::min<int64_t>(kTile, s.width - tx0), h = std::min<int64_t>(kTile, s.height - ty0);
     if (s.records != nullptr)
@@ -1320,14 +1319,14 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
         for (int x = col0; x < col0 + n_lanes && !tail; ++x) tail = need[(ty0 + row) * s.width + tx0 + x] != 0;
         vf trans;
         vi lastk;
-        if (tail && !track)
-          composite_segment<kC, true, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
-        else if (tail)
-          composite_segment<kC, true>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
-        else
-          composite_segment<kC, false>(L, row, seg, ty0, C, head, done, acc.data(), trans, lastk);
         const int64_t pix0 = (ty0 + row) * s.width + tx0 + col0;
-        store_pixels(acc.data(), C, n_lanes, out + pix0 * C);  // channels left out: 0
+        float* const o = out + pix0 * C;
+        if (tail && !track)
+          composite_segment<kC, true, false>(L, row, seg, ty0, C, head, done, o, n_lanes, trans, lastk);
+        else if (tail)
+          composite_segment<kC, true>(L, row, seg, ty0, C, head, done, o, n_lanes, trans, lastk);
+        else
+          composite_segment<kC, false>(L, row, seg, ty0, C, head, done, o, n_lanes, trans, lastk);
         for (int x = 0; x < n_lanes; ++x) {
           const int64_t pix = pix0 + x;
           out_alpha[pix] = 1.f - trans[x];
