@@ -1336,6 +1336,8 @@ void forward_simd(const Scene<float>& s, const uint8_t* need, float* out, float*
   });
 }
 
+constexpr int64_t kBackAhead = 4;  // the backward prefetches the splat this many ahead in its (back to front) order
+
 template <int kC>
 void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* last, const float* g_out,
                    const float* g_alpha, float* g_means2d, float* g_conics, float* g_opac, float* g_feats,
@@ -1396,6 +1398,12 @@ void backward_simd(const Scene<float>& s, const float* final_T, const int32_t* l
     }
     for (int64_t k = std::min<int64_t>(count - 1, last_any); k >= 0; --k) {
       const int64_t e = start + k, g = s.ids[e];
+      if (k >= kBackAhead) {  // the rows of a splat a few ahead (they lie scattered through the map)
+        const int64_t ga = s.ids[e - kBackAhead];
+        __builtin_prefetch(s.means2d + 2 * ga), __builtin_prefetch(s.conics + 3 * ga);
+        __builtin_prefetch(s.opacities + ga), __builtin_prefetch(s.radii + 2 * ga);
+        __builtin_prefetch(s.feats + ga * C), __builtin_prefetch(s.feats + ga * C + C - 1);
+      }
       const Box b = pixel_box(s, g, tx0, ty0);
       const Segments sg = segments(b, tx0, s.means2d[2 * g]);
       const float my = s.means2d[2 * g + 1];
