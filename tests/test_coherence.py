@@ -136,3 +136,21 @@ def test_mask_balance_spreads_samples_over_masks(balance, small_share):
     assert torch.equal(idx, again)
     if balance > 0:  # every vase pixel drawn, not only a few of them
         assert len(torch.unique(idx[got == 7])) == 20
+
+
+@pytest.mark.parametrize("balance", [0.0, 0.25])
+def test_sampler_cache_draws_as_sample_mask_pixels(balance):
+    """A keyframe's sampler is built once and reused: the same draws as sample_mask_pixels from the same generator
+    state, for each id image; an image is known by identity, and the oldest leaves once the cache is full."""
+    from clipgs.semantics.sac import SamplerCache, sample_mask_pixels
+
+    images = [torch.randint(-1, 6, (40, 50), generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    cache, mine, theirs = SamplerCache(size=2), torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for ids in images + images[::-1] + images:
+        assert torch.equal(cache.draw(ids, 300, mine, balance), sample_mask_pixels(ids, 300, theirs, balance))
+    first = cache._entries[id(images[2])]
+    cache.draw(images[2], 300, mine, balance)
+    assert cache._entries[id(images[2])] is first and len(cache._entries) == 2
+    copy = images[2].clone()  # equal values, another tensor: its own sampler
+    cache.draw(copy, 300, mine, balance)
+    assert id(images[1]) not in cache._entries and cache._entries[id(copy)] is not first

@@ -25,11 +25,12 @@ from clipgs.semantics.config import SemanticTrainingConfig
 from clipgs.semantics.refit import RefitReport, evenly_spaced, refit_decoder
 from clipgs.semantics.sac import (
     DecodedPixels,
+    SamplerCache,
     SemanticDecoder,
+    decoder_optimizer,
     knn_consistency,
     knn_neighbours,
     sac_losses,
-    sample_mask_pixels,
     weighted_sac,
 )
 from clipgs.semantics.self_training import (
@@ -72,6 +73,7 @@ class SemanticTrainer(ChannelTrainer):
         self._replay_pool: list[KeyframeSemantics] = []  # the annotated keyframes' supervision, drawn per round
         self.refit: RefitReport | None = None  # what the decoder refit did (``finish``)
         self._support: fusion.SupportChannels | None = None  # what 3DCS' support test renders (_vote, support=True)
+        self._samplers = SamplerCache()  # the mask pixels of the keyframes and views steps sample from
 
     def attach(self, mapper: IncrementalMapper) -> None:
         self.device, self.seed = mapper.device, mapper.config.seed
@@ -112,8 +114,8 @@ class SemanticTrainer(ChannelTrainer):
         """The mask pixels the coming ``keyframe_loss`` samples, drawn before the render (which then composites
         the attribute channels only around them)."""
         c = self.config
-        return sample_mask_pixels(keyframe.annotation.masks.mask_ids, c.sem_pixels, self._generator,
-                                  c.sem_mask_balance) if self.renders_channels(keyframe) else None
+        return self._samplers.draw(keyframe.annotation.masks.mask_ids, c.sem_pixels, self._generator,
+                                   c.sem_mask_balance) if self.renders_channels(keyframe) else None
 
     def close(self) -> None:
         """Stop the source's thread (async_source); a no-op otherwise."""
@@ -184,7 +186,7 @@ class SemanticTrainer(ChannelTrainer):
         waiting = c.dcs_yield and self.stream_behind()  # frames are waiting: mapping them comes first
         for _ in range(c.dcs_novel_steps if self.novel_views and not waiting else 0):
             view = self.novel_views[mapper.rng.integers(len(self.novel_views))]
-            idx = sample_mask_pixels(view.pseudo_labels, c.sem_pixels, self._generator, c.sem_mask_balance)
+            idx = self._samplers.draw(view.pseudo_labels, c.sem_pixels, self._generator, c.sem_mask_balance)
 
             def loss_fn(out: RenderOutput, view: NovelView = view) -> tuple[Tensor, dict[str, float]]:
                 idx = out.attribute_pixels
@@ -394,5 +396,4 @@ class SemanticTrainer(ChannelTrainer):
         with torch.random.fork_rng(devices=[]):  # seeded: the same settings map the same way in any process
             torch.manual_seed(self.seed)
             self.decoder = SemanticDecoder(c.sem_dim, embed_dim, c.sem_hidden).to(self.device)
-        params = list(self.decoder.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=c.lr_decoder) if params else None
+        self.optimizer = decoder_optimizer(self.decoder, c.lr_decoder)
