@@ -111,16 +111,6 @@ class SemanticDecoder(nn.Module):
         return scores / squared.clamp_min(0).sqrt().clamp_min(1e-12)[:, None]
 
 
-def decoder_optimizer(decoder: SemanticDecoder, lr: float) -> torch.optim.Optimizer | None:
-    """Adam over the decoder's parameters (None when it has none: ``sem_hidden`` 0), as one fused kernel where
-    PyTorch has one (CPU and CUDA float): a third of the step time of the per-tensor loop for four small tensors."""
-    params = list(decoder.parameters())
-    if not params:
-        return None
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
-    return torch.optim.Adam(params, lr=lr, fused=fused)
-
-
 def sample_mask_pixels(mask_ids: Tensor, max_pixels: int, generator: torch.Generator, balance: float = 0.0) -> Tensor:
     """Flat indices of up to ``max_pixels`` random pixels that belong to a mask (id >= 0).
 

@@ -27,7 +27,6 @@ from clipgs.semantics.sac import (
     DecodedPixels,
     SamplerCache,
     SemanticDecoder,
-    decoder_optimizer,
     knn_consistency,
     knn_neighbours,
     sac_losses,
@@ -396,4 +395,5 @@ class SemanticTrainer(ChannelTrainer):
         with torch.random.fork_rng(devices=[]):  # seeded: the same settings map the same way in any process
             torch.manual_seed(self.seed)
             self.decoder = SemanticDecoder(c.sem_dim, embed_dim, c.sem_hidden).to(self.device)
-        self.optimizer = decoder_optimizer(self.decoder, c.lr_decoder)
+        params = list(self.decoder.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=c.lr_decoder) if params else None
