@@ -10,6 +10,7 @@ Losses, all on pixels that belong to a teacher mask:
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import torch
@@ -151,16 +152,17 @@ class SamplerCache:
     each kept while its image is; an image is known by identity (id images are never edited in place)."""
 
     def __init__(self, size: int = 10) -> None:
-        self.size, self._entries = size, OrderedDict()
+        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
 
     def draw(self, mask_ids: Tensor, max_pixels: int, generator: torch.Generator, balance: float) -> Tensor:
         """As ``sample_mask_pixels(mask_ids, max_pixels, generator, balance)``."""
-        sampler = self._entries.get(id(mask_ids))
-        if sampler is None or sampler.mask_ids is not mask_ids or sampler.balance != balance:
-            sampler = self._entries[id(mask_ids)] = MaskPixelSampler(mask_ids, balance)
-        self._entries.move_to_end(id(mask_ids))
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        with self._lock:  # a shutdown's final round may meet a step still running on the map thread
+            sampler = self._entries.get(id(mask_ids))
+            if sampler is None or sampler.mask_ids is not mask_ids or sampler.balance != balance:
+                sampler = self._entries[id(mask_ids)] = MaskPixelSampler(mask_ids, balance)
+            self._entries.move_to_end(id(mask_ids))
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
         return sampler.draw(max_pixels, generator)
 
 
