@@ -10,7 +10,6 @@ Losses, all on pixels that belong to a teacher mask:
 """
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 
 import torch
@@ -130,7 +129,7 @@ class MaskPixelSampler:
 
     def __init__(self, mask_ids: Tensor, balance: float = 0.0) -> None:
         flat = mask_ids.reshape(-1)
-        self.mask_ids, self.balance = mask_ids, balance
+        self.mask_ids, self.balance = mask_ids, balance  # the image kept: its id stays its own (SamplerCache)
         self.idx = torch.nonzero(flat >= 0).squeeze(1)  # (n,) the mask pixels
         self.weights = None  # (n,) float64 draw weights, with balance
         if balance > 0 and len(self.idx):
@@ -152,17 +151,17 @@ class SamplerCache:
     each kept while its image is; an image is known by identity (id images are never edited in place)."""
 
     def __init__(self, size: int = 10) -> None:
-        self.size, self._entries, self._lock = size, OrderedDict(), threading.Lock()
+        self.size, self._entries = size, OrderedDict()
 
     def draw(self, mask_ids: Tensor, max_pixels: int, generator: torch.Generator, balance: float) -> Tensor:
-        """As ``sample_mask_pixels(mask_ids, max_pixels, generator, balance)``."""
-        with self._lock:  # a shutdown's final round may meet a step still running on the map thread
-            sampler = self._entries.get(id(mask_ids))
-            if sampler is None or sampler.mask_ids is not mask_ids or sampler.balance != balance:
-                sampler = self._entries[id(mask_ids)] = MaskPixelSampler(mask_ids, balance)
-            self._entries.move_to_end(id(mask_ids))
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        """As ``sample_mask_pixels(mask_ids, max_pixels, generator, balance)``. A cached sampler holds its image, so
+        no other tensor can take that image's id while the entry lives."""
+        sampler = self._entries.get(id(mask_ids))
+        if sampler is None or sampler.balance != balance:
+            sampler = self._entries[id(mask_ids)] = MaskPixelSampler(mask_ids, balance)
+        self._entries.move_to_end(id(mask_ids))
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
         return sampler.draw(max_pixels, generator)
 
 
