@@ -94,3 +94,52 @@ def test_sac_losses_in_the_hidden_space_equal_decoding_in_full(embed_dim):
     for got, expected in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
     assert 0.0 < float(results[0][2]) < 2.0  # the spread is a real, non-trivial number
+
+
+@pytest.mark.parametrize("embed_dim", [512, 64])
+@pytest.mark.parametrize("share", [0.2, 0.0])
+def test_label_view_decodes_once_with_the_frozen_copy_gradients(embed_dim, share):
+    """``DecodedPixels(label_share=s)``: SAC losses on the decoding and a cross-entropy on its label view give the
+    values and gradients of decoding the rows a second time through a copy of the decoder that takes no gradient,
+    its logits blended s : 1 - s with the live ones (the decoder gets s of the label term, the rows all of it); for
+    the folding (D > hidden) and the full decoder, in one decoding."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from clipgs.semantics.sac import DecodedPixels, sac_losses
+
+    torch.manual_seed(1)
+    dec = SemanticDecoder(16, embed_dim, 128).double()
+    attrs = torch.randn(80, 16, dtype=torch.float64)
+    ids = torch.randint(0, 5, (80,))
+    masks = F.normalize(torch.randn(5, embed_dim, dtype=torch.float64), dim=-1)
+    vocab = F.normalize(torch.randn(7, embed_dim, dtype=torch.float64), dim=-1)
+    target = torch.randint(0, 7, (80,))
+
+    def reference(rows):
+        decoded = DecodedPixels(dec, rows)
+        frozen = copy.deepcopy(dec).requires_grad_(False)
+        logits = share * decoded.cosines(vocab) + (1 - share) * DecodedPixels(frozen, rows).cosines(vocab)
+        return decoded, logits
+
+    def shared(rows):
+        decoded = DecodedPixels(dec, rows, label_share=share)
+        assert decoded.label is not decoded
+        return decoded, decoded.label.cosines(vocab)
+
+    results = []
+    for fn in (reference, shared):
+        dec.zero_grad()
+        rows = attrs.clone().requires_grad_(True)
+        decoded, logits = fn(rows)
+        loss = sum(sac_losses(decoded, ids, masks).values()) + F.cross_entropy(logits / 0.1, target)
+        loss.backward()
+        results.append((loss.detach(), rows.grad, *(p.grad.clone() for p in dec.parameters())))
+    for got, expected in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-11)
+    # The label view alone (a 3DCS novel view's step): the decoder gets share of it, nothing when share is 0.
+    dec.zero_grad()
+    rows = attrs.clone().requires_grad_(True)
+    F.cross_entropy(DecodedPixels(dec, rows, label_share=share).label.cosines(vocab), target).backward()
+    assert all((p.grad is None) == (share == 0.0) for p in dec.parameters())

@@ -165,6 +165,99 @@ class SamplerCache:
         return sampler.draw(max_pixels, generator)
 
 
+class _LabelShare(torch.autograd.Function):
+    """The decoder's work on P rows (P, d) done once and handed out twice: for the SAC losses and for the label
+    terms, whose gradient reaches the decoder's weights scaled by ``share`` (``dcs_decoder_share``) and the rows
+    in full. What a copy of the decoder that takes no gradient gave (its logits blended with the live ones),
+    without decoding the rows a second time. Outputs, twice: ``folded`` False: the unit rows u (P, D);
+    True: h (P, hidden) and |W2 h + b2| (P,) (what :class:`DecodedPixels` keeps of a folding decoder). The
+    backward is written out: rows get g + g_label, weights g + share * g_label."""
+
+    @staticmethod
+    def forward(ctx, share: float, folded: bool, rows: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+                b2: Tensor) -> tuple[Tensor, ...]:
+        ctx.set_materialize_grads(False)
+        h = torch.relu(F.linear(rows, w1, b1))
+        if folded:  # as hidden_features, gram and the norm in DecodedPixels
+            ww, wb, bb = w2.T @ w2, w2.T @ b2, b2 @ b2
+            hw = h @ ww
+            squared = (hw * h).sum(-1) + 2 * (h @ wb) + bb
+            norm = squared.clamp_min(1e-24).sqrt()
+            ctx.save_for_backward(rows, w1, w2, b2, h, hw, wb, norm, squared > 1e-24)
+            outs = (h, norm)
+        else:  # as SemanticDecoder.forward (F.normalize)
+            f = F.linear(h, w2, b2)
+            length = f.norm(2, -1, keepdim=True)
+            unit = f / length.clamp_min(1e-12).expand_as(f)
+            ctx.save_for_backward(rows, w1, w2, h, unit, length)
+            outs = (unit,)
+        ctx.share, ctx.folded = share, folded
+        return (*outs, *(o.view_as(o) for o in outs))
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None):
+        n = len(grads) // 2
+        main, label = grads[:n], grads[n:]
+        for_rows = [_plus(g, lg, 1.0) for g, lg in zip(main, label, strict=True)]
+        for_weights = [_plus(g, lg, ctx.share) for g, lg in zip(main, label, strict=True)]
+        if ctx.folded:
+            rows, w1, w2, b2, h, hw, wb, norm, live = ctx.saved_tensors
+            g_h = [_folded_hidden_grad(g[0], g[1], h, hw, wb, norm, live) for g in (for_rows, for_weights)]
+            gamma = None if for_weights[1] is None else torch.where(live, for_weights[1] / (2 * norm), 0.0)
+            g_w2 = g_b2 = None
+            if gamma is not None:  # through |W2 h + b2|^2 = h.WW h + 2 h.Wb + bb with WW = W2^T W2, Wb = W2^T b2
+                g_ww, g_wb, g_bb = h.T @ (gamma[:, None] * h), 2 * (gamma @ h), gamma.sum()
+                g_w2 = 2 * (w2 @ g_ww) + b2[:, None] * g_wb[None, :]
+                g_b2 = w2 @ g_wb + 2 * g_bb * b2
+        else:
+            rows, w1, w2, h, unit, length = ctx.saved_tensors
+            g_f = [_unit_backward(g[0], unit, length) for g in (for_rows, for_weights)]
+            g_h = [None if g is None else g @ w2 for g in g_f]
+            g_w2, g_b2 = (None, None) if g_f[1] is None else (g_f[1].T @ h, g_f[1].sum(0))
+        g_a = [None if g is None else torch.ops.aten.threshold_backward(g, h, 0.0) for g in g_h]  # ReLU's backward
+        g_rows = None if g_a[0] is None or not ctx.needs_input_grad[2] else g_a[0] @ w1
+        g_w1, g_b1 = (None, None) if g_a[1] is None else (g_a[1].T @ rows, g_a[1].sum(0))
+        return None, None, g_rows, g_w1, g_b1, g_w2, g_b2
+
+
+def _plus(g: Tensor | None, g_label: Tensor | None, share: float) -> Tensor | None:
+    """g + share * g_label, either None when absent (share 0: g alone)."""
+    if g_label is None or share == 0.0:
+        return g
+    g_label = g_label if share == 1.0 else share * g_label
+    return g_label if g is None else g + g_label
+
+
+def _unit_backward(g: Tensor | None, unit: Tensor, length: Tensor) -> Tensor | None:
+    """The gradient at f of u = f / max(|f|, 1e-12), given the gradient g at u."""
+    if g is None:
+        return None
+    radial = torch.where(length > 1e-12, (unit * g).sum(-1, keepdim=True), 0.0)
+    return (g - unit * radial) / length.clamp_min(1e-12)
+
+
+def _folded_hidden_grad(g_h: Tensor | None, g_norm: Tensor | None, h: Tensor, hw: Tensor, wb: Tensor, norm: Tensor,
+                        live: Tensor) -> Tensor | None:
+    """The gradient at h of (h, sqrt(max(h.WW h + 2 h.Wb + bb, 1e-24))), given those at h and at the norm."""
+    if g_norm is None:
+        return g_h
+    through = torch.where(live, g_norm / norm, 0.0)[:, None] * (hw + wb)
+    return through if g_h is None else g_h + through
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """x itself, its gradient scaled by ``share``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, share: float) -> Tensor:
+        ctx.share = share
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor, None]:
+        return g * ctx.share, None
+
+
 class DecodedPixels:
     """The decoded unit embeddings u_p of P rendered attribute rows (P, d), as the semantic losses use them.
 
@@ -173,18 +266,43 @@ class DecodedPixels:
     SAC losses cost a quarter of decoding in full, forward and backward. Otherwise the rows are decoded in
     full (``full``). Same values and gradients either way (tests/test_semantic_decoder.py). ``gram``: the
     decoder's ``gram()`` when another batch of the same step already computed it (None: computed here).
+    ``label_share``: also make ``label``, the same decoding for the 3DCS label terms, whose gradient reaches the
+    decoder's weights scaled by this (the rows get all of it; :class:`_LabelShare`, one decoding for both).
     """
 
     def __init__(self, decoder: SemanticDecoder | None, attributes: Tensor | None = None,
-                 full: Tensor | None = None, gram: tuple[Tensor, Tensor, Tensor] | None = None) -> None:
-        self.decoder, self.full, self.gram = decoder, full, None
-        if full is None and not decoder.folds:
+                 full: Tensor | None = None, gram: tuple[Tensor, Tensor, Tensor] | None = None,
+                 label_share: float | None = None) -> None:
+        self.decoder, self.full, self.gram, self.label = decoder, full, None, None
+        self._fold_share = None  # a label view's share of the gradient its folding passes to the last layer
+        shared = (label_share is not None and label_share < 1 and attributes is not None and decoder is not None
+                  and decoder.hidden > 0 and torch.is_grad_enabled())
+        if shared:  # decoded once; the label view's copy passes its gradient to the decoder scaled by label_share
+            self._decode_shared(attributes, label_share, gram)
+        elif full is None and not decoder.folds:
             self.full = decoder(attributes)
-        if self.full is None:
+        if self.full is None and not shared:
             self.h = decoder.hidden_features(attributes)  # (P, hidden)
             self.gram = decoder.gram() if gram is None else gram
             ww, wb, bb = self.gram
             self.norm = (((self.h @ ww) * self.h).sum(-1) + 2 * (self.h @ wb) + bb).clamp_min(1e-24).sqrt()  # (P,)
+        if label_share is not None and not shared:
+            self.label = self  # nothing to split: the same tensors, the decoder's gradient as it comes
+
+    def _decode_shared(self, attributes: Tensor, share: float, gram: tuple[Tensor, Tensor, Tensor] | None) -> None:
+        """This decoding and its ``label`` view (the same values, decoded once, :class:`_LabelShare`)."""
+        dec = self.decoder
+        first, last = dec.net[0], dec.net[2]
+        outs = _LabelShare.apply(share, dec.folds, attributes, first.weight, first.bias, last.weight, last.bias)
+        half = len(outs) // 2
+        self.label = DecodedPixels.__new__(DecodedPixels)
+        self.label.decoder, self.label.gram, self.label.label, self.label._fold_share = dec, None, None, share
+        if dec.folds:
+            (self.h, self.norm), (self.label.h, self.label.norm) = outs[:half], outs[half:]
+            self.full = self.label.full = None
+            self.gram = dec.gram() if gram is None else gram
+        else:
+            self.full, self.label.full = outs[0], outs[1]
 
     @classmethod
     def of(cls, decoded: Tensor) -> DecodedPixels:
@@ -195,7 +313,13 @@ class DecodedPixels:
         """(P, K) cosines u_p . t_k with (K, D) unit embeddings."""
         if self.full is not None:
             return self.full @ embeddings.to(self.full).T
-        folded, offset = self.decoder.fold(embeddings.to(self.h))
+        if self._fold_share is None:
+            folded, offset = self.decoder.fold(embeddings.to(self.h))
+        else:  # a label view: the last layer's gradient through the folding scaled as the rest of the view's
+            w, b, t = self.decoder.net[2].weight, self.decoder.net[2].bias, embeddings.to(self.h)
+            w, b = (w.detach(), b.detach()) if self._fold_share == 0 else (
+                _ScaleGrad.apply(w, self._fold_share), _ScaleGrad.apply(b, self._fold_share))
+            folded, offset = t @ w, t @ b
         return (self.h @ folded.T + offset) / self.norm[:, None]
 
     def mask_spread(self, ids: Tensor, masks: int) -> Tensor:

@@ -48,7 +48,6 @@ class SemanticTrainer(CoherentRounds, ChannelTrainer):
         self.channels, self.channel_lr = config.sem_dim, config.lr_semantics
         self.channels_move_geometry = config.sem_moves_geometry
         self.decoder: SemanticDecoder | None = None
-        self._frozen: SemanticDecoder | None = None  # the decoder's weights without gradient (dcs_decoder_share)
         self.optimizer: torch.optim.Optimizer | None = None
         self.novel_views: list[NovelView] = []
         self.pseudo_label_rounds, self.dcs_rounds_waited = 0, 0  # rounds run; due ones that waited (dcs_yield)
@@ -136,7 +135,10 @@ class SemanticTrainer(CoherentRounds, ChannelTrainer):
         if len(idx) == 0:
             return out.semantics.sum() * 0.0
         rows = out.semantics.reshape(-1, c.sem_dim).index_select(0, idx.to(out.image.device))
-        decoded = DecodedPixels(self.decoder, rows)
+        label_terms = (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
+                       ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled))
+        labelled = any(on and labels is not None for _, labels, _, on in label_terms)
+        decoded = DecodedPixels(self.decoder, rows, label_share=c.dcs_decoder_share if labelled else None)
         ids = sem.masks.mask_ids.reshape(-1)[idx].to(out.image.device).long()  # masks stay where the source made them
         terms = sac_losses(decoded, ids, sem.masks.embeddings.to(out.image), c.sem_tau)
         loss = weighted_sac(terms, self.config)
@@ -148,8 +150,7 @@ class SemanticTrainer(CoherentRounds, ChannelTrainer):
                 terms["replay"] = replay
                 loss = loss + c.w_sem_replay * replay
         logits = None  # the vocabulary logits, computed once for both label terms
-        for name, labels, weight, on in (("dcs", sem.pseudo_labels, c.w_dcs, self.vocabulary is not None),
-                                         ("fused", sem.fused_labels, c.w_fused, self.fusion_enabled)):
+        for name, labels, weight, on in label_terms:
             if not on or labels is None:
                 continue
             logits = self._label_logits(decoded, rows) if logits is None else logits
@@ -263,20 +264,11 @@ class SemanticTrainer(CoherentRounds, ChannelTrainer):
     # ----------------------------------------------------------------- helpers
     def _label_logits(self, decoded: DecodedPixels | None, rows: Tensor) -> Tensor:
         """(P, C) vocabulary logits of rendered attribute rows (P, d) for the label terms, their gradient reaching
-        the decoder scaled by ``dcs_decoder_share`` (the attributes get all of it): the same values, a blend of
-        the decoder's logits and those of a copy of it that takes no gradient."""
-        share = self.config.dcs_decoder_share
-        live = None if share <= 0 else self._logits(decoded if decoded is not None else
-                                                       DecodedPixels(self.decoder, rows))
-        if share >= 1:
-            return live
-        if self._frozen is None:
-            self._frozen = copy.deepcopy(self.decoder).requires_grad_(False)
-        with torch.no_grad():
-            for mine, theirs in zip(self._frozen.parameters(), self.decoder.parameters(), strict=True):
-                mine.copy_(theirs)
-        frozen = self._logits(DecodedPixels(self._frozen, rows))
-        return frozen if live is None else share * live + (1 - share) * frozen
+        the decoder scaled by ``dcs_decoder_share`` (the attributes get all of it): the label view of ``decoded``
+        (made with that ``label_share``; None: decoded here)."""
+        if decoded is None or decoded.label is None:
+            decoded = DecodedPixels(self.decoder, rows, label_share=self.config.dcs_decoder_share)
+        return self._logits(decoded.label)
 
     def _logits(self, decoded: DecodedPixels) -> Tensor:
         return decoded.cosines(self.vocabulary) / self.config.sem_tau
