@@ -47,10 +47,15 @@ class SemanticDecoder(nn.Module):
         """(..., d) -> (..., hidden): the activations the last layer maps to W h + b."""
         return torch.relu(self.net[0](attributes))
 
-    def fold(self, embeddings: Tensor) -> tuple[Tensor, Tensor]:
-        """(K, D) embeddings t -> ((K, hidden), (K,)) with (W h + b) . t = folded h + offset."""
-        last = self.net[2]
-        return embeddings @ last.weight, embeddings @ last.bias
+    def fold(self, embeddings: Tensor, grad_share: float | None = None) -> tuple[Tensor, Tensor]:
+        """(K, D) embeddings t -> ((K, hidden), (K,)) with (W h + b) . t = folded h + offset. ``grad_share``: the
+        share of their gradient that reaches the last layer (None: all of it; 0: none)."""
+        w, b = self.net[2].weight, self.net[2].bias
+        if grad_share == 0:
+            w, b = w.detach(), b.detach()
+        elif grad_share is not None:
+            w, b = _ScaleGrad.apply(w, grad_share), _ScaleGrad.apply(b, grad_share)
+        return embeddings @ w, embeddings @ b
 
     def gram(self) -> tuple[Tensor, Tensor, Tensor]:
         """(W^T W (hidden, hidden), W^T b (hidden,), b . b): |W h + b|^2 = h^T WW h + 2 h . Wb + bb."""
@@ -169,17 +174,18 @@ class _LabelShare(torch.autograd.Function):
     """The decoder's work on P rows (P, d) done once and handed out twice: for the SAC losses and for the label
     terms, whose gradient reaches the decoder's weights scaled by ``share`` (``dcs_decoder_share``) and the rows
     in full. What a copy of the decoder that takes no gradient gave (its logits blended with the live ones),
-    without decoding the rows a second time. Outputs, twice: ``folded`` False: the unit rows u (P, D);
-    True: h (P, hidden) and |W2 h + b2| (P,) (what :class:`DecodedPixels` keeps of a folding decoder). The
-    backward is written out: rows get g + g_label, weights g + share * g_label."""
+    without decoding the rows a second time. Outputs, twice: without ``gram``, the unit rows u (P, D); with the
+    decoder's ``gram()`` (a folding decoder), h (P, hidden) and |W2 h + b2| (P,) (what :class:`DecodedPixels`
+    keeps). The backward is written out: rows get g + g_label, weights g + share * g_label."""
 
     @staticmethod
-    def forward(ctx, share: float, folded: bool, rows: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
-                b2: Tensor) -> tuple[Tensor, ...]:
+    def forward(ctx, share: float, gram: tuple[Tensor, Tensor, Tensor] | None, rows: Tensor, w1: Tensor, b1: Tensor,
+                w2: Tensor, b2: Tensor) -> tuple[Tensor, ...]:
         ctx.set_materialize_grads(False)
+        folded = gram is not None
         h = torch.relu(F.linear(rows, w1, b1))
-        if folded:  # as hidden_features, gram and the norm in DecodedPixels
-            ww, wb, bb = w2.T @ w2, w2.T @ b2, b2 @ b2
+        if folded:  # as hidden_features and the norm in DecodedPixels, with the decoder's gram()
+            ww, wb, bb = (t.detach() for t in gram)
             hw = h @ ww
             squared = (hw * h).sum(-1) + 2 * (h @ wb) + bb
             norm = squared.clamp_min(1e-24).sqrt()
@@ -279,30 +285,31 @@ class DecodedPixels:
                   and decoder.hidden > 0 and torch.is_grad_enabled())
         if shared:  # decoded once; the label view's copy passes its gradient to the decoder scaled by label_share
             self._decode_shared(attributes, label_share, gram)
-        elif full is None and not decoder.folds:
+            return
+        if full is None and not decoder.folds:
             self.full = decoder(attributes)
-        if self.full is None and not shared:
+        if self.full is None:
             self.h = decoder.hidden_features(attributes)  # (P, hidden)
             self.gram = decoder.gram() if gram is None else gram
             ww, wb, bb = self.gram
             self.norm = (((self.h @ ww) * self.h).sum(-1) + 2 * (self.h @ wb) + bb).clamp_min(1e-24).sqrt()  # (P,)
-        if label_share is not None and not shared:
+        if label_share is not None:
             self.label = self  # nothing to split: the same tensors, the decoder's gradient as it comes
 
     def _decode_shared(self, attributes: Tensor, share: float, gram: tuple[Tensor, Tensor, Tensor] | None) -> None:
         """This decoding and its ``label`` view (the same values, decoded once, :class:`_LabelShare`)."""
         dec = self.decoder
         first, last = dec.net[0], dec.net[2]
-        outs = _LabelShare.apply(share, dec.folds, attributes, first.weight, first.bias, last.weight, last.bias)
-        half = len(outs) // 2
-        self.label = DecodedPixels.__new__(DecodedPixels)
-        self.label.decoder, self.label.gram, self.label.label, self.label._fold_share = dec, None, None, share
         if dec.folds:
-            (self.h, self.norm), (self.label.h, self.label.norm) = outs[:half], outs[half:]
-            self.full = self.label.full = None
             self.gram = dec.gram() if gram is None else gram
+        outs = _LabelShare.apply(share, self.gram, attributes, first.weight, first.bias, last.weight, last.bias)
+        half = len(outs) // 2
+        label = self.label = DecodedPixels.__new__(DecodedPixels)
+        label.decoder, label.full, label.gram, label.label, label._fold_share = dec, None, None, None, share
+        if dec.folds:
+            (self.h, self.norm), (label.h, label.norm) = outs[:half], outs[half:]
         else:
-            self.full, self.label.full = outs[0], outs[1]
+            self.full, label.full = outs[0], outs[1]
 
     @classmethod
     def of(cls, decoded: Tensor) -> DecodedPixels:
@@ -313,13 +320,7 @@ class DecodedPixels:
         """(P, K) cosines u_p . t_k with (K, D) unit embeddings."""
         if self.full is not None:
             return self.full @ embeddings.to(self.full).T
-        if self._fold_share is None:
-            folded, offset = self.decoder.fold(embeddings.to(self.h))
-        else:  # a label view: the last layer's gradient through the folding scaled as the rest of the view's
-            w, b, t = self.decoder.net[2].weight, self.decoder.net[2].bias, embeddings.to(self.h)
-            w, b = (w.detach(), b.detach()) if self._fold_share == 0 else (
-                _ScaleGrad.apply(w, self._fold_share), _ScaleGrad.apply(b, self._fold_share))
-            folded, offset = t @ w, t @ b
+        folded, offset = self.decoder.fold(embeddings.to(self.h), self._fold_share)  # a label view: its share
         return (self.h @ folded.T + offset) / self.norm[:, None]
 
     def mask_spread(self, ids: Tensor, masks: int) -> Tensor:
