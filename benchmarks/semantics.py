@@ -37,11 +37,11 @@ from clipgs.data.frame import Camera
 from clipgs.demo import DEMO_SCENE, ensure_scene
 from clipgs.errors import SettingsError
 from clipgs.geometry import scale_intrinsics
-from clipgs.mapping import load_ply
+from clipgs.mapping import load_ply, save_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
-from clipgs.semantics.model import SemanticModel, load_semantics
+from clipgs.semantics.model import SemanticModel, load_semantics, save_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup
 from clipgs.semantics.query_metrics import (
     consensus_localisation,
@@ -288,8 +288,10 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a mapper or semantic training setting for every row (e.g. sem_tau=0.25, "
                         "iters_per_keyframe=10), for ablations")
-    parser.add_argument("--map", type=Path, help="no mapping: the 3D localisation and render-time tables on this "
-                        "saved semantic map of the default room (e.g. make demo's demo_out/map.ply)")
+    parser.add_argument("--map", type=Path, help="no mapping: the query and render-time tables on this saved "
+                        "semantic map of --scene (e.g. make demo's demo_out/map.ply, or one --save-maps wrote)")
+    parser.add_argument("--save-maps", type=Path, metavar="DIR", help="write each seed's map of the default row "
+                        "as DIR/<scene>_<teacher>_seed<N>.ply (+ .semantics.pt), for --map and query studies")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if args.map is not None:
@@ -342,6 +344,11 @@ def main() -> int:
     if any((kind, chosen) not in results for kind in args.teachers):
         return 0  # --rows left the default row out: no query and attribute tables
     for kind in args.teachers:
+        if args.save_maps is not None:
+            for seed, (gmap, model, _, _) in zip(args.seeds, results[kind, chosen], strict=True):
+                path = save_ply(gmap, args.save_maps / f"{args.scene}_{kind}_seed{seed}.ply")
+                save_semantics(model, path)
+                print(f"saved {path}")
         print_query_seeds(results[kind, chosen], ds, text, vocab, kind, args.seeds, args.wrong_fraction)
     kind = args.teachers[0]
     gmap, model, _, _ = results[kind, chosen][0]
