@@ -124,6 +124,40 @@ def test_query_joins_patches_of_one_wall_but_not_other_planes_or_small_flat_thin
     assert sizes(left, right) == [len(left), len(right)]
 
 
+def test_a_misread_floor_does_not_make_solid_objects_fragments():
+    from clipgs.semantics.query import group_instances
+
+    def box(x0: float, y0: float, size: float, step: float = 0.03) -> np.ndarray:
+        """The surface of a cube standing on the floor at (x0, y0): a solid object."""
+        grid = np.arange(0, size + 1e-9, step)
+        u, v = [a.ravel() for a in np.meshgrid(grid, grid)]
+        faces = [np.stack([u, v, np.full_like(u, z)], -1) for z in (0.0, size)]
+        faces += [np.stack([np.full_like(u, x), u, v], -1) for x in (0.0, size)]
+        faces += [np.stack([u, np.full_like(u, y), v], -1) for y in (0.0, size)]
+        return np.unique(np.concatenate(faces).round(6), axis=0) + np.array([x0, y0, 0.0])
+
+    # What the query matches: 4 x 4 m of a floor it misreads (heavy: surface counts), a lamp 0.3 m across
+    # (a 70th of the floor's weight), a solid stray lighter than a tenth of the lamp, a flat patch (a rug-like
+    # stray on the floor, 1 m from it) lighter than a tenth of the floor.
+    floor = np.stack(np.meshgrid(np.arange(0, 4, 0.05), np.arange(0, 4, 0.05), [0.0]), -1).reshape(-1, 3)
+    lamp, stray = box(6.0, 0.0, 0.3), box(6.0, 3.0, 0.12)
+    patch = np.stack(np.meshgrid(np.arange(0, 0.6, 0.05), np.arange(5.0, 5.6, 0.05), [0.0]), -1).reshape(-1, 3)
+    parts = {"floor": (floor, 1.0), "lamp": (lamp, 0.2), "stray": (stray, 0.05), "patch": (patch, 1.0)}
+    points = np.concatenate([p for p, _ in parts.values()])
+    weights = np.concatenate([np.full(len(p), w) for p, w in parts.values()])
+    mass = {k: len(p) * w for k, (p, w) in parts.items()}
+    assert mass["lamp"] < 0.1 * mass["floor"] and mass["stray"] < 0.1 * mass["lamp"]
+    assert mass["patch"] < 0.1 * mass["floor"] and mass["patch"] > mass["lamp"] and len(stray) >= 20
+    found = group_instances(points, weights)
+    assert [i.gaussians for i in found] == [len(floor), len(lamp)]  # the lamp stays; both strays are fragments
+    assert np.linalg.norm(found[1].centroid - lamp.mean(0)) < 0.01
+    # Measured against the floor (the rule before), the lamp was dropped; without the floor nothing changes.
+    assert [i.gaussians for i in group_instances(lamp, np.full(len(lamp), 0.2))] == [len(lamp)]
+    both = np.concatenate([lamp, stray])
+    assert [i.gaussians for i in group_instances(both, np.r_[np.full(len(lamp), 0.2), np.full(len(stray), 0.05)])] \
+        == [len(lamp)]
+
+
 def test_footprint_areas_are_the_two_largest_axes():
     from clipgs.mapping import GaussianMap
     from clipgs.semantics.query import footprint_areas

@@ -135,8 +135,11 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
     heavier one (two like objects side by side stay two; 0: no joining). Patches of one wall, floor or ceiling
     (see :func:`_join_planes`) less than ``plane_gap_m`` apart are joined too (0: not). Groups smaller than
     ``min_gaussians`` or lighter than ``min_fraction`` of the strongest group are fragments (a few mislabelled
-    Gaussians) and dropped; the strongest group always stays. Returns instances sorted by weight, strongest
-    first; each instance's ``indices`` are rows of ``points``; centroids are weighted by ``weights``.
+    Gaussians) and dropped; the strongest group always stays. A solid group (thicker than ``PLANE_THICKNESS_M``
+    across its plane) is measured against the strongest solid group instead, which stays too: a floor the query
+    misreads holds square metres of matching surface, and against it every real lamp or chair of the class was a
+    fragment. Returns instances sorted by weight, strongest first; each instance's ``indices`` are rows of
+    ``points``; centroids are weighted by ``weights``.
     """
     if len(points) == 0:
         return []
@@ -150,9 +153,12 @@ def group_instances(points: np.ndarray, weights: np.ndarray, voxel_m: float = 0.
         pieces = _join_planes(points, w, pieces, plane_gap_m)
     mass = [float(weights[g].sum()) for g in pieces]
     strongest = max(range(len(pieces)), key=lambda k: (len(pieces[k]) >= min_gaussians, mass[k]))
+    solid = [len(g) >= min_gaussians and not _flat(points, w, g) for g in pieces]
+    strongest_solid = max((k for k in range(len(pieces)) if solid[k]), key=lambda k: mass[k], default=strongest)
     out = []
     for k, g in enumerate(pieces):
-        if k != strongest and (len(g) < min_gaussians or mass[k] < min_fraction * mass[strongest]):
+        reference = mass[strongest_solid if solid[k] else strongest]
+        if k not in (strongest, strongest_solid) and (len(g) < min_gaussians or mass[k] < min_fraction * reference):
             continue
         out.append(QueryInstance(_centroid(points, w, g), np.percentile(points[g], 2, axis=0),
                                  np.percentile(points[g], 98, axis=0), len(g), mass[k], g))
@@ -195,6 +201,12 @@ def _plane_fit(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> tuple[np.
     wr = w[rows] / w[rows].sum()
     values, vectors = np.linalg.eigh((d * wr[:, None]).T @ d)  # ascending
     return centre, vectors[:, 0], np.sqrt(np.maximum(values[::-1], 0.0))
+
+
+def _flat(points: np.ndarray, w: np.ndarray, rows: np.ndarray) -> bool:
+    """Whether ``points[rows]`` lie within ``PLANE_THICKNESS_M`` (standard deviation) of their plane: a patch of a
+    surface (a wall, a picture, a rug), not a solid object. Fewer than 3 points count as flat."""
+    return len(rows) < 3 or bool(_plane_fit(points, w, rows)[2][2] <= PLANE_THICKNESS_M)
 
 
 def _join_planes(points: np.ndarray, w: np.ndarray, pieces: list[np.ndarray], gap_m: float) -> list[np.ndarray]:
