@@ -158,6 +158,47 @@ def test_a_misread_floor_does_not_make_solid_objects_fragments():
         == [len(lamp)]
 
 
+def test_joining_pieces_equals_the_loop_over_regions():
+    from clipgs.semantics.query import _centroid, _components, _join_pieces, _regroup, _split, group_instances
+
+    def reference(points, w, pieces, coarse, absorb):  # the loop _join_pieces replaced: one region at a time
+        mass = np.array([w[g].sum() for g in pieces])
+        centre = np.stack([_centroid(points, w, g) for g in pieces])
+        region = coarse[[g[0] for g in pieces]]
+        target = np.arange(len(pieces))
+        for r in np.unique(region):
+            members = np.nonzero(region == r)[0]
+            light = mass[members] < absorb * mass[members].max()
+            heavy = members[~light]
+            for k in members[light]:
+                target[k] = heavy[np.argmin(np.linalg.norm(centre[heavy] - centre[k], axis=1))]
+        return [np.concatenate([pieces[k] for k in np.nonzero(target == t)[0]]) for t in np.unique(target)]
+
+    rng = np.random.default_rng(3)
+    for n, spread in ((300, 0.6), (3000, 1.5), (20000, 3.0)):  # few, some and many pieces per coarse region
+        points = rng.uniform(0, spread, (n, 3))
+        w = rng.uniform(0.01, 1.0, n) ** 3  # some pieces much lighter than their neighbours
+        pieces = _split(_components(points, 0.05))
+        coarse = _components(points, 0.1)
+        for absorb in (0.0, 0.5, 0.9):
+            got = _join_pieces(points, w, pieces, coarse, absorb)
+            want = reference(points, w, pieces, coarse, absorb)
+            assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+        assert len(got) < len(pieces)  # something was joined
+    # A light piece joins the nearest heavy piece of its own coarse region, not a nearer one of the next region.
+    points = np.array([[0.0, 0, 0], [3.0, 0, 0], [2.0, 0, 0], [2.1, 0, 0], [5.0, 0, 0]])
+    w, coarse = np.array([1.0, 1.0, 0.1, 1.0, 1.0]), np.array([0, 0, 0, 1, 1])
+    pieces = [np.array([k]) for k in range(5)]
+    want = [[0], [1, 2], [3], [4]]
+    assert [list(g) for g in _join_pieces(points, w, pieces, coarse, 0.5)] == want
+    assert [list(g) for g in reference(points, w, pieces, coarse, 0.5)] == want
+    with pytest.raises(ValueError, match="absorb"):
+        group_instances(points, w, absorb=1.5)
+    labels = np.array([2, 0, 2, 1])
+    parts = [np.array([0]), np.array([1, 2]), np.array([3]), np.array([4, 5])]
+    assert [list(g) for g in _regroup(parts, labels)] == [[1, 2], [4, 5], [0, 3]]
+
+
 def test_footprint_areas_are_the_two_largest_axes():
     from clipgs.mapping import GaussianMap
     from clipgs.semantics.query import footprint_areas
