@@ -14,9 +14,10 @@ from clipgs.mapping import save_ply
 from clipgs.mapping.config import MapperConfig
 from clipgs.mapping.offline import keyframe_time_breakdown, map_dataset
 from clipgs.semantics.config import SemanticTrainingConfig
+from clipgs.semantics.instances import describe_instances
 from clipgs.semantics.model import SemanticModel, save_semantics
 from clipgs.semantics.pipeline import default_corruption, evaluate_semantics, simulated_setup, teacher_notes
-from clipgs.semantics.query import describe_instances, query_map, write_query_images
+from clipgs.semantics.query import query_map, write_query_images
 from clipgs.semantics.trainer import SemanticTrainer
 
 DEMO_SCENE = {"scene": "room", "seed": 0, "n_frames": 120, "width": 160, "height": 120}

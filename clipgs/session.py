@@ -26,9 +26,10 @@ from clipgs.mapping.worker import MapperWorker
 from clipgs.openmp import hands_back_team
 from clipgs.parameters import Parameters
 from clipgs.semantics.factory import SemanticStack, build_semantics
+from clipgs.semantics.instances import QueryInstance, describe_instances
 from clipgs.semantics.model import save_semantics
 from clipgs.semantics.pipeline import labels_from_render
-from clipgs.semantics.query import QueryInstance, describe_instances, negative_names, query_map
+from clipgs.semantics.query import negative_names, query_map
 
 log = logging.getLogger(__name__)
 POSE_TOPIC_FRAME = "__pose_topic__"

@@ -46,7 +46,7 @@ def test_relevancy_and_3d_query_on_a_toy_map():
 
 
 def test_query_splits_matching_gaussians_into_instances():
-    from clipgs.semantics.query import group_instances
+    from clipgs.semantics.instances import group_instances
 
     g = np.random.default_rng(0)
     # Two chairs 1.9 m apart, made of surface-like points 2 cm apart, and one stray Gaussian far away.
@@ -81,7 +81,7 @@ def test_query_splits_matching_gaussians_into_instances():
 
 
 def test_query_joins_pieces_of_one_object_but_not_two_like_objects():
-    from clipgs.semantics.query import group_instances
+    from clipgs.semantics.instances import group_instances
 
     def plank(x0: float, x1: float) -> np.ndarray:  # a flat board sampled every 2 cm
         return np.stack(np.meshgrid(np.arange(x0, x1, 0.02), np.arange(0, 0.4, 0.02), [0.5]), -1).reshape(-1, 3)
@@ -98,7 +98,7 @@ def test_query_joins_pieces_of_one_object_but_not_two_like_objects():
 
 
 def test_query_joins_patches_of_one_wall_but_not_other_planes_or_small_flat_things():
-    from clipgs.semantics.query import group_instances
+    from clipgs.semantics.instances import group_instances
 
     def patch(x0: float, x1: float, y0: float, y1: float, z: float = 2.6, step: float = 0.04) -> np.ndarray:
         return np.stack(np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step), [z]), -1).reshape(-1, 3)
@@ -125,7 +125,7 @@ def test_query_joins_patches_of_one_wall_but_not_other_planes_or_small_flat_thin
 
 
 def test_a_misread_floor_does_not_make_solid_objects_fragments():
-    from clipgs.semantics.query import group_instances
+    from clipgs.semantics.instances import group_instances
 
     def box(x0: float, y0: float, size: float, step: float = 0.03) -> np.ndarray:
         """The surface of a cube standing on the floor at (x0, y0): a solid object."""
@@ -159,7 +159,7 @@ def test_a_misread_floor_does_not_make_solid_objects_fragments():
 
 
 def test_joining_pieces_equals_the_loop_over_regions():
-    from clipgs.semantics.query import _centroid, _components, _join_pieces, _regroup, _split, group_instances
+    from clipgs.semantics.instances import _centroid, _components, _join_pieces, _regroup, _split, group_instances
 
     def reference(points, w, pieces, coarse, absorb):  # the loop _join_pieces replaced: one region at a time
         mass = np.array([w[g].sum() for g in pieces])

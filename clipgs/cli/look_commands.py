@@ -39,7 +39,8 @@ def run_export(args: argparse.Namespace) -> int:
     if model is None:
         raise MapFileError(f"{args.map}: no semantic model beside it; map with --semantics to get one")
     if args.query is not None:
-        from clipgs.semantics.query import describe_instances, negative_names, query_map
+        from clipgs.semantics.instances import describe_instances
+        from clipgs.semantics.query import negative_names, query_map
         from clipgs.semantics.text import TextEncoder
 
         label = args.query.strip()

@@ -9,8 +9,9 @@ def run_query(args: argparse.Namespace) -> int:
     from clipgs.data.dataset import open_dataset
     from clipgs.mapping import load_ply
     from clipgs.mapping.ply import MapFileError
+    from clipgs.semantics.instances import describe_instances
     from clipgs.semantics.model import load_semantics
-    from clipgs.semantics.query import describe_instances, negative_names, query_map, write_query_images
+    from clipgs.semantics.query import negative_names, query_map, write_query_images
     from clipgs.semantics.text import TextEncoder
 
     if not args.label.strip():

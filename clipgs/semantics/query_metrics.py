@@ -19,9 +19,10 @@ from clipgs.data.dataset import SequenceDataset
 from clipgs.eval.metrics import semantic_scores
 from clipgs.geometry import unproject_depth
 from clipgs.mapping.gaussian_map import GaussianMap
+from clipgs.semantics.instances import QueryInstance
 from clipgs.semantics.model import SemanticModel
 from clipgs.semantics.pipeline import coherent_labels
-from clipgs.semantics.query import QueryInstance, footprint_areas, negative_names, query_map
+from clipgs.semantics.query import footprint_areas, negative_names, query_map
 from clipgs.semantics.sources import STUFF
 from clipgs.semantics.text import TextEncoder
 
